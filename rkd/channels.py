@@ -1,0 +1,338 @@
+"""Complex baseband wireless channels (AWGN, Rayleigh and Rician block fading) and training SNRs.
+
+Every channel normalises what it is given to unit average power per sample over the symbols that
+are actually sent, so the SNR means the same thing whatever the encoder emits and however many
+symbols (``k``) a sample uses. Fading is *block* fading: one coefficient ``h`` per sample, which
+is what a short semantic packet sees in a slowly varying channel. All randomness takes an optional
+``torch.Generator`` so that evaluations are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+CHANNEL_NAMES = ("awgn", "rayleigh", "rician")
+CSI_MODES = ("perfect", "none")
+_SPEC_KEYS = ("name", "csi", "k_factor")
+_EPS = 1e-12
+
+SNRLike = Union[torch.Tensor, float, int]
+ChannelSpec = Union[str, Mapping[str, Any]]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_complex(z: torch.Tensor) -> torch.Tensor:
+    """Half-precision complex (and real) inputs are computed in complex64: complex32 lacks most ops."""
+    if z.dtype == torch.complex128:
+        return z
+    if z.is_complex():
+        return z.to(torch.complex64)
+    if z.dtype == torch.float64:
+        return z.to(torch.complex128)
+    return z.to(torch.complex64)
+
+
+def _real_dtype(z: torch.Tensor) -> torch.dtype:
+    return torch.float64 if z.dtype == torch.complex128 else torch.float32
+
+
+def _randn(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal draws; a generator may live on another device than the data (e.g. CPU vs CUDA)."""
+    if generator is None:
+        return torch.randn(*shape, device=device, dtype=dtype)
+    return torch.randn(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def _rand(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Uniform [0, 1) draws, generator-device aware like ``_randn``."""
+    if generator is None:
+        return torch.rand(*shape, device=device, dtype=dtype)
+    return torch.rand(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def _complex_normal(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """CN(0, 1): real and imaginary parts each N(0, 1/2)."""
+    parts = _randn((*shape, 2), generator, device, dtype) * math.sqrt(0.5)
+    return torch.complex(parts[..., 0], parts[..., 1])
+
+
+def _check_mask(z: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    if mask is None:
+        return torch.ones(z.shape, dtype=torch.bool, device=z.device)
+    if mask.shape != z.shape:
+        raise ValueError(f"argument 'mask' has shape {tuple(mask.shape)}: expected the symbols' shape {tuple(z.shape)}")
+    return mask.to(device=z.device, dtype=torch.bool)
+
+
+def _per_sample_snr(snr_db: SNRLike, z: torch.Tensor) -> torch.Tensor:
+    """SNR in dB as a real ``[batch]`` tensor; a scalar applies to every sample."""
+    snr = torch.as_tensor(snr_db, device=z.device).to(_real_dtype(z))
+    if snr.dim() == 0:
+        return snr.expand(z.shape[0])
+    if snr.shape != (z.shape[0],):
+        raise ValueError(f"argument 'snr_db' has shape {tuple(snr.shape)}: expected a scalar or shape ({z.shape[0]},), one SNR per sample")
+    return snr
+
+
+def normalize_power(z: torch.Tensor, mask: Optional[torch.Tensor] = None, eps: float = _EPS) -> torch.Tensor:
+    """Scale each sample to unit average power over its *sent* symbols and zero the unsent ones.
+
+    The transmitter's power budget is per channel use, so a sample sending fewer symbols must not
+    spend more power per symbol. ``z``: complex ``[batch, n]``; ``mask``: bool ``[batch, n]``
+    (True = sent) or None (all sent). A sample with no sent symbols comes out all zeros.
+    """
+    z = _as_complex(z)
+    sent = _check_mask(z, mask)
+    z = torch.where(sent, z, torch.zeros((), dtype=z.dtype, device=z.device))
+    n_sent = sent.sum(dim=-1, keepdim=True).clamp_min(1).to(_real_dtype(z))
+    power = z.abs().square().sum(dim=-1, keepdim=True) / n_sent
+    return z * torch.rsqrt(power + eps)
+
+
+# ----------------------------------------------------------------------------- channels
+
+
+@dataclass
+class ChannelOutput:
+    """What the receiver gets: symbols, the true fading coefficient, and the state it knows.
+
+    ``state[:, 0]`` is the nominal SNR (dB); ``state[:, 1]`` the effective SNR (dB) the receiver
+    can estimate: ``snr + 10 log10 |h|^2`` with perfect CSI, the nominal SNR without CSI.
+    """
+
+    y: torch.Tensor  # complex [batch, n]
+    h: torch.Tensor  # complex [batch]
+    state: torch.Tensor  # real [batch, 2]
+
+
+class Channel(nn.Module):
+    """Block channel ``y = h x + n`` on unit-power symbols; subclasses only say how ``h`` is drawn.
+
+    With ``csi="perfect"`` the receiver knows ``h`` and equalises (returns ``y / h``, so deep fades
+    amplify noise); with ``csi="none"`` it returns ``h x + n`` as received.
+    """
+
+    name = "channel"
+
+    def __init__(self, csi: str = "perfect") -> None:
+        super().__init__()
+        self.csi = _check_csi(csi)
+
+    def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """One complex coefficient per sample, ``E|h|^2 = 1``."""
+        raise NotImplementedError
+
+    def transmit(
+        self,
+        z: torch.Tensor,
+        snr_db: SNRLike,
+        mask: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> ChannelOutput:
+        """Send ``z`` (complex ``[batch, n]``) at per-sample ``snr_db`` (dB, ``[batch]``); unsent symbols come out 0."""
+        if z.dim() != 2:
+            raise ValueError(f"argument 'z' has shape {tuple(z.shape)}: expected complex symbols [batch, n_symbols]")
+        sent = _check_mask(z, mask)
+        x = normalize_power(z, sent)
+        real = _real_dtype(x)
+        snr = _per_sample_snr(snr_db, x)
+        h = self.sample_fading(x.shape[0], generator, x.device, real).to(x.dtype)
+        noise_std = torch.pow(10.0, -snr / 20.0)  # sigma, with sigma^2 = 10^(-snr/10)
+        noise = _complex_normal(x.shape, generator, x.device, real) * noise_std[:, None]
+        y = h[:, None] * x + noise
+        gain_db = 10.0 * torch.log10(h.abs().square() + _EPS)
+        if self.csi == "perfect":
+            safe_h = torch.where(h.abs() > _EPS, h, torch.full_like(h, _EPS))
+            y = y / safe_h[:, None]
+            effective = snr + gain_db
+        else:
+            effective = snr
+        y = torch.where(sent, y, torch.zeros((), dtype=y.dtype, device=y.device))
+        return ChannelOutput(y=y, h=h, state=torch.stack([snr, effective], dim=-1))
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        snr_db: SNRLike,
+        mask: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        return self.transmit(z, snr_db, mask, generator).y
+
+    def extra_repr(self) -> str:
+        return f"csi={self.csi!r}"
+
+
+class AWGNChannel(Channel):
+    """Additive white Gaussian noise only: ``h = 1``, so the receiver always knows it."""
+
+    name = "awgn"
+
+    def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return torch.ones(batch, device=device, dtype=dtype).to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+
+
+class RayleighChannel(Channel):
+    """No line of sight: ``h ~ CN(0, 1)``, so ``|h|^2 ~ Exp(1)``."""
+
+    name = "rayleigh"
+
+    def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return _complex_normal((batch,), generator, device, dtype)
+
+
+class RicianChannel(Channel):
+    """Line of sight plus scatter: ``h = sqrt(K/(K+1)) e^{j theta} + sqrt(1/(K+1)) CN(0, 1)``, theta uniform."""
+
+    name = "rician"
+
+    def __init__(self, k_factor: float = 4.0, csi: str = "perfect") -> None:
+        super().__init__(csi=csi)
+        self.k_factor = _check_k_factor(k_factor)
+
+    def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        k = self.k_factor
+        theta = _rand((batch,), generator, device, dtype) * (2.0 * math.pi)
+        line_of_sight = torch.polar(torch.full_like(theta, math.sqrt(k / (k + 1.0))), theta)
+        scatter = _complex_normal((batch,), generator, device, dtype) * math.sqrt(1.0 / (k + 1.0))
+        return line_of_sight + scatter
+
+    def extra_repr(self) -> str:
+        return f"k_factor={self.k_factor}, csi={self.csi!r}"
+
+
+# ----------------------------------------------------------------------------- construction
+
+
+def _check_csi(csi: Any) -> str:
+    if csi not in CSI_MODES:
+        raise ValueError(f"argument 'csi' = {csi!r} is invalid: expected one of {CSI_MODES}")
+    return csi
+
+
+def _check_k_factor(k_factor: Any) -> float:
+    ok = isinstance(k_factor, (int, float)) and not isinstance(k_factor, bool) and math.isfinite(k_factor) and k_factor >= 0
+    if not ok:
+        raise ValueError(f"argument 'k_factor' = {k_factor!r} is invalid: expected a finite Rician K factor >= 0")
+    return float(k_factor)
+
+
+def get_channel(name: str, **kwargs: Any) -> Channel:
+    """Build a channel by name: ``"awgn"``, ``"rayleigh"`` (``csi``) or ``"rician"`` (``k_factor``, ``csi``).
+
+    ``csi`` and ``k_factor`` are accepted (and validated) for every name so that one config can
+    build all channels; they are ignored where they do not apply (AWGN has ``h = 1``, Rayleigh no K).
+    """
+    if name not in CHANNEL_NAMES:
+        raise ValueError(f"argument 'name' = {name!r} is invalid: expected one of {CHANNEL_NAMES}")
+    unknown = sorted(set(kwargs) - {"csi", "k_factor"})
+    if unknown:
+        raise ValueError(f"argument {unknown[0]!r} = {kwargs[unknown[0]]!r} is not accepted: get_channel takes only 'csi' and 'k_factor'")
+    csi = _check_csi(kwargs.get("csi", "perfect"))
+    k_factor = _check_k_factor(kwargs.get("k_factor", 4.0))
+    if name == "awgn":
+        return AWGNChannel(csi=csi)
+    if name == "rayleigh":
+        return RayleighChannel(csi=csi)
+    return RicianChannel(k_factor=k_factor, csi=csi)
+
+
+def _spec_kwargs(spec: ChannelSpec) -> tuple[str, dict]:
+    """Split a channel spec (a name, or ``{"name", "csi", "k_factor"}``) into name and kwargs; None means default."""
+    if isinstance(spec, str):
+        return spec, {}
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"argument 'spec' = {spec!r} is invalid: expected a channel name or a mapping with 'name' in {CHANNEL_NAMES}")
+    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"argument 'spec' = {dict(spec)!r} has unknown key {unknown[0]!r}: expected only {_SPEC_KEYS}")
+    kwargs = {key: spec[key] for key in ("csi", "k_factor") if spec.get(key) is not None}
+    return spec["name"], kwargs
+
+
+def channel_from_spec(spec: ChannelSpec) -> Channel:
+    """Build a channel from a results/config spec such as ``{"name": "rician", "k_factor": 4.0}``."""
+    name, kwargs = _spec_kwargs(spec)
+    return get_channel(name, **kwargs)
+
+
+def channel_label(spec: ChannelSpec) -> str:
+    """Short stable name for results tables: ``awgn``, ``rayleigh-csi``, ``rayleigh-nocsi``, ``rician-k4-csi``."""
+    channel = channel_from_spec(spec)
+    if isinstance(channel, AWGNChannel):
+        return "awgn"
+    csi = "csi" if channel.csi == "perfect" else "nocsi"
+    if isinstance(channel, RicianChannel):
+        return f"rician-k{channel.k_factor:g}-{csi}"
+    return f"{channel.name}-{csi}"
+
+
+# ----------------------------------------------------------------------------- training SNRs
+
+
+class SNRSampler:
+    """Training SNRs drawn from equal-width buckets of ``[snr_min, snr_max]`` that rotate with the step.
+
+    Rule: process ``rank`` of ``world_size`` at step ``s`` uses bucket ``(rank + s * world_size) mod
+    n_buckets`` and draws every sample's SNR uniformly inside it. So at one step the processes hold
+    ``min(world_size, n_buckets)`` distinct consecutive buckets (all of them when ``world_size >=
+    n_buckets``), the window advances by ``world_size`` each step, and a single process walks
+    through the buckets one per step, covering the whole range every ``n_buckets`` steps. Each
+    process's batch is narrow in SNR while the gradient averaged over processes (or a few steps)
+    spans the range - stratified sampling with no communication.
+    """
+
+    def __init__(self, snr_min: float, snr_max: float, n_buckets: int, rank: int = 0, world_size: int = 1) -> None:
+        if not (math.isfinite(snr_min) and math.isfinite(snr_max) and snr_min < snr_max):
+            raise ValueError(f"argument 'snr_min' = {snr_min!r} is invalid: expected a finite value below snr_max = {snr_max!r}")
+        if isinstance(n_buckets, bool) or not isinstance(n_buckets, int) or n_buckets < 1:
+            raise ValueError(f"argument 'n_buckets' = {n_buckets!r} is invalid: expected an integer >= 1")
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"argument 'world_size' = {world_size!r} is invalid: expected an integer >= 1")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"argument 'rank' = {rank!r} is invalid: expected an integer in [0, world_size={world_size})")
+        self.snr_min = float(snr_min)
+        self.snr_max = float(snr_max)
+        self.n_buckets = n_buckets
+        self.rank = rank
+        self.world_size = world_size
+
+    def buckets(self) -> list[tuple[float, float]]:
+        """The (lo, hi) edges of every bucket, in increasing SNR."""
+        width = (self.snr_max - self.snr_min) / self.n_buckets
+        edges = [self.snr_min + i * width for i in range(self.n_buckets)] + [self.snr_max]
+        return [(edges[i], edges[i + 1]) for i in range(self.n_buckets)]
+
+    def buckets_for(self, step: int) -> list[int]:
+        """This process's bucket indices at ``step`` (one bucket per process per step)."""
+        return [(self.rank + step * self.world_size) % self.n_buckets]
+
+    def sample(
+        self,
+        batch_size: int,
+        step: int,
+        generator: Optional[torch.Generator] = None,
+        device: Optional[Union[torch.device, str]] = None,
+    ) -> torch.Tensor:
+        """SNRs in dB, ``[batch_size]``, uniform inside this process's bucket(s) at ``step``."""
+        edges = self.buckets()
+        chosen = self.buckets_for(step)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        lo = torch.tensor([edges[b][0] for b in chosen], device=device)
+        hi = torch.tensor([edges[b][1] for b in chosen], device=device)
+        which = torch.arange(batch_size, device=device) % len(chosen)
+        u = _rand((batch_size,), generator, device, torch.float32)
+        return lo[which] + (hi[which] - lo[which]) * u
+
+    def __repr__(self) -> str:
+        return (
+            f"SNRSampler(snr_min={self.snr_min}, snr_max={self.snr_max}, n_buckets={self.n_buckets}, "
+            f"rank={self.rank}, world_size={self.world_size})"
+        )

@@ -1,0 +1,267 @@
+"""Evaluation: accuracy x channel x SNR x channel uses, model sizes and FLOPs, plots and a report.
+
+The student's tokens for the test set are computed once (the student is deterministic in eval
+mode); the transmitter output is computed once per SNR; each channel/k pair then only costs a
+channel draw and the receiver, run on the first k symbols. Every noise draw is seeded.
+
+    accelerate launch rkd/evaluate.py --config <yaml>      # or: rkd evaluate / rkd report
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # launched by path: import rkd.* from this checkout, never rkd/ as top level
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parent))
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from rkd.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
+from rkd.channels import channel_from_spec, channel_label
+from rkd.data import student_transform
+from rkd.models.cat import symbol_mask
+
+METHOD = "rkd-sc"
+
+
+def snr_grid(eval_cfg) -> list:
+    count = int(round((eval_cfg.snr_max - eval_cfg.snr_min) / eval_cfg.snr_step)) + 1
+    return [round(eval_cfg.snr_min + i * eval_cfg.snr_step, 6) for i in range(count)]
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(fn, *args) -> int:
+    """FLOPs of one forward call, counted by torch's dispatcher (per image when args hold one image).
+
+    Runs with autograd on: the counter's module tracker hooks the graph and fails without it.
+    """
+    with FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def batched(fn, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([fn(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
+
+
+@torch.no_grad()
+def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_specs: list, snrs: list, rates: list,
+                  batch_size: int, seed: int, progress: bool = True) -> list:
+    """Accuracy records of an RKD system for every channel x SNR x k, on precomputed student tokens."""
+    system.eval()
+    records = []
+    n = tokens.shape[0]
+    channels = [channel_from_spec(spec) for spec in channel_specs]
+    bar = tqdm(total=len(snrs) * len(channels) * len(rates), desc="evaluate", disable=not progress, dynamic_ncols=True)
+    for snr in snrs:
+        snr_all = torch.full((n,), float(snr))
+        z = batched(lambda t: system.transmit(t, snr_all[: t.shape[0]]), tokens, batch_size)
+        for spec, channel in zip(channel_specs, channels):
+            for k in rates:
+                generator = torch.Generator().manual_seed(seed)
+                correct = 0
+                for start in range(0, n, batch_size):
+                    zb = z[start:start + batch_size, :k]
+                    snr_b = snr_all[start:start + zb.shape[0]]
+                    mask = torch.ones(zb.shape, dtype=torch.bool)
+                    out = channel.transmit(zb, snr_b, mask, generator=generator)
+                    features = system.decoder(out.y, mask, out.state.float())
+                    preds = system.classify(features).argmax(-1)
+                    correct += int((preds == labels[start:start + zb.shape[0]]).sum())
+                records.append({
+                    "method": METHOD, "channel": spec["name"], "csi": spec.get("csi", "perfect") if spec["name"] != "awgn" else "n/a",
+                    "k_factor": spec.get("k_factor") if spec["name"] == "rician" else None,
+                    "channel_label": channel_label(spec), "snr_db": float(snr), "channel_uses": int(k),
+                    "accuracy": correct / n, "n_test": n,
+                })
+                bar.update(1)
+    bar.close()
+    return records
+
+
+def evaluate_run(pipeline, out_dir: Path) -> dict:
+    """The eval stage of a pipeline: writes results.json, results.csv, plots and report.md."""
+    from rkd.distill import load_stage1, load_stage2
+
+    cfg, accelerator = pipeline.cfg, pipeline.accelerator
+    out_dir = Path(out_dir)
+    summary: dict = {}
+    if accelerator.is_main_process:
+        bundle, cache = pipeline.bundle, pipeline.cache
+        test = bundle.splits["test"]
+        labels = test.labels
+        teacher_dim = cache.features["test"].shape[1]
+        teacher_acc = float((cache.logits["test"].float().argmax(-1) == labels).float().mean())
+        transform = student_transform(cfg.data, bundle)
+        x = transform(test.images)
+        stage1 = load_stage1(cfg, bundle, teacher_dim, pipeline.run_dir.path("stage1")).eval()
+        student_logits = batched(lambda t: stage1(t)["logits"], x, cfg.eval.batch_size)
+        student_acc = float((student_logits.argmax(-1) == labels).float().mean())
+        system = load_stage2(cfg, bundle, teacher_dim, pipeline.run_dir.path("stage1"), pipeline.run_dir.path("stage2")).eval()
+        tokens = batched(lambda t: system.student(t)["tokens"], x, cfg.eval.batch_size)
+        rates = cfg.eval.rates or cfg.codec.rates
+        records = [
+            {"method": "teacher", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
+             "snr_db": None, "channel_uses": None, "accuracy": teacher_acc, "n_test": int(labels.numel())},
+            {"method": "student", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
+             "snr_db": None, "channel_uses": None, "accuracy": student_acc, "n_test": int(labels.numel())},
+        ]
+        records += channel_sweep(system, tokens, labels, cfg.eval.channels, snr_grid(cfg.eval), rates,
+                                 cfg.eval.batch_size, cfg.eval.seed)
+        teacher = pipeline.teacher().eval()
+        one_image = test.images[:1]
+        one_x = x[:1]
+        one_tokens = tokens[:1]
+        z = system.transmit(one_tokens, torch.zeros(1))
+        mask = symbol_mask(torch.tensor([cfg.codec.max_symbols]), cfg.codec.max_symbols)
+        state = torch.zeros(1, 2)
+        summary = {
+            "teacher_params": count_params(teacher),
+            "student_params": count_params(system.student),
+            "codec_tx_params": count_params(system.encoder),
+            "receiver_params": count_params(system.decoder) + count_params(system.student.classifier),
+            "teacher_flops": count_flops(teacher, one_image),
+            "student_flops": count_flops(system.student, one_x),
+            "codec_tx_flops": count_flops(system.transmit, one_tokens, torch.zeros(1)),
+            "receiver_flops": count_flops(lambda: system.classify(system.decoder(z, mask, state))),
+            "teacher_accuracy": teacher_acc,
+            "student_accuracy": student_acc,
+            "n_test": int(labels.numel()),
+            "max_symbols": cfg.codec.max_symbols,
+            "rates": rates,
+            "teacher_source": cfg.teacher.source,
+            "cache_augmentation": cache.manifest.get("augmentation", "none"),
+            "csi_assumption": {spec_label["channel_label"]: spec_label["csi"] for spec_label in records[2:]},
+            "config_hash": pipeline.run_dir.hashes["eval"],
+        }
+        summary["compression_ratio"] = summary["teacher_params"] / max(1, summary["student_params"])
+        write_outputs(out_dir, records, summary)
+    accelerator.wait_for_everyone()
+    return {k: v for k, v in summary.items() if k != "csi_assumption"} if summary else read_json(out_dir / "results.json")["summary"]
+
+
+def write_outputs(out_dir: Path, records: list, summary: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "results.json", {"summary": summary, "records": records})
+    fields = ["method", "channel", "csi", "k_factor", "channel_label", "snr_db", "channel_uses", "accuracy", "n_test"]
+
+    def write_csv(path: Path) -> None:
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(records)
+
+    atomic_write(out_dir / "results.csv", write_csv)
+    plot_results(out_dir, records, summary)
+    atomic_write_text(out_dir / "report.md", render_report(records, summary))
+
+
+def plot_results(out_dir: Path, records: list, summary: dict) -> list:
+    """One PNG per channel (a line per k) and one figure with a panel per channel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    channel_records = [r for r in records if r["snr_db"] is not None]
+    labels = list(dict.fromkeys(r["channel_label"] for r in channel_records))
+    paths = []
+
+    def draw(ax, label):
+        rows = [r for r in channel_records if r["channel_label"] == label]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            for k in sorted({r["channel_uses"] for r in rows if r["method"] == method}):
+                pts = sorted((r["snr_db"], r["accuracy"]) for r in rows if r["method"] == method and r["channel_uses"] == k)
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=3, label=f"{method} k={k}")
+        ax.axhline(100 * summary["teacher_accuracy"], color="k", ls="--", lw=1, label="teacher (clean)")
+        ax.axhline(100 * summary["student_accuracy"], color="gray", ls=":", lw=1, label="student (clean)")
+        ax.set_title(label)
+        ax.set_xlabel("SNR (dB)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+
+    for label in labels:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        draw(ax, label)
+        ax.legend(fontsize=7)
+        path = out_dir / f"accuracy_vs_snr_{label}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    if labels:
+        fig, axes = plt.subplots(1, len(labels), figsize=(4.5 * len(labels), 4), sharey=True, squeeze=False)
+        for ax, label in zip(axes[0], labels):
+            draw(ax, label)
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / "accuracy_vs_snr.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def render_report(records: list, summary: dict) -> str:
+    s = summary
+    lines = [
+        "# RKD-SC evaluation report",
+        "",
+        f"Config hash `{s.get('config_hash', '?')}`; teacher `{s.get('teacher_source', '?')}`; "
+        f"teacher cache: {s.get('cache_augmentation', '?')}; test images: {s['n_test']}.",
+        "",
+        "| model | parameters | FLOPs / image | clean test accuracy |",
+        "|---|---:|---:|---:|",
+        f"| teacher | {s['teacher_params']:,} | {s['teacher_flops']:,} | {100 * s['teacher_accuracy']:.2f}% |",
+        f"| student encoder (stage 1) | {s['student_params']:,} | {s['student_flops']:,} | {100 * s['student_accuracy']:.2f}% |",
+        f"| CAT encoder (transmitter) | {s['codec_tx_params']:,} | {s['codec_tx_flops']:,} | |",
+        f"| CAT decoder + head (receiver) | {s['receiver_params']:,} | {s['receiver_flops']:,} | |",
+        "",
+        f"Student / teacher parameters: 1/{s['compression_ratio']:.1f}.",
+        "",
+    ]
+    channel_records = [r for r in records if r["snr_db"] is not None]
+    snrs = sorted({r["snr_db"] for r in channel_records})
+    shown = [v for v in (-10, -6, -2, 0, 4, 10, 20) if v in snrs] or snrs
+    lines += ["## Accuracy (%) over the channel", "",
+              "CSI: `csi` = perfect means the receiver equalises with the true fading gain; none means it does not.", "",
+              "| method | channel | csi | k (channel uses) | " + " | ".join(f"{v:g} dB" for v in shown) + " |",
+              "|---|---|---|---:|" + "---:|" * len(shown)]
+    keys = list(dict.fromkeys((r["method"], r["channel_label"], r["channel"], r["csi"], r["channel_uses"]) for r in channel_records))
+    for method, label, channel, csi, k in keys:
+        row = {r["snr_db"]: r["accuracy"] for r in channel_records
+               if (r["method"], r["channel_label"], r["channel_uses"]) == (method, label, k)}
+        cells = " | ".join(f"{100 * row[v]:.2f}" if v in row else "" for v in shown)
+        lines.append(f"| {method} | {label} | {csi} | {k} | {cells} |")
+    lines += ["", "Plots: `accuracy_vs_snr.png` (all channels) and one `accuracy_vs_snr_<channel>.png` per channel.", ""]
+    return "\n".join(lines)
+
+
+def report(run_dir: Path) -> Path:
+    """Re-render plots and the markdown report from an existing results.json."""
+    eval_dir = Path(run_dir) / "eval"
+    data = read_json(eval_dir / "results.json")
+    plot_results(eval_dir, data["records"], data["summary"])
+    atomic_write_text(eval_dir / "report.md", render_report(data["records"], data["summary"]))
+    return eval_dir / "report.md"
+
+
+def main(argv=None) -> int:
+    from rkd.cli import main as cli_main
+
+    return cli_main(["evaluate", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

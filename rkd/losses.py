@@ -1,0 +1,170 @@
+"""Distillation objectives as small terms composed by weights, so an ablation is a config change.
+
+Every term is a module ``term(outputs, batch) -> scalar`` that declares the keys it reads in
+``requires`` (``("outputs", key)`` or ``("batch", key)``). ``CompositeLoss`` checks those keys before
+calling a term (so a missing teacher cache fails with a message naming the key and the term), skips
+terms of weight 0 entirely, and reports each term's unweighted value for logging.
+
+Adding a term (e.g. the ``ComplexityPenalty`` the architecture search will add, a weighted expected
+FLOPs/latency of the softmaxed architecture weights read from ``outputs["arch_cost"]``) means writing
+one more ``LossTerm`` subclass and one more ``(weight, module)`` entry; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensors = Mapping[str, torch.Tensor]
+
+
+class MissingInputError(KeyError):
+    """A loss term needs a key that the model outputs or the batch do not have."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message, quotes and all
+        return str(self.args[0]) if self.args else ""
+
+
+class LossTerm(nn.Module):
+    """Base class: a scalar loss of ``(outputs, batch)`` that lists the keys it reads."""
+
+    requires: tuple[tuple[str, str], ...] = ()
+
+    def forward(self, outputs: Tensors, batch: Tensors) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class TaskLoss(LossTerm):
+    """Cross-entropy on the ground-truth labels: keeps the student anchored to the real task."""
+
+    requires = (("outputs", "logits"), ("batch", "label"))
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def forward(self, outputs: Tensors, batch: Tensors) -> torch.Tensor:
+        return F.cross_entropy(outputs["logits"].float(), batch["label"].long(), label_smoothing=self.label_smoothing)
+
+
+class LogitKD(LossTerm):
+    """Hinton's soft-target loss: ``T^2 * KL(softmax(t/T) || softmax(s/T))``, averaged over the batch.
+
+    The ``T^2`` factor keeps the gradient magnitude roughly independent of ``T`` (soft-target gradients
+    shrink as ``1/T^2``), so the weight of this term need not be retuned when ``T`` changes. Teacher
+    logits are often cached in fp16; they are cast to float and never receive gradients.
+    """
+
+    requires = (("outputs", "logits"), ("batch", "teacher_logits"))
+
+    def __init__(self, temperature: float = 4.0) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, outputs: Tensors, batch: Tensors) -> torch.Tensor:
+        T = self.temperature
+        student = F.log_softmax(outputs["logits"].float() / T, dim=-1)
+        teacher = F.log_softmax(batch["teacher_logits"].detach().float() / T, dim=-1)
+        return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * (T * T)
+
+
+class FeatureKD(LossTerm):
+    """Match the student's projected feature to the teacher's feature, per sample.
+
+    ``cosine``: mean of ``1 - cos(p, t)``; direction only, blind to scale.
+    ``mse``: mean squared error after dividing *both* vectors by the teacher's per-sample RMS, i.e.
+    ``||p - t||^2 / ||t||^2`` (a normalised MSE). Raw MSE would scale with the teacher's feature
+    magnitude (which differs by orders of magnitude between backbones) and so silently reweight the
+    term; this version is invariant to that scale, needs no dataset statistics, does not depend on
+    the batch, is zero only when ``p == t``, and, unlike cosine, also penalises a wrong norm.
+    """
+
+    requires = (("outputs", "projected"), ("batch", "teacher_features"))
+    kinds = ("cosine", "mse")
+
+    def __init__(self, kind: str = "cosine", eps: float = 1e-6) -> None:
+        super().__init__()
+        if kind not in self.kinds:
+            raise ValueError(f"feature loss kind must be one of {self.kinds}, got {kind!r}")
+        self.kind = kind
+        self.eps = eps
+
+    def forward(self, outputs: Tensors, batch: Tensors) -> torch.Tensor:
+        student = outputs["projected"].float()
+        teacher = batch["teacher_features"].detach().float()
+        if student.shape != teacher.shape:
+            raise ValueError(f"FeatureKD: projected features {tuple(student.shape)} and teacher features "
+                             f"{tuple(teacher.shape)} differ in shape")
+        if self.kind == "cosine":
+            return (1.0 - F.cosine_similarity(student, teacher, dim=-1, eps=self.eps)).mean()
+        rms = teacher.pow(2).mean(dim=-1, keepdim=True).add(self.eps).sqrt()
+        return F.mse_loss(student / rms, teacher / rms)
+
+
+class CompositeLoss(nn.Module):
+    """Weighted sum of named terms; returns ``(total, parts)`` with each part unweighted and detached.
+
+    Terms with weight 0 are neither checked nor computed, so e.g. a task-only baseline needs no
+    teacher outputs in the batch.
+    """
+
+    def __init__(self, terms: Mapping[str, tuple[float, nn.Module]]) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("CompositeLoss needs at least one term")
+        self.weights: dict[str, float] = {}
+        self.terms = nn.ModuleDict()
+        for name, (weight, module) in terms.items():
+            weight = float(weight)
+            if not weight >= 0:
+                raise ValueError(f"loss term {name!r}: weight must be >= 0, got {weight}")
+            self.weights[name] = weight
+            self.terms[name] = module
+        if all(w == 0 for w in self.weights.values()):
+            raise ValueError(f"CompositeLoss: all term weights are 0 ({self.weights}); nothing to optimise")
+
+    def active(self) -> list[str]:
+        """Names of the terms that will be computed (weight > 0)."""
+        return [name for name, weight in self.weights.items() if weight > 0]
+
+    def _check_inputs(self, name: str, module: nn.Module, outputs: Tensors, batch: Tensors) -> None:
+        sources = {"outputs": outputs, "batch": batch}
+        for source, key in getattr(module, "requires", ()):
+            if key not in sources[source]:
+                raise MissingInputError(f"loss term {name!r} needs {source}[{key!r}], which is missing "
+                                        f"({source} has keys {sorted(sources[source])})")
+
+    def forward(self, outputs: Tensors, batch: Tensors) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total: torch.Tensor | None = None
+        parts: dict[str, torch.Tensor] = {}
+        for name in self.active():
+            module = self.terms[name]
+            self._check_inputs(name, module, outputs, batch)
+            try:
+                value = module(outputs, batch)
+            except MissingInputError:
+                raise
+            except KeyError as err:  # a term without (complete) ``requires`` read a missing key
+                raise MissingInputError(f"loss term {name!r} needs key {err.args[0]!r}, which is missing") from err
+            parts[name] = value.detach().float()
+            weighted = self.weights[name] * value
+            total = weighted if total is None else total + weighted
+        assert total is not None  # guaranteed by the constructor
+        return total, parts
+
+
+def build_kd_loss(task: float = 1.0, logit_kd: float = 1.0, feature_kd: float = 1.0, temperature: float = 4.0,
+                  feature_loss: str = "cosine", label_smoothing: float = 0.0) -> CompositeLoss:
+    """The stage-1/stage-2 objective: task CE + logit KD + feature KD, named as in ``LossConfig``."""
+    return CompositeLoss({
+        "task": (task, TaskLoss(label_smoothing)),
+        "logit_kd": (logit_kd, LogitKD(temperature)),
+        "feature_kd": (feature_kd, FeatureKD(feature_loss)),
+    })

@@ -1,0 +1,260 @@
+"""Channel-aware transformer (CAT) codec: semantic tokens -> ordered complex symbols -> feature.
+
+The encoder maps the student's semantic tokens to ``max_symbols`` complex channel symbols; the
+decoder maps the received (first ``k``) symbols back to a feature for the classifier head. Both
+are conditioned on the channel state (nominal and effective SNR) by FiLM / adaptive LayerNorm:
+a small MLP of the state gives every block a per-channel scale and shift, as SNR-adaptive JSCC
+models do, so one codec serves the whole SNR range.
+
+Rate adaptivity: training sends only the first ``k`` symbols of each sample (``k`` drawn per
+sample by ``sample_rates``), so symbol ``i`` learns to carry what matters most when few symbols
+arrive - a nested, ordered code that degrades gracefully as ``k`` shrinks.
+
+Every operation is per sample (attention within a sample, LayerNorm, no batch statistics), so a
+sample's output does not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+STATE_SCALE_DB = 20.0  # SNRs in dB are divided by this so the conditioning MLP sees O(1) inputs
+
+
+# ----------------------------------------------------------------------------- rates
+
+
+def symbol_mask(k: torch.Tensor, max_symbols: int) -> torch.Tensor:
+    """Bool ``[B, max_symbols]``, True for the first ``k[b]`` symbols (those actually sent)."""
+    positions = torch.arange(max_symbols, device=k.device)
+    return positions[None, :] < k[:, None]
+
+
+def sample_rates(
+    batch_size: int,
+    rates: Sequence[int],
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[torch.device, str]] = None,
+) -> torch.Tensor:
+    """Per-sample symbol counts ``k`` (LongTensor ``[B]``), uniform over ``rates``, so one batch trains all rates."""
+    if len(rates) == 0:
+        raise ValueError(f"argument 'rates' = {list(rates)!r} is invalid: expected a non-empty list of symbol counts")
+    table = torch.as_tensor(list(rates), dtype=torch.long)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    index = torch.randint(len(table), (batch_size,), generator=generator, device=gen_device).cpu()
+    out = table[index]
+    return out.to(device) if device is not None else out
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def sinusoidal_positions(n: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Fixed ``[n, dim]`` sinusoidal code of the token index, computed on the fly so any ``N`` works."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=device, dtype=torch.float32) / max(half, 1))
+    angles = torch.arange(n, device=device, dtype=torch.float32)[:, None] * freqs[None, :]
+    code = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    if code.shape[-1] < dim:  # odd dim
+        code = F.pad(code, (0, dim - code.shape[-1]))
+    return code.to(dtype)
+
+
+class StateEmbedding(nn.Module):
+    """Channel state (SNRs in dB) -> a conditioning vector shared by all blocks of one codec half."""
+
+    def __init__(self, state_dim: int, cond_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(state_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim), nn.SiLU())
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.net(state / STATE_SCALE_DB)
+
+
+class FiLMNorm(nn.Module):
+    """Adaptive LayerNorm: ``LN(x) * (1 + scale(c)) + shift(c)``, the way the channel state enters a block."""
+
+    def __init__(self, dim: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.film = nn.Linear(cond_dim, 2 * dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(cond).unsqueeze(1).chunk(2, dim=-1)
+        return self.norm(x) * (1.0 + scale) + shift
+
+
+class Attention(nn.Module):
+    """Multi-head attention within each sample; ``key_mask`` (True = attend) hides padded keys."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"argument 'd_model' = {dim} is invalid: expected a multiple of heads = {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        context = x if context is None else context
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
+        k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, mlp_ratio: float, dropout: float) -> None:
+        hidden = max(1, int(round(dim * mlp_ratio)))
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+
+class ConditionedBlock(nn.Module):
+    """Pre-norm transformer block whose norms are FiLM-modulated by the channel state.
+
+    Self-attention when ``context`` is None; otherwise cross-attention from ``x`` (queries) to
+    ``context`` (e.g. the encoder's symbol queries reading the semantic tokens).
+    """
+
+    def __init__(self, dim: int, cond_dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.attn_norm = FiLMNorm(dim, cond_dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.attn_drop = nn.Dropout(dropout)
+        self.mlp_norm = FiLMNorm(dim, cond_dim)
+        self.mlp = FeedForward(dim, mlp_ratio, dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        context: Optional[torch.Tensor] = None,
+        key_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        h = self.attn_norm(x, cond)
+        x = x + self.attn_drop(self.attn(h, context if context is not None else h, key_mask))
+        return x + self.mlp(self.mlp_norm(x, cond))
+
+
+def _cond_dim(d_model: int) -> int:
+    return max(16, d_model // 2)
+
+
+# ----------------------------------------------------------------------------- encoder / decoder
+
+
+class CATEncoder(nn.Module):
+    """Semantic tokens ``[B, N, in_dim]`` + channel state ``[B, state_dim]`` -> complex symbols ``[B, max_symbols]``.
+
+    Positions: a fixed sinusoidal code of the token index (row-major over the student's feature
+    map) is added after the input projection, computed per call, so ``N`` may change between calls.
+    Then state-conditioned self-attention blocks mix the tokens, and ``max_symbols`` learned
+    queries cross-attend to them (one state-conditioned block); query ``i`` emits symbol ``i`` as
+    (re, im). The output is not power-normalised: the channel does that over the symbols sent.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        d_model: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        max_symbols: int = 64,
+        state_dim: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        cond_dim = _cond_dim(d_model)
+        self.max_symbols = max_symbols
+        self.state_dim = state_dim
+        self.in_proj = nn.Linear(in_dim, d_model)
+        self.state_embed = StateEmbedding(state_dim, cond_dim)
+        self.blocks = nn.ModuleList(ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.token_norm = nn.LayerNorm(d_model)
+        self.queries = nn.Parameter(torch.randn(max_symbols, d_model) * 0.02)
+        self.readout = ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout)
+        self.out_norm = nn.LayerNorm(d_model)
+        self.to_symbol = nn.Linear(d_model, 2)
+
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 3:
+            raise ValueError(f"argument 'tokens' has shape {tuple(tokens.shape)}: expected [batch, n_tokens, in_dim]")
+        x = self.in_proj(tokens)
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
+        cond = self.state_embed(state.to(x.dtype))
+        for block in self.blocks:
+            x = block(x, cond)
+        memory = self.token_norm(x)
+        queries = self.queries.to(x.dtype).expand(x.shape[0], -1, -1)
+        queries = self.readout(queries, cond, context=memory)
+        symbols = self.to_symbol(self.out_norm(queries)).float()
+        return torch.view_as_complex(symbols.contiguous())
+
+
+class CATDecoder(nn.Module):
+    """Received symbols ``[B, max_symbols]`` (complex) + sent mask + channel state -> feature ``[B, out_dim]``.
+
+    Each symbol becomes a token from its (re, im) plus a learned embedding of its index (the code
+    is ordered, so the index says what the symbol carries). A learned summary token, always present,
+    joins them; state-conditioned self-attention blocks ignore unsent symbols through a key mask
+    (the summary token keeps every attention row non-empty, even with ``k = 0``), and the feature is
+    the mean over the sent symbols and the summary token, projected to ``out_dim``.
+    """
+
+    def __init__(
+        self,
+        d_model: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        max_symbols: int = 64,
+        out_dim: int = 128,
+        state_dim: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        cond_dim = _cond_dim(d_model)
+        self.max_symbols = max_symbols
+        self.out_dim = out_dim
+        self.state_dim = state_dim
+        self.symbol_proj = nn.Linear(2, d_model)
+        self.position = nn.Parameter(torch.randn(max_symbols, d_model) * 0.02)
+        self.summary = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        self.state_embed = StateEmbedding(state_dim, cond_dim)
+        self.blocks = nn.ModuleList(ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.out_norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, out_dim)
+
+    def forward(self, y: torch.Tensor, mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        # A prefix of n <= max_symbols symbols is accepted: the unsent tail never influences the
+        # output, so a fixed-k sweep can skip it (the result equals the masked full-length call).
+        n = y.shape[-1]
+        if n > self.max_symbols or n < 1 or mask.shape != y.shape:
+            raise ValueError(
+                f"arguments 'y'/'mask' have shapes {tuple(y.shape)}/{tuple(mask.shape)}: expected both "
+                f"[batch, n] with 1 <= n <= max_symbols={self.max_symbols}"
+            )
+        dtype = self.symbol_proj.weight.dtype
+        mask = mask.to(torch.bool)
+        y = y.to(torch.complex128 if y.dtype == torch.complex128 else torch.complex64)
+        # torch.where, not a product: NaN/inf at an unsent position must not leak into the output
+        received = torch.where(mask[..., None], torch.view_as_real(y), torch.zeros((), device=y.device, dtype=y.real.dtype))
+        x = self.symbol_proj(received.to(dtype)) + self.position[:n].to(dtype)
+        x = torch.cat([self.summary.to(dtype).expand(x.shape[0], -1, -1), x], dim=1)
+        valid = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        cond = self.state_embed(state.to(dtype))
+        for block in self.blocks:
+            x = block(x, cond, key_mask=valid)
+        weights = valid.to(x.dtype)[..., None]
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1)
+        return self.head(self.out_norm(pooled))

@@ -1,0 +1,78 @@
+"""The two trainable systems: the stage-1 student and the stage-2 transmitter/channel/receiver chain.
+
+Stage 2 keeps the stage-1 classifier and projector: the CAT decoder learns to rebuild the student's
+pooled semantic feature from noisy symbols, so the head that already understands that feature can
+classify it, and the projector still maps it to the teacher's space for feature KD.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from rkd.channels import channel_from_spec
+from rkd.models.cat import CATDecoder, CATEncoder, symbol_mask
+from rkd.models.heads import FeatureProjector
+
+
+class DistilledStudent(nn.Module):
+    """Student encoder + projector into the teacher's feature space (stage 1)."""
+
+    def __init__(self, student: nn.Module, teacher_feature_dim: int) -> None:
+        super().__init__()
+        self.student = student
+        self.projector = FeatureProjector(student.feature_dim, teacher_feature_dim)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        out = self.student(x)
+        return {"logits": out["logits"], "features": out["features"], "tokens": out["tokens"],
+                "projected": self.projector(out["features"])}
+
+
+class RKDSystem(nn.Module):
+    """Student -> CAT encoder -> channel -> CAT decoder -> head, one sample independent of the rest."""
+
+    def __init__(self, stage1: DistilledStudent, channel_specs: Sequence[dict], d_model: int, encoder_depth: int,
+                 decoder_depth: int, heads: int, mlp_ratio: float, max_symbols: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        student = stage1.student
+        self.student = student
+        self.projector = stage1.projector
+        self.max_symbols = max_symbols
+        self.encoder = CATEncoder(student.token_dim, d_model=d_model, depth=encoder_depth, heads=heads,
+                                  mlp_ratio=mlp_ratio, max_symbols=max_symbols, dropout=dropout)
+        self.decoder = CATDecoder(d_model=d_model, depth=decoder_depth, heads=heads, mlp_ratio=mlp_ratio,
+                                  max_symbols=max_symbols, out_dim=student.feature_dim, dropout=dropout)
+        self.channels = nn.ModuleList(channel_from_spec(spec) for spec in channel_specs)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.student.classifier(features)
+
+    def transmit(self, tokens: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        """Transmitter side: semantic tokens -> L complex symbols; it knows the nominal SNR only."""
+        state = torch.stack([snr_db, snr_db], dim=-1).to(tokens.dtype)
+        return self.encoder(tokens, state)
+
+    def receive(self, z: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor, channel_ids: torch.Tensor,
+                generator: Optional[torch.Generator] = None) -> dict:
+        """Send the first k symbols of each sample through its channel and decode them."""
+        mask = symbol_mask(k, self.max_symbols).to(z.device)
+        y = torch.zeros_like(z)
+        state = torch.zeros(z.shape[0], 2, device=z.device)
+        for cid, channel in enumerate(self.channels):
+            rows = channel_ids == cid
+            if not bool(rows.any()):
+                continue
+            out = channel.transmit(z[rows], snr_db[rows].float(), mask[rows], generator=generator)
+            y[rows] = out.y.to(y.dtype)
+            state[rows] = out.state.float()
+        features = self.decoder(y, mask, state)
+        return {"features": features, "logits": self.classify(features), "projected": self.projector(features)}
+
+    def forward(self, x: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor, channel_ids: torch.Tensor,
+                generator: Optional[torch.Generator] = None) -> dict:
+        tokens = self.student(x)["tokens"]
+        z = self.transmit(tokens, snr_db)
+        return self.receive(z, snr_db, k, channel_ids, generator)

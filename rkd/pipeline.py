@@ -1,0 +1,198 @@
+"""The run directory: stage order, config hashes, and skipping what is already done.
+
+``runs/<name>/<stage>/stage.json`` is written last, when a stage finishes, with the hash of the
+config sections that stage depends on (its own and its upstream stages'). A stage whose record
+matches is skipped; an unfinished stage with the same hash resumes from its checkpoints; a stage
+whose hash changed is moved aside to ``<stage>.stale-<old hash>`` (nothing is deleted) and rerun.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from rkd.artifacts import atomic_write_json, read_json
+from rkd.config import RunConfig, config_hash, save_config
+
+STAGES = ("teacher", "cache", "stage1", "stage2", "eval")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def stage_hashes(cfg: RunConfig) -> dict:
+    """Each stage's hash covers its own settings and, through chaining, everything upstream."""
+    h = {}
+    h["teacher"] = config_hash(cfg.seed, cfg.data, cfg.teacher)
+    h["cache"] = config_hash(h["teacher"], cfg.teacher.cache_shard_size)
+    h["stage1"] = config_hash(h["cache"], cfg.student, cfg.loss, cfg.stage1)
+    h["stage2"] = config_hash(h["stage1"], cfg.codec, cfg.channel, cfg.stage2, cfg.stage2_loss)
+    h["eval"] = config_hash(h["stage2"], cfg.eval)
+    return h
+
+
+class RunDirectory:
+    """Bookkeeping for one run; all writes happen on the main process."""
+
+    def __init__(self, cfg: RunConfig, is_main: bool = True, log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.root = cfg.run_dir
+        self.hashes = stage_hashes(cfg)
+        self.is_main = is_main
+        self.log = log
+        if is_main:
+            self.root.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.root / "config.yaml")
+
+    def path(self, stage: str) -> Path:
+        return self.root / stage
+
+    def record(self, stage: str) -> Optional[dict]:
+        path = self.path(stage) / "stage.json"
+        return read_json(path) if path.exists() else None
+
+    def is_done(self, stage: str) -> bool:
+        record = self.record(stage)
+        return record is not None and record.get("hash") == self.hashes[stage]
+
+    def begin(self, stage: str) -> Path:
+        """Prepare the stage directory: keep a same-hash partial run (to resume), move a stale one aside."""
+        path = self.path(stage)
+        started = path / "started.json"
+        if self.is_main and path.exists():
+            previous = read_json(started)["hash"] if started.exists() else None
+            if previous != self.hashes[stage]:
+                stale = path.with_name(f"{stage}.stale-{previous or 'unknown'}-{int(time.time())}")
+                shutil.move(str(path), str(stale))
+                self.log(f"[rkd] {stage}: config changed, previous output moved to {stale}")
+        if self.is_main:
+            path.mkdir(parents=True, exist_ok=True)
+            if not started.exists():
+                atomic_write_json(started, {"hash": self.hashes[stage], "time": time.time()})
+        return path
+
+    def finish(self, stage: str, summary: dict) -> None:
+        if self.is_main:
+            atomic_write_json(self.path(stage) / "stage.json", {
+                "stage": stage, "hash": self.hashes[stage], "git_commit": git_commit(),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary,
+            })
+
+    def invalidate(self, stage: str) -> None:
+        if self.is_main:
+            (self.path(stage) / "stage.json").unlink(missing_ok=True)
+
+
+class Pipeline:
+    """Runs the stages in order into one run directory, skipping finished ones.
+
+    Every process runs every stage (training is collective); only the main process writes records.
+    """
+
+    def __init__(self, cfg: RunConfig, accelerator) -> None:
+        self.cfg = cfg
+        self.accelerator = accelerator
+        self.run_dir = RunDirectory(cfg, accelerator.is_main_process, log=accelerator.print)
+        accelerator.wait_for_everyone()
+        self._bundle = None
+        self._cache = None
+        self.summaries: dict = {}
+
+    # -- shared inputs, loaded once -------------------------------------------------------------
+    @property
+    def bundle(self):
+        if self._bundle is None:
+            from rkd.data import load_data
+
+            if self.accelerator.is_main_process:  # the first load may convert the dataset
+                self._bundle = load_data(self.cfg.data)
+            self.accelerator.wait_for_everyone()
+            if self._bundle is None:
+                self._bundle = load_data(self.cfg.data)
+        return self._bundle
+
+    def teacher(self):
+        from rkd.teacher import load_trained_teacher
+
+        return load_trained_teacher(self.run_dir.path("teacher") / "model")
+
+    @property
+    def cache(self):
+        if self._cache is None:
+            from rkd.teacher import CacheError, load_cache
+
+            try:
+                self._cache = load_cache(self.run_dir.path("cache"), expected_teacher=self.teacher().identity,
+                                         expected_fingerprint=self.bundle.fingerprint)
+            except CacheError as exc:
+                self.accelerator.print(f"[rkd] teacher cache is not usable ({exc}); rebuilding it")
+                self.run_dir.invalidate("cache")
+                self.accelerator.wait_for_everyone()
+                self._run_stage("cache")
+                self._cache = load_cache(self.run_dir.path("cache"), expected_teacher=self.teacher().identity,
+                                         expected_fingerprint=self.bundle.fingerprint)
+        return self._cache
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _teacher(self, out: Path) -> dict:
+        from rkd.teacher import train_teacher
+
+        return train_teacher(self.cfg, self.bundle, out, self.accelerator)
+
+    def _cache_stage(self, out: Path) -> dict:
+        from rkd.teacher import build_cache
+
+        teacher = self.teacher()
+        t = self.cfg.teacher
+        manifest = build_cache(teacher, self.bundle, out, batch_size=t.cache_batch_size, shard_size=t.cache_shard_size,
+                               accelerator=self.accelerator)
+        self._cache = None
+        return {"splits": {k: v for k, v in manifest.get("splits", {}).items()}}
+
+    def _stage1(self, out: Path) -> dict:
+        from rkd.distill import run_stage1
+
+        return run_stage1(self.cfg, self.accelerator, self.bundle, self.cache, out)
+
+    def _stage2(self, out: Path) -> dict:
+        from rkd.distill import run_stage2
+
+        return run_stage2(self.cfg, self.accelerator, self.bundle, self.cache, self.run_dir.path("stage1"), out)
+
+    def _eval(self, out: Path) -> dict:
+        from rkd.evaluate import evaluate_run
+
+        return evaluate_run(self, out)
+
+    def _run_stage(self, stage: str) -> dict:
+        handler = {"teacher": self._teacher, "cache": self._cache_stage, "stage1": self._stage1,
+                   "stage2": self._stage2, "eval": self._eval}[stage]
+        if self.run_dir.is_done(stage):
+            self.accelerator.print(f"[rkd] {stage}: done for this config, skipping ({self.run_dir.path(stage)})")
+            return self.run_dir.record(stage)["summary"]
+        self.accelerator.print(f"[rkd] {stage}: running into {self.run_dir.path(stage)}")
+        out = self.run_dir.begin(stage)
+        self.accelerator.wait_for_everyone()
+        started = time.time()
+        summary = handler(out)
+        summary["seconds"] = time.time() - started
+        self.accelerator.wait_for_everyone()
+        self.run_dir.finish(stage, summary)
+        self.accelerator.wait_for_everyone()
+        return summary
+
+    def run(self, until: str = "eval") -> dict:
+        if until not in STAGES:
+            raise ValueError(f"unknown stage {until!r}; stages are {STAGES}")
+        for stage in STAGES[: STAGES.index(until) + 1]:
+            self.summaries[stage] = self._run_stage(stage)
+        return self.summaries

@@ -1,0 +1,31 @@
+"""rkd: robust knowledge distillation of large vision models into channel-robust semantic transmitters."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="rkd",
+    version="0.1.0",
+    description="RKD-SC: large-model-enabled semantic communication through robust knowledge distillation",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["rkd", "rkd.*"]),
+    package_data={"rkd": ["configs/*.yaml"]},
+    install_requires=[
+        "torch>=2.3",
+        "accelerate>=1.0",
+        "transformers>=4.45",
+        "datasets>=3.0",
+        "safetensors>=0.4",
+        "einops>=0.8",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "pyyaml>=6.0",
+        "pillow>=10.0",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "hypothesis>=6.100"],
+        "deepspeed": ["deepspeed>=0.15"],
+    },
+    entry_points={"console_scripts": ["rkd=rkd.cli:main"]},
+)

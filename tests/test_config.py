@@ -1,0 +1,73 @@
+"""Config loading, overrides, validation messages and stage hashing."""
+
+import pytest
+
+from rkd.config import ConfigError, load_config
+from rkd.pipeline import stage_hashes
+
+
+def test_packaged_configs_validate():
+    for name in ("default", "paper-cifar100-clip", "paper-cifar100-vit"):
+        cfg = load_config(name)
+        assert cfg.codec.rates and cfg.eval.channels
+    quick = load_config(["default", "quick"])
+    assert quick.data.max_train == 3000 and quick.name == "quick"
+    # the paper-scale configs keep the real hub paths
+    assert load_config("paper-cifar100-clip").teacher.source == "openai/clip-vit-base-patch32"
+    assert load_config("paper-cifar100-clip").data.name == "hf:uoft-cs/cifar100"
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["stage1.epochs=2", "codec.rates=[8,16]", "channel.csi=none", "data.max_train=null"])
+    assert cfg.stage1.epochs == 2 and cfg.codec.rates == [8, 16] and cfg.channel.csi == "none"
+    assert cfg.data.max_train is None
+
+
+@pytest.mark.parametrize(
+    "override, field, accepted",
+    [
+        (["stage1.epochs=-1"], "stage1.epochs", ">= 0"),
+        (["stage1.lr=0"], "stage1.lr", "> 0"),
+        (["codec.rates=[8,100]"], "codec.rates", "codec.max_symbols"),
+        (["codec.d_model=30"], "codec.d_model", "multiple of codec.heads"),
+        (["channel.channels=[awgn,wifi]"], "channel.channels", "awgn"),
+        (["channel.snr_min=30"], "channel.snr_min", "below channel.snr_max"),
+        (["data.name=mnist"], "data.name", "fashion-mnist"),
+        (["data.val_fraction=1.5"], "data.val_fraction", "between 0 and 1"),
+        (["teacher.kind=gpt"], "teacher.kind", "clip"),
+        (["stage2.optimizer=lion"], "stage2.optimizer", "adamw"),
+        (["stage1.epochs=many"], "stage1.epochs", "an integer"),
+        (["student.stem_stride=3"], "student.stem_stride", "1, 2 or 4"),
+        (["eval.rates=[12]"], "eval.rates", "subset of codec.rates"),
+    ],
+)
+def test_bad_values_name_field_and_accepted(override, field, accepted):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, override)
+    message = str(info.value)
+    assert field in message and accepted in message
+
+
+def test_unknown_keys_are_rejected_with_the_accepted_list(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['epoch'\] in section 'stage1'.*epochs"):
+        load_config(None, ["stage1.epoch=3"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("stage2:\n  lr: 0.001\nstudnet: {layers: 3}\n")
+    with pytest.raises(ConfigError, match="studnet"):
+        load_config(path)
+    path.write_text("- just a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="available"):
+        load_config("no-such-packaged-config")
+
+
+def test_stage_hashes_chain_downstream():
+    base = stage_hashes(load_config(None))
+    changed = stage_hashes(load_config(None, ["stage1.epochs=1"]))
+    assert base["teacher"] == changed["teacher"] and base["cache"] == changed["cache"]
+    assert base["stage1"] != changed["stage1"] and base["stage2"] != changed["stage2"] and base["eval"] != changed["eval"]
+    only_eval = stage_hashes(load_config(None, ["eval.snr_step=5"]))
+    assert only_eval["stage2"] == base["stage2"] and only_eval["eval"] != base["eval"]
