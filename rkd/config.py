@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -69,7 +70,7 @@ class TeacherConfig:
     embedded_hidden_sizes: list = field(default_factory=lambda: [32, 64, 128, 256])
     embedded_depths: list = field(default_factory=lambda: [1, 1, 1, 1])
     embedded_embedding_size: int = 32
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=2e-3))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=2e-3))
     augment: bool = True  # random crop + flip while fine-tuning (the cache is un-augmented)
     cache_shard_size: int = 16384
     cache_batch_size: int = 512
@@ -95,14 +96,16 @@ class LossConfig:
 
 @dataclass
 class CodecConfig:
-    d_model: int = 64
+    d_model: int = 32
     encoder_depth: int = 2
     decoder_depth: int = 2
     heads: int = 4
     mlp_ratio: float = 2.0
-    max_symbols: int = 64  # L: complex channel symbols the encoder can emit
-    rates: list = field(default_factory=lambda: [8, 16, 32, 64])  # k values (channel uses)
+    max_symbols: int = 32  # L: complex channel symbols the encoder can emit
+    rates: list = field(default_factory=lambda: [4, 8, 16, 32])  # k values (channel uses)
     dropout: float = 0.0
+    use_state: bool = True  # false: the codec's channel-state input is zeroed in training and test (ablation)
+    train_rates: Optional[list] = None  # k drawn in stage 2; null = rates ([max_symbols] = fixed-length ablation)
 
 
 @dataclass
@@ -131,6 +134,77 @@ class EvalConfig:
     rates: Optional[list] = None  # None: codec.rates
     batch_size: int = 1000
     seed: int = 1234
+    rate_margin: float = 0.01  # rate policy: the fewest k whose accuracy is within this of the best k's
+
+
+DARTS_PRIMITIVES = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+
+
+@dataclass
+class SearchConfig:
+    """KDL-DARTS: the distillation-guided, complexity-penalised architecture search for the student's cells."""
+
+    enabled: bool = False  # False: stage 1 uses student.genotype; True: the search stage runs and stage 1 uses its cells
+    init_channels: int = 8  # the search network (the derived cells are priced in the student's own shape)
+    layers: int = 5
+    nodes: int = 4  # intermediate nodes per cell
+    stem_stride: int = 2
+    primitives: list = field(default_factory=lambda: list(DARTS_PRIMITIVES))  # names from rkd.nas.ops.OPS
+    partial_channels: int = 1  # PC-DARTS k: 1/k of each edge's channels go through the mixed op; 1 = off
+    edge_normalization: bool = False  # PC-DARTS beta weights per edge
+    order: str = "first"  # first | second (one-step unrolled, finite-difference Hessian-vector product)
+    # weights: DARTS's SGD, lr 0.025 cosine, wd 3e-4, clip 5
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=3, batch_size=64, lr=0.025, weight_decay=3e-4, optimizer="sgd", scheduler="cosine", grad_clip=5.0))
+    max_train: Optional[int] = None  # search on a seeded subset of the train split (weights) ...
+    max_val: Optional[int] = None  # ... and of the val split (architecture); null = whole split
+    warmup_epochs: int = 1  # weight-only epochs before the first architecture update
+    arch_lr: float = 3e-4  # DARTS's Adam for the architecture parameters
+    arch_betas: list = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+    # the loss: task + KD against the cached teacher + complexity penalty
+    task: float = 1.0
+    logit_kd: float = 1.0
+    feature_kd: float = 1.0
+    temperature: float = 4.0
+    feature_loss: str = "cosine"  # cosine | mse
+    complexity: str = "params"  # params | flops | both
+    complexity_weight: float = 0.1  # 0 = no penalty
+    param_budget: Optional[float] = None  # a budget turns the penalty into a hinge above it
+    flops_budget: Optional[float] = None
+    max_skips: Optional[int] = 2  # at most this many skip_connect per derived cell; null = no cap
+    # the Pareto sweep (rkd search --sweep): one independent search per weight, each briefly trained
+    sweep_weights: list = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0])
+    sweep_budget: Optional[float] = None  # pick the best val accuracy within this budget (null: best overall)
+    sweep_budget_metric: str = "params"  # params | flops
+    sweep_train_epochs: int = 2  # stage-1 epochs per derived genotype
+
+
+@dataclass
+class BaselinesConfig:
+    """What `rkd baselines` trains and sweeps beside RKD-SC (rkd.baselines); no pipeline stage reads it."""
+
+    methods: list = field(default_factory=lambda: ["deep-jscc", "adjscc", "conference", "digital"])
+    ablations: list = field(default_factory=lambda: ["no-kd", "no-robust-kd", "no-channel-training", "no-state",
+                                                     "fixed-length"])
+    extra_snrs: list = field(default_factory=lambda: [-5.0, 5.0])  # added to the eval grid for the comparison
+    compare_k: Optional[int] = None  # k of the comparison table and figure; null = max(codec.rates)
+    # Deep JSCC / ADJSCC: conv encoder (width jscc_channels) -> codec.max_symbols symbols; conv+MLP receiver
+    jscc_channels: int = 40
+    jscc_decoder_channels: int = 32
+    jscc_hidden: int = 64
+    jscc_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3))
+    # the conference RKD-SC: feature-MSE student, then a per-sample attention autoencoder, one epoch per SNR (AWGN)
+    conference_snrs: list = field(default_factory=lambda: [-5.0, -2.0, 0.0, 5.0, 10.0, 15.0, 20.0])
+    conference_stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=3e-3))
+    conference_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=7, lr=1e-3))
+    conference_tokens: int = 16  # the feature vector is cut into this many tokens for attention
+    conference_d_model: int = 32
+    conference_depth: int = 2
+    # separate source/channel coding: b-bit uniform quantiser + ideal capacity-achieving code
+    digital_bits: list = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])  # candidate b; largest that fits
+    digital_fallback: str = "prior"  # prior (most frequent train class) | uniform (a seeded random guess)
 
 
 @dataclass
@@ -138,7 +212,9 @@ class RunConfig:
     name: str = "default"
     runs_dir: str = "runs"
     seed: int = 0
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    # auto: whatever the launcher says (accelerate config file / --mixed_precision), else no;
+    # no | bf16 | fp16 override the launcher (fp16 needs CUDA: it is ignored on CPU)
+    mixed_precision: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -146,10 +222,12 @@ class RunConfig:
     codec: CodecConfig = field(default_factory=CodecConfig)
     channel: ChannelTrainConfig = field(default_factory=ChannelTrainConfig)
     stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=3e-3))
-    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=1e-3))
+    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=1e-3))
     # stage 2 loss weights (the same terms as stage 1, computed on the received features)
     stage2_loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -159,13 +237,16 @@ class RunConfig:
 # ----------------------------------------------------------------------------- validation
 
 _CHOICES = {
-    "mixed_precision": ("no", "bf16", "fp16"),
+    "mixed_precision": ("auto", "no", "bf16", "fp16"),
     "teacher.kind": ("auto", "classifier", "clip"),
     "optimizer": ("adamw", "sgd"),
     "scheduler": ("cosine", "constant"),
     "loss.feature_loss": ("cosine", "mse"),
     "stage2_loss.feature_loss": ("cosine", "mse"),
     "channel.csi": ("perfect", "none"),
+    "search.order": ("first", "second"),
+    "search.complexity": ("params", "flops", "both"),
+    "search.sweep_budget_metric": ("params", "flops"),
 }
 KNOWN_CHANNELS = ("awgn", "rayleigh", "rician")
 
@@ -210,6 +291,101 @@ def _check_loss(path: str, loss: LossConfig) -> None:
         _fail(f"{path}.feature_loss", loss.feature_loss, "'cosine' or 'mse'")
 
 
+def _check_search(s: SearchConfig) -> None:
+    from rkd.nas.ops import OPS  # here, not at the top: the op registry grows at run time (and pulls in torch)
+
+    if s.init_channels < 1 or s.layers < 1 or s.nodes < 1:
+        _fail("search.init_channels/layers/nodes", (s.init_channels, s.layers, s.nodes), "integers >= 1")
+    if s.stem_stride not in (1, 2, 4):
+        _fail("search.stem_stride", s.stem_stride, "1, 2 or 4")
+    unknown = [p for p in s.primitives if not isinstance(p, str) or p not in OPS]
+    if not s.primitives or unknown or len(set(map(str, s.primitives))) != len(s.primitives):
+        _fail("search.primitives", s.primitives, f"a non-empty list of distinct op names from {sorted(OPS)}")
+    if all(p == "none" for p in s.primitives):
+        _fail("search.primitives", s.primitives, "at least one op other than 'none'")
+    if s.partial_channels < 1 or s.init_channels % s.partial_channels != 0:
+        _fail("search.partial_channels", s.partial_channels,
+              f"an integer >= 1 dividing search.init_channels ({s.init_channels}); 1 = off")
+    if s.order not in _CHOICES["search.order"]:
+        _fail("search.order", s.order, f"one of {_CHOICES['search.order']}")
+    _check_train("search.train", s.train)
+    for key in ("max_train", "max_val"):
+        v = getattr(s, key)
+        if v is not None and v < 1:
+            _fail(f"search.{key}", v, "an integer >= 1, or null for the whole split")
+    if s.warmup_epochs < 0:
+        _fail("search.warmup_epochs", s.warmup_epochs, "an integer >= 0")
+    if not s.arch_lr > 0:
+        _fail("search.arch_lr", s.arch_lr, "a learning rate > 0")
+    if len(s.arch_betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in s.arch_betas):
+        _fail("search.arch_betas", s.arch_betas, "two numbers in [0, 1), e.g. [0.5, 0.999]")
+    if s.arch_weight_decay < 0:
+        _fail("search.arch_weight_decay", s.arch_weight_decay, "a number >= 0")
+    for key in ("task", "logit_kd", "feature_kd", "complexity_weight"):
+        if getattr(s, key) < 0:
+            _fail(f"search.{key}", getattr(s, key), "a weight >= 0")
+    if s.task + s.logit_kd + s.feature_kd <= 0:
+        _fail("search.task/logit_kd/feature_kd", (s.task, s.logit_kd, s.feature_kd),
+              "at least one accuracy term with weight > 0 (the complexity penalty alone would pick empty cells)")
+    if not s.temperature > 0:
+        _fail("search.temperature", s.temperature, "a temperature > 0")
+    if s.feature_loss not in ("cosine", "mse"):
+        _fail("search.feature_loss", s.feature_loss, "'cosine' or 'mse'")
+    if s.complexity not in _CHOICES["search.complexity"]:
+        _fail("search.complexity", s.complexity, f"one of {_CHOICES['search.complexity']}")
+    for key in ("param_budget", "flops_budget", "sweep_budget"):
+        v = getattr(s, key)
+        if v is not None and not v > 0:
+            _fail(f"search.{key}", v, "a number > 0, or null for none")
+    if s.max_skips is not None and s.max_skips < 0:
+        _fail("search.max_skips", s.max_skips, "an integer >= 0, or null for no cap")
+    if not s.sweep_weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0
+                                  for w in s.sweep_weights):
+        _fail("search.sweep_weights", s.sweep_weights, "a non-empty list of complexity weights >= 0")
+    if s.sweep_budget_metric not in _CHOICES["search.sweep_budget_metric"]:
+        _fail("search.sweep_budget_metric", s.sweep_budget_metric, f"one of {_CHOICES['search.sweep_budget_metric']}")
+    if s.sweep_train_epochs < 1:
+        _fail("search.sweep_train_epochs", s.sweep_train_epochs, "an integer >= 1")
+
+
+BASELINE_METHODS = ("deep-jscc", "adjscc", "conference", "digital")
+ABLATIONS = ("no-kd", "no-robust-kd", "no-channel-training", "no-state", "fixed-length")
+
+
+def _check_baselines(b: BaselinesConfig, codec: CodecConfig) -> None:
+    for key, known in (("methods", BASELINE_METHODS), ("ablations", ABLATIONS)):
+        values = getattr(b, key)
+        if any(v not in known for v in values) or len(set(values)) != len(values):
+            _fail(f"baselines.{key}", values, f"distinct names from {known} (an empty list runs none)")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in b.extra_snrs):
+        _fail("baselines.extra_snrs", b.extra_snrs, "a list of SNRs in dB, e.g. [-5, 5]")
+    if b.compare_k is not None and b.compare_k not in codec.rates:
+        _fail("baselines.compare_k", b.compare_k, f"one of codec.rates {codec.rates}, or null for the largest")
+    if "deep-jscc" in b.methods or "adjscc" in b.methods:
+        if codec.max_symbols % 8 != 0:
+            _fail("codec.max_symbols", codec.max_symbols,
+                  "a multiple of 8 when baselines.methods has deep-jscc/adjscc (their encoder emits a 4x4 map "
+                  "of max_symbols/8 channels, 2 reals per symbol); or drop those methods")
+    for key in ("jscc_channels", "jscc_decoder_channels", "jscc_hidden", "conference_tokens", "conference_d_model",
+                "conference_depth"):
+        if getattr(b, key) < 1:
+            _fail(f"baselines.{key}", getattr(b, key), "an integer >= 1")
+    if b.conference_d_model % 4 != 0:
+        _fail("baselines.conference_d_model", b.conference_d_model, "a multiple of 4 (the attention heads)")
+    for key in ("jscc_train", "conference_stage1", "conference_train"):
+        _check_train(f"baselines.{key}", getattr(b, key))
+    if not b.conference_snrs or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in b.conference_snrs):
+        _fail("baselines.conference_snrs", b.conference_snrs, "a non-empty list of SNRs in dB, one per epoch")
+    if b.conference_train.epochs != len(b.conference_snrs):
+        _fail("baselines.conference_train.epochs", b.conference_train.epochs,
+              f"len(baselines.conference_snrs) = {len(b.conference_snrs)}: one epoch per training SNR")
+    if not b.digital_bits or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 16
+                                 for v in b.digital_bits):
+        _fail("baselines.digital_bits", b.digital_bits, "a non-empty list of bit depths in [1, 16]")
+    if b.digital_fallback not in ("prior", "uniform"):
+        _fail("baselines.digital_fallback", b.digital_fallback, "'prior' or 'uniform'")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check ranges and choices that types alone cannot express; return cfg for chaining."""
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
@@ -233,6 +409,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         _fail("teacher.kind", t.kind, f"one of {_CHOICES['teacher.kind']}")
     if t.image_size is not None and not 8 <= t.image_size <= 1024:
         _fail("teacher.image_size", t.image_size, "an integer in [8, 1024], or null")
+    for key in ("embedded_hidden_sizes", "embedded_depths"):
+        sizes = getattr(t, key)
+        if not sizes or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes):
+            _fail(f"teacher.{key}", sizes, "a non-empty list of positive integers")
+    if t.embedded_embedding_size < 1:
+        _fail("teacher.embedded_embedding_size", t.embedded_embedding_size, "a positive integer")
     if len(t.embedded_hidden_sizes) != len(t.embedded_depths) or not t.embedded_depths:
         _fail("teacher.embedded_depths", t.embedded_depths, "one depth per entry of teacher.embedded_hidden_sizes")
     if t.cache_shard_size < 1 or t.cache_batch_size < 1:
@@ -254,10 +436,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         _fail("codec.encoder_depth/decoder_depth", (c.encoder_depth, c.decoder_depth), "integers >= 1")
     if c.max_symbols < 1:
         _fail("codec.max_symbols", c.max_symbols, "an integer >= 1")
-    if not c.rates or any((not isinstance(k, int)) or k < 1 or k > c.max_symbols for k in c.rates):
+    if not c.rates or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k > c.max_symbols for k in c.rates):
         _fail("codec.rates", c.rates, f"a non-empty list of integers in [1, codec.max_symbols={c.max_symbols}]")
     if not 0 <= c.dropout < 1:
         _fail("codec.dropout", c.dropout, "a probability in [0, 1)")
+    if c.train_rates is not None and (not c.train_rates or any(
+            isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= c.max_symbols for k in c.train_rates)):
+        _fail("codec.train_rates", c.train_rates,
+              f"null (= codec.rates) or a non-empty list of integers in [1, codec.max_symbols={c.max_symbols}]")
     ch = cfg.channel
     if not ch.channels or any(n not in KNOWN_CHANNELS for n in ch.channels):
         _fail("channel.channels", ch.channels, f"a non-empty list drawn from {KNOWN_CHANNELS}")
@@ -271,6 +457,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         _fail("channel.snr_buckets", ch.snr_buckets, "an integer >= 1")
     _check_train("stage1", cfg.stage1)
     _check_train("stage2", cfg.stage2)
+    _check_search(cfg.search)
     e = cfg.eval
     for i, spec in enumerate(e.channels):
         if not isinstance(spec, dict) or spec.get("name") not in KNOWN_CHANNELS:
@@ -280,12 +467,18 @@ def validate(cfg: RunConfig) -> RunConfig:
             _fail(f"eval.channels[{i}]", spec, "only the keys name, csi, k_factor")
         if spec.get("csi", "perfect") not in ("perfect", "none"):
             _fail(f"eval.channels[{i}].csi", spec.get("csi"), "'perfect' or 'none'")
+        k_factor = spec.get("k_factor", 0.0)
+        if isinstance(k_factor, bool) or not isinstance(k_factor, (int, float)) or not math.isfinite(k_factor) or k_factor < 0:
+            _fail(f"eval.channels[{i}].k_factor", k_factor, "a finite Rician K factor >= 0")
     if not e.snr_step > 0 or not e.snr_min <= e.snr_max:
         _fail("eval.snr_step", e.snr_step, "a step > 0 with eval.snr_min <= eval.snr_max")
     if e.rates is not None and any(k not in c.rates for k in e.rates):
         _fail("eval.rates", e.rates, f"a subset of codec.rates {c.rates}, or null")
     if e.batch_size < 1:
         _fail("eval.batch_size", e.batch_size, "an integer >= 1")
+    if not 0 <= e.rate_margin < 1:
+        _fail("eval.rate_margin", e.rate_margin, "an accuracy margin in [0, 1), e.g. 0.01 for one point")
+    _check_baselines(cfg.baselines, c)
     return cfg
 
 
@@ -324,18 +517,21 @@ def _coerce(path: str, value: Any, typ: Any) -> Any:
                 pass
         _fail(path, value, "an integer")
     if typ is float:
-        if isinstance(value, bool):
-            _fail(path, value, "a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        _fail(path, value, "a number")
+        if number is None or not math.isfinite(number):
+            _fail(path, value, "a finite number")
+        return number
     if typ is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `no`/`yes` (e.g. mixed_precision: no) as a bool
+            return "yes" if value else "no"
+        if isinstance(value, (str, int, float)):
             return str(value)
         _fail(path, value, "a string")
     if typ is list or origin is list:
@@ -358,8 +554,14 @@ def _build(cls: type, values: dict, prefix: str = "") -> Any:
         where = f"section '{prefix}'" if prefix else "the top level"
         raise ConfigError(f"unknown config key(s) {unknown} in {where}; accepted keys: {sorted(names)}")
     kwargs = {}
+    defaults = None
     for name, value in values.items():
         path = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            # a partial section starts from this field's own default (e.g. search.train's SGD settings),
+            # not from the section class's defaults
+            defaults = cls() if defaults is None else defaults
+            value = _merge(to_dict(getattr(defaults, name)), value)
         kwargs[name] = _coerce(path, value, hints[name])
     return cls(**kwargs)
 

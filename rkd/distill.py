@@ -45,7 +45,8 @@ def build_stage2_model(cfg: RunConfig, stage1: DistilledStudent) -> RKDSystem:
     specs = [{"name": name, "csi": cfg.channel.csi, "k_factor": cfg.channel.k_factor} for name in cfg.channel.channels]
     c = cfg.codec
     return RKDSystem(stage1, specs, d_model=c.d_model, encoder_depth=c.encoder_depth, decoder_depth=c.decoder_depth,
-                     heads=c.heads, mlp_ratio=c.mlp_ratio, max_symbols=c.max_symbols, dropout=c.dropout)
+                     heads=c.heads, mlp_ratio=c.mlp_ratio, max_symbols=c.max_symbols, dropout=c.dropout,
+                     use_state=c.use_state)
 
 
 def kd_loss(loss_cfg, label_smoothing: float = 0.0):
@@ -72,6 +73,7 @@ class DistillObjective:
         self.eval_split = "val"
         self.step = 0
         self.seed = seed
+        self.bucket_log: list = []  # [step, [buckets], min SNR, max SNR] per training batch (see write_snr_bucket_log)
         if channel_cfg is not None:
             self.sampler = SNRSampler(channel_cfg.snr_min, channel_cfg.snr_max, channel_cfg.snr_buckets,
                                       rank=rank, world_size=world_size)
@@ -85,6 +87,7 @@ class DistillObjective:
         if train:
             gen = self.generator
             snr = self.sampler.sample(batch_size, self.step, generator=gen)
+            self.bucket_log.append([self.step, self.sampler.buckets_for(self.step), float(snr.min()), float(snr.max())])
         else:
             gen = torch.Generator().manual_seed(10_007 * first_index + self.seed)
             lo, hi = self.channel_cfg.snr_min, self.channel_cfg.snr_max
@@ -107,6 +110,27 @@ class DistillObjective:
         full_batch = {"label": batch["label"], **targets}
         total, parts = self.loss(outputs, full_batch)
         return Step(loss=total, logits=outputs["logits"], labels=batch["label"], terms=parts)
+
+
+SNR_LOG_STEPS = 5000  # steps kept per process in snr_buckets.json
+
+
+def write_snr_bucket_log(accelerator, objective: DistillObjective, path: Path) -> None:
+    """Gather which SNR buckets every process drew from at each step into one JSON on the main process.
+
+    The bucket rule lives in ``SNRSampler``; this record lets a real multi-process run be checked
+    against it (each rank's buckets, and the SNRs it drew staying inside them). Collective: every
+    process must call it. After a resume it covers the steps since the resume.
+    """
+    from accelerate.utils import gather_object
+
+    mine = {"rank": accelerator.process_index, "steps": objective.bucket_log[-SNR_LOG_STEPS:]}
+    everyone = gather_object([mine]) if accelerator.num_processes > 1 else [mine]
+    if accelerator.is_main_process:
+        sampler = objective.sampler
+        atomic_write_json(path, {"world_size": accelerator.num_processes, "n_buckets": sampler.n_buckets,
+                                 "edges": sampler.buckets(), "rule": "bucket = (rank + step * world_size) mod n_buckets",
+                                 "ranks": sorted(everyone, key=lambda r: r["rank"])})
 
 
 def save_model(model: torch.nn.Module, path: Path) -> None:
@@ -144,11 +168,12 @@ def run_stage2(cfg: RunConfig, accelerator, bundle: DataBundle, cache, stage1_di
     system = build_stage2_model(cfg, load_stage1(cfg, bundle, teacher_dim, stage1_dir))
     objective = DistillObjective(student_transform(cfg.data, bundle), cache,
                                  kd_loss(cfg.stage2_loss, cfg.stage2.label_smoothing), channel_cfg=cfg.channel,
-                                 rates=cfg.codec.rates, rank=accelerator.process_index,
+                                 rates=cfg.codec.train_rates or cfg.codec.rates, rank=accelerator.process_index,
                                  world_size=accelerator.num_processes, seed=cfg.seed)
     train_loader = make_loader(bundle.splits["train"], cfg.stage2.batch_size, shuffle=True, seed=cfg.seed + 1, drop_last=True)
     val_loader = make_loader(bundle.splits["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
     summary = fit(accelerator, system, objective, train_loader, val_loader, cfg.stage2, out_dir, desc="stage2")
+    write_snr_bucket_log(accelerator, objective, out_dir / "snr_buckets.json")
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(system), out_dir / "model.safetensors")
     summary["codec_tx_params"] = sum(p.numel() for p in system.encoder.parameters())

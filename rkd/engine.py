@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -49,24 +49,44 @@ class StopRequested(SystemExit):
     """A SIGTERM/SIGUSR1 arrived: a checkpoint was written and the process should exit."""
 
 
-def make_accelerator(mixed_precision: str = "no", cpu: Optional[bool] = None, seed: int = 0) -> Accelerator:
+def make_accelerator(mixed_precision: str = "auto", cpu: Optional[bool] = None, seed: int = 0) -> Accelerator:
     """An Accelerator with seedable samplers (so a resumed epoch replays the same order).
 
+    ``mixed_precision="auto"`` leaves the choice to the launcher (``accelerate launch`` exports the
+    launch config's value as ACCELERATE_MIXED_PRECISION); any other value overrides it.
     gloo is chosen for CPU runs: DeepSpeed through Accelerate on CPU needs it, and it is the only
-    backend that works there.
+    backend that works there. Under a DeepSpeed launch ``cpu`` must stay False (Accelerate turns
+    DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
     """
     import os
 
+    def flag(name: str) -> bool:
+        return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+    deepspeed = flag("ACCELERATE_USE_DEEPSPEED")
     if cpu is None:
-        cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+        cpu = not deepspeed and (not torch.cuda.is_available() or flag("ACCELERATE_USE_CPU"))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    kwargs = [InitProcessGroupKwargs(backend="gloo")] if cpu and distributed else []
+    no_gpu = cpu or not torch.cuda.is_available()
+    kwargs = [InitProcessGroupKwargs(backend="gloo")] if no_gpu and distributed else []
     accelerator = Accelerator(
         cpu=cpu,
-        mixed_precision=mixed_precision,
+        mixed_precision=None if mixed_precision == "auto" else mixed_precision,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=kwargs,
     )
+    if deepspeed and accelerator.distributed_type != DistributedType.DEEPSPEED:
+        raise RuntimeError(
+            f"accelerate launch asked for DeepSpeed but the run became {accelerator.distributed_type.value}: "
+            f"ACCELERATE_USE_CPU={os.environ.get('ACCELERATE_USE_CPU')!r} turns DeepSpeed off. For DeepSpeed on CPU, "
+            f"launch without ACCELERATE_USE_CPU (rkd picks gloo itself)."
+        )
+    if deepspeed and accelerator.mixed_precision != "no":
+        raise RuntimeError(
+            f"mixed precision {accelerator.mixed_precision!r} under DeepSpeed converts the weights to that dtype, "
+            f"but rkd's objectives feed fp32 inputs. For bf16 use launch_configs/deepspeed_zero2_bf16.yaml "
+            f"(DeepSpeed torch_autocast, fp32 master weights) with rkd's mixed_precision=auto or no."
+        )
     set_seed(seed)
     return accelerator
 
@@ -131,6 +151,18 @@ class _SignalFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
+    def agreed(self, accelerator: Accelerator) -> bool:
+        """True on every process as soon as any process got a signal, so all checkpoint at the same step.
+
+        SLURM signals the processes of a job one by one: checked locally, one rank could enter the
+        checkpoint's collectives while another runs the next step's all-reduce, and both would hang.
+        """
+        local = self.received is not None
+        if accelerator.num_processes == 1:
+            return local
+        votes = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
+        return bool(accelerator.reduce(votes, reduction="sum").item() > 0)
+
 
 def _unwrapped_state(accelerator: Accelerator, model: torch.nn.Module) -> dict:
     state = accelerator.get_state_dict(model)
@@ -140,10 +172,16 @@ def _unwrapped_state(accelerator: Accelerator, model: torch.nn.Module) -> dict:
 class Checkpointer:
     """Resumable Accelerate state under ``out_dir/checkpoints``; ``latest.json`` is written last."""
 
-    def __init__(self, accelerator: Accelerator, out_dir: Path, keep: int = 1) -> None:
+    def __init__(self, accelerator: Accelerator, out_dir: Path, keep: int = 1, objective=None) -> None:
         self.accelerator = accelerator
         self.root = out_dir / "checkpoints"
         self.keep = keep
+        # An objective's own generator (augmentation, channel draws) is part of the training state:
+        # without it a resumed run would draw different noise than an uninterrupted one.
+        self.generator = getattr(objective, "generator", None)
+
+    def _generator_file(self, directory: Path) -> Path:
+        return directory / f"objective-rng-rank{self.accelerator.process_index}.safetensors"
 
     def latest(self) -> Optional[dict]:
         pointer = self.root / "latest.json"
@@ -158,6 +196,9 @@ class Checkpointer:
         name = f"step-{progress['global_step']:08d}"
         target = self.root / name
         self.accelerator.save_state(str(target))
+        if isinstance(self.generator, torch.Generator):
+            state = {"state": self.generator.get_state()}
+            atomic_write(self._generator_file(target), lambda p: save_file(state, str(p)))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             atomic_write_json(self.root / "latest.json", {"dir": name, **progress})
@@ -167,7 +208,10 @@ class Checkpointer:
         self.accelerator.wait_for_everyone()
 
     def load(self, record: dict) -> None:
-        self.accelerator.load_state(str(self.root / record["dir"]))
+        directory = self.root / record["dir"]
+        self.accelerator.load_state(str(directory))
+        if isinstance(self.generator, torch.Generator) and self._generator_file(directory).exists():
+            self.generator.set_state(load_file(str(self._generator_file(directory)))["state"])
 
 
 def fit(
@@ -185,7 +229,10 @@ def fit(
 
     ``parameters`` restricts what the optimiser updates (default: all of the model's).
     An objective with a ``set_step(global_step)`` method is told the step before each update
-    (stage 2 uses it to rotate SNR buckets).
+    (stage 2 uses it to rotate SNR buckets). An objective with a
+    ``before_update(model, batch, global_step)`` method gets each training batch before the
+    weight forward pass (the architecture search takes its architecture step there, with its own
+    optimiser and validation batches; it must leave the weights' gradients untouched).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +249,7 @@ def fit(
     )
     steps_per_epoch = len(train_loader)  # per process, after sharding
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.epochs * steps_per_epoch, cfg.max_steps)
-    checkpointer = Checkpointer(accelerator, out_dir)
+    checkpointer = Checkpointer(accelerator, out_dir, objective=objective)
     progress = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_val_accuracy": -1.0, "history": []}
     resumed = checkpointer.latest()
     best_path = out_dir / "best.safetensors"
@@ -219,6 +266,7 @@ def fit(
 
     bar = tqdm(total=total_steps, initial=progress["global_step"], desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True)
     set_step = getattr(objective, "set_step", None)
+    before_update = getattr(objective, "before_update", None)
     prepared_model.train()
     with _SignalFlag() as flag:
         while progress["global_step"] < total_steps and progress["epoch"] < cfg.epochs:
@@ -231,6 +279,8 @@ def fit(
             for batch in loader:
                 if set_step is not None:
                     set_step(progress["global_step"])
+                if before_update is not None:
+                    before_update(prepared_model, batch, progress["global_step"])
                 step = objective(prepared_model, batch, True)
                 if not torch.isfinite(step.loss.detach()).all():
                     terms = {k: float(v) for k, v in step.terms.items()}
@@ -255,10 +305,11 @@ def fit(
                     log(record)
                     bar.set_postfix(loss=f"{float(step.loss.detach()):.4f}")
                 done = progress["global_step"] >= total_steps
-                if flag.received is not None:
+                if flag.agreed(accelerator):
                     checkpointer.save(progress)
                     bar.close()
-                    accelerator.print(f"[{desc}] signal {flag.received}: checkpoint saved at step {progress['global_step']}; exiting")
+                    accelerator.print(f"[{desc}] signal {flag.received or 'on another process'}: checkpoint saved at step "
+                                      f"{progress['global_step']}; exiting")
                     raise StopRequested(0)
                 if done:
                     break

@@ -4,6 +4,12 @@ The student's tokens for the test set are computed once (the student is determin
 mode); the transmitter output is computed once per SNR; each channel/k pair then only costs a
 channel draw and the receiver, run on the first k symbols. Every noise draw is seeded.
 
+Under N processes the SNR grid is dealt round-robin (process r takes SNR points r, r+N, ...), each
+process sweeps every channel and k at its SNRs, and the main process gathers the records back into
+grid order. Each (SNR, channel, k) cell draws its noise from a generator seeded with
+``eval.seed`` alone, on the CPU, so a cell's records do not depend on which process ran it or how
+many there were.
+
     accelerate launch rkd/evaluate.py --config <yaml>      # or: rkd evaluate / rkd report
 """
 
@@ -51,21 +57,35 @@ def count_flops(fn, *args) -> int:
 
 
 @torch.no_grad()
-def batched(fn, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([fn(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
+def batched(fn, inputs: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
+    """``fn`` over ``inputs`` in chunks (moved to ``device`` when given); the result comes back on the CPU."""
+    if device is None:
+        return torch.cat([fn(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
+    return torch.cat([fn(inputs[i:i + batch_size].to(device)).cpu() for i in range(0, inputs.shape[0], batch_size)])
+
+
+def my_share(items: list, rank: int, world_size: int) -> list:
+    """Round-robin: process ``rank`` of ``world_size`` takes items rank, rank + world_size, ..."""
+    return list(items)[rank::world_size]
 
 
 @torch.no_grad()
 def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_specs: list, snrs: list, rates: list,
-                  batch_size: int, seed: int, progress: bool = True) -> list:
-    """Accuracy records of an RKD system for every channel x SNR x k, on precomputed student tokens."""
+                  batch_size: int, seed: int, progress: bool = True, method: str = METHOD) -> list:
+    """Accuracy records of an RKD system for every channel x SNR x k, on precomputed student tokens.
+
+    Any model with ``transmit(inputs, snr)``, ``decoder(y, mask, state)`` and ``classify(features)``
+    sweeps the same way under its own ``method`` name (the baselines do), with the same seeded noise.
+    """
     system.eval()
     records = []
     n = tokens.shape[0]
+    device = next(system.parameters()).device
+    tokens, labels = tokens.to(device), labels.to(device)
     channels = [channel_from_spec(spec) for spec in channel_specs]
     bar = tqdm(total=len(snrs) * len(channels) * len(rates), desc="evaluate", disable=not progress, dynamic_ncols=True)
     for snr in snrs:
-        snr_all = torch.full((n,), float(snr))
+        snr_all = torch.full((n,), float(snr), device=device)
         z = batched(lambda t: system.transmit(t, snr_all[: t.shape[0]]), tokens, batch_size)
         for spec, channel in zip(channel_specs, channels):
             for k in rates:
@@ -74,13 +94,13 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
                 for start in range(0, n, batch_size):
                     zb = z[start:start + batch_size, :k]
                     snr_b = snr_all[start:start + zb.shape[0]]
-                    mask = torch.ones(zb.shape, dtype=torch.bool)
+                    mask = torch.ones(zb.shape, dtype=torch.bool, device=device)
                     out = channel.transmit(zb, snr_b, mask, generator=generator)
                     features = system.decoder(out.y, mask, out.state.float())
                     preds = system.classify(features).argmax(-1)
                     correct += int((preds == labels[start:start + zb.shape[0]]).sum())
                 records.append({
-                    "method": METHOD, "channel": spec["name"], "csi": spec.get("csi", "perfect") if spec["name"] != "awgn" else "n/a",
+                    "method": method, "channel": spec["name"], "csi": spec.get("csi", "perfect") if spec["name"] != "awgn" else "n/a",
                     "k_factor": spec.get("k_factor") if spec["name"] == "rician" else None,
                     "channel_label": channel_label(spec), "snr_db": float(snr), "channel_uses": int(k),
                     "accuracy": correct / n, "n_test": n,
@@ -91,34 +111,49 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
 
 
 def evaluate_run(pipeline, out_dir: Path) -> dict:
-    """The eval stage of a pipeline: writes results.json, results.csv, plots and report.md."""
+    """The eval stage of a pipeline: writes results.json, results.csv, plots and report.md.
+
+    Collective: every process sweeps its round-robin share of the SNR grid on its device; the main
+    process gathers the records, adds clean accuracies, sizes and FLOPs, and writes the outputs.
+    """
+    from accelerate.utils import gather_object
+
     from rkd.distill import load_stage1, load_stage2
 
     cfg, accelerator = pipeline.cfg, pipeline.accelerator
     out_dir = Path(out_dir)
+    device = accelerator.device
     summary: dict = {}
+    bundle, cache = pipeline.bundle, pipeline.cache
+    test = bundle.splits["test"]
+    labels = test.labels
+    teacher_dim = cache.features["test"].shape[1]
+    x = student_transform(cfg.data, bundle)(test.images)
+    system = load_stage2(cfg, bundle, teacher_dim, pipeline.run_dir.path("stage1"), pipeline.run_dir.path("stage2"))
+    system = system.eval().to(device)
+    tokens = batched(lambda t: system.student(t)["tokens"], x, cfg.eval.batch_size, device)
+    rates = cfg.eval.rates or cfg.codec.rates
+    grid = snr_grid(cfg.eval)
+    swept = channel_sweep(system, tokens, labels, cfg.eval.channels,
+                          my_share(grid, accelerator.process_index, accelerator.num_processes), rates,
+                          cfg.eval.batch_size, cfg.eval.seed, progress=accelerator.is_local_main_process)
+    if accelerator.num_processes > 1:
+        swept = gather_object(swept)
     if accelerator.is_main_process:
-        bundle, cache = pipeline.bundle, pipeline.cache
-        test = bundle.splits["test"]
-        labels = test.labels
-        teacher_dim = cache.features["test"].shape[1]
+        position = {float(snr): i for i, snr in enumerate(grid)}
+        swept = sorted(swept, key=lambda r: position[r["snr_db"]])  # stable: channel x k order within an SNR stays
+        system = system.cpu()
         teacher_acc = float((cache.logits["test"].float().argmax(-1) == labels).float().mean())
-        transform = student_transform(cfg.data, bundle)
-        x = transform(test.images)
         stage1 = load_stage1(cfg, bundle, teacher_dim, pipeline.run_dir.path("stage1")).eval()
         student_logits = batched(lambda t: stage1(t)["logits"], x, cfg.eval.batch_size)
         student_acc = float((student_logits.argmax(-1) == labels).float().mean())
-        system = load_stage2(cfg, bundle, teacher_dim, pipeline.run_dir.path("stage1"), pipeline.run_dir.path("stage2")).eval()
-        tokens = batched(lambda t: system.student(t)["tokens"], x, cfg.eval.batch_size)
-        rates = cfg.eval.rates or cfg.codec.rates
         records = [
             {"method": "teacher", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
              "snr_db": None, "channel_uses": None, "accuracy": teacher_acc, "n_test": int(labels.numel())},
             {"method": "student", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
              "snr_db": None, "channel_uses": None, "accuracy": student_acc, "n_test": int(labels.numel())},
         ]
-        records += channel_sweep(system, tokens, labels, cfg.eval.channels, snr_grid(cfg.eval), rates,
-                                 cfg.eval.batch_size, cfg.eval.seed)
+        records += swept
         teacher = pipeline.teacher().eval()
         one_image = test.images[:1]
         one_x = x[:1]
@@ -144,9 +179,13 @@ def evaluate_run(pipeline, out_dir: Path) -> dict:
             "cache_augmentation": cache.manifest.get("augmentation", "none"),
             "csi_assumption": {spec_label["channel_label"]: spec_label["csi"] for spec_label in records[2:]},
             "config_hash": pipeline.run_dir.hashes["eval"],
+            "student_genotype": pipeline.genotype_origin(),
         }
         summary["compression_ratio"] = summary["teacher_params"] / max(1, summary["student_params"])
         write_outputs(out_dir, records, summary)
+        from rkd.ratepolicy import write_rate_policy
+
+        write_rate_policy(out_dir / "rate_policy.json", records, cfg.eval.rate_margin, method=METHOD)
     accelerator.wait_for_everyone()
     return {k: v for k, v in summary.items() if k != "csi_assumption"} if summary else read_json(out_dir / "results.json")["summary"]
 
@@ -231,6 +270,9 @@ def render_report(records: list, summary: dict) -> str:
         f"Student / teacher parameters: 1/{s['compression_ratio']:.1f}.",
         "",
     ]
+    if "student_genotype" in s:
+        g = s["student_genotype"]
+        lines += [f"Student cells: `{g['genotype']}`, {g['how']}.", ""]
     channel_records = [r for r in records if r["snr_db"] is not None]
     snrs = sorted({r["snr_db"] for r in channel_records})
     shown = [v for v in (-10, -6, -2, 0, 4, 10, 20) if v in snrs] or snrs

@@ -5,14 +5,14 @@ Every term is a module ``term(outputs, batch) -> scalar`` that declares the keys
 calling a term (so a missing teacher cache fails with a message naming the key and the term), skips
 terms of weight 0 entirely, and reports each term's unweighted value for logging.
 
-Adding a term (e.g. the ``ComplexityPenalty`` the architecture search will add, a weighted expected
-FLOPs/latency of the softmaxed architecture weights read from ``outputs["arch_cost"]``) means writing
-one more ``LossTerm`` subclass and one more ``(weight, module)`` entry; nothing else changes.
+Adding a term means writing one more ``LossTerm`` subclass and one more ``(weight, module)`` entry;
+nothing else changes. ``ComplexityPenalty`` (the architecture search's expected params/FLOPs of the
+softmaxed architecture, read from ``outputs["arch_params"]`` / ``outputs["arch_flops"]``) is one.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +106,58 @@ class FeatureKD(LossTerm):
             return (1.0 - F.cosine_similarity(student, teacher, dim=-1, eps=self.eps)).mean()
         rms = teacher.pow(2).mean(dim=-1, keepdim=True).add(self.eps).sqrt()
         return F.mse_loss(student / rms, teacher / rms)
+
+
+class ComplexityPenalty(LossTerm):
+    """The lightweight-search cost term: the expected size of the student the search would derive.
+
+    Reads the expected parameters and/or FLOPs that the search network puts in ``outputs``
+    (``arch_params`` / ``arch_flops``, differentiable in the architecture parameters; see
+    ``rkd.nas.complexity``). Per metric, either
+
+    * no budget: ``expected / scale``, the cost relative to a reference (the search uses the expected
+      cost of the uniform architecture), so the term is about 1 at the start and its weight means
+      "how much accuracy loss one reference-sized student is worth" whatever the units; or
+    * a budget ``B``: the hinge ``max(0, expected / B - 1)``, zero inside the budget, so the search
+      is free to pick the most accurate cells that fit and pays only for the excess.
+
+    ``metrics`` ``("params", "flops")`` adds both terms.
+    """
+
+    metric_keys = {"params": "arch_params", "flops": "arch_flops"}
+
+    def __init__(self, metrics: Sequence[str], scale: Mapping[str, float],
+                 budget: Optional[Mapping[str, Optional[float]]] = None) -> None:
+        super().__init__()
+        metrics = list(metrics)
+        if not metrics or any(m not in self.metric_keys for m in metrics):
+            raise ValueError(f"complexity metrics {metrics!r} are invalid: expected a non-empty subset of "
+                             f"{sorted(self.metric_keys)}")
+        budget = dict(budget or {})
+        self.metrics = metrics
+        self.scale: dict[str, float] = {}
+        self.budget: dict[str, Optional[float]] = {}
+        for m in metrics:
+            b = budget.get(m)
+            if b is not None and not b > 0:
+                raise ValueError(f"complexity budget for {m!r} = {b!r} is invalid: expected a number > 0, or None")
+            self.budget[m] = None if b is None else float(b)
+            if b is None:
+                s = scale.get(m)
+                if s is None or not s > 0:
+                    raise ValueError(f"complexity scale for {m!r} = {s!r} is invalid: expected a number > 0")
+                self.scale[m] = float(s)
+        self.requires = tuple(("outputs", self.metric_keys[m]) for m in metrics)
+
+    def forward(self, outputs: Tensors, batch: Tensors) -> torch.Tensor:
+        total: Optional[torch.Tensor] = None
+        for m in self.metrics:
+            expected = outputs[self.metric_keys[m]].float()
+            b = self.budget[m]
+            term = expected / self.scale[m] if b is None else F.relu(expected / b - 1.0)
+            total = term if total is None else total + term
+        assert total is not None
+        return total
 
 
 class CompositeLoss(nn.Module):

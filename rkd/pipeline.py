@@ -4,6 +4,10 @@
 config sections that stage depends on (its own and its upstream stages'). A stage whose record
 matches is skipped; an unfinished stage with the same hash resumes from its checkpoints; a stage
 whose hash changed is moved aside to ``<stage>.stale-<old hash>`` (nothing is deleted) and rerun.
+
+The "search" stage (KDL-DARTS, ``rkd.search``) runs only with ``search.enabled``; otherwise it is
+passed over without a directory and stage 1 uses ``student.genotype``. When it runs, stage 1 uses
+``search/genotype.json`` and stage 1's hash covers the search's.
 """
 
 from __future__ import annotations
@@ -11,13 +15,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import zlib
 from pathlib import Path
 from typing import Callable, Optional
 
-from rkd.artifacts import atomic_write_json, read_json
-from rkd.config import RunConfig, config_hash, save_config
+from accelerate.utils import set_seed
 
-STAGES = ("teacher", "cache", "stage1", "stage2", "eval")
+from rkd.artifacts import atomic_write_json, read_json
+from rkd.config import RunConfig, config_hash, save_config, to_dict
+
+STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")
+# settings of the sweep (``rkd search --sweep``) and the on/off switch do not change what one search finds
+SEARCH_FIELDS_NOT_HASHED = ("enabled", "sweep_weights", "sweep_budget", "sweep_budget_metric", "sweep_train_epochs")
 
 
 def git_commit() -> str:
@@ -34,7 +43,12 @@ def stage_hashes(cfg: RunConfig) -> dict:
     h = {}
     h["teacher"] = config_hash(cfg.seed, cfg.data, cfg.teacher)
     h["cache"] = config_hash(h["teacher"], cfg.teacher.cache_shard_size)
+    search = {k: v for k, v in to_dict(cfg.search).items() if k not in SEARCH_FIELDS_NOT_HASHED}
+    student_shape = {k: getattr(cfg.student, k) for k in ("init_channels", "layers", "stem_stride")}  # what is priced
+    h["search"] = config_hash(h["cache"], search, student_shape)
     h["stage1"] = config_hash(h["cache"], cfg.student, cfg.loss, cfg.stage1)
+    if cfg.search.enabled:
+        h["stage1"] = config_hash(h["stage1"], h["search"])
     h["stage2"] = config_hash(h["stage1"], cfg.codec, cfg.channel, cfg.stage2, cfg.stage2_loss)
     h["eval"] = config_hash(h["stage2"], cfg.eval)
     return h
@@ -158,10 +172,44 @@ class Pipeline:
         self._cache = None
         return {"splits": {k: v for k, v in manifest.get("splits", {}).items()}}
 
+    def _search(self, out: Path) -> dict:
+        from rkd.search import run_search
+
+        summary = run_search(self.cfg, self.accelerator, self.bundle, self.cache, out)
+        summary.pop("history", None)
+        return summary
+
+    def student_genotype(self):
+        """The cells stage 1 trains: the searched ones when the search is on, else ``student.genotype``."""
+        from rkd.nas.genotype import load_genotype
+
+        if self.cfg.search.enabled:
+            return load_genotype(self.run_dir.path("search") / "genotype.json")
+        return load_genotype(self.cfg.student.genotype)
+
+    def genotype_origin(self) -> dict:
+        """Which cells the student uses and how they were found, for the report."""
+        from rkd.nas.genotype import GENOTYPES
+
+        if self.cfg.search.enabled:
+            path = self.run_dir.path("search") / "genotype.json"
+            meta = read_json(path).get("meta", {})
+            how = (f"searched by {meta.get('method', 'KDL-DARTS')} ({meta.get('order', '?')} order, complexity "
+                   f"{meta.get('complexity', '?')} x {meta.get('complexity_weight', '?')}, derived cells "
+                   f"{meta.get('params', 0):,} params / {meta.get('flops', 0):,} FLOPs, supernet val accuracy "
+                   f"{100 * meta.get('supernet_val_accuracy', 0.0):.2f}%, {meta.get('seconds', 0.0):.0f} s)")
+            return {"source": "search", "genotype": str(path), "how": how, "meta": meta}
+        name = self.cfg.student.genotype
+        if name in GENOTYPES:
+            how = f"the packaged genotype {name!r} (rkd.nas.genotype), no search"
+        else:
+            how = f"loaded from {name} (student.genotype), no search"
+        return {"source": "config", "genotype": name, "how": how}
+
     def _stage1(self, out: Path) -> dict:
         from rkd.distill import run_stage1
 
-        return run_stage1(self.cfg, self.accelerator, self.bundle, self.cache, out)
+        return run_stage1(self.cfg, self.accelerator, self.bundle, self.cache, out, genotype=self.student_genotype())
 
     def _stage2(self, out: Path) -> dict:
         from rkd.distill import run_stage2
@@ -174,21 +222,45 @@ class Pipeline:
         return evaluate_run(self, out)
 
     def _run_stage(self, stage: str) -> dict:
-        handler = {"teacher": self._teacher, "cache": self._cache_stage, "stage1": self._stage1,
-                   "stage2": self._stage2, "eval": self._eval}[stage]
+        handler = {"teacher": self._teacher, "cache": self._cache_stage, "search": self._search,
+                   "stage1": self._stage1, "stage2": self._stage2, "eval": self._eval}[stage]
+        if stage == "search" and not self.cfg.search.enabled:
+            self.accelerator.print(f"[rkd] search: off (search.enabled=false); stage 1 uses genotype "
+                                   f"{self.cfg.student.genotype!r}")
+            return {"enabled": False, "genotype": self.cfg.student.genotype}
         if self.run_dir.is_done(stage):
             self.accelerator.print(f"[rkd] {stage}: done for this config, skipping ({self.run_dir.path(stage)})")
             return self.run_dir.record(stage)["summary"]
         self.accelerator.print(f"[rkd] {stage}: running into {self.run_dir.path(stage)}")
         out = self.run_dir.begin(stage)
         self.accelerator.wait_for_everyone()
+        # Seed per stage: a stage's initial weights and draws must not depend on which stages ran
+        # before it in this process (a resumed pipeline skips them), or a rerun would diverge.
+        set_seed(self.cfg.seed + zlib.crc32(stage.encode()) % 10_000)
         started = time.time()
         summary = handler(out)
         summary["seconds"] = time.time() - started
+        # provenance: how the stage was launched (processes, DDP/DeepSpeed, precision)
+        summary["world_size"] = self.accelerator.num_processes
+        summary["distributed_type"] = str(self.accelerator.distributed_type.value)
+        summary["mixed_precision"] = str(self.accelerator.mixed_precision)
         self.accelerator.wait_for_everyone()
         self.run_dir.finish(stage, summary)
         self.accelerator.wait_for_everyone()
         return summary
+
+    def sweep(self, index: Optional[int] = None) -> Optional[dict]:
+        """The Pareto sweep (all points, or point ``index``) into ``search/sweep``; None until every point is done.
+
+        The sweep lives in the search stage's directory, so a change of search settings moves it aside too.
+        """
+        from rkd.search import run_sweep
+
+        self.run(until="cache")
+        self.run_dir.begin("search")
+        self.accelerator.wait_for_everyone()
+        return run_sweep(self.cfg, self.accelerator, self.bundle, self.cache, self.run_dir.path("search") / "sweep",
+                         index)
 
     def run(self, until: str = "eval") -> dict:
         if until not in STAGES:

@@ -80,3 +80,22 @@ def fashion_bundle(fake_fashion_dir, tmp_path_factory):
     cfg = DataConfig(name="fashion-mnist", fashion_mnist_dir=str(fake_fashion_dir),
                      cache_dir=str(tmp_path_factory.mktemp("shared-dataset-cache")), val_fraction=0.2, split_seed=0)
     return load_data(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_cache(fashion_bundle, tmp_path_factory):
+    """A TeacherCache for ``fashion_bundle`` without a teacher: label-informed logits and 12-d random features.
+
+    Lets search and distillation code run against "cached teacher" targets in a second, not minutes.
+    """
+    import torch
+
+    from rkd.teacher import TeacherCache
+
+    generator = torch.Generator().manual_seed(0)
+    logits, features = {}, {}
+    for split, data in fashion_bundle.splits.items():
+        one_hot = torch.nn.functional.one_hot(data.labels, fashion_bundle.num_classes).float()
+        logits[split] = (4.0 * one_hot + torch.randn(one_hot.shape, generator=generator)).half()
+        features[split] = torch.randn(len(data), 12, generator=generator).half()
+    return TeacherCache(logits, features, {"augmentation": "none"}, tmp_path_factory.mktemp("tiny-teacher-cache"))

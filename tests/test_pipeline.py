@@ -74,3 +74,20 @@ def test_missing_dataset_names_the_fix(tmp_path):
     with pytest.raises(Exception) as info:
         load_data(cfg.data)
     assert "dataset-fashion-mnist" in str(info.value)
+
+
+def test_corrupt_cache_shard_is_rebuilt_not_used(tiny_args, tmp_path, capsys):
+    assert main(["run", *tiny_args]) == 0
+    run = tmp_path / "runs" / "tiny"
+    shard = sorted((run / "cache").glob("train-*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    # a new evaluation grid makes eval rerun, which reads the cache: the damage is found and repaired
+    assert main(["run", *tiny_args, "eval.snr_step=15"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher cache is not usable" in out and shard.name in out
+    from rkd.teacher import verify_cache
+
+    verify_cache(run / "cache")  # repaired: raises if anything is still wrong

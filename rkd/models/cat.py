@@ -172,11 +172,13 @@ class CATEncoder(nn.Module):
         max_symbols: int = 64,
         state_dim: int = 2,
         dropout: float = 0.0,
+        use_state: bool = True,
     ) -> None:
         super().__init__()
         cond_dim = _cond_dim(d_model)
         self.max_symbols = max_symbols
         self.state_dim = state_dim
+        self.use_state = use_state  # False: the state input is zeroed (the no-state ablation)
         self.in_proj = nn.Linear(in_dim, d_model)
         self.state_embed = StateEmbedding(state_dim, cond_dim)
         self.blocks = nn.ModuleList(ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth))
@@ -191,6 +193,8 @@ class CATEncoder(nn.Module):
             raise ValueError(f"argument 'tokens' has shape {tuple(tokens.shape)}: expected [batch, n_tokens, in_dim]")
         x = self.in_proj(tokens)
         x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
+        if not self.use_state:
+            state = torch.zeros_like(state)
         cond = self.state_embed(state.to(x.dtype))
         for block in self.blocks:
             x = block(x, cond)
@@ -221,12 +225,14 @@ class CATDecoder(nn.Module):
         out_dim: int = 128,
         state_dim: int = 2,
         dropout: float = 0.0,
+        use_state: bool = True,
     ) -> None:
         super().__init__()
         cond_dim = _cond_dim(d_model)
         self.max_symbols = max_symbols
         self.out_dim = out_dim
         self.state_dim = state_dim
+        self.use_state = use_state  # False: the state input is zeroed (the no-state ablation)
         self.symbol_proj = nn.Linear(2, d_model)
         self.position = nn.Parameter(torch.randn(max_symbols, d_model) * 0.02)
         self.summary = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
@@ -252,6 +258,8 @@ class CATDecoder(nn.Module):
         x = self.symbol_proj(received.to(dtype)) + self.position[:n].to(dtype)
         x = torch.cat([self.summary.to(dtype).expand(x.shape[0], -1, -1), x], dim=1)
         valid = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        if not self.use_state:
+            state = torch.zeros_like(state)
         cond = self.state_embed(state.to(dtype))
         for block in self.blocks:
             x = block(x, cond, key_mask=valid)

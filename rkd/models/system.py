@@ -35,16 +35,19 @@ class RKDSystem(nn.Module):
     """Student -> CAT encoder -> channel -> CAT decoder -> head, one sample independent of the rest."""
 
     def __init__(self, stage1: DistilledStudent, channel_specs: Sequence[dict], d_model: int, encoder_depth: int,
-                 decoder_depth: int, heads: int, mlp_ratio: float, max_symbols: int, dropout: float = 0.0) -> None:
+                 decoder_depth: int, heads: int, mlp_ratio: float, max_symbols: int, dropout: float = 0.0,
+                 use_state: bool = True) -> None:
         super().__init__()
         student = stage1.student
         self.student = student
         self.projector = stage1.projector
         self.max_symbols = max_symbols
         self.encoder = CATEncoder(student.token_dim, d_model=d_model, depth=encoder_depth, heads=heads,
-                                  mlp_ratio=mlp_ratio, max_symbols=max_symbols, dropout=dropout)
+                                  mlp_ratio=mlp_ratio, max_symbols=max_symbols, dropout=dropout,
+                                  use_state=use_state)
         self.decoder = CATDecoder(d_model=d_model, depth=decoder_depth, heads=heads, mlp_ratio=mlp_ratio,
-                                  max_symbols=max_symbols, out_dim=student.feature_dim, dropout=dropout)
+                                  max_symbols=max_symbols, out_dim=student.feature_dim, dropout=dropout,
+                                  use_state=use_state)
         self.channels = nn.ModuleList(channel_from_spec(spec) for spec in channel_specs)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,84 @@
+"""What every trained baseline shares with RKD-SC's stage 2: the same channels, per-sample draws and sweep.
+
+A baseline is a model with ``transmit(inputs, snr_db) -> complex [B, L]``,
+``decoder(y, mask, state) -> features`` and ``classify(features) -> logits``; that is exactly
+the interface ``rkd.evaluate.channel_sweep`` drives, so baselines are evaluated by the same code,
+on the same grid, with the same seeded noise as RKD-SC. ``forward`` sends each sample's first
+``k`` symbols through its own channel, as ``RKDSystem.receive`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from rkd.channels import channel_from_spec
+from rkd.models.cat import symbol_mask
+
+
+def channel_specs(channel_cfg) -> list:
+    """The training channels of a ``ChannelTrainConfig`` as specs (one CSI mode and K for all)."""
+    return [{"name": name, "csi": channel_cfg.csi, "k_factor": channel_cfg.k_factor} for name in channel_cfg.channels]
+
+
+def send(channels: Sequence[nn.Module], z: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor,
+         channel_ids: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
+    """The first ``k[b]`` symbols of sample ``b`` through channel ``channel_ids[b]``: ``(y, mask, state)``."""
+    mask = symbol_mask(k, z.shape[-1]).to(z.device)
+    y = torch.zeros_like(z)
+    state = torch.zeros(z.shape[0], 2, device=z.device)
+    for cid, channel in enumerate(channels):
+        rows = channel_ids == cid
+        if not bool(rows.any()):
+            continue
+        out = channel.transmit(z[rows], snr_db[rows].float(), mask[rows], generator=generator)
+        y[rows] = out.y.to(y.dtype)
+        state[rows] = out.state.float()
+    return y, mask, state
+
+
+class LinkModel(nn.Module):
+    """Base class of the trained baselines: transmitter, channels, receiver; per-sample throughout."""
+
+    def __init__(self, channel_specs_: Sequence[dict], max_symbols: int) -> None:
+        super().__init__()
+        self.max_symbols = max_symbols
+        self.channels = nn.ModuleList(channel_from_spec(spec) for spec in channel_specs_)
+
+    def transmit(self, inputs: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decoder(self, y: torch.Tensor, mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, inputs: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor, channel_ids: torch.Tensor,
+                generator: Optional[torch.Generator] = None) -> dict:
+        z = self.transmit(inputs, snr_db)
+        y, mask, state = send(self.channels, z, snr_db, k, channel_ids, generator)
+        features = self.decoder(y, mask, state)
+        return {"features": features, "logits": self.classify(features)}
+
+
+def pad_symbols(y: torch.Tensor, mask: torch.Tensor, max_symbols: int) -> tuple:
+    """Accept a prefix of ``n <= max_symbols`` received symbols (as the sweep sends) and pad to full length."""
+    n = y.shape[-1]
+    if n > max_symbols or n < 1 or mask.shape != y.shape:
+        raise ValueError(f"arguments 'y'/'mask' have shapes {tuple(y.shape)}/{tuple(mask.shape)}: expected both "
+                         f"[batch, n] with 1 <= n <= max_symbols={max_symbols}")
+    if n < max_symbols:
+        y = torch.cat([y, y.new_zeros(y.shape[0], max_symbols - n)], dim=1)
+        mask = torch.cat([mask.bool(), mask.new_zeros(mask.shape[0], max_symbols - n, dtype=torch.bool)], dim=1)
+    y = torch.where(mask.bool(), y, torch.zeros((), dtype=y.dtype, device=y.device))
+    return y, mask.bool()
+
+
+class NoTeacher:
+    """Stands in for the teacher cache where a baseline learns from labels only (Deep JSCC)."""
+
+    def targets(self, split: str, index: torch.Tensor) -> dict:
+        return {}

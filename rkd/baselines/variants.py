@@ -1,0 +1,100 @@
+"""Ablations and the conference student as config variants of the main pipeline, sharing its upstream stages.
+
+Each ablation is a list of ``section.field=value`` overrides on the run's config: the variant runs
+the ordinary pipeline (same code, same engine) in ``runs/<name>/ablations/<variant>/``. Stages whose
+config hash equals the main run's (the teacher and its cache always; stage 1 unless the variant
+changes the stage-1 loss) are linked to the main run's finished output, not retrained.
+
+* ``no-kd``: task loss only in both stages (no teacher at all after it labels nothing).
+* ``no-robust-kd``: stage 1 as usual; stage 2 with task loss only (KD weights 0).
+* ``no-channel-training``: stage 2 over an effectively noiseless channel (AWGN at 40-41 dB) with
+  the state input off: the codec learns to compress, never to resist noise; stands for
+  "RKD-SC without the robust (channel-aware) stage 2".
+* ``no-state``: the CAT's channel-state input zeroed in training and test.
+* ``fixed-length``: stage 2 trained only at ``k = L`` (codec.max_symbols), evaluated at every k.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rkd.config import RunConfig, load_config, save_config, to_dict
+from rkd.pipeline import STAGES, stage_hashes
+
+NO_TEACHER = ["loss.logit_kd=0", "loss.feature_kd=0"]
+NO_STAGE2_KD = ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=0"]
+
+
+def ablation_overrides(name: str, cfg: RunConfig) -> list:
+    """The config changes that make ablation ``name`` (see the module docstring)."""
+    table = {
+        "no-kd": NO_TEACHER + NO_STAGE2_KD,
+        "no-robust-kd": NO_STAGE2_KD,
+        "no-channel-training": ["channel.channels=[awgn]", "channel.snr_min=40", "channel.snr_max=41",
+                                "codec.use_state=false"],
+        "no-state": ["codec.use_state=false"],
+        "fixed-length": [f"codec.train_rates=[{cfg.codec.max_symbols}]"],
+    }
+    if name not in table:
+        raise ValueError(f"unknown ablation {name!r}; known: {sorted(table)}")
+    return table[name]
+
+
+def conference_student_overrides(cfg: RunConfig) -> list:
+    """Stage 1 of the conference design: feature MSE to the teacher only, with its own schedule."""
+    return ["loss.task=0", "loss.logit_kd=0", "loss.feature_kd=1", "loss.feature_loss=mse",
+            f"stage1={json.dumps(to_dict(cfg.baselines.conference_stage1))}"]
+
+
+def derive_config(cfg: RunConfig, overrides: list, name: str) -> RunConfig:
+    """``cfg`` with ``overrides`` applied, living in ``<cfg.run_dir>/ablations/<name>``."""
+    fd, tmp = tempfile.mkstemp(suffix=".yaml")
+    os.close(fd)
+    try:
+        save_config(cfg, tmp)
+        return load_config([tmp], [*overrides, f"runs_dir={cfg.run_dir / 'ablations'}", f"name={name}"])
+    finally:
+        os.unlink(tmp)
+
+
+def link_shared_stages(base: RunConfig, variant: RunConfig, upto: str = "stage2") -> list:
+    """Symlink each finished main-run stage the variant would recompute identically; returns their names."""
+    base_hashes, variant_hashes = stage_hashes(base), stage_hashes(variant)
+    linked = []
+    variant.run_dir.mkdir(parents=True, exist_ok=True)
+    for stage in STAGES[: STAGES.index(upto) + 1]:
+        if stage == "search" and not (base.search.enabled or variant.search.enabled):
+            continue  # off in both: a stage without a directory
+        if base_hashes.get(stage) != variant_hashes.get(stage):
+            break  # every later stage depends on this one
+        source = (base.run_dir / stage).resolve()
+        record = source / "stage.json"
+        if not record.exists() or json.loads(record.read_text()).get("hash") != base_hashes[stage]:
+            break
+        target = variant.run_dir / stage
+        if target.is_symlink() or not target.exists():
+            if target.is_symlink():
+                target.unlink()
+            target.symlink_to(source, target_is_directory=True)
+        linked.append(stage)
+    return linked
+
+
+def run_variant(base: RunConfig, variant: RunConfig, accelerator, until: str = "stage2"):
+    """Run the variant's pipeline up to ``until`` with shared stages linked; returns the Pipeline."""
+    from rkd.pipeline import Pipeline
+
+    if accelerator.is_main_process:
+        linked = link_shared_stages(base, variant, until)
+        accelerator.print(f"[rkd] variant {variant.name}: shares {linked or 'nothing'} with {base.run_dir}")
+    accelerator.wait_for_everyone()
+    pipeline = Pipeline(variant, accelerator)
+    pipeline.run(until=until)
+    return pipeline
+
+
+def variant_dir(cfg: RunConfig, name: str) -> Path:
+    return cfg.run_dir / "ablations" / name

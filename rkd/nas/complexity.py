@@ -1,0 +1,176 @@
+"""Measured op costs and the differentiable expected cost of the network a search will derive.
+
+The lightweight search penalises the *expected* size of the student: every candidate op on every
+edge is priced once, at construction, by measuring a real instance of it as the derived ``Student``
+would build it (same channels, stride and input resolution, affine BN): parameters are counted and
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on a one-image dummy input, the
+same counter the evaluation report uses. Nothing is guessed from op names.
+
+The expectation follows what derivation keeps (``rkd.nas.derive``):
+
+* an edge's op probabilities are the softmax of its architecture parameters over the ops other than
+  ``none``: derivation never keeps ``none``, so its weight should neither lower nor raise the cost
+  (pushing weight onto ``none`` would otherwise look cheap while changing nothing that is derived);
+* each node keeps two incoming edges, so its cost is ``2 * sum_e pi_e * E[cost_e]`` with ``pi`` the
+  node's normalised edge weights (PC-DARTS edge normalisation) or uniform over its edges;
+* the parts no architecture parameter touches (stem, cell preprocessing, classifier) are a constant
+  measured on a ``Student`` whose every op is ``none``.
+
+So when the architecture is decided (one-hot op weights, the same op on a node's edges) the expected
+cost is exactly the measured cost of the derived ``Student``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from rkd.models.heads import count_parameters
+from rkd.models.student import Student
+from rkd.nas.derive import NONE, edge_layout, node_slices, normalize_edges
+from rkd.nas.genotype import Genotype
+from rkd.nas.ops import build_op
+
+METRICS = ("params", "flops")
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    flops: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"params": self.params, "flops": self.flops}
+
+
+@dataclass(frozen=True)
+class NetworkShape:
+    """What fixes the cost of a derived student besides its genotype."""
+
+    in_channels: int
+    num_classes: int
+    image_size: int
+    init_channels: int = 8
+    layers: int = 5
+    stem_stride: int = 2
+
+    def build(self, genotype: Genotype) -> Student:
+        return Student(genotype, in_channels=self.in_channels, num_classes=self.num_classes,
+                       init_channels=self.init_channels, layers=self.layers, stem_stride=self.stem_stride)
+
+    def dummy_input(self) -> torch.Tensor:
+        return torch.zeros(1, self.in_channels, self.image_size, self.image_size)
+
+
+def count_flops(module: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass (autograd stays on: the counter's module tracker needs the graph)."""
+    was_training = module.training
+    module.eval()
+    with FlopCounterMode(display=False) as counter:
+        module(x)
+    module.train(was_training)
+    return int(counter.get_total_flops())
+
+
+@lru_cache(maxsize=None)
+def measure_op(name: str, channels: int, stride: int, height: int, width: int) -> Cost:
+    """Parameters and FLOPs of op ``name`` on a ``[1, channels, height, width]`` input, as a Student builds it."""
+    op = build_op(name, channels, stride, True)
+    return Cost(count_parameters(op), count_flops(op, torch.zeros(1, channels, height, width)))
+
+
+def measure_network(genotype: Genotype, shape: NetworkShape) -> Cost:
+    """Parameters and per-image FLOPs of the Student built from ``genotype``."""
+    student = shape.build(genotype)
+    return Cost(count_parameters(student), count_flops(student, shape.dummy_input()))
+
+
+def empty_genotype(nodes: int) -> Genotype:
+    """A genotype whose every op is ``none``: its Student costs exactly the architecture-independent parts."""
+    edges = [(NONE, 0), (NONE, 1)] * nodes
+    concat = list(range(2, 2 + nodes))
+    return Genotype(normal=edges, normal_concat=concat, reduce=edges, reduce_concat=concat)
+
+
+def cell_resolutions(shape: NetworkShape, nodes: int) -> list[tuple[bool, int, tuple[int, int], tuple[int, int]]]:
+    """Per cell ``(reduction, C, input HxW, node HxW)``, measured by running a Student once.
+
+    Ops reading a cell input see the input resolution (a reduction cell's strided ops halve it);
+    ops reading an intermediate node see the cell's output resolution.
+    """
+    student = shape.build(empty_genotype(nodes))
+    inputs: list[tuple[int, int, int]] = []
+    outputs: list[tuple[int, int]] = []
+    hooks = []
+    for cell in student.cells:
+        hooks.append(cell.preprocess1.register_forward_hook(lambda m, a, out: inputs.append(tuple(out.shape[1:]))))
+        hooks.append(cell.register_forward_hook(lambda m, a, out: outputs.append(tuple(out.shape[2:]))))
+    with torch.no_grad():
+        student.eval()(shape.dummy_input())
+    for hook in hooks:
+        hook.remove()
+    return [(cell.reduction, int(c), (int(h), int(w)), (int(out[0]), int(out[1])))
+            for cell, (c, h, w), out in zip(student.cells, inputs, outputs)]
+
+
+class ExpectedCost(nn.Module):
+    """Expected parameters and FLOPs of the derived Student, differentiable in the architecture parameters.
+
+    ``costs_normal`` / ``costs_reduce`` are ``[metric, edge, op]`` tables summed over all normal /
+    reduction cells of the target network (alphas are shared by all cells of a type).
+    """
+
+    def __init__(self, primitives: Sequence[str], nodes: int, shape: NetworkShape) -> None:
+        super().__init__()
+        self.primitives = list(primitives)
+        self.nodes = nodes
+        self.shape = shape
+        real = torch.tensor([name != NONE for name in self.primitives])
+        if not bool(real.any()):
+            raise ValueError(f"primitives {self.primitives} hold only 'none': nothing to price")
+        self.register_buffer("real", real, persistent=False)
+        layout = edge_layout(nodes)
+        tables = {False: torch.zeros(len(METRICS), len(layout), len(self.primitives), dtype=torch.float64),
+                  True: torch.zeros(len(METRICS), len(layout), len(self.primitives), dtype=torch.float64)}
+        for reduction, channels, input_hw, node_hw in cell_resolutions(shape, nodes):
+            for e, (_, source) in enumerate(layout):
+                reads_input = source < 2
+                stride = 2 if reduction and reads_input else 1
+                height, width = input_hw if reads_input else node_hw
+                for o, name in enumerate(self.primitives):
+                    cost = measure_op(name, channels, stride, height, width)
+                    tables[reduction][0, e, o] += cost.params
+                    tables[reduction][1, e, o] += cost.flops
+        self.register_buffer("costs_normal", tables[False].float(), persistent=False)
+        self.register_buffer("costs_reduce", tables[True].float(), persistent=False)
+        self.fixed = measure_network(empty_genotype(nodes), shape)
+
+    def _edge_factors(self, betas: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        if betas is not None:
+            return 2.0 * normalize_edges(betas, self.nodes)
+        return torch.cat([torch.full((s.stop - s.start,), 2.0 / (s.stop - s.start), dtype=like.dtype, device=like.device)
+                          for s in node_slices(self.nodes)])
+
+    def op_probabilities(self, alphas: torch.Tensor) -> torch.Tensor:
+        """Softmax over the ops other than ``none`` (``none`` gets probability 0)."""
+        return alphas.masked_fill(~self.real, float("-inf")).softmax(dim=-1)
+
+    def forward(self, alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor,
+                betas_normal: Optional[torch.Tensor] = None,
+                betas_reduce: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        total = alphas_normal.new_zeros(len(METRICS))
+        for alphas, betas, costs in ((alphas_normal, betas_normal, self.costs_normal),
+                                     (alphas_reduce, betas_reduce, self.costs_reduce)):
+            weights = self._edge_factors(betas, alphas)[:, None] * self.op_probabilities(alphas)
+            total = total + (costs * weights).sum(dim=(1, 2))
+        return {"params": total[0] + self.fixed.params, "flops": total[1] + self.fixed.flops}
+
+    def uniform(self) -> dict[str, float]:
+        """The expected cost before the search has a preference (all parameters zero): a natural scale."""
+        zeros = self.costs_normal.new_zeros(self.costs_normal.shape[1:])
+        return {k: float(v) for k, v in self.forward(zeros, zeros).items()}

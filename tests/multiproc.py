@@ -1,0 +1,68 @@
+"""Helpers for tests that start real processes: `accelerate launch` with the CPU recipe, free ports.
+
+Measured on the project's CPU machines (see the README's cluster section): a MULTI_CPU launch or
+`--cpu` runs ONE process, so every CPU launch here uses launch_configs/cpu_2proc.yaml (MULTI_GPU)
+with ACCELERATE_USE_CPU=1, and every test that launches asserts the world size it got.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+PROBE_DIR = REPO / "tests" / "slurm_ci"  # holds rkd_probe.py (RKD_MODULE stand-in)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (parallel launches must not share a rendezvous port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_env(cpu: bool = True, threads: int = 1, extra: Optional[dict] = None) -> dict:
+    """Environment for a launched run: offline hubs, the repo importable, fixed thread count.
+
+    ``cpu=False`` is for DeepSpeed, which ACCELERATE_USE_CPU switches off.
+    """
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": os.pathsep.join([str(REPO), str(PROBE_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+                "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"})
+    env.pop("ACCELERATE_USE_CPU", None)
+    if cpu:
+        env["ACCELERATE_USE_CPU"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def launch_cmd(target: list, nproc: int = 2, config: str = "launch_configs/cpu_2proc.yaml",
+               port: Optional[int] = None, extra_flags: Optional[list] = None) -> list:
+    """`accelerate launch --config_file CONFIG --num_processes N --main_process_port P TARGET...`."""
+    return [ACCELERATE, "launch", "--config_file", str(REPO / config), "--num_processes", str(nproc),
+            "--main_process_port", str(port or free_port()), *(extra_flags or []), *map(str, target)]
+
+
+def run_launch(target: list, log: Path, nproc: int = 2, config: str = "launch_configs/cpu_2proc.yaml",
+               cpu: bool = True, timeout: int = 900, extra_flags: Optional[list] = None,
+               extra_env: Optional[dict] = None) -> str:
+    """Run a launch to completion, output to ``log``; fail with the log's tail when it exits non-zero."""
+    cmd = launch_cmd(target, nproc, config, extra_flags=extra_flags)
+    with open(log, "w") as handle:
+        proc = subprocess.run(cmd, cwd=REPO, env=launch_env(cpu, extra=extra_env), stdout=handle,
+                              stderr=subprocess.STDOUT, timeout=timeout)
+    text = log.read_text()
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{tail(text)}"
+    return text
+
+
+def tail(text: str, lines: int = 60) -> str:
+    """The end of a log, with tqdm's carriage-return redraws turned into lines."""
+    return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
