@@ -13,7 +13,7 @@ FMNIST   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run quick test test-all install data clean-venv
+.PHONY: run quick test test-slow test-all install data slow-deps clean-venv bench
 
 install: $(STAMP)
 
@@ -38,8 +38,28 @@ quick: install data
 test: install data
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
 
+# The slow tests: real multi-process launches (DDP over gloo, DeepSpeed ZeRO-2) and a real SLURM
+# cluster (tests/slurm_ci/setup_slurm.sh installs and starts it; root only). slow-deps adds what
+# they need beyond `make install`: DeepSpeed, and a C++ toolchain + Python headers for the CPU
+# communication op DeepSpeed compiles on first use (cached in ~/.cache/torch_extensions).
+test-slow: install data slow-deps
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests
+
+DS_STAMP := $(VENV)/.rkd-deepspeed
+
+slow-deps: $(DS_STAMP)
+
+$(DS_STAMP): $(STAMP)
+	@command -v g++ >/dev/null && $(PY) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ python3-dev; }
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,deepspeed]"
+	@touch $@
+
 test-all: install data
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+bench: install data  # RKD-SC vs baselines/ablations (compare profile), distillation cost, inference latency
+	$(PY) benchmarks/run_all.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -191,20 +191,25 @@ class Pipeline:
         """Which cells the student uses and how they were found, for the report."""
         from rkd.nas.genotype import GENOTYPES
 
+        def searched(meta: dict) -> str:
+            sweep = (f", chosen by the sweep at val accuracy {100 * meta['sweep_val_accuracy']:.2f}%"
+                     if "sweep_val_accuracy" in meta else "")
+            return (f"searched by {meta.get('method', 'KDL-DARTS')} ({meta.get('order', '?')} order, complexity "
+                    f"{meta.get('complexity', '?')} x {meta.get('complexity_weight', '?')}, derived cells "
+                    f"{meta.get('params', 0):,} params / {meta.get('flops', 0):,} FLOPs, supernet val accuracy "
+                    f"{100 * meta.get('supernet_val_accuracy', 0.0):.2f}%, {meta.get('seconds', 0.0):.0f} s{sweep})")
+
         if self.cfg.search.enabled:
             path = self.run_dir.path("search") / "genotype.json"
             meta = read_json(path).get("meta", {})
-            how = (f"searched by {meta.get('method', 'KDL-DARTS')} ({meta.get('order', '?')} order, complexity "
-                   f"{meta.get('complexity', '?')} x {meta.get('complexity_weight', '?')}, derived cells "
-                   f"{meta.get('params', 0):,} params / {meta.get('flops', 0):,} FLOPs, supernet val accuracy "
-                   f"{100 * meta.get('supernet_val_accuracy', 0.0):.2f}%, {meta.get('seconds', 0.0):.0f} s)")
-            return {"source": "search", "genotype": str(path), "how": how, "meta": meta}
+            return {"source": "search", "genotype": str(path), "how": searched(meta), "meta": meta}
         name = self.cfg.student.genotype
         if name in GENOTYPES:
-            how = f"the packaged genotype {name!r} (rkd.nas.genotype), no search"
-        else:
-            how = f"loaded from {name} (student.genotype), no search"
-        return {"source": "config", "genotype": name, "how": how}
+            return {"source": "config", "genotype": name, "how": f"the packaged genotype {name!r} (rkd.nas.genotype), no search"}
+        meta = read_json(Path(name).expanduser()).get("meta", {}) if Path(name).expanduser().is_file() else {}
+        if "method" in meta:  # e.g. the sweep's chosen cells, passed as student.genotype
+            return {"source": "file", "genotype": name, "how": searched(meta), "meta": meta}
+        return {"source": "file", "genotype": name, "how": f"loaded from {name} (student.genotype), no search"}
 
     def _stage1(self, out: Path) -> dict:
         from rkd.distill import run_stage1

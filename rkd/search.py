@@ -39,6 +39,7 @@ if __package__ in (None, ""):  # launched by path: import rkd.* from this checko
     sys.path.insert(0, str(_here.parent))
 
 import torch
+from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -243,8 +244,11 @@ def run_search(cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_dir: 
     # the architecture's own val batches: this process's shard, reshuffled every pass; with the gradient
     # averaged across processes, N shards of B act like one global batch of N*B
     shard = val_rows[rank::world]
-    arch_loader = subset_loader(val_split, shard, s.train.batch_size, shuffle=True, seed=cfg.seed + 1000 + rank,
-                                drop_last=len(shard) >= s.train.batch_size)
+
+    def arch_batches(skip: int):
+        loader = subset_loader(val_split, shard, s.train.batch_size, shuffle=True, seed=cfg.seed + 1000 + rank,
+                               drop_last=len(shard) >= s.train.batch_size)
+        return cycle_batches(loader, accelerator.device, skip)
 
     steps_per_epoch = math.ceil(len(train_loader) / world)
     total_steps = s.train.epochs * steps_per_epoch
@@ -257,7 +261,7 @@ def run_search(cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_dir: 
                                 max_skips=s.max_skips)
     reduce = (lambda g: accelerator.reduce(g, reduction="mean")) if world > 1 else None
     objective.architect = Architect(
-        model.arch_parameters(), objective.loss_of, cycle_batches(arch_loader, accelerator.device),
+        model.arch_parameters(), objective.loss_of, arch_batches,
         lr=s.arch_lr, betas=s.arch_betas, weight_decay=s.arch_weight_decay, order=s.order,
         unrolled_lr=weight_lr_schedule(s.train, total_steps), unrolled_weight_decay=s.train.weight_decay,
         reduce=reduce)
@@ -336,9 +340,12 @@ def search_point(cfg: RunConfig, weight: float, out_dir: Path, accelerator, bund
         if not started_path.exists():
             atomic_write_json(started_path, {"hash": expected_hash, "weight": weight, "time": time.time()})
     accelerator.wait_for_everyone()
+    # seeded per point, so a point run alone (one array task) equals the same point in a full sweep
+    set_seed(cfg.seed)
     searched = run_search(cfg, accelerator, bundle, cache, out_dir / "search", complexity_weight=weight)
     genotype = load_genotype(out_dir / "search" / "genotype.json")
     brief = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=cfg.search.sweep_train_epochs))
+    set_seed(cfg.seed + 1)
     trained = run_stage1(brief, accelerator, bundle, cache, out_dir / "stage1", genotype=genotype)
     record = {
         "hash": expected_hash, "complexity_weight": float(weight),

@@ -48,6 +48,9 @@ RKD_USE_SWEEP="${RKD_USE_SWEEP:-0}"
 export RKD_HOME RKD_VENV RKD_CONFIG RKD_QUICK RKD_NAME RKD_RUNS_DIR RKD_OVERRIDES GPUS_PER_NODE NPROC_PER_NODE \
   RKD_LAUNCH_CONFIG RKD_MAX_REQUEUES RKD_SHUTDOWN_TIMEOUT RKD_MODULE RKD_USE_SWEEP
 
+# Batch logs are files: redraw progress bars every 30 s, not 10 times a second.
+export TQDM_MININTERVAL="${TQDM_MININTERVAL:-30}"
+
 rkd_log() { echo "[rkd-slurm $(date +%H:%M:%S)] $*"; }
 
 cd "$RKD_HOME" || { echo "RKD_HOME=$RKD_HOME does not exist: submit from the repository root or set RKD_HOME" >&2; exit 2; }

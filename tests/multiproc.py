@@ -35,7 +35,8 @@ def launch_env(cpu: bool = True, threads: int = 1, extra: Optional[dict] = None)
     env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
                 "PYTHONPATH": os.pathsep.join([str(REPO), str(PROBE_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-                "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"})
+                "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])})  # accelerate, rkd
     env.pop("ACCELERATE_USE_CPU", None)
     if cpu:
         env["ACCELERATE_USE_CPU"] = "1"
@@ -58,7 +59,7 @@ def run_launch(target: list, log: Path, nproc: int = 2, config: str = "launch_co
     with open(log, "w") as handle:
         proc = subprocess.run(cmd, cwd=REPO, env=launch_env(cpu, extra=extra_env), stdout=handle,
                               stderr=subprocess.STDOUT, timeout=timeout)
-    text = log.read_text()
+    text = log.read_text(errors="replace")  # interleaved progress bars can split a character
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{tail(text)}"
     return text
 
@@ -66,3 +67,19 @@ def run_launch(target: list, log: Path, nproc: int = 2, config: str = "launch_co
 def tail(text: str, lines: int = 60) -> str:
     """The end of a log, with tqdm's carriage-return redraws turned into lines."""
     return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+
+def logged_steps(log: Path) -> list:
+    """Training steps in a JSON-lines log that is being written (a half-written last line is skipped)."""
+    import json
+
+    steps = []
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "loss" in record:
+            steps.append(record["step"])
+    return steps

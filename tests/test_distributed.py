@@ -16,7 +16,6 @@ unsynchronised rank-0 processes) and that the ranks exchanged data.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from multiproc import REPO, launch_cmd, launch_env, run_launch, tail
+from multiproc import REPO, launch_cmd, launch_env, logged_steps, run_launch, tail
 from test_pipeline import TINY
 
 # ----------------------------------------------------------------------------- helpers
@@ -278,10 +277,9 @@ def _wait_for_step(log: Path, step: int, proc: subprocess.Popen, timeout: float 
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, f"the run ended before step {step}"
-        if log.exists():
-            steps = [json.loads(line).get("step", 0) for line in log.read_text().splitlines() if '"loss"' in line]
-            if steps and max(steps) >= step:
-                return
+        steps = logged_steps(log)
+        if steps and max(steps) >= step:
+            return
         time.sleep(0.5)
     raise AssertionError(f"no training step {step} in {log} after {timeout}s")
 
@@ -306,7 +304,7 @@ def test_deepspeed_zero2_stage2_checkpoints_and_resumes(fake_fashion_dir, tmp_pa
         finally:
             if proc.poll() is None:
                 proc.kill()
-    text = log.read_text()
+    text = log.read_text(errors="replace")
     assert "checkpoint saved at step" in text, tail(text)
     pointer = json.loads((run / "stage2" / "checkpoints" / "latest.json").read_text())
     stopped_at = pointer["global_step"]
@@ -338,7 +336,7 @@ def test_two_nodes_rendezvous_through_node_launch(tmp_path):
     for proc, log in procs:
         rc = proc.wait(timeout=600)
         log.close()
-        assert rc == 0, tail(Path(log.name).read_text())
+        assert rc == 0, tail(Path(log.name).read_text(errors="replace"))
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "nodes" / "probe").glob("distill-0-rank*.json"))]
     assert [(r["rank"], r["world_size"], r["reduce_sum"]) for r in records] == [(0, 2, 3.0), (1, 2, 3.0)]
     assert sorted(r["group_rank"] for r in records) == ["0", "1"]  # one process per "node"

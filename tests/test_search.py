@@ -261,7 +261,7 @@ def _architect(net, order, unrolled_lr=0.0, reduce=None):
     def loss_fn(forward, batch, split):
         return torch.nn.functional.cross_entropy(forward(batch["x"])["logits"], batch["y"])
 
-    batches = iter([{"x": x.flip(0), "y": y.flip(0)}] * 10)
+    batches = lambda skip: iter([{"x": x.flip(0), "y": y.flip(0)}] * 10)  # noqa: E731
     architect = Architect(net.arch_parameters(), loss_fn, batches, lr=0.1, order=order,
                           unrolled_lr=lambda step: unrolled_lr, reduce=reduce)
     return architect, {"x": x, "y": y}
@@ -352,6 +352,42 @@ def test_tiny_search_changes_the_architecture_and_writes_its_outputs(fake_fashio
     assert ["arch_val_loss" in r for r in steps] == [False, False, False, True, True, True]
 
 
+def test_interrupted_search_resumes_to_the_same_architecture(fake_fashion_dir, fashion_bundle, tiny_teacher_cache,
+                                                            tmp_path, monkeypatch, capsys):
+    from accelerate.utils import set_seed
+
+    from rkd.engine import make_accelerator
+    from rkd.search import SearchObjective, run_search
+
+    cfg = tiny_cfg(fake_fashion_dir, tmp_path, ["search.warmup_epochs=0", "search.max_train=32"])  # 2 steps/epoch
+    accelerator = make_accelerator(seed=0)
+
+    def final(directory):
+        return [json.loads(line) for line in (directory / "alphas.jsonl").read_text().splitlines()][-1]
+
+    set_seed(0)
+    run_search(cfg, accelerator, fashion_bundle, tiny_teacher_cache, tmp_path / "whole")
+    original = SearchObjective.before_update
+
+    def crash_at_step_3(self, model, batch, step):
+        if step == 3:
+            raise RuntimeError("simulated crash")
+        original(self, model, batch, step)
+
+    monkeypatch.setattr(SearchObjective, "before_update", crash_at_step_3)
+    set_seed(0)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_search(cfg, accelerator, fashion_bundle, tiny_teacher_cache, tmp_path / "resumed")
+    monkeypatch.setattr(SearchObjective, "before_update", original)
+    capsys.readouterr()
+    set_seed(0)  # the same command again (seeded samplers are part of the resume contract)
+    summary = run_search(cfg, accelerator, fashion_bundle, tiny_teacher_cache, tmp_path / "resumed")
+    assert "[search] resumed from step-00000002" in capsys.readouterr().out  # the end-of-epoch-0 checkpoint
+    assert summary["arch_steps"] == 4  # 2 restored with the checkpoint (Adam state included), then steps 2 and 3
+    a, b = final(tmp_path / "whole"), final(tmp_path / "resumed")
+    assert a["normal"] == b["normal"] and a["reduce"] == b["reduce"] and a["genotype"] == b["genotype"]
+
+
 def test_sweep_points_pareto_and_budget(fake_fashion_dir, fashion_bundle, tiny_teacher_cache, tmp_path):
     from rkd.engine import make_accelerator
     from rkd.search import pareto_front, pick_within_budget, run_sweep
@@ -396,6 +432,9 @@ def test_rkd_search_then_run_with_the_searched_cells(fake_fashion_dir, tmp_path,
     assert Genotype(**{k: [tuple(e) if isinstance(e, list) else e for e in v] for k, v in student.items()}) == searched
     report = (run / "eval" / "report.md").read_text()
     assert "searched by KDL-DARTS" in report
+    capsys.readouterr()
+    assert main(["search", *args, "--sweep-index", "7"]) == 2  # 4 sweep weights: indices 0-3
+    assert "--sweep-index 7 is out of range" in capsys.readouterr().err
 
 
 def test_search_config_validation_and_hashes():
@@ -429,3 +468,58 @@ def test_bad_search_values_name_field_and_accepted(override, field, accepted):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert field in str(info.value) and accepted in str(info.value)
+
+
+SEARCH_JOB = '''
+import json, sys
+from pathlib import Path
+import torch
+from rkd.config import load_config
+from rkd.data import load_data
+from rkd.engine import make_accelerator
+from rkd.search import SearchObjective, run_search
+from rkd.teacher import TeacherCache
+
+out = Path(sys.argv[1])
+cfg = load_config(None, sys.argv[2:])
+accelerator = make_accelerator(cpu=True)
+rank, world = accelerator.process_index, accelerator.num_processes
+if accelerator.is_main_process:
+    load_data(cfg.data)
+accelerator.wait_for_everyone()
+bundle = load_data(cfg.data)
+g = torch.Generator().manual_seed(0)
+logits = {s: (4 * torch.nn.functional.one_hot(d.labels, 10) + torch.randn(len(d), 10, generator=g)).half()
+          for s, d in bundle.splits.items()}
+features = {s: torch.randn(len(d), 12, generator=g).half() for s, d in bundle.splits.items()}
+cache = TeacherCache(logits, features, {}, out)
+losses, latest = [], []
+original = SearchObjective.before_update
+def spy(self, model, batch, step):  # record this rank's own architecture loss and architecture
+    original(self, model, batch, step)
+    if self.architect is not None and self.architect.latest is not None:
+        losses.append(self.architect.last_val_loss)
+        latest[:] = [t.tolist() for t in self.architect.latest]
+SearchObjective.before_update = spy
+run_search(cfg, accelerator, bundle, cache, out / "search")
+(out / f"rank{rank}.json").write_text(json.dumps({"world": world, "val_losses": losses, "latest": latest}))
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_average_the_architecture_gradient(fake_fashion_dir, tmp_path):
+    """2 gloo processes see different val shards (different architecture losses) yet keep identical alphas."""
+    from multiproc import run_launch
+
+    job = tmp_path / "search_job.py"
+    job.write_text(SEARCH_JOB)
+    args = [f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}", *SEARCH,
+            "search.warmup_epochs=0", "search.train.epochs=1"]
+    run_launch([job, tmp_path, *args], tmp_path / "search.log", nproc=2)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["val_losses"] != ranks[1]["val_losses"]  # each rank's own validation shard
+    assert ranks[0]["latest"] == ranks[1]["latest"]  # the averaged gradient keeps the architectures identical
+    initial = json.loads((tmp_path / "search" / "alphas.jsonl").read_text().splitlines()[0])["normal"]
+    final = json.loads((tmp_path / "search" / "alphas.jsonl").read_text().splitlines()[-1])["normal"]
+    assert initial != final

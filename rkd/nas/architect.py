@@ -35,9 +35,14 @@ ORDERS = ("first", "second")
 
 
 class Architect:
-    """Owns the architecture optimiser; ``step(model, train_batch, global_step)`` is one update."""
+    """Owns the architecture optimiser; ``step(model, train_batch, global_step)`` is one update.
 
-    def __init__(self, arch_params: Sequence[nn.Parameter], loss_fn: LossFn, val_batches: Iterator[dict],
+    ``val_batches(skip)`` makes the stream of validation batches with the first ``skip`` left out, so
+    a resumed search sees the batches an uninterrupted one would have.
+    """
+
+    def __init__(self, arch_params: Sequence[nn.Parameter], loss_fn: LossFn,
+                 val_batches: Callable[[int], Iterator[dict]],
                  lr: float = 3e-4, betas: Sequence[float] = (0.5, 0.999), weight_decay: float = 1e-3,
                  order: str = "first", unrolled_lr: Optional[Callable[[int], float]] = None,
                  unrolled_weight_decay: float = 0.0,
@@ -48,7 +53,8 @@ class Architect:
             raise ValueError("order = 'second' needs unrolled_lr (the weight learning rate at a step)")
         self.arch_params = list(arch_params)
         self.loss_fn = loss_fn
-        self.val_batches = val_batches
+        self.make_val_batches = val_batches  # called with the number of batches already used (> 0 on resume)
+        self.val_batches: Optional[Iterator[dict]] = None
         self.order = order
         self.unrolled_lr = unrolled_lr
         self.unrolled_weight_decay = unrolled_weight_decay
@@ -88,6 +94,8 @@ class Architect:
         return [torch.zeros_like(p) if g is None else g for p, g in zip(self.arch_params, grads)]
 
     def step(self, model: nn.Module, train_batch: dict, global_step: int) -> None:
+        if self.val_batches is None:  # created here, after a resume has restored ``steps``
+            self.val_batches = self.make_val_batches(self.steps)
         grads = self.gradients(model, train_batch, next(self.val_batches), global_step)
         for p, g in zip(self.arch_params, grads):
             p.grad = self.reduce(g.contiguous()) if self.reduce is not None else g
@@ -136,12 +144,19 @@ class Architect:
         return val_loss, out
 
 
-def cycle_batches(loader, device: torch.device) -> Iterator[dict]:
-    """Endless batches of ``loader`` on ``device`` (each pass reshuffles if the loader shuffles)."""
+def cycle_batches(loader, device: torch.device, skip: int = 0) -> Iterator[dict]:
+    """Endless batches of ``loader`` on ``device`` after dropping the first ``skip``.
+
+    Each pass reshuffles if the loader shuffles; a loader with a freshly seeded generator therefore
+    replays the same endless sequence, which is what makes ``skip`` a resume.
+    """
     while True:
         empty = True
         for batch in loader:
             empty = False
+            if skip > 0:
+                skip -= 1
+                continue
             yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         if empty:
             raise ValueError("the architecture's validation loader yields no batches (is the val split smaller "

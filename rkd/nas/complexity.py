@@ -80,13 +80,15 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> int:
 @lru_cache(maxsize=None)
 def measure_op(name: str, channels: int, stride: int, height: int, width: int) -> Cost:
     """Parameters and FLOPs of op ``name`` on a ``[1, channels, height, width]`` input, as a Student builds it."""
-    op = build_op(name, channels, stride, True)
+    with torch.random.fork_rng(devices=[]):  # building an op draws initial weights; the caller's RNG must not move
+        op = build_op(name, channels, stride, True)
     return Cost(count_parameters(op), count_flops(op, torch.zeros(1, channels, height, width)))
 
 
 def measure_network(genotype: Genotype, shape: NetworkShape) -> Cost:
     """Parameters and per-image FLOPs of the Student built from ``genotype``."""
-    student = shape.build(genotype)
+    with torch.random.fork_rng(devices=[]):
+        student = shape.build(genotype)
     return Cost(count_parameters(student), count_flops(student, shape.dummy_input()))
 
 
@@ -103,7 +105,8 @@ def cell_resolutions(shape: NetworkShape, nodes: int) -> list[tuple[bool, int, t
     Ops reading a cell input see the input resolution (a reduction cell's strided ops halve it);
     ops reading an intermediate node see the cell's output resolution.
     """
-    student = shape.build(empty_genotype(nodes))
+    with torch.random.fork_rng(devices=[]):
+        student = shape.build(empty_genotype(nodes))
     inputs: list[tuple[int, int, int]] = []
     outputs: list[tuple[int, int]] = []
     hooks = []

@@ -4,7 +4,10 @@ Layout follows the ``Student`` (same stem, cells reading the two previous cells,
 2/3 depth that double the channels, pooled features and a classifier) so the searched cells are
 judged in the network they will live in. Search-time conventions from DARTS: BN without affine
 parameters (an affine scale would let an op's weight hide in its BN and blur what the architecture
-weights mean) and a BN after pooling ops (so parameter-free ops are on the conv ops' scale).
+weights mean) and a BN after pooling ops (so parameter-free ops are on the conv ops' scale). Every BN
+normalises with the statistics of the current batch, in evaluation too: the architecture changes
+the distribution of every node at every step, so running statistics would lag behind it and the
+supernet's validation accuracy would measure the lag, not the architecture.
 
 Partial channels (PC-DARTS, ``partial_channels = k > 1``): only ``C/k`` channels of an edge go
 through the mixed op; the rest bypass it (max-pooled on strided edges) and a channel shuffle mixes
@@ -164,6 +167,10 @@ class SuperNet(nn.Module):
             self.betas_reduce = nn.Parameter(ARCH_INIT_SCALE * torch.randn(edges), requires_grad=False)
         else:
             self.betas_normal = self.betas_reduce = None
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.track_running_stats = False
+                module.running_mean = module.running_var = module.num_batches_tracked = None
         self.cost = cost
         if cost is not None and (cost.primitives != self.primitives or cost.nodes != nodes):
             raise ValueError(f"the ExpectedCost prices primitives {cost.primitives} with {cost.nodes} nodes, "
