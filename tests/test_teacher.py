@@ -330,7 +330,7 @@ class _ThreadAccelerator:
 def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, monkeypatch):
     import rkd.teacher as teacher_module
 
-    teacher, _, reference = cached
+    teacher, reference_dir, reference = cached
     cache_dir = tmp_path / "multi"
     barrier = threading.Barrier(2)
     accelerators = [_ThreadAccelerator(rank, 2, barrier) for rank in range(2)]
@@ -354,8 +354,18 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
         thread.join(timeout=120)
     # global shard order: train 0-3 (64, 64, 64, 48), val 0 (60), test 0-1 (64, 36); process i takes i, i+2, ...
     assert writers == {0: [64, 64, 60, 36], 1: [64, 48, 64]}
-    assert results[0] == results[1] and results[0]["splits"] == reference["splits"]
-    load_cache(cache_dir, expected_teacher=teacher.identity, expected_fingerprint=fashion_bundle.fingerprint)
+    assert results[0] == results[1]
+
+    def layout(manifest):  # shard files and index ranges; checksums may differ in the last fp16 bit
+        return {split: [{k: v for k, v in shard.items() if k != "sha256"} for shard in info["shards"]]
+                if isinstance(info, dict) and "shards" in info else info for split, info in manifest["splits"].items()}
+
+    assert layout(results[0]) == layout(reference)
+    ours = load_cache(cache_dir, expected_teacher=teacher.identity, expected_fingerprint=fashion_bundle.fingerprint)
+    theirs = load_cache(reference_dir, expected_teacher=teacher.identity, expected_fingerprint=fashion_bundle.fingerprint)
+    for split in ours.logits:  # threads share torch's pool, so reduction order (not the math) may differ
+        assert torch.allclose(ours.logits[split].float(), theirs.logits[split].float(), atol=1e-2)
+        assert torch.allclose(ours.features[split].float(), theirs.features[split].float(), atol=1e-2)
 
 
 # ----------------------------------------------------------------------------- fine-tuning
