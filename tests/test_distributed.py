@@ -111,6 +111,7 @@ def test_auto_precision_follows_the_launcher(monkeypatch, fresh_accelerate_state
 
 
 def test_deepspeed_launch_refuses_what_would_silently_disable_it(monkeypatch, fresh_accelerate_state):
+    pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra (make slow-deps installs it)")
     from rkd.engine import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
