@@ -285,7 +285,7 @@ def fit(
                 if not torch.isfinite(step.loss.detach()).all():
                     terms = {k: float(v) for k, v in step.terms.items()}
                     raise NonFiniteLossError(
-                        f"[{desc}] non-finite loss {float(step.loss)} at epoch {epoch}, step {progress['global_step']}; "
+                        f"[{desc}] non-finite loss {float(step.loss.detach())} at epoch {epoch}, step {progress['global_step']}; "
                         f"loss terms: {terms}. The last good checkpoint is kept in {checkpointer.root}; "
                         f"lower the learning rate or set grad_clip, then rerun to resume."
                     )
