@@ -29,7 +29,7 @@ def size(module: torch.nn.Module) -> dict:
 
 def main() -> dict:
     from rkd.baselines.deep_jscc import DeepJSCCClassifier
-    from rkd.baselines.link import channel_specs
+    from rkd.channels import training_channel_specs
     from rkd.data import load_data, student_transform
     from rkd.distill import build_stage1_model, build_stage2_model, load_stage2
     from rkd.export import Transmitter
@@ -48,7 +48,7 @@ def main() -> dict:
     transform = student_transform(cfg.data, bundle)
     tx = Transmitter(system.eval(), transform).eval()
     b = cfg.baselines
-    jscc = {name: DeepJSCCClassifier(bundle.channels, bundle.num_classes, channel_specs(cfg.channel),
+    jscc = {name: DeepJSCCClassifier(bundle.channels, bundle.num_classes, training_channel_specs(cfg.channel),
                                      cfg.codec.max_symbols, b.jscc_channels, b.jscc_decoder_channels, b.jscc_hidden,
                                      adaptive=name == "adjscc").eval() for name in ("deep-jscc", "adjscc")}
     L = cfg.codec.max_symbols

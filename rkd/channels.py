@@ -336,3 +336,26 @@ class SNRSampler:
             f"SNRSampler(snr_min={self.snr_min}, snr_max={self.snr_max}, n_buckets={self.n_buckets}, "
             f"rank={self.rank}, world_size={self.world_size})"
         )
+
+
+def training_channel_specs(channel_cfg: Any) -> list:
+    """The training channels of a ``ChannelTrainConfig`` as specs (one CSI mode and K factor for all)."""
+    return [{"name": name, "csi": channel_cfg.csi, "k_factor": channel_cfg.k_factor} for name in channel_cfg.channels]
+
+
+def send_per_sample(channels: Sequence[nn.Module], z: torch.Tensor, snr_db: torch.Tensor, mask: torch.Tensor,
+                    channel_ids: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
+    """Sample ``b``'s sent symbols (``mask[b]``) through channel ``channel_ids[b]``: ``(y, state)``.
+
+    Training mixes channel types within a batch; each channel sees only its own rows.
+    """
+    y = torch.zeros_like(z)
+    state = torch.zeros(z.shape[0], 2, device=z.device)
+    for cid, channel in enumerate(channels):
+        rows = channel_ids == cid
+        if not bool(rows.any()):
+            continue
+        out = channel.transmit(z[rows], snr_db[rows].float(), mask[rows], generator=generator)
+        y[rows] = out.y.to(y.dtype)
+        state[rows] = out.state.float()
+    return y, state

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rkd.artifacts import atomic_write, atomic_write_json, read_json
-from rkd.channels import SNRSampler
+from rkd.channels import SNRSampler, training_channel_specs
 from rkd.config import RunConfig
 from rkd.data import DataBundle, make_loader, student_transform
 from rkd.engine import Step, fit
@@ -42,7 +42,7 @@ def build_stage1_model(cfg: RunConfig, bundle: DataBundle, teacher_feature_dim: 
 
 
 def build_stage2_model(cfg: RunConfig, stage1: DistilledStudent) -> RKDSystem:
-    specs = [{"name": name, "csi": cfg.channel.csi, "k_factor": cfg.channel.k_factor} for name in cfg.channel.channels]
+    specs = training_channel_specs(cfg.channel)
     c = cfg.codec
     return RKDSystem(stage1, specs, d_model=c.d_model, encoder_depth=c.encoder_depth, decoder_depth=c.decoder_depth,
                      heads=c.heads, mlp_ratio=c.mlp_ratio, max_symbols=c.max_symbols, dropout=c.dropout,

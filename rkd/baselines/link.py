@@ -14,28 +14,15 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from rkd.channels import channel_from_spec
+from rkd.channels import channel_from_spec, send_per_sample
 from rkd.models.cat import symbol_mask
-
-
-def channel_specs(channel_cfg) -> list:
-    """The training channels of a ``ChannelTrainConfig`` as specs (one CSI mode and K for all)."""
-    return [{"name": name, "csi": channel_cfg.csi, "k_factor": channel_cfg.k_factor} for name in channel_cfg.channels]
 
 
 def send(channels: Sequence[nn.Module], z: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor,
          channel_ids: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
     """The first ``k[b]`` symbols of sample ``b`` through channel ``channel_ids[b]``: ``(y, mask, state)``."""
     mask = symbol_mask(k, z.shape[-1]).to(z.device)
-    y = torch.zeros_like(z)
-    state = torch.zeros(z.shape[0], 2, device=z.device)
-    for cid, channel in enumerate(channels):
-        rows = channel_ids == cid
-        if not bool(rows.any()):
-            continue
-        out = channel.transmit(z[rows], snr_db[rows].float(), mask[rows], generator=generator)
-        y[rows] = out.y.to(y.dtype)
-        state[rows] = out.state.float()
+    y, state = send_per_sample(channels, z, snr_db, mask, channel_ids, generator)
     return y, mask, state
 
 

@@ -155,14 +155,15 @@ def rkd_system_results(ctx: Context, cfg: RunConfig, method: str) -> dict:
 
 def train_deep_jscc(ctx: Context, out_dir: Path, adaptive: bool):
     from rkd.baselines.deep_jscc import DeepJSCCClassifier
-    from rkd.baselines.link import NoTeacher, channel_specs
+    from rkd.baselines.link import NoTeacher
+    from rkd.channels import training_channel_specs
     from rkd.data import make_loader
     from rkd.distill import DistillObjective, save_model
     from rkd.engine import fit
     from rkd.losses import build_kd_loss
 
     cfg, b, acc = ctx.cfg, ctx.cfg.baselines, ctx.accelerator
-    model = DeepJSCCClassifier(ctx.bundle.channels, ctx.bundle.num_classes, channel_specs(cfg.channel),
+    model = DeepJSCCClassifier(ctx.bundle.channels, ctx.bundle.num_classes, training_channel_specs(cfg.channel),
                                cfg.codec.max_symbols, width=b.jscc_channels, decoder_width=b.jscc_decoder_channels,
                                hidden=b.jscc_hidden, adaptive=adaptive)
     loss = build_kd_loss(task=1.0, logit_kd=0.0, feature_kd=0.0, label_smoothing=b.jscc_train.label_smoothing)

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from rkd.channels import channel_from_spec
+from rkd.channels import channel_from_spec, send_per_sample
 from rkd.models.cat import CATDecoder, CATEncoder, symbol_mask
 from rkd.models.heads import FeatureProjector
 
@@ -62,15 +62,7 @@ class RKDSystem(nn.Module):
                 generator: Optional[torch.Generator] = None) -> dict:
         """Send the first k symbols of each sample through its channel and decode them."""
         mask = symbol_mask(k, self.max_symbols).to(z.device)
-        y = torch.zeros_like(z)
-        state = torch.zeros(z.shape[0], 2, device=z.device)
-        for cid, channel in enumerate(self.channels):
-            rows = channel_ids == cid
-            if not bool(rows.any()):
-                continue
-            out = channel.transmit(z[rows], snr_db[rows].float(), mask[rows], generator=generator)
-            y[rows] = out.y.to(y.dtype)
-            state[rows] = out.state.float()
+        y, state = send_per_sample(self.channels, z, snr_db, mask, channel_ids, generator)
         features = self.decoder(y, mask, state)
         return {"features": features, "logits": self.classify(features), "projected": self.projector(features)}
 
