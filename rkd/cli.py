@@ -89,9 +89,21 @@ def main(argv: Optional[list] = None) -> int:
         return 0
 
     from rkd.engine import make_accelerator
-    from rkd.pipeline import Pipeline
 
     accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed)
+    code = run_command(args, cfg, accelerator)
+    # Leave together and tear the process group down before the interpreter exits: a gloo group
+    # left to the exit handlers can abort one rank ("terminate called without an active exception")
+    # after all its work is done, which a launcher then reports as a failed job.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return code
+
+
+def run_command(args: argparse.Namespace, cfg: RunConfig, accelerator) -> int:
+    """The command's work on an already built Accelerator; returns the exit status."""
+    from rkd.pipeline import Pipeline
+
     if args.command == "baselines":
         from rkd.baselines.runner import run_baselines
 

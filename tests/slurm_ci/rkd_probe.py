@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # as rkd.cli does: a gloo group left to the exit handlers can abort a rank
     print(f"rkd_probe: rank {rank}/{world} reduce {record['reduce_sum']} -> {out}", flush=True)
     return 0 if record["reduce_sum"] == record["expected_sum"] else 1
 
