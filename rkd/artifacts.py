@@ -46,3 +46,41 @@ def atomic_write_json(path: PathLike, data: Any) -> Path:
 
 def read_json(path: PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+class IntegrityError(RuntimeError):
+    """A file rkd wrote earlier no longer matches the checksum recorded when it was written."""
+
+
+def file_checksums(root: PathLike, skip: Callable[[Path], bool] = lambda rel: False) -> dict[str, str]:
+    """``{relative path: sha256}`` for every file under ``root`` (sorted), except those ``skip(rel)`` names."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {rel.as_posix(): sha256_file(p) for p in files if not skip(rel := p.relative_to(root))}
+
+
+def verify_checksums(root: PathLike, recorded: dict[str, str], what: str, fix: str) -> None:
+    """Raise ``IntegrityError`` naming the first file under ``root`` that is missing or changed.
+
+    ``what`` says which artifact this is and where its checksums were recorded; ``fix`` what the
+    user should do. Integrity only: a checksum in a file next to the data shows damage (a disk
+    fault, a partial copy, an edit), not who wrote it.
+    """
+    root = Path(root)
+    for rel, expected in recorded.items():
+        path = root / rel
+        if not path.is_file():
+            raise IntegrityError(f"{path} is missing; {what} lists it. {fix}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise IntegrityError(f"{path} was changed or truncated after rkd wrote it (sha256 {actual[:12]}..., "
+                                 f"recorded {expected[:12]}... in {what}). {fix}")
+
+
+def read_record(path: PathLike, fix: str) -> Any:
+    """``read_json`` for rkd's own records: an unreadable record is an ``IntegrityError`` that names the fix."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{path} is not a readable JSON record ({exc}). {fix}") from None

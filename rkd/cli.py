@@ -23,6 +23,16 @@ UNTIL = {"run": "eval", "teacher": "teacher", "cache": "cache", "search": "searc
          "evaluate": "eval"}
 
 
+def user_facing_errors() -> tuple:
+    """Errors whose message is the whole story (imported late: ``rkd --help`` stays fast)."""
+    from rkd.artifacts import IntegrityError
+    from rkd.data import DataError
+    from rkd.nas.genotype import GenotypeError
+    from rkd.teacher import CacheError
+
+    return ConfigError, DataError, GenotypeError, IntegrityError, CacheError
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rkd", description="RKD-SC: distil a large vision model into a small, "
                                      "channel-robust semantic transmitter.")
@@ -45,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quick", action="store_true", help="layer the packaged 'quick' profile (a smoke run)")
         p.add_argument("--name", help="run name (runs/<name>)")
         p.add_argument("--runs-dir", help="parent directory of run directories")
+        p.add_argument("--trust-remote-code", action="store_true",
+                       help="let a hub teacher run its own Python code (teacher.trust_remote_code); only the "
+                            "command line can switch this on, and the run's record says it was")
         p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
         if name == "search":
             p.add_argument("--sweep", action="store_true",
@@ -66,6 +79,8 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         overrides.append(f"name={args.name}")
     if args.runs_dir:
         overrides.append(f"runs_dir={args.runs_dir}")
+    if args.trust_remote_code:
+        overrides.append("teacher.trust_remote_code=true")
     return load_config(paths, overrides)
 
 
@@ -91,7 +106,14 @@ def main(argv: Optional[list] = None) -> int:
     from rkd.engine import make_accelerator
 
     accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed)
-    code = run_command(args, cfg, accelerator)
+    try:
+        code = run_command(args, cfg, accelerator)
+    except Exception as exc:
+        if not isinstance(exc, user_facing_errors()):
+            raise
+        # bad input or damaged files: the message already says what is wrong and how to fix it
+        print(f"rkd: error: {exc}", file=sys.stderr)
+        return 2
     # Leave together and tear the process group down before the interpreter exits: a gloo group
     # left to the exit handlers can abort one rank ("terminate called without an active exception")
     # after all its work is done, which a launcher then reports as a failed job.

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -64,6 +65,8 @@ class TeacherConfig:
     # AutoModelForImageClassification / CLIP checkpoint: a hub id or a save_pretrained dir.
     source: str = "embedded"
     kind: str = "auto"  # auto | classifier | clip
+    # Runs the checkpoint's own Python. Only the command line can switch it on (--trust-remote-code
+    # or teacher.trust_remote_code=true); a YAML file that sets it is refused.
     trust_remote_code: bool = False
     image_size: Optional[int] = None  # None: whatever the teacher's image processor says
     finetune: bool = True  # train (embedded) or fine-tune (hub) on the task before caching
@@ -386,8 +389,36 @@ def _check_baselines(b: BaselinesConfig, codec: CodecConfig) -> None:
         _fail("baselines.digital_fallback", b.digital_fallback, "'prior' or 'uniform'")
 
 
+# Shapes of common access tokens. A config is copied into every run directory (config.yaml) and
+# its values into records and reports, so a token must come from the environment (HF_TOKEN,
+# `hf auth login`), never from a config value.
+_SECRET_PATTERNS = (
+    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub
+    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
+    re.compile(r"\b(?:sk|xox[abpr])-[A-Za-z0-9-]{20,}"),  # OpenAI-style / Slack
+    re.compile(r"://[^/\s:@]+:[^/\s@]+@"),  # user:password@ in a URL
+)
+
+
+def _check_no_secrets(values: Any, path: str = "") -> None:
+    if isinstance(values, dict):
+        for key, value in values.items():
+            _check_no_secrets(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(values, (list, tuple)):
+        for i, value in enumerate(values):
+            _check_no_secrets(value, f"{path}[{i}]")
+    elif isinstance(values, str) and any(pattern.search(values) for pattern in _SECRET_PATTERNS):
+        shown = values[:3] + "..."
+        raise ConfigError(
+            f"config field '{path}' = '{shown}' looks like an access token or a password: it is refused because "
+            f"configs are copied into the run directory, records and reports. Give credentials through the "
+            f"environment instead (e.g. HF_TOKEN, or `hf auth login` once)")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check ranges and choices that types alone cannot express; return cfg for chaining."""
+    _check_no_secrets(to_dict(cfg))
     if not cfg.name or "/" in cfg.name or cfg.name.startswith("."):
         _fail("name", cfg.name, "a non-empty run name without '/' that does not start with '.'")
     if cfg.mixed_precision not in _CHOICES["mixed_precision"]:
@@ -617,7 +648,14 @@ def load_config(paths: Optional[Union[str, Path, list]] = None, overrides: Optio
     if paths is not None and not isinstance(paths, (list, tuple)):
         paths = [paths]
     for path in paths or []:
-        values = _merge(values, _read_yaml(path))
+        layer = _read_yaml(path)
+        teacher = layer.get("teacher")
+        if isinstance(teacher, dict) and teacher.get("trust_remote_code") not in (None, False):
+            raise ConfigError(
+                f"config field 'teacher.trust_remote_code' = true in {str(path)!r} is refused: remote code runs "
+                f"with your privileges, so only the command line may switch it on. Remove it from the file and pass "
+                f"--trust-remote-code (or the override teacher.trust_remote_code=true) if you trust the checkpoint")
+        values = _merge(values, layer)
     for text in overrides or []:
         keys, value = parse_override(text)
         node: dict = {}

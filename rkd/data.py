@@ -21,6 +21,7 @@ import shutil
 import struct
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -226,11 +227,12 @@ def _seeded_perm(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
 
 
-def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(n: int, fraction: float, seed: int, what: str = "data.val_fraction") -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded (kept, carved) index sets, each sorted; ``carved`` holds round(n * fraction) >= 1 rows."""
     carved_n = max(1, int(round(n * fraction)))
     if carved_n >= n:
-        raise DataError(f"cannot carve {fraction:.3f} of a split with {n} images: nothing would be left to train on")
+        raise DataError(f"cannot carve {fraction:.3f} ({what}) of a split with {n} images: nothing would be left "
+                        f"to train on; the dataset needs more labelled images")
     perm = _seeded_perm(n, seed)
     return perm[carved_n:].sort().values, perm[:carved_n].sort().values
 
@@ -274,6 +276,19 @@ def _finish(
             f"{source}: labels span [{min_label}, {max_label}] but there are {len(class_names)} class names; "
             f"expected labels in [0, {len(class_names) - 1}] (unlabelled rows use -1: drop them first)"
         )
+    if len(class_names) < 2:
+        raise DataError(f"{source}: {len(class_names)} class(es) {class_names}; classification needs at least 2")
+    for name, split in splits.items():
+        if len(split) == 0:
+            raise DataError(f"{source}: the {name} split is empty after carving and caps; raise data.max_{name} "
+                            f"or data.val_fraction, or give the dataset more images")
+    unseen = sorted(set(splits["test"].labels.unique().tolist()) - set(splits["train"].labels.unique().tolist()))
+    if unseen:
+        shown = ", ".join(class_names[i] for i in unseen[:10]) + (", ..." if len(unseen) > 10 else "")
+        note = f"{len(unseen)} class(es) appear in test but not in train ({shown}): they cannot be learnt"
+        notes.append(note)
+        warnings.warn(f"{source}: {note}", stacklevel=2)
+        source = f"{source} [{note}]"
     fingerprint = _fingerprint(source_checksum, cfg, splits, class_names)
     return DataBundle(splits=splits, num_classes=len(class_names), class_names=list(class_names),
                       channels=int(image_shape[-1]), image_shape=tuple(int(v) for v in image_shape),
@@ -524,7 +539,13 @@ def _load_hf(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
         raise DataError("data.name = 'hf:' names no dataset: expected 'hf:<hub id>' (e.g. hf:uoft-cs/cifar100) or 'hf:<save_to_disk dir>'")
     path = Path(spec).expanduser()
     if _is_save_to_disk_dir(path):
-        loaded = datasets.load_from_disk(str(path))
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as exc:  # truncated arrow files, missing shards, an empty split
+            raise DataError(
+                f"data.name = 'hf:{spec}': datasets could not read the save_to_disk directory {str(path)!r} "
+                f"({type(exc).__name__}: {exc}). Re-save it with Dataset(Dict).save_to_disk; datasets cannot "
+                f"reload a split saved with no rows, so drop empty splits first") from exc
         origin = f"hf:{spec} (save_to_disk dir)"
     elif spec.startswith(("/", "./", "../", "~")) and not path.exists():
         raise DataError(f"data.name = 'hf:{spec}': directory {str(path)!r} does not exist; expected a "
@@ -550,6 +571,11 @@ def _load_imagefolder(cfg: DataConfig, spec: str, test_fraction: float) -> DataB
     if not root.is_dir():
         raise DataError(f"data.name = 'imagefolder:{spec}': directory {str(root)!r} does not exist; expected a directory "
                         f"with one sub-folder per class (or train/ and test/ sub-folders, each with class folders)")
+    base = root / "train" if (root / "train").is_dir() else root
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and any(f.is_file() for f in d.rglob("*")))
+    if len(classes) < 2:
+        raise DataError(f"data.name = 'imagefolder:{spec}': {base} has {len(classes)} class folder(s) with files "
+                        f"{classes}; expected one sub-folder per class and at least 2 classes")
     arrow_cache = Path(cfg.cache_dir).expanduser() / "imagefolder-arrow"
     try:
         loaded = datasets.load_dataset("imagefolder", data_dir=str(root), cache_dir=str(arrow_cache))
@@ -600,6 +626,8 @@ def _bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: fl
         notes.append(f"used the only split {train_name!r} as train")
     else:
         raise DataError(f"{origin} has no 'train' split; available splits: {available}")
+    if len(loaded[train_name]) == 0:
+        raise DataError(f"{origin}: split {train_name!r} is empty; rkd trains on it, so it needs labelled images")
     image_col, label_col = _detect_columns(loaded[train_name].features, cfg.image_column, cfg.label_column, origin)
     features = loaded[train_name].features
     if isinstance(features[label_col], datasets.ClassLabel):
@@ -609,6 +637,9 @@ def _bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: fl
     test_name = None
     for candidate in TEST_SPLIT_NAMES:
         if candidate in loaded and candidate != train_name:
+            if len(loaded[candidate]) == 0:
+                notes.append(f"split {candidate!r} is empty; not used as test")
+                continue
             labels = np.asarray(loaded[candidate].with_format(None).data.column(label_col).to_numpy())
             if labels.size and labels.min() >= 0:
                 test_name = candidate
@@ -639,7 +670,7 @@ def _bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: fl
         if test_name != "test":
             notes.append(f"split {test_name!r} used as test")
     else:
-        kept, carved = split_indices(len(train), test_fraction, cfg.split_seed + 7919)
+        kept, carved = split_indices(len(train), test_fraction, cfg.split_seed + 7919, what="a test split, as the data has none")
         train, test = _take(train, kept), _take(train, carved)
         notes.append(f"no labelled test split: carved {len(test)} images ({test_fraction:.0%}) from train, "
                      f"seeded by data.split_seed")
@@ -670,14 +701,18 @@ def _pil_images(ds: Any, column: str) -> Iterator[Any]:
     storage = ds.with_format(None).data.column(column).combine_chunks()
     blobs, paths = storage.field("bytes").to_pylist(), storage.field("path").to_pylist()
     feature = ds.features[column]
-    for blob, path in zip(blobs, paths):
-        if blob is not None:
-            image = PILImage.open(io.BytesIO(blob))
-        elif path is not None and os.path.isfile(path):
-            image = PILImage.open(path)
-        else:
-            image = feature.decode_example({"bytes": blob, "path": path})
-        image.load()
+    for row, (blob, path) in enumerate(zip(blobs, paths)):
+        try:
+            if blob is not None:
+                image = PILImage.open(io.BytesIO(blob))
+            elif path is not None and os.path.isfile(path):
+                image = PILImage.open(path)
+            else:
+                image = feature.decode_example({"bytes": blob, "path": path})
+            image.load()
+        except Exception as exc:  # PIL raises several types for truncated or non-image files
+            raise DataError(f"image column {column!r}, row {row}{f' ({path})' if path else ''} is not a readable image "
+                            f"({type(exc).__name__}: {exc}); remove or replace it") from None
         yield image
 
 
@@ -698,6 +733,10 @@ def _decode_images(parts: dict[str, Any], column: str, image_size: int, notes: l
             if array.ndim == 4 and array.shape[1] in (1, 3) and array.shape[-1] not in (1, 3):
                 array = array.transpose(0, 2, 3, 1)  # channels-first -> channels-last
             if np.issubdtype(array.dtype, np.floating):
+                if array.size and not np.isfinite(array).all():
+                    bad = int(np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0][0])
+                    raise DataError(f"image column {column!r} of split {name!r}: row {bad} has NaN or Inf pixel "
+                                    f"values; fix or drop those rows")
                 array = array * 255.0 if array.max() <= 1.0 else array
             decoded[name] = list(np.clip(array, 0, 255).astype(np.uint8))
     sizes = {a.shape[:2] for arrays in decoded.values() for a in arrays}

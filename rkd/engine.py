@@ -24,7 +24,8 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProce
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from rkd.artifacts import atomic_write, atomic_write_json, read_json
+from rkd.artifacts import (IntegrityError, atomic_write, atomic_write_json, file_checksums, read_record,
+                           verify_checksums)
 from rkd.config import TrainConfig
 
 
@@ -183,11 +184,17 @@ class Checkpointer:
     def _generator_file(self, directory: Path) -> Path:
         return directory / f"objective-rng-rank{self.accelerator.process_index}.safetensors"
 
+    def _fix(self) -> str:
+        return (f"rkd will not load it. To restart this stage from its beginning, delete {self.root} "
+                f"(the stage's other files and the stages before it are kept) and rerun the same command.")
+
     def latest(self) -> Optional[dict]:
         pointer = self.root / "latest.json"
         if not pointer.exists():
             return None
-        record = read_json(pointer)
+        record = read_record(pointer, self._fix())
+        if not isinstance(record, dict) or not isinstance(record.get("dir"), str) or "files" not in record:
+            raise IntegrityError(f"{pointer} is not a checkpoint record written by this version of rkd. {self._fix()}")
         if not (self.root / record["dir"]).is_dir():
             return None
         return record
@@ -201,14 +208,18 @@ class Checkpointer:
             atomic_write(self._generator_file(target), lambda p: save_file(state, str(p)))
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            atomic_write_json(self.root / "latest.json", {"dir": name, **progress})
+            # every rank's files, hashed once they all exist; the pointer (written last) carries them
+            files = file_checksums(target)
+            atomic_write_json(self.root / "latest.json", {"dir": name, **progress, "files": files})
             old = sorted(p for p in self.root.glob("step-*") if p.is_dir() and p.name != name)
             for stale in old[: max(0, len(old) - (self.keep - 1))]:
                 shutil.rmtree(stale, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
     def load(self, record: dict) -> None:
+        """Verify every file of the checkpoint against ``latest.json`` before anything is deserialised."""
         directory = self.root / record["dir"]
+        verify_checksums(directory, record["files"], f"{self.root / 'latest.json'}", self._fix())
         self.accelerator.load_state(str(directory))
         if isinstance(self.generator, torch.Generator) and self._generator_file(directory).exists():
             self.generator.set_state(load_file(str(self._generator_file(directory)))["state"])

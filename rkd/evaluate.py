@@ -176,6 +176,7 @@ def evaluate_run(pipeline, out_dir: Path) -> dict:
             "max_symbols": cfg.codec.max_symbols,
             "rates": rates,
             "teacher_source": cfg.teacher.source,
+            "teacher_trust_remote_code": cfg.teacher.trust_remote_code,
             "cache_augmentation": cache.manifest.get("augmentation", "none"),
             "csi_assumption": {spec_label["channel_label"]: spec_label["csi"] for spec_label in records[2:]},
             "config_hash": pipeline.run_dir.hashes["eval"],
@@ -257,7 +258,8 @@ def render_report(records: list, summary: dict) -> str:
     lines = [
         "# RKD-SC evaluation report",
         "",
-        f"Config hash `{s.get('config_hash', '?')}`; teacher `{s.get('teacher_source', '?')}`; "
+        f"Config hash `{s.get('config_hash', '?')}`; teacher `{s.get('teacher_source', '?')}`"
+        f"{' (its remote code was run: --trust-remote-code)' if s.get('teacher_trust_remote_code') else ''}; "
         f"teacher cache: {s.get('cache_augmentation', '?')}; test images: {s['n_test']}.",
         "",
         "| model | parameters | FLOPs / image | clean test accuracy |",

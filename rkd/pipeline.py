@@ -21,10 +21,20 @@ from typing import Callable, Optional
 
 from accelerate.utils import set_seed
 
-from rkd.artifacts import atomic_write_json, read_json
+from rkd.artifacts import IntegrityError, atomic_write_json, file_checksums, read_json, read_record, verify_checksums
 from rkd.config import RunConfig, config_hash, save_config, to_dict
 
 STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")
+# The cache checks its own shards against its manifest and is rebuilt when they do not match,
+# so its stage record does not hash them a second time.
+SELF_VERIFYING = ("cache",)
+
+
+def _not_an_output(rel: Path) -> bool:
+    """Files a finished stage's checksums leave out: records, checkpoints (they carry their own),
+    renderings that ``rkd report`` rewrites, and the sweep that ``rkd search --sweep`` adds later."""
+    return (rel.parts[0] in ("checkpoints", "sweep") or rel.name in ("stage.json", "started.json")
+            or rel.suffix in (".png", ".md") or rel.name.startswith("."))
 # settings of the sweep (``rkd search --sweep``) and the on/off switch do not change what one search finds
 SEARCH_FIELDS_NOT_HASHED = ("enabled", "sweep_weights", "sweep_budget", "sweep_budget_metric", "sweep_train_epochs")
 
@@ -70,20 +80,38 @@ class RunDirectory:
     def path(self, stage: str) -> Path:
         return self.root / stage
 
+    def _redo(self, stage: str) -> str:
+        return (f"rkd will not use it. To redo the stage, move or delete {self.path(stage)} and rerun the same "
+                f"command: the stages before it are kept.")
+
     def record(self, stage: str) -> Optional[dict]:
         path = self.path(stage) / "stage.json"
-        return read_json(path) if path.exists() else None
+        return read_record(path, self._redo(stage)) if path.exists() else None
 
     def is_done(self, stage: str) -> bool:
+        """True when the stage finished with this config and its outputs are the ones it wrote.
+
+        Raises ``IntegrityError`` (naming the file) when a finished stage's output changed since.
+        """
         record = self.record(stage)
-        return record is not None and record.get("hash") == self.hashes[stage]
+        if record is None or record.get("hash") != self.hashes[stage]:
+            return False
+        if stage not in SELF_VERIFYING:
+            if not isinstance(record.get("files"), dict):
+                raise IntegrityError(f"{self.path(stage) / 'stage.json'} has no checksums of the stage's outputs "
+                                     f"(written by an older rkd, or edited). {self._redo(stage)}")
+            verify_checksums(self.path(stage), record["files"], str(self.path(stage) / "stage.json"), self._redo(stage))
+        return True
 
     def begin(self, stage: str) -> Path:
         """Prepare the stage directory: keep a same-hash partial run (to resume), move a stale one aside."""
         path = self.path(stage)
         started = path / "started.json"
         if self.is_main and path.exists():
-            previous = read_json(started)["hash"] if started.exists() else None
+            try:
+                previous = read_json(started).get("hash") if started.exists() else None
+            except (OSError, ValueError, AttributeError):  # unreadable: treat the directory as stale
+                previous = None
             if previous != self.hashes[stage]:
                 stale = path.with_name(f"{stage}.stale-{previous or 'unknown'}-{int(time.time())}")
                 shutil.move(str(path), str(stale))
@@ -95,10 +123,12 @@ class RunDirectory:
         return path
 
     def finish(self, stage: str, summary: dict) -> None:
+        """Write ``stage.json`` last, with the checksums of the stage's outputs."""
         if self.is_main:
+            files = {} if stage in SELF_VERIFYING else file_checksums(self.path(stage), skip=_not_an_output)
             atomic_write_json(self.path(stage) / "stage.json", {
                 "stage": stage, "hash": self.hashes[stage], "git_commit": git_commit(),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary, "files": files,
             })
 
     def invalidate(self, stage: str) -> None:
@@ -137,7 +167,7 @@ class Pipeline:
     def teacher(self):
         from rkd.teacher import load_trained_teacher
 
-        return load_trained_teacher(self.run_dir.path("teacher") / "model")
+        return load_trained_teacher(self.run_dir.path("teacher") / "model", self.cfg.teacher.trust_remote_code)
 
     @property
     def cache(self):

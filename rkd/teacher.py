@@ -339,6 +339,10 @@ def _build_pretrained(cfg: TeacherConfig, num_classes: int, class_names: list[st
     try:
         config = AutoConfig.from_pretrained(ref, trust_remote_code=cfg.trust_remote_code)
     except Exception as exc:
+        if "trust_remote_code" in str(exc) and not cfg.trust_remote_code:
+            raise ConfigError(f"teacher.source = {source!r} needs its own Python code to load (its config has an "
+                              f"auto_map), which rkd does not run unless asked: add --trust-remote-code to the command "
+                              f"line if you trust that checkpoint") from None
         raise ConfigError(f"teacher.source = {source!r}: could not load its config ({type(exc).__name__}: {exc}); "
                           f"expected 'embedded', a hub id reachable from here, or a save_pretrained directory") from exc
     kind = _detect_kind(cfg, config)
@@ -466,8 +470,12 @@ def _processor_disagrees(teacher: Teacher) -> bool:
     return derived != teacher.transform
 
 
-def load_trained_teacher(model_dir: PathLike) -> Teacher:
-    """Rebuild a teacher written by ``save_teacher`` through ``from_pretrained``."""
+def load_trained_teacher(model_dir: PathLike, trust_remote_code: bool = False) -> Teacher:
+    """Rebuild a teacher written by ``save_teacher`` through ``from_pretrained``.
+
+    A teacher that needed remote code loads only when the caller allows it again
+    (``trust_remote_code``): the saved record alone never switches it on.
+    """
     from transformers import AutoModelForImageClassification, CLIPVisionModelWithProjection
 
     model_dir = Path(model_dir)
@@ -478,7 +486,11 @@ def load_trained_teacher(model_dir: PathLike) -> Teacher:
     record = read_json(record_path)
     if record.get("version") != TEACHER_RECORD_VERSION:
         raise ValueError(f"{record_path}: version {record.get('version')!r} is not supported (expected {TEACHER_RECORD_VERSION})")
-    trust = bool(record.get("trust_remote_code", False))
+    trust = record.get("trust_remote_code", False) is True
+    if trust and not trust_remote_code:
+        raise ConfigError(f"the teacher in {model_dir} was built with remote code (trust_remote_code in {record_path}); "
+                         f"rkd runs it only when asked on the command line: add --trust-remote-code if you trust "
+                         f"{record.get('source')!r}")
     transform = ImageTransform(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["transform"].items()})
     processor = load_processor(str(model_dir), trust)
     if record["kind"] == "clip":
@@ -577,6 +589,7 @@ def train_teacher(cfg: RunConfig, bundle: DataBundle, out_dir: PathLike, acceler
         "finetuned": bool(tcfg.finetune),
         "kind": teacher.kind,
         "source": teacher.source,
+        "trust_remote_code": bool(teacher.trust_remote_code),
         "model_dir": str(model_dir),
     }
 

@@ -19,6 +19,9 @@ TINY = [
     "teacher.embedded_hidden_sizes=[8,16]", "teacher.embedded_depths=[1,1]", "teacher.embedded_embedding_size=8",
     "teacher.train.epochs=3", "teacher.train.batch_size=32", "teacher.train.checkpoint_every=2",
     "teacher.cache_shard_size=32", "teacher.cache_batch_size=16",
+    "search.enabled=true", "search.init_channels=4", "search.layers=3", "search.nodes=2", "search.train.epochs=2",
+    "search.train.batch_size=16", "search.train.checkpoint_every=2", "search.warmup_epochs=1", "search.arch_lr=0.05",
+    "search.max_train=64", "search.max_val=32",
     "student.init_channels=4", "student.layers=3",
     "stage1.epochs=2", "stage1.batch_size=32", "stage1.checkpoint_every=2",
     "codec.d_model=16", "codec.heads=2", "codec.encoder_depth=1", "codec.decoder_depth=1",
@@ -93,17 +96,24 @@ def test_sigkill_in_every_stage_resumes_to_identical_results(fake_fashion_dir, t
     written = {p.name: p.stat().st_mtime_ns for p in (run / "cache").glob("*.safetensors")
                if p.with_name(p.name + ".json").exists()}
     assert not (run / "cache" / "stage.json").exists()
-    # 3-4. stage 1 and stage 2, mid-training
+    # 3. the architecture search, after its weight-only warm-up (architecture updates have begun)
+    assert kill_when(cmd, lambda: checkpoint_step(run / "search") >= 6, logs / "3s")
+    assert not (run / "search" / "stage.json").exists()
+    # 4-5. stage 1 and stage 2, mid-training
     assert kill_when(cmd, lambda: checkpoint_step(run / "stage1") >= 2, logs / "3")
     assert not (run / "stage1" / "stage.json").exists()
     assert kill_when(cmd, lambda: checkpoint_step(run / "stage2") >= 2, logs / "4")
     assert not (run / "stage2" / "stage.json").exists()
-    # 5. evaluation, once it has started
+    # 6. evaluation, once it has started
     kill_when(cmd, lambda: (run / "eval" / "started.json").exists(), logs / "5")
     out = "".join(LOGS) + run_to_end(cmd)
 
-    for stage in ("teacher", "stage1", "stage2"):  # each resumed from a checkpoint, not from scratch
+    for stage in ("teacher", "search", "stage1", "stage2"):  # each resumed from a checkpoint, not from scratch
         assert f"[{stage}] resumed from" in out, stage
+    ours, theirs = (json.loads((r / "search" / "genotype.json").read_text()) for r in (run, reference_runs / "k"))
+    assert {k: v for k, v in ours.items() if k != "meta"} == {k: v for k, v in theirs.items() if k != "meta"}
+    final = [json.loads((r / "search" / "alphas.jsonl").read_text().splitlines()[-1]) for r in (run, reference_runs / "k")]
+    assert {k: v for k, v in final[0].items() if k != "time"} == {k: v for k, v in final[1].items() if k != "time"}
     for name, mtime in written.items():  # verified shards were kept, not recomputed
         assert (run / "cache" / name).stat().st_mtime_ns == mtime, name
     for stage, name in (("teacher", "model/model.safetensors"), ("stage1", "model.safetensors"), ("stage2", "model.safetensors")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import shutil
 import threading
@@ -344,8 +345,13 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
     monkeypatch.setattr(teacher_module, "_teacher_pass", recording_pass)
     results: dict[int, dict] = {}
 
+    # one teacher per "process", as real processes have: Teacher.forward captures features with a
+    # hook on its head, and two threads in one module's forward would catch each other's batches
+    replicas = [copy.deepcopy(teacher) for _ in range(2)]
+
     def run(rank: int) -> None:
-        results[rank] = build_cache(teacher, fashion_bundle, cache_dir, 50, SHARD, accelerator=accelerators[rank], progress=False)
+        results[rank] = build_cache(replicas[rank], fashion_bundle, cache_dir, 50, SHARD, accelerator=accelerators[rank],
+                                    progress=False)
 
     threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
     for thread in threads:
