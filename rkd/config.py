@@ -679,4 +679,6 @@ def config_hash(*parts: Any) -> str:
 
 
 def save_config(cfg: RunConfig, path: Union[str, Path]) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    from rkd.artifacts import atomic_write_text  # artifacts imports nothing from rkd: no cycle
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -98,7 +98,8 @@ def test_user_genotype_file_faults_name_the_file(tmp_path):
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def test_damaged_checkpoint_is_never_loaded(tmp_path):
+def stopped_run(tmp_path):
+    """A toy training run stopped by SIGUSR1 after a checkpoint; returns a resumer and the checkpoint root."""
     from test_engine import CFG, Objective, model, toy_data
 
     from rkd.engine import StopRequested, fit, make_accelerator
@@ -107,7 +108,15 @@ def test_damaged_checkpoint_is_never_loaded(tmp_path):
     train, val = toy_data()
     with pytest.raises(StopRequested):
         fit(accelerator, model(), Objective(fault_at=12, fault="signal"), train, val, CFG, tmp_path / "run")
-    root = tmp_path / "run" / "checkpoints"
+
+    def resume():
+        return fit(accelerator, model(), Objective(), train, val, CFG, tmp_path / "run")
+
+    return resume, tmp_path / "run" / "checkpoints"
+
+
+def test_damaged_checkpoint_is_never_loaded(tmp_path):
+    resume, root = stopped_run(tmp_path)
     pointer = json.loads((root / "latest.json").read_text())
     assert pointer["files"] and all(len(v) == 64 for v in pointer["files"].values())
     directory = root / pointer["dir"]
@@ -116,35 +125,28 @@ def test_damaged_checkpoint_is_never_loaded(tmp_path):
         original = target.read_bytes()
         flip_byte(target, offset=len(original) // 2)
         with pytest.raises(IntegrityError) as info:
-            fit(accelerator, model(), Objective(), train, val, CFG, tmp_path / "run")
+            resume()
         assert str(target) in str(info.value) and f"delete {root}" in str(info.value)
         target.write_bytes(original)
 
     (root / "latest.json").write_text('{"dir": "step-0000')
     with pytest.raises(IntegrityError, match="latest.json is not a readable JSON record"):
-        fit(accelerator, model(), Objective(), train, val, CFG, tmp_path / "run")
+        resume()
 
 
 def test_checkpoint_optimizer_state_is_read_weights_only(tmp_path):
     """Accelerate reads optimizer/scheduler/RNG files with torch.load(weights_only=True): a pickled
     object in a checkpoint file is refused, not executed (even after its checksum is re-recorded)."""
-    from test_engine import CFG, Objective, model, toy_data
-
     from rkd.artifacts import sha256_file
-    from rkd.engine import StopRequested, fit, make_accelerator
 
-    accelerator = make_accelerator(cpu=True)
-    train, val = toy_data()
-    with pytest.raises(StopRequested):
-        fit(accelerator, model(), Objective(fault_at=12, fault="signal"), train, val, CFG, tmp_path / "run")
-    root = tmp_path / "run" / "checkpoints"
+    resume, root = stopped_run(tmp_path)
     pointer = json.loads((root / "latest.json").read_text())
     marker = tmp_path / "pwned"
     torch.save({"state": Exploit(str(marker))}, root / pointer["dir"] / "optimizer.bin")
     pointer["files"]["optimizer.bin"] = sha256_file(root / pointer["dir"] / "optimizer.bin")
     (root / "latest.json").write_text(json.dumps(pointer))
     with pytest.raises(Exception, match="Weights only load failed|weights_only"):
-        fit(accelerator, model(), Objective(), train, val, CFG, tmp_path / "run")
+        resume()
     assert not marker.exists()
 
 
@@ -271,3 +273,12 @@ def test_yaml_may_keep_trust_remote_code_off(tmp_path):
     path.write_text("teacher:\n  trust_remote_code: false\n")
     assert load_config([path]).teacher.trust_remote_code is False
     assert load_config([path], ["teacher.trust_remote_code=true"]).teacher.trust_remote_code is True
+
+
+def test_ablation_configs_carry_the_command_line_choice():
+    """Baseline variants are derived through a YAML round trip; remote code stays as the user chose."""
+    from rkd.baselines.variants import derive_config
+
+    trusting = derive_config(load_config(None, ["teacher.trust_remote_code=true"]), ["stage2.lr=0.1"], "x")
+    assert trusting.teacher.trust_remote_code is True and trusting.stage2.lr == 0.1
+    assert derive_config(load_config(None, []), [], "x").teacher.trust_remote_code is False

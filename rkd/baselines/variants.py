@@ -16,6 +16,7 @@ changes the stage-1 loss) are linked to the main run's finished output, not retr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -53,9 +54,11 @@ def derive_config(cfg: RunConfig, overrides: list, name: str) -> RunConfig:
     """``cfg`` with ``overrides`` applied, living in ``<cfg.run_dir>/ablations/<name>``."""
     fd, tmp = tempfile.mkstemp(suffix=".yaml")
     os.close(fd)
+    # a YAML file may not switch remote code on (rkd.config); carry the user's command-line choice as an override
+    trusted = ["teacher.trust_remote_code=true"] if cfg.teacher.trust_remote_code else []
     try:
-        save_config(cfg, tmp)
-        return load_config([tmp], [*overrides, f"runs_dir={cfg.run_dir / 'ablations'}", f"name={name}"])
+        save_config(dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, trust_remote_code=False)), tmp)
+        return load_config([tmp], [*overrides, *trusted, f"runs_dir={cfg.run_dir / 'ablations'}", f"name={name}"])
     finally:
         os.unlink(tmp)
 
