@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 
 from rkd.artifacts import IntegrityError, atomic_write_json, file_checksums, read_json, read_record, verify_checksums
 from rkd.config import RunConfig, config_hash, save_config, to_dict
+from rkd.fingerprint import input_fingerprints
 
 STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")
 # The cache checks its own shards against its manifest and is rebuilt when they do not match,
@@ -49,14 +50,19 @@ def git_commit() -> str:
 
 
 def stage_hashes(cfg: RunConfig) -> dict:
-    """Each stage's hash covers its own settings and, through chaining, everything upstream."""
+    """Each stage's hash covers its own settings and, through chaining, everything upstream.
+
+    File inputs (dataset, teacher directory, genotype JSON) enter by content, not by path
+    (``rkd.fingerprint``): an edited file reruns the stages after it, a moved one does not.
+    """
+    inputs = input_fingerprints(cfg)
     h = {}
-    h["teacher"] = config_hash(cfg.seed, cfg.data, cfg.teacher)
+    h["teacher"] = config_hash(cfg.seed, inputs["data"], inputs["teacher"])
     h["cache"] = config_hash(h["teacher"], cfg.teacher.cache_shard_size)
     search = {k: v for k, v in to_dict(cfg.search).items() if k not in SEARCH_FIELDS_NOT_HASHED}
     student_shape = {k: getattr(cfg.student, k) for k in ("init_channels", "layers", "stem_stride")}  # what is priced
     h["search"] = config_hash(h["cache"], search, student_shape)
-    h["stage1"] = config_hash(h["cache"], cfg.student, cfg.loss, cfg.stage1)
+    h["stage1"] = config_hash(h["cache"], inputs["student"], cfg.loss, cfg.stage1)
     if cfg.search.enabled:
         h["stage1"] = config_hash(h["stage1"], h["search"])
     h["stage2"] = config_hash(h["stage1"], cfg.codec, cfg.channel, cfg.stage2, cfg.stage2_loss)
@@ -115,7 +121,7 @@ class RunDirectory:
             if previous != self.hashes[stage]:
                 stale = path.with_name(f"{stage}.stale-{previous or 'unknown'}-{int(time.time())}")
                 shutil.move(str(path), str(stale))
-                self.log(f"[rkd] {stage}: config changed, previous output moved to {stale}")
+                self.log(f"[rkd] {stage}: config or input files changed, previous output moved to {stale}")
         if self.is_main:
             path.mkdir(parents=True, exist_ok=True)
             if not started.exists():

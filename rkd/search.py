@@ -47,6 +47,7 @@ from rkd.artifacts import atomic_write, atomic_write_json, read_json
 from rkd.config import RunConfig, SearchConfig, config_hash
 from rkd.data import DataBundle, IndexedImages, Split, student_transform
 from rkd.engine import Step, build_scheduler, fit
+from rkd.fingerprint import input_fingerprints
 from rkd.losses import CompositeLoss, ComplexityPenalty, FeatureKD, LogitKD, TaskLoss
 from rkd.models.heads import FeatureProjector
 from rkd.nas.architect import Architect, cycle_batches
@@ -315,7 +316,8 @@ def search_hash(cfg: RunConfig) -> str:
 
 
 def point_hash(cfg: RunConfig, weight: float) -> str:
-    return config_hash(search_hash(cfg), float(weight), cfg.search.sweep_train_epochs, cfg.student, cfg.loss,
+    student = input_fingerprints(cfg)["student"]  # a genotype file by content, not path
+    return config_hash(search_hash(cfg), float(weight), cfg.search.sweep_train_epochs, student, cfg.loss,
                        cfg.stage1)
 
 

@@ -23,6 +23,7 @@ import torch
 from rkd.artifacts import atomic_write_json, read_json
 from rkd.config import RunConfig, config_hash
 from rkd.evaluate import batched, channel_sweep, count_flops, count_params, snr_grid
+from rkd.fingerprint import input_fingerprints
 
 RKD_METHOD = "rkd-sc"
 METHOD_LABELS = {"deep-jscc": "deep-jscc", "adjscc": "adjscc", "conference": "conference-rkd", "digital": "digital"}
@@ -291,7 +292,8 @@ def method_hash(ctx: Context, name: str, hashes: dict) -> str:
                            {k: getattr(b, k) for k in ("jscc_channels", "jscc_decoder_channels", "jscc_hidden")},
                            b.jscc_train)
     if name == "conference":
-        return config_hash(*common, hashes["cache"], cfg.student, cfg.channel.snr_min, cfg.channel.snr_max,
+        student = input_fingerprints(cfg)["student"]  # a genotype file by content, not path
+        return config_hash(*common, hashes["cache"], student, cfg.channel.snr_min, cfg.channel.snr_max,
                            b.conference_snrs, b.conference_stage1, b.conference_train, b.conference_tokens,
                            b.conference_d_model, b.conference_depth)
     if name == "digital":
