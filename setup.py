@@ -2,6 +2,9 @@
 
 from setuptools import find_packages, setup
 
+# rkd export's ONNX files (torch's dynamo exporter needs onnxscript) and their onnxruntime check
+ONNX = ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.20"]
+
 setup(
     name="rkd",
     version="0.1.0",
@@ -24,7 +27,8 @@ setup(
         "pillow>=10.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", *ONNX],
+        "onnx": ONNX,
         "deepspeed": ["deepspeed>=0.15"],
     },
     entry_points={"console_scripts": ["rkd=rkd.cli:main"]},

@@ -13,7 +13,8 @@ real radio: the transmitter emits power-normalised symbols, the receiver takes w
   symbols after the first ``k`` are ignored.
 
 ``export.json`` records shapes, rates, the class names and how close the exported pair came to the
-Python modules on test images.
+Python modules on test images. With the ``onnx`` extra installed, ``transmitter.onnx`` and
+``receiver.onnx`` hold the same two graphs (``rkd.export_onnx``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,18 @@ import torch
 from torch import nn
 
 from rkd.artifacts import atomic_write_json
-from rkd.channels import normalize_power
+from rkd.channels import _EPS as POWER_EPS
+from rkd.export_onnx import export_onnx_pair, onnx_available
 from rkd.models.cat import symbol_mask
+
+
+def normalize_pairs(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``rkd.channels.normalize_power`` on real pairs ``[B, L, 2]``: ONNX has no complex tensors, so
+    the exported graphs (TorchScript and ONNX alike) do the same per-sample power scaling in reals."""
+    x = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    n_sent = mask.sum(dim=-1).clamp_min(1).to(x.dtype)
+    power = x.square().sum(dim=(-2, -1)) / n_sent
+    return x * torch.rsqrt(power + POWER_EPS)[:, None, None]
 
 
 class Transmitter(nn.Module):
@@ -40,9 +51,8 @@ class Transmitter(nn.Module):
 
     def forward(self, images: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         tokens = self.system.student(self.transform(images))["tokens"]
-        z = self.system.transmit(tokens, snr_db)
-        x = normalize_power(z, symbol_mask(k, self.max_symbols))
-        return torch.view_as_real(x)
+        z = torch.view_as_real(self.system.transmit(tokens, snr_db))
+        return normalize_pairs(z, symbol_mask(k, self.max_symbols))
 
 
 class Receiver(nn.Module):
@@ -69,11 +79,13 @@ def example_inputs(images: torch.Tensor, max_symbols: int, seed: int = 0) -> tup
 
 
 @torch.no_grad()
-def export_link(system, transform, images: torch.Tensor, out_dir: Path, channel=None, seed: int = 0) -> dict:
+def export_link(system, transform, images: torch.Tensor, out_dir: Path, channel=None, seed: int = 0,
+                onnx: bool = False) -> dict:
     """Trace both ends on ``images`` (uint8, a few), save them, reload and compare with the Python modules.
 
     The comparison sends the Python transmitter's symbols through ``channel`` (AWGN by default) with
-    a seeded generator and feeds the same received symbols to both receivers.
+    a seeded generator and feeds the same received symbols to both receivers. ``onnx``: also write
+    ``transmitter.onnx`` / ``receiver.onnx`` and check them through onnxruntime the same way.
     """
     from rkd.channels import get_channel
 
@@ -98,7 +110,11 @@ def export_link(system, transform, images: torch.Tensor, out_dir: Path, channel=
     diffs = {"transmitter_max_abs_diff": float((tx_loaded(images, snr, k) - sent).abs().max()),
              "receiver_max_abs_diff": float((rx_loaded(received, k, state) - logits).abs().max()),
              "n_checked": int(images.shape[0])}
-    return {"paths": {key: str(p) for key, p in paths.items()}, "check": diffs}
+    result = {"paths": {key: str(p) for key, p in paths.items()}, "check": diffs}
+    if onnx:
+        onnx_result = export_onnx_pair(tx, rx, (images, snr, k), (received, k, state), out_dir)
+        result["onnx"] = {"paths": onnx_result["paths"], "check": {**onnx_result["check"], "n_checked": diffs["n_checked"]}}
+    return result
 
 
 def export_run(cfg, accelerator) -> dict:
@@ -115,7 +131,10 @@ def export_run(cfg, accelerator) -> dict:
     bundle, cache = pipeline.bundle, pipeline.cache
     system = load_stage2(cfg, bundle, int(cache.features["test"].shape[1]), cfg.run_dir / "stage1", cfg.run_dir / "stage2")
     images = bundle.splits["test"].images[:16]
-    result = export_link(system, student_transform(cfg.data, bundle), images, out_dir, seed=cfg.eval.seed)
+    result = export_link(system, student_transform(cfg.data, bundle), images, out_dir, seed=cfg.eval.seed,
+                         onnx=onnx_available())
+    if "onnx" not in result:
+        print("export: ONNX files skipped (pip install -e '.[onnx]' -c constraints.txt to get them)")
     h, w, c = bundle.image_shape
     atomic_write_json(out_dir / "export.json", {
         "format": "TorchScript (torch.jit.trace); load with torch.jit.load, no rkd needed",
@@ -127,5 +146,7 @@ def export_run(cfg, accelerator) -> dict:
                      "output": f"float [B, {bundle.num_classes}] logits"},
         "rates": cfg.codec.rates, "max_symbols": cfg.codec.max_symbols, "class_names": bundle.class_names,
         "check": result["check"],
+        "onnx": ({"files": ["transmitter.onnx", "receiver.onnx"], "runtime": "onnxruntime; same inputs and outputs, "
+                  "dynamic batch", "check": result["onnx"]["check"]} if "onnx" in result else None),
     })
     return {"dir": out_dir, **result}

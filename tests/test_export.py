@@ -86,3 +86,66 @@ def test_exported_files_load_without_rkd(exported):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok")
+
+
+@pytest.fixture(scope="module")
+def exported_onnx(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    system = tiny_system()
+    out = tmp_path_factory.mktemp("export-onnx")
+    return system, out, export_link(system, TRANSFORM, images(4), out, channel=get_channel("rayleigh"), onnx=True)
+
+
+def test_onnx_pair_round_trip_matches_pytorch(exported_onnx):
+    from rkd.channels import normalize_power
+    from rkd.export_onnx import run_onnx
+
+    system, out, result = exported_onnx
+    check = result["onnx"]["check"]
+    assert check["transmitter_max_abs_diff"] < 1e-5 and check["receiver_max_abs_diff"] < 1e-4
+    # another batch size than the exported one (the batch dimension is dynamic), through AWGN
+    x, snr, k = images(5, seed=2), torch.tensor([-8.0, 0.0, 4.0, 12.0, 20.0]), torch.tensor([1, 8, 3, 5, 2])
+    with torch.no_grad():
+        sent = torch.from_numpy(run_onnx(out / "transmitter.onnx", x, snr, k))
+        mask = symbol_mask(k, 8)
+        tokens = system.student(TRANSFORM(x))["tokens"]
+        reference = torch.view_as_real(normalize_power(system.transmit(tokens, snr), mask))
+        assert sent.shape == (5, 8, 2) and torch.allclose(sent, reference, atol=1e-5)
+        channel_out = get_channel("awgn").transmit(torch.view_as_complex(sent.contiguous()), snr, mask,
+                                                   generator=torch.Generator().manual_seed(5))
+        received = torch.view_as_real(channel_out.y).contiguous()
+        logits = torch.from_numpy(run_onnx(out / "receiver.onnx", received, k, channel_out.state.float()))
+        expected = system.classify(system.decoder(channel_out.y, mask, channel_out.state.float()))
+        assert logits.shape == (5, 10) and torch.allclose(logits, expected, atol=1e-4)
+
+
+def test_onnx_files_run_without_torch_or_rkd(exported_onnx):
+    """The README's example: numpy + onnxruntime only."""
+    _, out, _ = exported_onnx
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("rkd", "torch", "einops"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        import onnxruntime as ort
+        tx = ort.InferenceSession({str(out / 'transmitter.onnx')!r})
+        rx = ort.InferenceSession({str(out / 'receiver.onnx')!r})
+        images = np.zeros((2, 28, 28, 1), dtype=np.uint8)
+        snr = np.array([0.0, 10.0], dtype=np.float32)
+        k = np.array([8, 4], dtype=np.int64)
+        (symbols,) = tx.run(None, {{"images": images, "snr_db": snr, "k": k}})
+        noise = np.random.default_rng(0).normal(size=symbols.shape).astype(np.float32)
+        received = symbols + noise * np.sqrt(0.5 / 10 ** (snr / 10))[:, None, None]
+        state = np.stack([snr, snr], axis=-1)
+        (logits,) = rx.run(None, {{"received": received, "k": k, "state": state}})
+        assert symbols.shape == (2, 8, 2) and logits.shape == (2, 10), (symbols.shape, logits.shape)
+        assert not any(m.split(".")[0] in ("rkd", "torch") for m in sys.modules)
+        print("ok", logits.argmax(-1))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=out, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("ok")
