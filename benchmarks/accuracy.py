@@ -34,14 +34,15 @@ def main() -> dict:
         if r["snr_db"] is None:
             continue
         key = curves.setdefault(r["method"], {}).setdefault(r["channel_label"], {}).setdefault(str(r["channel_uses"]), {})
-        key[f"{r['snr_db']:g}"] = r["accuracy"]
+        key[f"{r['snr_db']:g}"] = r["accuracy"]  # the mean over seeds; intervals are in compare/results.json
     s = data["summary"]
     return {"benchmark": "accuracy", "config": cfg.name, "run_dir": str(cfg.run_dir), "compare_k": data["k"],
             "teacher": {"accuracy": s["teacher_accuracy"], "params": s["teacher_params"], "flops": s["teacher_flops"]},
             "student": {"accuracy": s["student_accuracy"], "params": s["student_params"], "flops": s["student_flops"]},
-            "n_test": s["n_test"],
+            "n_test": s["n_test"], "seeds": data.get("seeds"),
             "methods": {m: {k: v for k, v in summary.items() if k in ("tx_params", "tx_flops", "rx_params", "rx_flops",
-                                                                      "max_symbols", "rates")}
+                                                                      "max_symbols", "rates", "kind", "trained_on",
+                                                                      "budget")}
                         for m, summary in data["methods"].items()},
             "accuracy": curves, "targets": data["targets"]}
 

@@ -188,7 +188,12 @@ class SearchConfig:
 class BaselinesConfig:
     """What `rkd baselines` trains and sweeps beside RKD-SC (rkd.baselines); no pipeline stage reads it."""
 
-    methods: list = field(default_factory=lambda: ["deep-jscc", "adjscc", "conference", "digital"])
+    methods: list = field(default_factory=lambda: ["deep-jscc", "adjscc", "conference", "label-digital",
+                                                   "feature-digital", "digital"])
+    # training seeds: each a full retrain of every method (seed -> init, data order, train and test
+    # channel draws); null = [seed]. Seeds other than `seed` run in <run>/seeds/seed-<s>/ (methods only)
+    seeds: Optional[list] = None
+    per_image: bool = False  # keep per-image correctness (correct.npz) for the paired test of rkd.compare
     ablations: list = field(default_factory=lambda: ["no-kd", "no-robust-kd", "no-channel-training", "no-state",
                                                      "fixed-length"])
     extra_snrs: list = field(default_factory=lambda: [-5.0, 5.0])  # added to the eval grid for the comparison
@@ -208,6 +213,7 @@ class BaselinesConfig:
     # separate source/channel coding: b-bit uniform quantiser + ideal capacity-achieving code
     digital_bits: list = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])  # candidate b; largest that fits
     digital_fallback: str = "prior"  # prior (most frequent train class) | uniform (a seeded random guess)
+    digital_target_error: float = 1e-3  # feature-digital: largest b whose packet error <= this at the nominal SNR
 
 
 @dataclass
@@ -351,7 +357,8 @@ def _check_search(s: SearchConfig) -> None:
         _fail("search.sweep_train_epochs", s.sweep_train_epochs, "an integer >= 1")
 
 
-BASELINE_METHODS = ("deep-jscc", "adjscc", "conference", "digital")
+BASELINE_METHODS = ("deep-jscc", "adjscc", "deep-jscc-budget", "conference", "conference-awgn", "label-digital",
+                    "feature-digital", "digital")
 ABLATIONS = ("no-kd", "no-robust-kd", "no-channel-training", "no-state", "fixed-length")
 
 
@@ -364,7 +371,13 @@ def _check_baselines(b: BaselinesConfig, codec: CodecConfig) -> None:
         _fail("baselines.extra_snrs", b.extra_snrs, "a list of SNRs in dB, e.g. [-5, 5]")
     if b.compare_k is not None and b.compare_k not in codec.rates:
         _fail("baselines.compare_k", b.compare_k, f"one of codec.rates {codec.rates}, or null for the largest")
-    if "deep-jscc" in b.methods or "adjscc" in b.methods:
+    if b.seeds is not None and (not isinstance(b.seeds, list) or not b.seeds or len(set(b.seeds)) != len(b.seeds)
+                                or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in b.seeds)):
+        _fail("baselines.seeds", b.seeds, "null (= [seed]) or a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]")
+    if isinstance(b.digital_target_error, bool) or not isinstance(b.digital_target_error, (int, float)) \
+            or not 0 < b.digital_target_error < 1:
+        _fail("baselines.digital_target_error", b.digital_target_error, "a packet error probability in (0, 1)")
+    if {"deep-jscc", "adjscc", "deep-jscc-budget"} & set(b.methods):
         if codec.max_symbols % 8 != 0:
             _fail("codec.max_symbols", codec.max_symbols,
                   "a multiple of 8 when baselines.methods has deep-jscc/adjscc (their encoder emits a 4x4 map "

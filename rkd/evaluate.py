@@ -71,11 +71,13 @@ def my_share(items: list, rank: int, world_size: int) -> list:
 
 @torch.no_grad()
 def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_specs: list, snrs: list, rates: list,
-                  batch_size: int, seed: int, progress: bool = True, method: str = METHOD) -> list:
+                  batch_size: int, seed: int, progress: bool = True, method: str = METHOD,
+                  keep: list | None = None) -> list:
     """Accuracy records of an RKD system for every channel x SNR x k, on precomputed student tokens.
 
     Any model with ``transmit(inputs, snr)``, ``decoder(y, mask, state)`` and ``classify(features)``
     sweeps the same way under its own ``method`` name (the baselines do), with the same seeded noise.
+    ``keep``: a list that receives each record's per-image correctness (bool ``[n]``, for paired tests).
     """
     system.eval()
     records = []
@@ -90,7 +92,7 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
         for spec, channel in zip(channel_specs, channels):
             for k in rates:
                 generator = torch.Generator().manual_seed(seed)
-                correct = 0
+                correct, hits = 0, []
                 for start in range(0, n, batch_size):
                     zb = z[start:start + batch_size, :k]
                     snr_b = snr_all[start:start + zb.shape[0]]
@@ -98,7 +100,11 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
                     out = channel.transmit(zb, snr_b, mask, generator=generator)
                     features = system.decoder(out.y, mask, out.state.float())
                     preds = system.classify(features).argmax(-1)
-                    correct += int((preds == labels[start:start + zb.shape[0]]).sum())
+                    hit = preds == labels[start:start + zb.shape[0]]
+                    correct += int(hit.sum())
+                    hits.append(hit.cpu())
+                if keep is not None:
+                    keep.append(torch.cat(hits))
                 records.append({
                     "method": method, "channel": spec["name"], "csi": spec.get("csi", "perfect") if spec["name"] != "awgn" else "n/a",
                     "k_factor": spec.get("k_factor") if spec["name"] == "rician" else None,

@@ -6,6 +6,11 @@ symbols, every one of them, every time. An attention autoencoder cut the vector 
 was trained on AWGN one epoch per SNR in a fixed order, with MSE to the teacher's feature plus
 cross-entropy. The student stays frozen while the autoencoder trains.
 
+Here (method ``conference``) the same schedule runs over the same training channel mixture as
+every other method (each sample's channel drawn from ``channel.channels``), so no method is
+compared on channels only the others saw in training; ``conference-awgn`` keeps the original
+AWGN-only schedule as a variant.
+
 The authors' code attended across the *batch* (a sample's code depended on the other samples sent
 with it); here attention runs over the tokens of one sample only, so every sample is encoded alone.
 """
@@ -100,14 +105,16 @@ class ConferenceAutoencoder(LinkModel):
 
 
 class SNRScheduleObjective:
-    """Conference training: AWGN at ``snrs[epoch]`` for all samples, all ``D/2`` symbols sent.
+    """Conference training: ``snrs[epoch]`` for all samples, all ``D/2`` symbols sent.
+
+    Each sample's channel is drawn uniformly from the model's ``n_channels`` channels (1: AWGN only).
 
     Validation draws SNRs uniformly over ``[snr_min, snr_max]`` (seeded per batch), so the engine's
     best-epoch selection rewards the whole range, not the SNR of the epoch just trained.
     """
 
     def __init__(self, features: dict, cache, loss, snrs: Sequence[float], steps_per_epoch: int, snr_min: float,
-                 snr_max: float, seed: int = 0) -> None:
+                 snr_max: float, seed: int = 0, n_channels: int = 1) -> None:
         self.features = features
         self.cache = cache
         self.loss = loss
@@ -115,6 +122,7 @@ class SNRScheduleObjective:
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.snr_min, self.snr_max = snr_min, snr_max
         self.seed = seed
+        self.n_channels = n_channels
         self.step = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.eval_split = "val"
@@ -138,8 +146,9 @@ class SNRScheduleObjective:
         unwrapped = getattr(model, "module", model)
         k = torch.full((n,), unwrapped.max_symbols, dtype=torch.long)
         device = inputs.device
-        outputs = model(inputs, snr.to(device), k.to(device), torch.zeros(n, dtype=torch.long, device=device),
-                        generator=gen)
+        channel_ids = (torch.randint(0, self.n_channels, (n,), generator=gen) if self.n_channels > 1
+                       else torch.zeros(n, dtype=torch.long))  # AWGN only: the original draws, untouched
+        outputs = model(inputs, snr.to(device), k.to(device), channel_ids.to(device), generator=gen)
         targets = self.cache.targets(split, index)
         total, parts = self.loss(outputs, {"label": batch["label"], **targets})
         return Step(loss=total, logits=outputs["logits"], labels=batch["label"], terms=parts)

@@ -50,15 +50,15 @@ def conference_student_overrides(cfg: RunConfig) -> list:
             f"stage1={json.dumps(to_dict(cfg.baselines.conference_stage1))}"]
 
 
-def derive_config(cfg: RunConfig, overrides: list, name: str) -> RunConfig:
-    """``cfg`` with ``overrides`` applied, living in ``<cfg.run_dir>/ablations/<name>``."""
+def derive_config(cfg: RunConfig, overrides: list, name: str, parent: str = "ablations") -> RunConfig:
+    """``cfg`` with ``overrides`` applied, living in ``<cfg.run_dir>/<parent>/<name>``."""
     fd, tmp = tempfile.mkstemp(suffix=".yaml")
     os.close(fd)
     # a YAML file may not switch remote code on (rkd.config); carry the user's command-line choice as an override
     trusted = ["teacher.trust_remote_code=true"] if cfg.teacher.trust_remote_code else []
     try:
         save_config(dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, trust_remote_code=False)), tmp)
-        return load_config([tmp], [*overrides, *trusted, f"runs_dir={cfg.run_dir / 'ablations'}", f"name={name}"])
+        return load_config([tmp], [*overrides, *trusted, f"runs_dir={cfg.run_dir / parent}", f"name={name}"])
     finally:
         os.unlink(tmp)
 
@@ -101,3 +101,14 @@ def run_variant(base: RunConfig, variant: RunConfig, accelerator, until: str = "
 
 def variant_dir(cfg: RunConfig, name: str) -> Path:
     return cfg.run_dir / "ablations" / name
+
+
+def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
+    """Training seed ``seed`` of every method, in ``<cfg.run_dir>/seeds/seed-<seed>``.
+
+    A full replicate: the seed sets initialisations, data order and training channel draws of every
+    stage (the teacher included: its stage hash has the seed), and the sweep's test channel draws
+    are reseeded (``eval.seed`` shifted by the same amount). Ablations stay on the main seed.
+    """
+    return derive_config(cfg, [f"seed={seed}", f"eval.seed={cfg.eval.seed + seed - cfg.seed}", "baselines.ablations=[]",
+                               "baselines.seeds=null"], f"seed-{seed}", parent="seeds")
