@@ -22,11 +22,11 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, set_seed
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from rkd.artifacts import (IntegrityError, atomic_write, atomic_write_json, file_checksums, read_record,
                            verify_checksums)
 from rkd.config import TrainConfig
+from rkd.progress import progress_bar
 
 
 @dataclass
@@ -275,7 +275,8 @@ def fit(
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
-    bar = tqdm(total=total_steps, initial=progress["global_step"], desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    bar = progress_bar(total_steps, desc, enabled=accelerator.is_local_main_process, unit="steps",
+                       initial=progress["global_step"])
     set_step = getattr(objective, "set_step", None)
     before_update = getattr(objective, "before_update", None)
     prepared_model.train()
@@ -332,6 +333,7 @@ def fit(
                       "val_loss": metrics["loss"], "time": time.time() - started}
             log(record)
             progress["history"].append(record)
+            bar.mark()  # in a job log: one progress line per epoch at least
             accelerator.print(f"[{desc}] epoch {epoch}: val accuracy {metrics['accuracy']:.4f}")
             if metrics["accuracy"] > progress["best_val_accuracy"]:
                 progress["best_val_accuracy"] = metrics["accuracy"]

@@ -27,13 +27,13 @@ if __package__ in (None, ""):  # launched by path: import rkd.* from this checko
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
 
 from rkd.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
 from rkd.channels import channel_from_spec, channel_label
 from rkd.data import student_transform
 from rkd.models.cat import symbol_mask
 
+from rkd.progress import progress_bar
 METHOD = "rkd-sc"
 
 
@@ -85,7 +85,7 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
     device = next(system.parameters()).device
     tokens, labels = tokens.to(device), labels.to(device)
     channels = [channel_from_spec(spec) for spec in channel_specs]
-    bar = tqdm(total=len(snrs) * len(channels) * len(rates), desc="evaluate", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(snrs) * len(channels) * len(rates), "evaluate", enabled=progress, unit="cells")
     for snr in snrs:
         snr_all = torch.full((n,), float(snr), device=device)
         z = batched(lambda t: system.transmit(t, snr_all[: t.shape[0]]), tokens, batch_size)

@@ -31,11 +31,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from rkd.artifacts import atomic_write, atomic_write_json, read_json, sha256_file
 from rkd.config import ConfigError, RunConfig, TeacherConfig
 from rkd.data import SPLITS, DataBundle, ImageTransform, augment, make_loader
+from rkd.progress import progress_bar
 
 PathLike = Union[str, Path]
 
@@ -683,8 +683,7 @@ def build_cache(teacher: Teacher, bundle: DataBundle, cache_dir: PathLike, batch
         (cache_dir / MANIFEST).unlink(missing_ok=True)  # invalid until rewritten below
     _barrier(accelerator)
     mine = [shard for i, shard in enumerate(plan) if i % world == rank]
-    bar = tqdm(total=sum(s.stop - s.start for s in mine), desc="teacher cache", unit="img",
-               disable=not (progress and is_main), dynamic_ncols=True)
+    bar = progress_bar(sum(s.stop - s.start for s in mine), "teacher cache", enabled=progress and is_main, unit="img")
     for shard in mine:
         if not _shard_is_current(cache_dir, shard, expected):
             images = bundle.splits[shard.split].images[shard.start : shard.stop]
