@@ -215,8 +215,11 @@ def deep_jscc_results(ctx: Context, out_dir: Path, adaptive: bool, budget_matche
     method = METHOD_LABELS["deep-jscc-budget" if budget_matched else "adjscc" if adaptive else "deep-jscc"]
     tcfg = b.jscc_train
     if budget_matched:
-        target = budget.rkd_budget(ctx.cfg, ctx.cfg.run_dir, ctx.n_train)["images_seen"]
-        schedule = budget.matched_schedule(target, tcfg.batch_size, world, ctx.n_train)
+        rkd = budget.rkd_budget(ctx.cfg, ctx.cfg.run_dir, ctx.n_train)
+        if "stage2" not in rkd["parts"]:
+            raise RuntimeError(f"deep-jscc-budget needs RKD-SC's finished stage 2 in {ctx.cfg.run_dir / 'stage2'} "
+                               f"(its budget is matched); run it with rkd-sc (e.g. without --only)")
+        schedule = budget.matched_schedule(rkd["images_seen"], tcfg.batch_size, world, ctx.n_train)
         tcfg = dataclasses.replace(tcfg, **schedule)
     model, train_summary = train_deep_jscc(ctx, out_dir, adaptive, tcfg)
     if not ctx.accelerator.is_main_process:
