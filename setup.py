@@ -27,7 +27,7 @@ setup(
         "pillow>=10.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100", *ONNX],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "tensorboard>=2.14", *ONNX],  # tensorboard: tests/test_tracking.py
         "onnx": ONNX,
         "deepspeed": ["deepspeed>=0.15"],
     },

@@ -104,8 +104,15 @@ def main(argv: Optional[list] = None) -> int:
         return 0
 
     from rkd.engine import make_accelerator
+    from rkd.tracking import accelerator_kwargs, start_tracking
 
-    accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed)
+    try:
+        trackers = accelerator_kwargs(cfg)
+    except ConfigError as exc:
+        print(f"rkd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed, **trackers)
+    start_tracking(accelerator, cfg)  # a tracker run named after the rkd run, with its config
     try:
         code = run_command(args, cfg, accelerator)
     except Exception as exc:

@@ -220,6 +220,18 @@ class BaselinesConfig:
 class RunConfig:
     name: str = "default"
     runs_dir: str = "runs"
+@dataclass
+class TrackingConfig:
+    # experiment trackers through Accelerate's log_with, e.g. [tensorboard] or [wandb, mlflow]; [] = log.jsonl only
+    log_with: list = field(default_factory=list)
+    project: str = "rkd"  # W&B / MLflow / Comet project (experiment); TensorBoard's sub-folder
+    dir: Optional[str] = None  # where file-based trackers write; null = runs/<name>/tracking
+
+
+# what Accelerate's LoggerType accepts ("all" = every installed one); tests/test_tracking.py keeps it in step
+TRACKERS = ("all", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
+
+
     seed: int = 0
     # auto: whatever the launcher says (accelerate config file / --mixed_precision), else no;
     # no | bf16 | fp16 override the launcher (fp16 needs CUDA: it is ignored on CPU)
@@ -241,6 +253,7 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir).expanduser() / self.name
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -543,6 +556,8 @@ def _coerce(path: str, value: Any, typ: Any) -> Any:
         return _build(typ, value, path)
     if typ is bool:
         if isinstance(value, bool):
+    if any(not isinstance(n, str) or n not in TRACKERS for n in cfg.tracking.log_with):
+        _fail("tracking.log_with", cfg.tracking.log_with, f"a list drawn from {TRACKERS}, or [] for none")
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")

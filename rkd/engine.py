@@ -27,6 +27,7 @@ from rkd.artifacts import (IntegrityError, atomic_write, atomic_write_json, file
                            verify_checksums)
 from rkd.config import TrainConfig
 from rkd.progress import progress_bar
+from rkd.tracking import log_record
 
 
 @dataclass
@@ -50,7 +51,8 @@ class StopRequested(SystemExit):
     """A SIGTERM/SIGUSR1 arrived: a checkpoint was written and the process should exit."""
 
 
-def make_accelerator(mixed_precision: str = "auto", cpu: Optional[bool] = None, seed: int = 0) -> Accelerator:
+def make_accelerator(mixed_precision: str = "auto", cpu: Optional[bool] = None, seed: int = 0,
+                     log_with: Optional[list] = None, project_dir: Optional[str] = None) -> Accelerator:
     """An Accelerator with seedable samplers (so a resumed epoch replays the same order).
 
     ``mixed_precision="auto"`` leaves the choice to the launcher (``accelerate launch`` exports the
@@ -58,6 +60,7 @@ def make_accelerator(mixed_precision: str = "auto", cpu: Optional[bool] = None, 
     gloo is chosen for CPU runs: DeepSpeed through Accelerate on CPU needs it, and it is the only
     backend that works there. Under a DeepSpeed launch ``cpu`` must stay False (Accelerate turns
     DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
+    ``log_with`` / ``project_dir``: experiment trackers (``rkd.tracking.accelerator_kwargs``).
     """
     import os
 
@@ -75,6 +78,8 @@ def make_accelerator(mixed_precision: str = "auto", cpu: Optional[bool] = None, 
         mixed_precision=None if mixed_precision == "auto" else mixed_precision,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         kwargs_handlers=kwargs,
+        log_with=log_with or None,
+        project_dir=project_dir,
     )
     if deepspeed and accelerator.distributed_type != DistributedType.DEEPSPEED:
         raise RuntimeError(
@@ -274,6 +279,7 @@ def fit(
         if accelerator.is_main_process:
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+            log_record(accelerator, record)  # the same numbers to the experiment trackers, if any
 
     bar = progress_bar(total_steps, desc, enabled=accelerator.is_local_main_process, unit="steps",
                        initial=progress["global_step"])
