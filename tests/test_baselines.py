@@ -286,4 +286,8 @@ def test_rkd_baselines_two_seeds_paired(tmp_path, fake_fashion_dir):
     assert set(rkd_budget["parts"]) >= {"teacher", "stage1", "stage2"}
     matched = data["methods"]["deep-jscc-budget"]["budget"]["images_seen"]
     assert rkd_budget["images_seen"] <= matched < rkd_budget["images_seen"] + 32  # one batch of slack
+    for name in ("label-digital", "feature-digital", "digital"):  # they send the stage-1 student's output
+        assert set(data["methods"][name]["budget"]["parts"]) >= {"teacher", "stage1"}
+    designed = data["methods"]["label-digital"]["trained_on"]
+    assert "awgn" in designed and "rayleigh-csi" in designed and "rayleigh-nocsi" not in designed
     assert "capacity bound, not a scheme" in text and "## Training budgets" in text and "±" in text

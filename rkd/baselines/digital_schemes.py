@@ -19,16 +19,11 @@ from __future__ import annotations
 
 import torch
 
+from rkd.baselines import budget
 from rkd.baselines.digital import (UniformQuantizer, fallback_predictions, fbl_sweep, feature_bits_for, label_bits)
-from rkd.baselines.runner import Context, count_params, link_sizes, student_params
-from rkd.channels import channel_label
+from rkd.baselines.runner import Context, count_params, link_sizes, receiver_csi_labels, student_params
 from rkd.distill import load_stage1
 from rkd.evaluate import batched
-
-
-def receiver_csi_labels(channel_specs: list) -> list:
-    """The eval channels a digital scheme is designed for: those where its receiver knows the channel."""
-    return [channel_label(s) for s in channel_specs if s.get("csi", "perfect") != "none"]
 
 
 def _student(ctx: Context):
@@ -61,6 +56,7 @@ def label_digital_results(ctx: Context, method: str) -> dict:
     return {"summary": {"method": method, "kind": "scheme", "rates": ctx.rates, "payload_bits": bits,
                         "student_clean_accuracy": float(right.float().mean()), **sizes,
                         "trained_on": receiver_csi_labels(cfg.eval.channels),
+                        "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
                         "note": "label as ceil(log2 C) bits at the normal-approximation rate; receiver CSI; "
                                 "lost packet -> uniform random class"},
             "records": records}
@@ -95,5 +91,6 @@ def feature_digital_results(ctx: Context, method: str) -> dict:
                         "candidate_bits": list(b.digital_bits), "target_error": b.digital_target_error,
                         "fallback": b.digital_fallback, **_sizes(student, x),
                         "trained_on": receiver_csi_labels(cfg.eval.channels),
+                        "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
                         "note": "b-bit quantised feature at the normal-approximation rate; receiver CSI"},
             "records": records}
