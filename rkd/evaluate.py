@@ -30,6 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rkd.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
 from rkd.channels import channel_from_spec, channel_label
+from rkd.classwise import classwise_summary, csv_rows, dataset_description, describe_dataset, plot_confusion
+from rkd.classwise import render_lines as render_classwise
 from rkd.data import student_transform
 from rkd.models.cat import symbol_mask
 
@@ -189,24 +191,30 @@ def evaluate_run(pipeline, out_dir: Path) -> dict:
             "student_genotype": pipeline.genotype_origin(),
         }
         summary["compression_ratio"] = summary["teacher_params"] / max(1, summary["student_params"])
+        summary["dataset"] = dataset_description(bundle, cfg.data.image_size)
+        summary["classwise"] = classwise_summary(system, tokens, labels, student_logits.argmax(-1), bundle.class_names,
+                                                 grid, rates, cfg.eval.batch_size, cfg.eval.seed)
         write_outputs(out_dir, records, summary)
         from rkd.ratepolicy import write_rate_policy
 
         write_rate_policy(out_dir / "rate_policy.json", records, cfg.eval.rate_margin, method=METHOD)
     accelerator.wait_for_everyone()
-    return {k: v for k, v in summary.items() if k != "csi_assumption"} if summary else read_json(out_dir / "results.json")["summary"]
+    if summary:  # the stage record keeps the headline numbers; matrices stay in results.json
+        return {k: v for k, v in summary.items() if k not in ("csi_assumption", "classwise")}
+    return read_json(out_dir / "results.json")["summary"]
 
 
 def write_outputs(out_dir: Path, records: list, summary: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "results.json", {"summary": summary, "records": records})
-    fields = ["method", "channel", "csi", "k_factor", "channel_label", "snr_db", "channel_uses", "accuracy", "n_test"]
+    fields = ["method", "channel", "csi", "k_factor", "channel_label", "snr_db", "channel_uses", "accuracy", "n_test",
+              "class"]  # empty on the overall rows; the per-class rows (rkd.classwise) name their class
 
     def write_csv(path: Path) -> None:
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
-            writer.writerows(records)
+            writer.writerows(records + csv_rows(summary.get("classwise")))
 
     atomic_write(out_dir / "results.csv", write_csv)
     plot_results(out_dir, records, summary)
@@ -256,7 +264,7 @@ def plot_results(out_dir: Path, records: list, summary: dict) -> list:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         paths.append(path)
-    return paths
+    return paths + plot_confusion(out_dir, summary.get("classwise"))
 
 
 def render_report(records: list, summary: dict) -> str:
@@ -278,6 +286,8 @@ def render_report(records: list, summary: dict) -> str:
         f"Student / teacher parameters: 1/{s['compression_ratio']:.1f}.",
         "",
     ]
+    if "dataset" in s:
+        lines += [describe_dataset(s["dataset"]), ""]
     if "student_genotype" in s:
         g = s["student_genotype"]
         lines += [f"Student cells: `{g['genotype']}`, {g['how']}.", ""]
@@ -294,6 +304,8 @@ def render_report(records: list, summary: dict) -> str:
                if (r["method"], r["channel_label"], r["channel_uses"]) == (method, label, k)}
         cells = " | ".join(f"{100 * row[v]:.2f}" if v in row else "" for v in shown)
         lines.append(f"| {method} | {label} | {csi} | {k} | {cells} |")
+    if "classwise" in s:
+        lines += [""] + render_classwise(s["classwise"])[:-1]
     lines += ["", "Plots: `accuracy_vs_snr.png` (all channels) and one `accuracy_vs_snr_<channel>.png` per channel.", ""]
     return "\n".join(lines)
 
