@@ -24,6 +24,7 @@ from accelerate.utils import set_seed
 from rkd.artifacts import IntegrityError, atomic_write_json, file_checksums, read_json, read_record, verify_checksums
 from rkd.config import RunConfig, config_hash, save_config, to_dict
 from rkd.fingerprint import input_fingerprints
+from rkd.preflight import check_inputs
 
 STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")
 # The cache checks its own shards against its manifest and is rebuilt when they do not match,
@@ -155,6 +156,7 @@ class Pipeline:
         accelerator.wait_for_everyone()
         self._bundle = None
         self._cache = None
+        self._checked = False
         self.summaries: dict = {}
 
     # -- shared inputs, loaded once -------------------------------------------------------------
@@ -306,6 +308,11 @@ class Pipeline:
     def run(self, until: str = "eval") -> dict:
         if until not in STAGES:
             raise ValueError(f"unknown stage {until!r}; stages are {STAGES}")
-        for stage in STAGES[: STAGES.index(until) + 1]:
+        stages = STAGES[: STAGES.index(until) + 1]
+        if not self._checked:  # seconds of checks before minutes of training (rkd.preflight)
+            record = self.run_dir.record("teacher")
+            check_inputs(self.cfg, stages, teacher_done=bool(record) and record.get("hash") == self.run_dir.hashes["teacher"])
+            self._checked = True
+        for stage in stages:
             self.summaries[stage] = self._run_stage(stage)
         return self.summaries

@@ -327,7 +327,9 @@ def _build_embedded(cfg: TeacherConfig, num_classes: int, class_names: list[str]
     return Teacher(model, transform, "classifier", "embedded", processor=processor)
 
 
-def _build_pretrained(cfg: TeacherConfig, num_classes: int, class_names: list[str]) -> Teacher:
+def load_teacher_config(cfg: TeacherConfig) -> tuple[str, Any]:
+    """``(ref, config)`` of a hub / ``save_pretrained`` teacher: its config only, no weights (the pre-flight probe
+    builds the model from it); errors name ``teacher.source`` and the fix."""
     from transformers import AutoConfig
 
     source = cfg.source
@@ -345,6 +347,12 @@ def _build_pretrained(cfg: TeacherConfig, num_classes: int, class_names: list[st
                               f"line if you trust that checkpoint") from None
         raise ConfigError(f"teacher.source = {source!r}: could not load its config ({type(exc).__name__}: {exc}); "
                           f"expected 'embedded', a hub id reachable from here, or a save_pretrained directory") from exc
+    return ref, config
+
+
+def _build_pretrained(cfg: TeacherConfig, num_classes: int, class_names: list[str]) -> Teacher:
+    source = cfg.source
+    ref, config = load_teacher_config(cfg)
     kind = _detect_kind(cfg, config)
     if kind == "clip":
         model, head = _load_clip(ref, config, num_classes, source, cfg.finetune)
