@@ -4,7 +4,7 @@ Under ``sbatch``, ``nohup`` or CI, stderr is a file: a bar's every redraw lands 
 line and a long run's log becomes mostly bar. There, progress is one line every
 ``RKD_PROGRESS_SECONDS`` (default 60) and at each ``mark`` (an epoch's end), with rate and ETA:
 
-    [stage1] 120/500 steps (24%), 3.21 steps/s, elapsed 0:00:37, ETA 0:01:58, loss=0.4120
+    [stage1] 12/23 steps (52%), 0.15 steps/s, elapsed 0:01:18, ETA 0:01:12, loss=4.7012
 
 ``RKD_PROGRESS=bar|lines|off`` overrides the choice (``auto``, the default, asks ``isatty``).
 """
