@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "channel-robust semantic transmitter.")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {
-        "run": "the whole pipeline: data, teacher, cache, stage 1, stage 2, evaluation",
+        "run": "the whole pipeline: data, teacher, cache, search (search.enabled), stage 1, stage 2, evaluation",
         "teacher": "train or fine-tune the teacher",
         "cache": "up to the teacher cache",
         "search": "up to the KDL-DARTS architecture search (turns search.enabled on)",

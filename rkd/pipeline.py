@@ -24,6 +24,7 @@ from accelerate.utils import set_seed
 from rkd.artifacts import IntegrityError, atomic_write_json, file_checksums, read_json, read_record, verify_checksums
 from rkd.config import RunConfig, config_hash, save_config, to_dict
 from rkd.fingerprint import input_fingerprints
+from rkd.nas.genotype import GENOTYPES, describe_cells
 from rkd.preflight import check_inputs
 
 STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")
@@ -226,9 +227,12 @@ class Pipeline:
         return load_genotype(self.cfg.student.genotype)
 
     def genotype_origin(self) -> dict:
-        """Which cells the student uses and how they were found, for the report."""
-        from rkd.nas.genotype import GENOTYPES
+        """Which cells the student uses (every op, by name) and how they were found, for the report."""
+        origin = self._genotype_source()
+        cells = describe_cells(self.student_genotype())
+        return {**origin, "cells": cells, "how": f"{origin['how']}; cells: {cells}"}
 
+    def _genotype_source(self) -> dict:
         def searched(meta: dict) -> str:
             sweep = (f", chosen by the sweep at val accuracy {100 * meta['sweep_val_accuracy']:.2f}%"
                      if "sweep_val_accuracy" in meta else "")

@@ -82,9 +82,10 @@ rkd_args() {
 }
 
 # RKD_USE_SWEEP=1: point the student at the sweep's chosen cells (the same override for every stage,
-# so stage hashes agree between the distill and evaluate jobs).
+# so stage hashes agree between the distill and evaluate jobs). The search stage is switched off:
+# with it on (the packaged default) stage 1 would train search/genotype.json instead.
 rkd_sweep_override() {
-  RKD_OVERRIDES="$RKD_OVERRIDES student.genotype=$RKD_RUNS_DIR/$RKD_NAME/search/sweep/genotype.json"
+  RKD_OVERRIDES="$RKD_OVERRIDES search.enabled=false student.genotype=$RKD_RUNS_DIR/$RKD_NAME/search/sweep/genotype.json"
 }
 
 RKD_STEP_PID=""

@@ -17,6 +17,7 @@ TINY = [
     "codec.max_symbols=8", "codec.rates=[2,8]",
     "stage2.epochs=1", "stage2.batch_size=32", "stage2.max_steps=4",
     "eval.snr_step=10", "eval.batch_size=50",
+    "search.enabled=false",  # the default searches; the tiny runs keep the hand cells (test_search covers the search)
 ]
 
 

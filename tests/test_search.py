@@ -12,7 +12,7 @@ from rkd.models.student import Student
 from rkd.nas.architect import Architect
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
 from rkd.nas.derive import SKIP, count_ops, derive_genotype, edge_layout, node_slices, num_edges
-from rkd.nas.genotype import Genotype, load_genotype, save_genotype
+from rkd.nas.genotype import Genotype, describe_cells, load_genotype, save_genotype
 from rkd.nas.ops import PRIMITIVES
 from rkd.nas.supernet import MixedOp, SuperNet, arch_gradients_enabled, channel_shuffle
 from rkd.pipeline import stage_hashes
@@ -432,6 +432,7 @@ def test_rkd_search_then_run_with_the_searched_cells(fake_fashion_dir, tmp_path,
     assert Genotype(**{k: [tuple(e) if isinstance(e, list) else e for e in v] for k, v in student.items()}) == searched
     report = (run / "eval" / "report.md").read_text()
     assert "searched by KDL-DARTS" in report
+    assert describe_cells(searched) in report  # the report names every searched op, not only the file
     capsys.readouterr()
     assert main(["search", *args, "--sweep-index", "7"]) == 2  # 4 sweep weights: indices 0-3
     assert "--sweep-index 7 is out of range" in capsys.readouterr().err
@@ -523,3 +524,27 @@ def test_two_processes_average_the_architecture_gradient(fake_fashion_dir, tmp_p
     initial = json.loads((tmp_path / "search" / "alphas.jsonl").read_text().splitlines()[0])["normal"]
     final = json.loads((tmp_path / "search" / "alphas.jsonl").read_text().splitlines()[-1])["normal"]
     assert initial != final
+
+
+def test_the_default_searches_and_the_hand_cells_are_one_override_away():
+    default = load_config("default")
+    assert default.search.enabled  # the paper's method: teacher -> cache -> KDL-DARTS -> stage 1 on its cells
+    hand = load_config("default", ["search.enabled=false", "student.genotype=default"])
+    assert not hand.search.enabled and hand.student.genotype == "default"
+    assert stage_hashes(hand)["stage1"] != stage_hashes(default)["stage1"]
+    quick = load_config(["default", "quick"])  # the smoke run keeps the search, on a small subset
+    assert quick.search.enabled and quick.search.max_train <= 256 and quick.search.train.epochs <= 2
+
+
+def test_shared_edges_counts_what_every_seed_chose():
+    from rkd.nas.genotype import GENOTYPES, shared_edges
+
+    hand = GENOTYPES["default"]
+    assert shared_edges([hand, hand, hand]) == 16 == shared_edges([hand], ignore_inputs=True)
+    normal = list(hand.normal)
+    normal[0], normal[1] = normal[1], normal[0]  # the same node's edges in another order: still shared
+    normal[2] = ("max_pool_3x3", 2)  # one op changed
+    normal[4] = ("dil_conv_3x3", 1)  # one input changed, op kept
+    other = hand._replace(normal=normal)
+    assert shared_edges([hand, other]) == 14 and shared_edges([hand, other], ignore_inputs=True) == 15
+    assert shared_edges([hand, GENOTYPES["darts_v2"], other]) < 14

@@ -9,7 +9,7 @@ DARTS format means published cells can be typed in and searched cells can be com
 from __future__ import annotations
 
 import json
-from collections import namedtuple
+from collections import Counter, namedtuple
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -90,6 +90,38 @@ def genotype_to_dict(genotype: Genotype) -> dict[str, list]:
 def genotype_from_dict(data: Mapping[str, Any]) -> Genotype:
     """Build a validated ``Genotype`` from a mapping (lists or tuples; extra keys such as "meta" ignored)."""
     return validate_genotype(data)
+
+
+def describe_cells(genotype: Genotype) -> str:
+    """One line naming every op and its input, node by node (``|`` between nodes), for reports and logs."""
+    def cell(edges: list) -> str:
+        pairs = [f"{name}@{index}" for name, index in edges]
+        return " | ".join(" + ".join(pairs[i:i + 2]) for i in range(0, len(pairs), 2))
+
+    genotype = validate_genotype(genotype)
+    return f"normal [{cell(genotype.normal)}], reduce [{cell(genotype.reduce)}]"
+
+
+def shared_edges(genotypes: Sequence[Genotype], ignore_inputs: bool = False) -> int:
+    """How many edges (op and input; op only with ``ignore_inputs``) every genotype has, node by node.
+
+    The stability of a search across seeds: 16 of 16 for 4-node cells means every seed derived
+    the same cells. Edges are matched within a node, in any order.
+    """
+    genotypes = [validate_genotype(g) for g in genotypes]
+    if not genotypes:
+        raise GenotypeError("shared_edges: expected at least one genotype, got none")
+    shared = 0
+    for cell in ("normal", "reduce"):
+        cells = [getattr(g, cell) for g in genotypes]
+        if len({len(edges) for edges in cells}) != 1:
+            raise GenotypeError(f"{cell}: the genotypes have different edge counts {[len(e) for e in cells]}")
+        for start in range(0, len(cells[0]), 2):
+            common = Counter(name if ignore_inputs else (name, index) for name, index in cells[0][start:start + 2])
+            for edges in cells[1:]:
+                common &= Counter(name if ignore_inputs else (name, index) for name, index in edges[start:start + 2])
+            shared += sum(common.values())
+    return shared
 
 
 def save_genotype(genotype: Genotype, path: Union[str, Path], meta: Optional[Mapping[str, Any]] = None) -> Path:
