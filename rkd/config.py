@@ -217,10 +217,6 @@ class BaselinesConfig:
 
 
 @dataclass
-class RunConfig:
-    name: str = "default"
-    runs_dir: str = "runs"
-@dataclass
 class TrackingConfig:
     # experiment trackers through Accelerate's log_with, e.g. [tensorboard] or [wandb, mlflow]; [] = log.jsonl only
     log_with: list = field(default_factory=list)
@@ -232,6 +228,10 @@ class TrackingConfig:
 TRACKERS = ("all", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
+@dataclass
+class RunConfig:
+    name: str = "default"
+    runs_dir: str = "runs"
     seed: int = 0
     # auto: whatever the launcher says (accelerate config file / --mixed_precision), else no;
     # no | bf16 | fp16 override the launcher (fp16 needs CUDA: it is ignored on CPU)
@@ -249,11 +249,11 @@ TRACKERS = ("all", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml
     eval: EvalConfig = field(default_factory=EvalConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir).expanduser() / self.name
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -536,6 +536,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not 0 <= e.rate_margin < 1:
         _fail("eval.rate_margin", e.rate_margin, "an accuracy margin in [0, 1), e.g. 0.01 for one point")
     _check_baselines(cfg.baselines, c)
+    if any(not isinstance(n, str) or n not in TRACKERS for n in cfg.tracking.log_with):
+        _fail("tracking.log_with", cfg.tracking.log_with, f"a list drawn from {TRACKERS}, or [] for none")
     return cfg
 
 
@@ -556,8 +558,6 @@ def _coerce(path: str, value: Any, typ: Any) -> Any:
         return _build(typ, value, path)
     if typ is bool:
         if isinstance(value, bool):
-    if any(not isinstance(n, str) or n not in TRACKERS for n in cfg.tracking.log_with):
-        _fail("tracking.log_with", cfg.tracking.log_with, f"a list drawn from {TRACKERS}, or [] for none")
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
