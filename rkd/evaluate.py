@@ -34,8 +34,8 @@ from rkd.classwise import classwise_summary, csv_rows, dataset_description, desc
 from rkd.classwise import render_lines as render_classwise
 from rkd.data import student_transform
 from rkd.models.cat import symbol_mask
-
 from rkd.progress import progress_bar
+
 METHOD = "rkd-sc"
 
 
