@@ -384,8 +384,9 @@ def _check_baselines(b: BaselinesConfig, codec: CodecConfig) -> None:
         _fail("baselines.extra_snrs", b.extra_snrs, "a list of SNRs in dB, e.g. [-5, 5]")
     if b.compare_k is not None and b.compare_k not in codec.rates:
         _fail("baselines.compare_k", b.compare_k, f"one of codec.rates {codec.rates}, or null for the largest")
-    if b.seeds is not None and (not isinstance(b.seeds, list) or not b.seeds or len(set(b.seeds)) != len(b.seeds)
-                                or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in b.seeds)):
+    if b.seeds is not None and (not isinstance(b.seeds, list) or not b.seeds
+                                or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in b.seeds)
+                                or len(set(b.seeds)) != len(b.seeds)):
         _fail("baselines.seeds", b.seeds, "null (= [seed]) or a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]")
     if isinstance(b.digital_target_error, bool) or not isinstance(b.digital_target_error, (int, float)) \
             or not 0 < b.digital_target_error < 1:
