@@ -1,25 +1,37 @@
 """KDL-DARTS ablation on the embedded default: is the searched student worth its search?
 
-Compares five students trained with the same brief stage-1 KD recipe: the KDL-DARTS cells, the
-hand-designed ``default`` cells, a random genotype of the searched one's size, and the cells of two
-ablated searches (no KD terms: task loss only; no complexity penalty). Reports parameters, FLOPs,
-stage-1 test accuracy and each search's cost (wall minutes, CPU minutes and peak memory of the search
-process, read with ``os.wait4``'s rusage). With ``--rkd-sc`` the searched and the hand student also
-go through a short stage 2 and are evaluated over AWGN at a few SNRs.
+Compares students trained with the same brief stage-1 KD recipe: the KDL-DARTS cells, the
+hand-designed ``default`` cells, a random genotype of the searched one's size, and (``--variants``)
+the cells of two ablated searches (no KD terms: task loss only; no complexity penalty). Reports
+parameters, FLOPs, stage-1 test accuracy and each search's cost (wall minutes, CPU minutes and peak
+memory of the search process, read with ``os.wait4``'s rusage). With ``--rkd-sc`` the searched and
+the hand student also go through a short stage 2 and are evaluated over AWGN at a few SNRs.
 
-Subset (so it fits in ~20-30 minutes on 2 shared CPU cores): the default config with
+``--seeds 0 1 2`` repeats every search, random draw and stage-1 training per seed (the teacher and
+its cache are trained once, with the config's seed) and adds ``summary``: mean +/- std (sample
+std, n - 1) of the stage-1 test accuracy per student, searched minus random per seed, and the
+searched genotype's stability across seeds (how many of its edges, op and input, every seed chose).
+The random cells are drawn until one is within 3% of the searched student's parameters (at most
+2,000 draws); with no ``none`` op and at most 2 skips few random cells are below ~22k parameters
+on the default shape, so compare ``mean_params`` before reading a small searched student's gain.
+
+Subset (so one seed fits in ~20-30 minutes on 2 shared CPU cores): the default config with
 ``data.max_train/max_val/max_test`` (default 6000/1000/2000), a 3-epoch teacher on that subset,
 the default search section (its own 1024/512-image subset), stage 1 for ``--stage1-epochs`` epochs.
+``--smoke`` shrinks everything (a few minutes) to show the script works; its numbers mean nothing.
 
-    python benchmarks/search_ablation.py [--out benchmarks/results/search_ablation.json] [--rkd-sc]
+    python benchmarks/search_ablation.py --seeds 0 1 2 [--out benchmarks/results/search_ablation.json] [--rkd-sc]
+    python benchmarks/search_ablation.py --smoke --seeds 0 1 --variants kdl_darts --out /tmp/ablation-smoke.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -59,6 +71,15 @@ def pipeline_inputs(cfg):
     return accelerator, pipeline
 
 
+SMOKE = {"max_train": 600, "max_val": 200, "max_test": 300, "teacher_epochs": 1, "stage1_epochs": 1}
+SMOKE_OVERRIDES = ["search.max_train=128", "search.max_val=64", "search.train.epochs=2", "search.warmup_epochs=1",
+                   "stage1.max_steps=8"]
+
+
+def seed_dir(args, seed: int) -> Path:
+    return Path(args.runs_dir) / "ablation" / f"seed-{seed}"
+
+
 def child_search(args) -> None:
     """One search in this (child) process, so the parent can read its CPU time and peak memory."""
     import torch
@@ -68,28 +89,29 @@ def child_search(args) -> None:
 
     torch.set_num_threads(args.threads)
     cfg = load(args, VARIANTS[args.variant])
-    accelerator, pipeline = pipeline_inputs(cfg)
+    accelerator, pipeline = pipeline_inputs(cfg)  # the teacher and cache of the config's own seed
+    cfg = dataclasses.replace(cfg, seed=args.child_seed)  # the search's subset, init and batch order
     set_seed(cfg.seed)
-    out = Path(args.runs_dir) / "ablation" / args.variant
+    out = seed_dir(args, args.child_seed) / args.variant
     started = time.time()
     run_search(cfg, accelerator, pipeline.bundle, pipeline.cache, out)
     (out / "wall.json").write_text(json.dumps({"seconds": time.time() - started}))
 
 
-def run_child_search(args, variant: str) -> dict:
-    cmd = [sys.executable, __file__, "--child-search", variant, "--runs-dir", args.runs_dir, "--threads",
-           str(args.threads), "--max-train", str(args.max_train), "--max-val", str(args.max_val),
-           "--max-test", str(args.max_test), "--teacher-epochs", str(args.teacher_epochs),
+def run_child_search(args, variant: str, seed: int) -> dict:
+    cmd = [sys.executable, __file__, "--child-search", variant, "--child-seed", str(seed), "--runs-dir",
+           args.runs_dir, "--threads", str(args.threads), "--max-train", str(args.max_train), "--max-val",
+           str(args.max_val), "--max-test", str(args.max_test), "--teacher-epochs", str(args.teacher_epochs),
            "--stage1-epochs", str(args.stage1_epochs), *sum((["--override", o] for o in args.override), [])]
-    log = Path(args.runs_dir) / f"search-{variant}.log"
+    log = Path(args.runs_dir) / f"search-{variant}-seed{seed}.log"
     started = time.time()
     with open(log, "w") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT,
                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
-        raise RuntimeError(f"search {variant} failed (status {status}); see {log}")
-    out = Path(args.runs_dir) / "ablation" / variant
+        raise RuntimeError(f"search {variant} (seed {seed}) failed (status {status}); see {log}")
+    out = seed_dir(args, seed) / variant
     meta = json.loads((out / "genotype.json").read_text())["meta"]
     return {"process_wall_minutes": (time.time() - started) / 60,
             "search_wall_minutes": json.loads((out / "wall.json").read_text())["seconds"] / 60,
@@ -100,9 +122,16 @@ def run_child_search(args, variant: str) -> dict:
             "skips_before_cap": meta["skips_before_cap"]}
 
 
-def random_genotype(primitives: list, nodes: int, target_params: int, shape, seed: int = 0, samples: int = 200):
-    """The random cells (no ``none``, at most 2 skips per cell) whose student is closest in size to ``target_params``."""
-    from rkd.nas.complexity import measure_network
+def random_genotype(primitives: list, nodes: int, target_params: int, shape, seed: int = 0, samples: int = 2000,
+                    tolerance: float = 0.03):
+    """Random cells (no ``none``, at most 2 skips per cell) whose student is closest in size to ``target_params``.
+
+    Draws until one is within ``tolerance`` of the target (or ``samples`` draws): a fixed small number
+    of draws leaves small targets far off, since most random cells are larger than searched ones.
+    """
+    import torch
+
+    from rkd.models.heads import count_parameters
     from rkd.nas.derive import SKIP
     from rkd.nas.genotype import Genotype
 
@@ -122,9 +151,12 @@ def random_genotype(primitives: list, nodes: int, target_params: int, shape, see
     concat = list(range(2, 2 + nodes))
     for _ in range(samples):
         g = Genotype(cell(), concat, cell(), concat)
-        params = measure_network(g, shape).params
+        with torch.random.fork_rng(devices=[]):  # the draws leave the global RNG as they found it
+            params = count_parameters(shape.build(g))  # parameters only: FLOPs are counted for the chosen one
         if best is None or abs(params - target_params) < abs(best[1] - target_params):
             best = (g, params)
+        if abs(best[1] - target_params) <= tolerance * target_params:
+            break
     return best[0]
 
 
@@ -169,25 +201,8 @@ def rkd_sc_accuracy(cfg, accelerator, bundle, cache, stage1_dir: Path, out: Path
     return {f"{r['snr_db']:g} dB": r["accuracy"] for r in records} | {"channel_uses": k}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", default="/tmp/rkd-search-ablation")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "search_ablation.json"))
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
-    parser.add_argument("--max-train", type=int, default=6000)
-    parser.add_argument("--max-val", type=int, default=1000)
-    parser.add_argument("--max-test", type=int, default=2000)
-    parser.add_argument("--teacher-epochs", type=int, default=3)
-    parser.add_argument("--stage1-epochs", type=int, default=3)
-    parser.add_argument("--rkd-sc", action="store_true", help="also a short stage 2 + AWGN accuracy (searched, hand)")
-    parser.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
-    parser.add_argument("--child-search", dest="variant", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.variant is not None:
-        child_search(args)
-        return
-
-    import torch
+def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
+    """Stage 1 of every student of one seed: the searches' cells, the hand cells, a random draw of the searched size."""
     from accelerate.utils import set_seed
 
     from rkd.distill import run_stage1
@@ -195,22 +210,16 @@ def main() -> None:
     from rkd.nas.genotype import GENOTYPES, genotype_to_dict, load_genotype
     from rkd.search import student_shape
 
-    torch.set_num_threads(args.threads)
-    started = time.time()
-    cfg = load(args)
-    accelerator, pipeline = pipeline_inputs(cfg)
-    bundle, cache = pipeline.bundle, pipeline.cache
-    prepared = time.time()
-    searches = {variant: run_child_search(args, variant) for variant in VARIANTS}
-    searched = time.time()
+    cfg = dataclasses.replace(cfg, seed=seed)
     shape = student_shape(cfg, bundle)
-    genotypes = {v: load_genotype(Path(args.runs_dir) / "ablation" / v / "genotype.json") for v in VARIANTS}
+    genotypes = {v: load_genotype(seed_dir(args, seed) / v / "genotype.json") for v in args.variants}
     genotypes["hand_default"] = GENOTYPES["default"]
     genotypes["random_similar_size"] = random_genotype(cfg.search.primitives, cfg.search.nodes,
-                                                       measure_network(genotypes["kdl_darts"], shape).params, shape)
+                                                       measure_network(genotypes["kdl_darts"], shape).params, shape,
+                                                       seed=seed)
     students = {}
     for name, genotype in genotypes.items():
-        out = Path(args.runs_dir) / "ablation" / f"stage1-{name}"
+        out = seed_dir(args, seed) / f"stage1-{name}"
         set_seed(cfg.seed + 1)
         summary = run_stage1(cfg, accelerator, bundle, cache, out, genotype=genotype)
         cost = measure_network(genotype, shape)
@@ -218,32 +227,113 @@ def main() -> None:
                           "stage1_val_accuracy": summary["best_val_accuracy"],
                           "stage1_test_accuracy": test_accuracy(cfg, bundle, cache, out),
                           "stage1_minutes": summary["seconds"] / 60, "genotype": genotype_to_dict(genotype)}
-        print(f"{name}: {cost.params:,} params, {cost.flops:,} FLOPs, test {100 * students[name]['stage1_test_accuracy']:.2f}%",
-              flush=True)
+        print(f"seed {seed} {name}: {cost.params:,} params, {cost.flops:,} FLOPs, "
+              f"test {100 * students[name]['stage1_test_accuracy']:.2f}%", flush=True)
     if args.rkd_sc:
         for name in ("kdl_darts", "hand_default"):
             students[name]["rkd_sc_awgn"] = rkd_sc_accuracy(
-                cfg, accelerator, bundle, cache, Path(args.runs_dir) / "ablation" / f"stage1-{name}",
-                Path(args.runs_dir) / "ablation" / f"stage2-{name}", [-5.0, 5.0, 15.0])
+                cfg, accelerator, bundle, cache, seed_dir(args, seed) / f"stage1-{name}",
+                seed_dir(args, seed) / f"stage2-{name}", [-5.0, 5.0, 15.0])
+    return students
+
+
+def mean_std(values: list) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values), "values": values}
+
+
+def summarise(per_seed: dict) -> dict:
+    """Mean +/- std of each student's stage-1 test accuracy over seeds, searched - random, and genotype stability."""
+    from rkd.nas.genotype import genotype_from_dict, shared_edges
+
+    seeds = sorted(per_seed)
+    names = list(per_seed[seeds[0]]["students"])
+    accuracy = {n: mean_std([per_seed[s]["students"][n]["stage1_test_accuracy"] for s in seeds]) for n in names}
+    params = {n: statistics.fmean(per_seed[s]["students"][n]["params"] for s in seeds) for n in names}
+    gain = [per_seed[s]["students"]["kdl_darts"]["stage1_test_accuracy"]
+            - per_seed[s]["students"]["random_similar_size"]["stage1_test_accuracy"] for s in seeds]
+    searched = [genotype_from_dict(per_seed[s]["students"]["kdl_darts"]["genotype"]) for s in seeds]
+    total = len(searched[0].normal) + len(searched[0].reduce)
+    pairs = [(a, b) for i, a in enumerate(searched) for b in searched[i + 1:]]
+    return {
+        "seeds": seeds, "stage1_test_accuracy": accuracy, "mean_params": params,
+        "searched_minus_random": mean_std(gain),
+        "stability": {"edges": total, "edges_shared_by_all_seeds": shared_edges(searched),
+                      "ops_shared_by_all_seeds_ignoring_inputs": shared_edges(searched, ignore_inputs=True),
+                      "mean_edges_shared_per_seed_pair": (statistics.fmean(shared_edges(p) for p in pairs)
+                                                          if pairs else None)},
+    }
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-dir", default="/tmp/rkd-search-ablation")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "search_ablation.json"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="search/stage-1 seeds (e.g. 0 1 2)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="searches to run per seed (kdl_darts is always included)")
+    parser.add_argument("--max-train", type=int, default=6000)
+    parser.add_argument("--max-val", type=int, default=1000)
+    parser.add_argument("--max-test", type=int, default=2000)
+    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--stage1-epochs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny subsets and searches: proves the script runs")
+    parser.add_argument("--rkd-sc", action="store_true", help="also a short stage 2 + AWGN accuracy (searched, hand)")
+    parser.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
+    parser.add_argument("--child-search", dest="variant", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+        args.override = [*SMOKE_OVERRIDES, *args.override]
+    if "kdl_darts" not in args.variants:
+        args.variants.insert(0, "kdl_darts")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.variant is not None:
+        child_search(args)
+        return
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    cfg = load(args)
+    accelerator, pipeline = pipeline_inputs(cfg)
+    bundle, cache = pipeline.bundle, pipeline.cache
+    prepared = time.time()
+    per_seed, search_seconds = {}, 0.0
+    for seed in args.seeds:
+        before = time.time()
+        searches = {variant: run_child_search(args, variant, seed) for variant in args.variants}
+        search_seconds += time.time() - before
+        per_seed[seed] = {"searches": searches,
+                          "students": train_students(args, cfg, accelerator, bundle, cache, seed)}
     result = {
         "setup": {
             "data": {"train": len(bundle.splits["train"]), "val": len(bundle.splits["val"]),
                      "test": len(bundle.splits["test"])},
             "teacher_epochs": args.teacher_epochs, "stage1_epochs": args.stage1_epochs, "threads": args.threads,
+            "smoke": args.smoke, "overrides": args.override, "teacher_seed": cfg.seed,
             "search": {k: v for k, v in vars(cfg.search).items() if k not in ("train", "primitives", "sweep_weights")}
             | {"epochs": cfg.search.train.epochs, "batch_size": cfg.search.train.batch_size},
             "teacher_test_accuracy": float((cache.logits["test"].float().argmax(-1) == bundle.splits["test"].labels)
                                            .float().mean()),
             "load_average_at_end": os.getloadavg(),
         },
-        "searches": searches,
-        "students": students,
-        "minutes": {"teacher_and_cache": (prepared - started) / 60, "searches": (searched - prepared) / 60,
+        "summary": summarise(per_seed),
+        "per_seed": {str(seed): v for seed, v in per_seed.items()},
+        "minutes": {"teacher_and_cache": (prepared - started) / 60, "searches": search_seconds / 60,
                     "total": (time.time() - started) / 60},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result["summary"], indent=2))
 
 
 if __name__ == "__main__":

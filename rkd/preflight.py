@@ -9,7 +9,7 @@ once by ``Pipeline.run`` before its first stage; each check names the config fie
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -98,10 +98,9 @@ def config_only_teacher(cfg: TeacherConfig) -> tuple[Teacher, str]:
     ref, config = load_teacher_config(cfg)
     model_type = str(getattr(config, "model_type", "?"))
     kind = cfg.kind if cfg.kind != "auto" else ("clip" if model_type in CLIP_MODEL_TYPES else "classifier")
-    build: Callable[[], Any] = (lambda: _clip_from_config(config)) if kind == "clip" else (
-        lambda: _classifier_from_config(config, cfg.trust_remote_code))
     try:
-        model, head = build()
+        model, head = (_clip_from_config(config) if kind == "clip"
+                       else _classifier_from_config(config, cfg.trust_remote_code))
         processor = load_processor(ref, cfg.trust_remote_code)
         transform = transform_from_processor(processor, model.config, kind, cfg.image_size)
         teacher = Teacher(model, transform, kind, cfg.source, head=head)
