@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 CHANNEL_NAMES = ("awgn", "rayleigh", "rician")
-CSI_MODES = ("perfect", "none")
-_SPEC_KEYS = ("name", "csi", "k_factor")
+CSI_MODES = ("perfect", "pilot", "none")
+_SPEC_KEYS = ("name", "csi", "k_factor", "pilots")
 _EPS = 1e-12
 
 SNRLike = Union[torch.Tensor, float, int]
@@ -104,26 +104,33 @@ class ChannelOutput:
     """What the receiver gets: symbols, the true fading coefficient, and the state it knows.
 
     ``state[:, 0]`` is the nominal SNR (dB); ``state[:, 1]`` the effective SNR (dB) the receiver
-    can estimate: ``snr + 10 log10 |h|^2`` with perfect CSI, the nominal SNR without CSI.
+    can estimate: ``snr + 10 log10 |h|^2`` with perfect CSI, the same with the estimated ``h`` for
+    pilot-based CSI, the nominal SNR without CSI. ``mask`` marks the data symbols in ``y``: the
+    sent ones, except with pilots, where the ``k - pilots`` data symbols come first.
     """
 
     y: torch.Tensor  # complex [batch, n]
     h: torch.Tensor  # complex [batch]
     state: torch.Tensor  # real [batch, 2]
+    mask: Optional[torch.Tensor] = None  # bool [batch, n]
 
 
 class Channel(nn.Module):
     """Block channel ``y = h x + n`` on unit-power symbols; subclasses only say how ``h`` is drawn.
 
     With ``csi="perfect"`` the receiver knows ``h`` and equalises (returns ``y / h``, so deep fades
-    amplify noise); with ``csi="none"`` it returns ``h x + n`` as received.
+    amplify noise); with ``csi="none"`` it returns ``h x + n`` as received. With ``csi="pilot"``
+    the first ``pilots`` of a sample's ``k`` channel uses carry the known symbol 1 (pilots count in
+    ``k``): the receiver estimates ``h`` from them (LMMSE for ``h ~ CN(0, 1)``) and MMSE-equalises
+    the ``k - pilots`` data symbols that follow, which the encoder's first ``k - pilots`` symbols fill.
     """
 
     name = "channel"
 
-    def __init__(self, csi: str = "perfect") -> None:
+    def __init__(self, csi: str = "perfect", pilots: int = 1) -> None:
         super().__init__()
         self.csi = _check_csi(csi)
+        self.pilots = _check_pilots(pilots)
 
     def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """One complex coefficient per sample, ``E|h|^2 = 1``."""
@@ -140,6 +147,8 @@ class Channel(nn.Module):
         if z.dim() != 2:
             raise ValueError(f"argument 'z' has shape {tuple(z.shape)}: expected complex symbols [batch, n_symbols]")
         sent = _check_mask(z, mask)
+        if self.csi == "pilot":
+            return self._transmit_with_pilots(z, snr_db, sent, generator)
         x = normalize_power(z, sent)
         real = _real_dtype(x)
         snr = _per_sample_snr(snr_db, x)
@@ -155,7 +164,33 @@ class Channel(nn.Module):
         else:
             effective = snr
         y = torch.where(sent, y, torch.zeros((), dtype=y.dtype, device=y.device))
-        return ChannelOutput(y=y, h=h, state=torch.stack([snr, effective], dim=-1))
+        return ChannelOutput(y=y, h=h, state=torch.stack([snr, effective], dim=-1), mask=sent)
+
+    def _transmit_with_pilots(self, z: torch.Tensor, snr_db: SNRLike, sent: torch.Tensor,
+                              generator: Optional[torch.Generator]) -> ChannelOutput:
+        """Pilots in the first channel uses, LMMSE estimate of ``h`` from them, MMSE equalisation of the rest."""
+        z = _as_complex(z)
+        p, n = self.pilots, z.shape[1]
+        k = sent.sum(dim=-1)
+        positions = torch.arange(n, device=z.device)
+        data = positions[None, :] < (k - p).clamp_min(0)[:, None]  # data symbol j rides channel use p + j
+        x_data = normalize_power(z, data)
+        uses = torch.cat([torch.ones_like(z[:, :p]), x_data[:, : max(0, n - p)]], dim=1)[:, :n]
+        uses = torch.where(sent, uses, torch.zeros((), dtype=z.dtype, device=z.device))
+        real = _real_dtype(uses)
+        snr = _per_sample_snr(snr_db, uses)
+        h = self.sample_fading(uses.shape[0], generator, uses.device, real).to(uses.dtype)
+        noise_var = torch.pow(10.0, -snr / 10.0)
+        noise = _complex_normal(uses.shape, generator, uses.device, real) * noise_var.sqrt()[:, None]
+        y = h[:, None] * uses + noise
+        n_pilots = torch.clamp(k, max=p).to(real)  # a sample with k < pilots sends only k pilots
+        pilot_sum = torch.where(positions[None, :] < torch.clamp(k, max=p)[:, None], y, torch.zeros((), dtype=y.dtype, device=y.device)).sum(-1)
+        h_hat = pilot_sum / (n_pilots + noise_var)
+        equalised = h_hat.conj()[:, None] * y / (h_hat.abs().square() + noise_var)[:, None]
+        shifted = torch.cat([equalised[:, p:], torch.zeros_like(equalised[:, :p])], dim=1)[:, :n]
+        shifted = torch.where(data, shifted, torch.zeros((), dtype=y.dtype, device=y.device))
+        effective = snr + 10.0 * torch.log10(h_hat.abs().square() + _EPS)
+        return ChannelOutput(y=shifted, h=h, state=torch.stack([snr, effective], dim=-1), mask=data)
 
     def forward(
         self,
@@ -193,8 +228,8 @@ class RicianChannel(Channel):
 
     name = "rician"
 
-    def __init__(self, k_factor: float = 4.0, csi: str = "perfect") -> None:
-        super().__init__(csi=csi)
+    def __init__(self, k_factor: float = 4.0, csi: str = "perfect", pilots: int = 1) -> None:
+        super().__init__(csi=csi, pilots=pilots)
         self.k_factor = _check_k_factor(k_factor)
 
     def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -217,6 +252,12 @@ def _check_csi(csi: Any) -> str:
     return csi
 
 
+def _check_pilots(pilots: Any) -> int:
+    if isinstance(pilots, bool) or not isinstance(pilots, int) or pilots < 1:
+        raise ValueError(f"argument 'pilots' = {pilots!r} is invalid: expected an integer >= 1 (pilot symbols per packet)")
+    return pilots
+
+
 def _check_k_factor(k_factor: Any) -> float:
     ok = isinstance(k_factor, (int, float)) and not isinstance(k_factor, bool) and math.isfinite(k_factor) and k_factor >= 0
     if not ok:
@@ -225,23 +266,25 @@ def _check_k_factor(k_factor: Any) -> float:
 
 
 def get_channel(name: str, **kwargs: Any) -> Channel:
-    """Build a channel by name: ``"awgn"``, ``"rayleigh"`` (``csi``) or ``"rician"`` (``k_factor``, ``csi``).
+    """Build a channel by name: ``"awgn"``, ``"rayleigh"`` (``csi``, ``pilots``) or ``"rician"`` (``k_factor``, ``csi``, ``pilots``).
 
-    ``csi`` and ``k_factor`` are accepted (and validated) for every name so that one config can
-    build all channels; they are ignored where they do not apply (AWGN has ``h = 1``, Rayleigh no K).
+    ``csi``, ``k_factor`` and ``pilots`` are accepted (and validated) for every name so that one
+    config can build all channels; they are ignored where they do not apply (AWGN has ``h = 1``,
+    known to the receiver, so it sends no pilots; Rayleigh has no K).
     """
     if name not in CHANNEL_NAMES:
         raise ValueError(f"argument 'name' = {name!r} is invalid: expected one of {CHANNEL_NAMES}")
-    unknown = sorted(set(kwargs) - {"csi", "k_factor"})
+    unknown = sorted(set(kwargs) - {"csi", "k_factor", "pilots"})
     if unknown:
-        raise ValueError(f"argument {unknown[0]!r} = {kwargs[unknown[0]]!r} is not accepted: get_channel takes only 'csi' and 'k_factor'")
+        raise ValueError(f"argument {unknown[0]!r} = {kwargs[unknown[0]]!r} is not accepted: get_channel takes only 'csi', 'k_factor' and 'pilots'")
     csi = _check_csi(kwargs.get("csi", "perfect"))
     k_factor = _check_k_factor(kwargs.get("k_factor", 4.0))
+    pilots = _check_pilots(kwargs.get("pilots", 1))
     if name == "awgn":
-        return AWGNChannel(csi=csi)
+        return AWGNChannel(csi="perfect" if csi == "pilot" else csi)
     if name == "rayleigh":
-        return RayleighChannel(csi=csi)
-    return RicianChannel(k_factor=k_factor, csi=csi)
+        return RayleighChannel(csi=csi, pilots=pilots)
+    return RicianChannel(k_factor=k_factor, csi=csi, pilots=pilots)
 
 
 def _spec_kwargs(spec: ChannelSpec) -> tuple[str, dict]:
@@ -253,7 +296,7 @@ def _spec_kwargs(spec: ChannelSpec) -> tuple[str, dict]:
     unknown = sorted(set(spec) - set(_SPEC_KEYS))
     if unknown:
         raise ValueError(f"argument 'spec' = {dict(spec)!r} has unknown key {unknown[0]!r}: expected only {_SPEC_KEYS}")
-    kwargs = {key: spec[key] for key in ("csi", "k_factor") if spec.get(key) is not None}
+    kwargs = {key: spec[key] for key in ("csi", "k_factor", "pilots") if spec.get(key) is not None}
     return spec["name"], kwargs
 
 
@@ -264,11 +307,11 @@ def channel_from_spec(spec: ChannelSpec) -> Channel:
 
 
 def channel_label(spec: ChannelSpec) -> str:
-    """Short stable name for results tables: ``awgn``, ``rayleigh-csi``, ``rayleigh-nocsi``, ``rician-k4-csi``."""
+    """Short stable name for results tables: ``awgn``, ``rayleigh-csi``, ``rayleigh-pilot1``, ``rayleigh-nocsi``, ``rician-k4-csi``."""
     channel = channel_from_spec(spec)
     if isinstance(channel, AWGNChannel):
         return "awgn"
-    csi = "csi" if channel.csi == "perfect" else "nocsi"
+    csi = {"perfect": "csi", "none": "nocsi"}.get(channel.csi, f"pilot{channel.pilots}")
     if isinstance(channel, RicianChannel):
         return f"rician-k{channel.k_factor:g}-{csi}"
     return f"{channel.name}-{csi}"
@@ -339,18 +382,33 @@ class SNRSampler:
 
 
 def training_channel_specs(channel_cfg: Any) -> list:
-    """The training channels of a ``ChannelTrainConfig`` as specs (one CSI mode and K factor for all)."""
-    return [{"name": name, "csi": channel_cfg.csi, "k_factor": channel_cfg.k_factor} for name in channel_cfg.channels]
+    """The training channels of a ``ChannelTrainConfig`` as specs: each fading channel once per CSI mode.
+
+    ``channel_cfg.csi`` is one mode or a list of them (one model trained for every mode it will be
+    evaluated in); AWGN appears once, its receiver always knowing ``h = 1``.
+    """
+    modes = [channel_cfg.csi] if isinstance(channel_cfg.csi, str) else list(channel_cfg.csi)
+    pilots = getattr(channel_cfg, "pilots", 1)
+    specs = []
+    for name in channel_cfg.channels:
+        for csi in (modes[:1] if name == "awgn" else modes):
+            spec = {"name": name, "csi": csi, "k_factor": channel_cfg.k_factor}
+            if csi == "pilot":
+                spec["pilots"] = pilots
+            specs.append(spec)
+    return specs
 
 
 def send_per_sample(channels: Sequence[nn.Module], z: torch.Tensor, snr_db: torch.Tensor, mask: torch.Tensor,
                     channel_ids: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
-    """Sample ``b``'s sent symbols (``mask[b]``) through channel ``channel_ids[b]``: ``(y, state)``.
+    """Sample ``b``'s sent symbols (``mask[b]``) through channel ``channel_ids[b]``: ``(y, state, data_mask)``.
 
-    Training mixes channel types within a batch; each channel sees only its own rows.
+    Training mixes channel types within a batch; each channel sees only its own rows. ``data_mask``
+    marks the data symbols the decoder reads (the sent ones, fewer where pilots took channel uses).
     """
     y = torch.zeros_like(z)
     state = torch.zeros(z.shape[0], 2, device=z.device)
+    data_mask = mask.clone()
     for cid, channel in enumerate(channels):
         rows = channel_ids == cid
         if not bool(rows.any()):
@@ -358,4 +416,5 @@ def send_per_sample(channels: Sequence[nn.Module], z: torch.Tensor, snr_db: torc
         out = channel.transmit(z[rows], snr_db[rows].float(), mask[rows], generator=generator)
         y[rows] = out.y.to(y.dtype)
         state[rows] = out.state.float()
-    return y, state
+        data_mask[rows] = out.mask
+    return y, state, data_mask

@@ -109,12 +109,16 @@ class CodecConfig:
     dropout: float = 0.0
     use_state: bool = True  # false: the codec's channel-state input is zeroed in training and test (ablation)
     train_rates: Optional[list] = None  # k drawn in stage 2; null = rates ([max_symbols] = fixed-length ablation)
+    rate_sampling: str = "proportional"  # uniform | proportional (P(k) ~ k: the long codes' extra symbols train too)
+    principal_init: bool = True  # start the encoder's linear path at the student feature's principal directions
 
 
 @dataclass
 class ChannelTrainConfig:
     channels: list = field(default_factory=lambda: ["awgn", "rayleigh", "rician"])
-    csi: str = "perfect"  # perfect | none (for fading channels)
+    # perfect | pilot | none, or a list of them: every fading channel is trained in each listed mode
+    csi: Any = "perfect"
+    pilots: int = 1  # csi=pilot: pilot symbols per packet, counted in k
     k_factor: float = 4.0  # Rician K
     snr_min: float = -10.0
     snr_max: float = 20.0
@@ -127,7 +131,7 @@ class EvalConfig:
         default_factory=lambda: [
             {"name": "awgn"},
             {"name": "rayleigh", "csi": "perfect"},
-            {"name": "rayleigh", "csi": "none"},
+            {"name": "rayleigh", "csi": "pilot", "pilots": 1},
             {"name": "rician", "csi": "perfect", "k_factor": 4.0},
         ]
     )
@@ -194,7 +198,7 @@ class BaselinesConfig:
     # channel draws); null = [seed]. Seeds other than `seed` run in <run>/seeds/seed-<s>/ (methods only)
     seeds: Optional[list] = None
     per_image: bool = False  # keep per-image correctness (correct.npz) for the paired test of rkd.compare
-    ablations: list = field(default_factory=lambda: ["no-kd", "no-robust-kd", "no-channel-training", "no-state",
+    ablations: list = field(default_factory=lambda: ["no-kd", "robust-kd", "no-channel-training", "no-state",
                                                      "fixed-length"])
     extra_snrs: list = field(default_factory=lambda: [-5.0, 5.0])  # added to the eval grid for the comparison
     compare_k: Optional[int] = None  # k of the comparison table and figure; null = max(codec.rates)
@@ -265,7 +269,8 @@ _CHOICES = {
     "scheduler": ("cosine", "constant"),
     "loss.feature_loss": ("cosine", "mse"),
     "stage2_loss.feature_loss": ("cosine", "mse"),
-    "channel.csi": ("perfect", "none"),
+    "channel.csi": ("perfect", "pilot", "none"),
+    "codec.rate_sampling": ("uniform", "proportional"),
     "search.order": ("first", "second"),
     "search.complexity": ("params", "flops", "both"),
     "search.sweep_budget_metric": ("params", "flops"),
@@ -372,7 +377,7 @@ def _check_search(s: SearchConfig) -> None:
 
 BASELINE_METHODS = ("deep-jscc", "adjscc", "deep-jscc-budget", "conference", "conference-awgn", "label-digital",
                     "feature-digital", "digital")
-ABLATIONS = ("no-kd", "no-robust-kd", "no-channel-training", "no-state", "fixed-length")
+ABLATIONS = ("no-kd", "no-robust-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length")
 
 
 def _check_baselines(b: BaselinesConfig, codec: CodecConfig) -> None:
@@ -502,11 +507,23 @@ def validate(cfg: RunConfig) -> RunConfig:
             isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= c.max_symbols for k in c.train_rates)):
         _fail("codec.train_rates", c.train_rates,
               f"null (= codec.rates) or a non-empty list of integers in [1, codec.max_symbols={c.max_symbols}]")
+    if c.rate_sampling not in _CHOICES["codec.rate_sampling"]:
+        _fail("codec.rate_sampling", c.rate_sampling, f"one of {_CHOICES['codec.rate_sampling']}")
     ch = cfg.channel
     if not ch.channels or any(n not in KNOWN_CHANNELS for n in ch.channels):
         _fail("channel.channels", ch.channels, f"a non-empty list drawn from {KNOWN_CHANNELS}")
-    if ch.csi not in _CHOICES["channel.csi"]:
-        _fail("channel.csi", ch.csi, "'perfect' or 'none'")
+    if isinstance(ch.csi, str) and ch.csi.startswith("["):  # a list given on the command line
+        try:
+            ch.csi = yaml.safe_load(ch.csi)
+        except yaml.YAMLError:
+            pass
+    modes = ch.csi if isinstance(ch.csi, list) else [ch.csi]
+    if not modes or any(not isinstance(m, str) or m not in _CHOICES["channel.csi"] for m in modes):
+        _fail("channel.csi", ch.csi, f"one of {_CHOICES['channel.csi']} or a non-empty list of them")
+    if isinstance(ch.pilots, bool) or not isinstance(ch.pilots, int) or ch.pilots < 1:
+        _fail("channel.pilots", ch.pilots, "an integer >= 1 (pilot symbols per packet)")
+    if "pilot" in modes and ch.pilots >= min(c.train_rates or c.rates):
+        _fail("channel.pilots", ch.pilots, f"fewer pilots than the smallest trained k ({min(c.train_rates or c.rates)})")
     if ch.k_factor < 0:
         _fail("channel.k_factor", ch.k_factor, "a Rician K factor >= 0")
     if not ch.snr_min < ch.snr_max:
@@ -519,12 +536,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     e = cfg.eval
     for i, spec in enumerate(e.channels):
         if not isinstance(spec, dict) or spec.get("name") not in KNOWN_CHANNELS:
-            _fail(f"eval.channels[{i}]", spec, f"a mapping with 'name' in {KNOWN_CHANNELS} (and optional csi, k_factor)")
-        extra = set(spec) - {"name", "csi", "k_factor"}
+            _fail(f"eval.channels[{i}]", spec, f"a mapping with 'name' in {KNOWN_CHANNELS} (and optional csi, k_factor, pilots)")
+        extra = set(spec) - {"name", "csi", "k_factor", "pilots"}
         if extra:
-            _fail(f"eval.channels[{i}]", spec, "only the keys name, csi, k_factor")
-        if spec.get("csi", "perfect") not in ("perfect", "none"):
-            _fail(f"eval.channels[{i}].csi", spec.get("csi"), "'perfect' or 'none'")
+            _fail(f"eval.channels[{i}]", spec, "only the keys name, csi, k_factor, pilots")
+        if spec.get("csi", "perfect") not in _CHOICES["channel.csi"]:
+            _fail(f"eval.channels[{i}].csi", spec.get("csi"), "'perfect', 'pilot' or 'none'")
+        pilots = spec.get("pilots", 1)
+        if isinstance(pilots, bool) or not isinstance(pilots, int) or pilots < 1:
+            _fail(f"eval.channels[{i}].pilots", pilots, "an integer >= 1")
         k_factor = spec.get("k_factor", 0.0)
         if isinstance(k_factor, bool) or not isinstance(k_factor, (int, float)) or not math.isfinite(k_factor) or k_factor < 0:
             _fail(f"eval.channels[{i}].k_factor", k_factor, "a finite Rician K factor >= 0")

@@ -32,6 +32,7 @@ from rkd.artifacts import atomic_write, atomic_write_json, atomic_write_text, re
 from rkd.channels import channel_from_spec, channel_label
 from rkd.classwise import classwise_summary, csv_rows, dataset_description, describe_dataset, plot_confusion
 from rkd.classwise import render_lines as render_classwise
+from rkd.code_diagnostics import effective_dimensions, rate_gains, summarise_rate_gains
 from rkd.data import student_transform
 from rkd.models.cat import symbol_mask
 from rkd.progress import progress_bar
@@ -100,7 +101,7 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
                     snr_b = snr_all[start:start + zb.shape[0]]
                     mask = torch.ones(zb.shape, dtype=torch.bool, device=device)
                     out = channel.transmit(zb, snr_b, mask, generator=generator)
-                    features = system.decoder(out.y, mask, out.state.float())
+                    features = system.decoder(out.y, out.mask, out.state.float())
                     preds = system.classify(features).argmax(-1)
                     hit = preds == labels[start:start + zb.shape[0]]
                     correct += int(hit.sum())
@@ -189,6 +190,7 @@ def evaluate_run(pipeline, out_dir: Path) -> dict:
             "csi_assumption": {spec_label["channel_label"]: spec_label["csi"] for spec_label in records[2:]},
             "config_hash": pipeline.run_dir.hashes["eval"],
             "student_genotype": pipeline.genotype_origin(),
+            "code_diagnostics": code_diagnostics(system, tokens.cpu(), records, rates),
         }
         summary["compression_ratio"] = summary["teacher_params"] / max(1, summary["student_params"])
         summary["dataset"] = dataset_description(bundle, cfg.data.image_size)
@@ -267,6 +269,36 @@ def plot_results(out_dir: Path, records: list, summary: dict) -> list:
     return paths + plot_confusion(out_dir, summary.get("classwise"))
 
 
+CODE_DIAGNOSTIC_SNR = 10.0  # nominal SNR (dB) the transmitter is told while its code's dimension is measured
+
+
+def code_diagnostics(system, tokens: torch.Tensor, records: list, rates: list) -> dict:
+    """Effective dimension of the transmitted code per k, and AWGN accuracy over the energy-only prediction."""
+    return {
+        "effective_dimension_snr_db": CODE_DIAGNOSTIC_SNR,
+        "effective_dimension": effective_dimensions(system.transmit, tokens, rates, CODE_DIAGNOSTIC_SNR),
+        "awgn_rate_gain": summarise_rate_gains(rate_gains(records, METHOD, "awgn")),
+    }
+
+
+def render_code_diagnostics(d: dict) -> list:
+    """The report's section that shows whether extra symbols carry new information."""
+    dims = d["effective_dimension"]
+    lines = ["## Does the code use its symbols?", "",
+             f"Effective dimension (participation ratio of the 2k reals sent, test set, nominal "
+             f"{d['effective_dimension_snr_db']:g} dB): a repetition code stays near 2 for every k.", "",
+             "| k | " + " | ".join(str(k) for k in dims) + " |", "|---|" + "---:|" * len(dims),
+             "| effective dimension | " + " | ".join(f"{v:.1f}" for v in dims.values()) + " |", ""]
+    gains = d.get("awgn_rate_gain")
+    if gains:
+        lines += ["AWGN accuracy minus the energy-only prediction (the shortest code at the same total energy, "
+                  "SNR + 10 log10(k / k_min)), in points, over the SNRs where it can be read off the grid:", "",
+                  "| k | mean gain | min gain | SNRs |", "|---:|---:|---:|---:|"]
+        lines += [f"| {k} | {100 * g['mean']:+.2f} | {100 * g['min']:+.2f} | {g['n_snrs']} |" for k, g in gains.items()]
+        lines.append("")
+    return lines
+
+
 def render_report(records: list, summary: dict) -> str:
     s = summary
     lines = [
@@ -295,7 +327,8 @@ def render_report(records: list, summary: dict) -> str:
     snrs = sorted({r["snr_db"] for r in channel_records})
     shown = [v for v in (-10, -6, -2, 0, 4, 10, 20) if v in snrs] or snrs
     lines += ["## Accuracy (%) over the channel", "",
-              "CSI: `csi` = perfect means the receiver equalises with the true fading gain; none means it does not.", "",
+              "CSI: `csi` = perfect means the receiver equalises with the true fading gain; pilot means it estimates "
+              "the gain from pilot symbols counted in k (LMMSE) and MMSE-equalises; none means it does not equalise.", "",
               "| method | channel | csi | k (channel uses) | " + " | ".join(f"{v:g} dB" for v in shown) + " |",
               "|---|---|---|---:|" + "---:|" * len(shown)]
     keys = list(dict.fromkeys((r["method"], r["channel_label"], r["channel"], r["csi"], r["channel_uses"]) for r in channel_records))
@@ -307,6 +340,8 @@ def render_report(records: list, summary: dict) -> str:
     if "classwise" in s:
         lines += [""] + render_classwise(s["classwise"])[:-1]
     lines += ["", "Plots: `accuracy_vs_snr.png` (all channels) and one `accuracy_vs_snr_<channel>.png` per channel.", ""]
+    if "code_diagnostics" in s:
+        lines += render_code_diagnostics(s["code_diagnostics"])
     return "\n".join(lines)
 
 

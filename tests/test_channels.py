@@ -273,3 +273,40 @@ def test_snr_sampler_draws_inside_bucket_and_covers_range():
     assert histogram.min() > 0.7 * histogram.mean()  # the union of 6 steps is uniform on the range
     again = sampler.sample(10, 3, generator=_gen(3))
     torch.testing.assert_close(again, drawn[3][:10])
+
+
+# ----------------------------------------------------------------------------- pilot-based CSI
+
+
+@pytest.mark.parametrize("name", ["rayleigh", "rician"])
+def test_pilots_count_in_k_and_recover_the_data_at_high_snr(name):
+    g = torch.Generator().manual_seed(11)
+    z = torch.complex(torch.randn(256, 8, generator=g), torch.randn(256, 8, generator=g))
+    k = torch.randint(2, 9, (256,), generator=g)
+    mask = torch.arange(8)[None, :] < k[:, None]
+    out = get_channel(name, csi="pilot", pilots=1).transmit(z, torch.full((256,), 120.0), mask, generator=_gen(12))
+    assert torch.equal(out.mask.sum(-1), k - 1)  # one of the k channel uses carried the pilot
+    data = normalize_power(z, out.mask)  # the encoder's first k - 1 symbols, normalised over themselves
+    assert torch.allclose(out.y, data, atol=1e-3)  # h estimated and equalised: the data come back
+    gain_db = 10 * torch.log10(out.h.abs().square())
+    assert torch.allclose(out.state[:, 1], 120.0 + gain_db, atol=0.05)
+
+
+def test_pilot_estimate_is_mmse_shrunk_at_low_snr():
+    """At -10 dB an LMMSE estimate shrinks towards 0 and MMSE equalisation keeps the output bounded."""
+    z = torch.ones(4000, 4, dtype=torch.complex64)
+    out = get_channel("rayleigh", csi="pilot", pilots=2).transmit(z, torch.full((4000,), -10.0), generator=_gen(13))
+    assert torch.equal(out.mask.sum(-1), torch.full((4000,), 2))
+    assert torch.isfinite(out.y).all() and out.y.abs().max() < 50
+    blind_zf = get_channel("rayleigh", csi="perfect").transmit(z, torch.full((4000,), -10.0), generator=_gen(13))
+    assert out.y.abs().square().mean() < blind_zf.y.abs().square().mean()  # no zero-forcing noise blow-up
+
+
+def test_pilot_mode_on_awgn_sends_no_pilots_and_bad_counts_are_refused():
+    z = torch.randn(16, 4, dtype=torch.complex64)
+    out = get_channel("awgn", csi="pilot").transmit(z, torch.full((16,), 10.0), generator=_gen(14))
+    assert bool(out.mask.all())
+    assert channel_label({"name": "rayleigh", "csi": "pilot", "pilots": 2}) == "rayleigh-pilot2"
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="pilots"):
+            get_channel("rayleigh", csi="pilot", pilots=bad)

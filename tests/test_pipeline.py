@@ -41,7 +41,7 @@ def test_end_to_end_run_skip_and_rerun(tiny_args, tmp_path, capsys):
     for r in records:
         assert set(r) >= {"method", "channel", "csi", "snr_db", "channel_uses", "accuracy", "n_test"}
         assert 0.0 <= r["accuracy"] <= 1.0 and r["n_test"] == 100
-    assert {r["channel_label"] for r in records} == {"awgn", "rayleigh-csi", "rayleigh-nocsi", "rician-k4-csi"}
+    assert {r["channel_label"] for r in records} == {"awgn", "rayleigh-csi", "rayleigh-pilot1", "rician-k4-csi"}
     for name in ("results.csv", "report.md", "accuracy_vs_snr.png", "accuracy_vs_snr_awgn.png"):
         assert (run / "eval" / name).stat().st_size > 0
     assert "teacher" in (run / "eval" / "report.md").read_text()

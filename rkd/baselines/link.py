@@ -22,8 +22,8 @@ def send(channels: Sequence[nn.Module], z: torch.Tensor, snr_db: torch.Tensor, k
          channel_ids: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
     """The first ``k[b]`` symbols of sample ``b`` through channel ``channel_ids[b]``: ``(y, mask, state)``."""
     mask = symbol_mask(k, z.shape[-1]).to(z.device)
-    y, state = send_per_sample(channels, z, snr_db, mask, channel_ids, generator)
-    return y, mask, state
+    y, state, data_mask = send_per_sample(channels, z, snr_db, mask, channel_ids, generator)
+    return y, data_mask, state
 
 
 class LinkModel(nn.Module):

@@ -41,8 +41,8 @@ def trained_labels(channel_cfg) -> list:
 
 
 def receiver_csi_labels(channel_specs: list) -> list:
-    """The eval channels a digital scheme is designed for: those where its receiver knows the channel."""
-    return [channel_label(s) for s in channel_specs if s.get("csi", "perfect") != "none"]
+    """The eval channels a digital scheme is designed for: those where its receiver knows the channel exactly."""
+    return [channel_label(s) for s in channel_specs if s["name"] == "awgn" or s.get("csi", "perfect") == "perfect"]
 
 
 def comparison_grid(cfg: RunConfig) -> list:
@@ -197,7 +197,8 @@ def train_deep_jscc(ctx: Context, out_dir: Path, adaptive: bool, train_cfg=None)
                                hidden=b.jscc_hidden, adaptive=adaptive)
     loss = build_kd_loss(task=1.0, logit_kd=0.0, feature_kd=0.0, label_smoothing=tcfg.label_smoothing)
     objective = DistillObjective(ctx.transform, NoTeacher(), loss, channel_cfg=cfg.channel, rates=cfg.codec.rates,
-                                 rank=acc.process_index, world_size=acc.num_processes, seed=cfg.seed)
+                                 rank=acc.process_index, world_size=acc.num_processes, seed=cfg.seed,
+                                 proportional_rates=cfg.codec.rate_sampling == "proportional")  # as RKD-SC's stage 2
     train_loader = make_loader(ctx.bundle.splits["train"], tcfg.batch_size, shuffle=True, seed=cfg.seed + 1,
                                drop_last=True)
     val_loader = make_loader(ctx.bundle.splits["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed)

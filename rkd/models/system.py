@@ -62,12 +62,14 @@ class RKDSystem(nn.Module):
                 generator: Optional[torch.Generator] = None) -> dict:
         """Send the first k symbols of each sample through its channel and decode them."""
         mask = symbol_mask(k, self.max_symbols).to(z.device)
-        y, state = send_per_sample(self.channels, z, snr_db, mask, channel_ids, generator)
-        features = self.decoder(y, mask, state)
+        y, state, data_mask = send_per_sample(self.channels, z, snr_db, mask, channel_ids, generator)
+        features = self.decoder(y, data_mask, state)
         return {"features": features, "logits": self.classify(features), "projected": self.projector(features)}
 
-    def forward(self, x: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor, channel_ids: torch.Tensor,
-                generator: Optional[torch.Generator] = None) -> dict:
-        tokens = self.student(x)["tokens"]
+    def forward(self, x: Optional[torch.Tensor], snr_db: torch.Tensor, k: torch.Tensor, channel_ids: torch.Tensor,
+                generator: Optional[torch.Generator] = None, tokens: Optional[torch.Tensor] = None) -> dict:
+        """Images ``x`` through the whole chain, or precomputed student ``tokens`` (stage 2 with a frozen student)."""
+        if tokens is None:
+            tokens = self.student(x)["tokens"]
         z = self.transmit(tokens, snr_db)
         return self.receive(z, snr_db, k, channel_ids, generator)
