@@ -26,6 +26,7 @@ from rkd.channels import SNRSampler, training_channel_specs
 from rkd.config import RunConfig
 from rkd.data import DataBundle, make_loader, student_transform
 from rkd.engine import Step, fit
+from rkd.frozen_features import freeze, student_tokens, token_loader
 from rkd.losses import build_kd_loss
 from rkd.models.cat import sample_rates
 from rkd.models.system import DistilledStudent, RKDSystem
@@ -64,12 +65,14 @@ class DistillObjective:
     """
 
     def __init__(self, transform, cache, loss, channel_cfg=None, rates=None, rank: int = 0, world_size: int = 1,
-                 seed: int = 0) -> None:
+                 seed: int = 0, proportional_rates: bool = False) -> None:
         self.transform = transform
         self.cache = cache
         self.loss = loss
         self.channel_cfg = channel_cfg
         self.rates = list(rates or [])
+        self.proportional_rates = proportional_rates
+        self.n_channels = len(training_channel_specs(channel_cfg)) if channel_cfg is not None else 0
         self.eval_split = "val"
         self.step = 0
         self.seed = seed
@@ -92,21 +95,22 @@ class DistillObjective:
             gen = torch.Generator().manual_seed(10_007 * first_index + self.seed)
             lo, hi = self.channel_cfg.snr_min, self.channel_cfg.snr_max
             snr = lo + (hi - lo) * torch.rand(batch_size, generator=gen)
-        k = sample_rates(batch_size, self.rates, generator=gen)
-        channel_ids = torch.randint(0, len(self.channel_cfg.channels), (batch_size,), generator=gen)
+        k = sample_rates(batch_size, self.rates, generator=gen, proportional=self.proportional_rates and train)
+        channel_ids = torch.randint(0, self.n_channels, (batch_size,), generator=gen)
         return snr, k, channel_ids, gen
 
     def __call__(self, model, batch: dict, train: bool) -> Step:
         split = "train" if train else self.eval_split
-        x = self.transform(batch["pixels"])
+        tokens = batch.get("tokens")  # stage 2 over a frozen student: its tokens, computed once
+        x = self.transform(batch["pixels"]) if tokens is None else None
         targets = self.cache.targets(split, batch["index"])
         if self.channel_cfg is None:
             outputs = model(x)
         else:
-            snr, k, channel_ids, gen = self.channel_draw(x.shape[0], train, int(batch["index"][0]))
-            device = x.device
+            snr, k, channel_ids, gen = self.channel_draw(batch["label"].shape[0], train, int(batch["index"][0]))
+            device = batch["label"].device
             outputs = model(x, snr.to(device), k.to(device), channel_ids.to(device),
-                            generator=None if train else gen)
+                            generator=None if train else gen, tokens=tokens)
         full_batch = {"label": batch["label"], **targets}
         total, parts = self.loss(outputs, full_batch)
         return Step(loss=total, logits=outputs["logits"], labels=batch["label"], terms=parts)
@@ -163,21 +167,38 @@ def load_stage1(cfg: RunConfig, bundle: DataBundle, teacher_dim: int, stage1_dir
 
 
 def run_stage2(cfg: RunConfig, accelerator, bundle: DataBundle, cache, stage1_dir: Path, out_dir: Path) -> dict:
+    """Stage 2, phase A: the codec learns over the channel on the frozen stage-1 student's tokens.
+
+    The student, its classifier and projector keep their stage-1 weights (frozen), so the clean
+    accuracy cannot be forgotten, and their tokens are computed once: a codec step then costs the
+    codec alone, and the schedule can afford thousands of steps with warm-up.
+    """
     out_dir = Path(out_dir)
     teacher_dim = cache.features["train"].shape[1]
     system = build_stage2_model(cfg, load_stage1(cfg, bundle, teacher_dim, stage1_dir))
-    objective = DistillObjective(student_transform(cfg.data, bundle), cache,
-                                 kd_loss(cfg.stage2_loss, cfg.stage2.label_smoothing), channel_cfg=cfg.channel,
+    for part in (system.student, system.projector):
+        freeze(part)
+    transform = student_transform(cfg.data, bundle)
+    tokens = {split: student_tokens(system.student, transform, bundle.splits[split].images, cfg.eval.batch_size)
+              for split in ("train", "val")}
+    if cfg.codec.principal_init:
+        system.encoder.init_principal(tokens["train"].mean(dim=1))
+    objective = DistillObjective(None, cache, kd_loss(cfg.stage2_loss, cfg.stage2.label_smoothing), channel_cfg=cfg.channel,
                                  rates=cfg.codec.train_rates or cfg.codec.rates, rank=accelerator.process_index,
-                                 world_size=accelerator.num_processes, seed=cfg.seed)
-    train_loader = make_loader(bundle.splits["train"], cfg.stage2.batch_size, shuffle=True, seed=cfg.seed + 1, drop_last=True)
-    val_loader = make_loader(bundle.splits["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
-    summary = fit(accelerator, system, objective, train_loader, val_loader, cfg.stage2, out_dir, desc="stage2")
+                                 world_size=accelerator.num_processes, seed=cfg.seed,
+                                 proportional_rates=cfg.codec.rate_sampling == "proportional")
+    train_loader = token_loader(tokens["train"], bundle.splits["train"].labels, cfg.stage2.batch_size, shuffle=True,
+                                seed=cfg.seed + 1, drop_last=True)
+    val_loader = token_loader(tokens["val"], bundle.splits["val"].labels, cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
+    trainable = [p for p in system.parameters() if p.requires_grad]
+    summary = fit(accelerator, system, objective, train_loader, val_loader, cfg.stage2, out_dir, desc="stage2",
+                  parameters=trainable)
     write_snr_bucket_log(accelerator, objective, out_dir / "snr_buckets.json")
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(system), out_dir / "model.safetensors")
     summary["codec_tx_params"] = sum(p.numel() for p in system.encoder.parameters())
     summary["codec_rx_params"] = sum(p.numel() for p in system.decoder.parameters())
+    summary["trainable_params"] = sum(p.numel() for p in trainable)
     return summary
 
 

@@ -41,12 +41,22 @@ def sample_rates(
     rates: Sequence[int],
     generator: Optional[torch.Generator] = None,
     device: Optional[Union[torch.device, str]] = None,
+    proportional: bool = False,
 ) -> torch.Tensor:
-    """Per-sample symbol counts ``k`` (LongTensor ``[B]``), uniform over ``rates``, so one batch trains all rates."""
+    """Per-sample symbol counts ``k`` (LongTensor ``[B]``) drawn from ``rates``, so one batch trains all rates.
+
+    Uniform over ``rates`` by default; ``proportional=True`` draws ``k`` with probability ``k / sum(rates)``:
+    the symbols past the shortest prefix are only trained by the longer codes, so those get more samples.
+    """
     if len(rates) == 0:
         raise ValueError(f"argument 'rates' = {list(rates)!r} is invalid: expected a non-empty list of symbol counts")
     table = torch.as_tensor(list(rates), dtype=torch.long)
     gen_device = generator.device if generator is not None else torch.device("cpu")
+    if proportional:
+        weights = table.to(device=gen_device, dtype=torch.float).clamp_min(1e-6)
+        index = torch.multinomial(weights.expand(batch_size, -1), 1, generator=generator).squeeze(1).cpu()
+        out = table[index]
+        return out.to(device) if device is not None else out
     index = torch.randint(len(table), (batch_size,), generator=generator, device=gen_device).cpu()
     out = table[index]
     return out.to(device) if device is not None else out
@@ -152,14 +162,37 @@ def _cond_dim(d_model: int) -> int:
 # ----------------------------------------------------------------------------- encoder / decoder
 
 
+class SymbolReadout(nn.Module):
+    """One ``Linear(d_model, 2)`` per symbol position: symbol ``i`` has its own read-out of query ``i``.
+
+    A single projection shared by all positions, fed near-equal queries, lets the code collapse into
+    repetition (every symbol a copy of one value); separate read-outs let each symbol carry its own.
+    """
+
+    def __init__(self, n_symbols: int, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_symbols, d_model, 2) / math.sqrt(d_model))
+        self.bias = nn.Parameter(torch.zeros(n_symbols, 2))
+
+    def forward(self, queries: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bnd,ndt->bnt", queries, self.weight.to(queries.dtype)) + self.bias.to(queries.dtype)
+
+
 class CATEncoder(nn.Module):
     """Semantic tokens ``[B, N, in_dim]`` + channel state ``[B, state_dim]`` -> complex symbols ``[B, max_symbols]``.
 
-    Positions: a fixed sinusoidal code of the token index (row-major over the student's feature
-    map) is added after the input projection, computed per call, so ``N`` may change between calls.
-    Then state-conditioned self-attention blocks mix the tokens, and ``max_symbols`` learned
-    queries cross-attend to them (one state-conditioned block); query ``i`` emits symbol ``i`` as
-    (re, im). The output is not power-normalised: the channel does that over the symbols sent.
+    Two paths are summed into the ``max_symbols`` complex symbols:
+
+    - the transformer path: a fixed sinusoidal code of the token index is added after the input
+      projection (computed per call, so ``N`` may change between calls); state-conditioned
+      self-attention blocks mix the tokens; ``max_symbols`` distinct learned queries cross-attend
+      to them (one state-conditioned block); each query has its own read-out (``SymbolReadout``);
+    - a linear path from the pooled token (the student's pooled feature) straight to the 2L reals,
+      which ``init_principal`` can set to the feature's principal directions in decreasing
+      variance, so the code starts ordered: the first symbols carry the strongest components, and
+      every extra symbol carries a new direction rather than a copy.
+
+    The output is not power-normalised: the channel does that over the symbols sent.
     """
 
     def __init__(
@@ -183,10 +216,27 @@ class CATEncoder(nn.Module):
         self.state_embed = StateEmbedding(state_dim, cond_dim)
         self.blocks = nn.ModuleList(ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.token_norm = nn.LayerNorm(d_model)
-        self.queries = nn.Parameter(torch.randn(max_symbols, d_model) * 0.02)
+        # unit-scale queries: distinct from the start, so the cross-attention reads differ per symbol
+        self.queries = nn.Parameter(torch.randn(max_symbols, d_model))
         self.readout = ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout)
         self.out_norm = nn.LayerNorm(d_model)
-        self.to_symbol = nn.Linear(d_model, 2)
+        self.to_symbol = SymbolReadout(max_symbols, d_model)
+        self.linear_code = nn.Linear(in_dim, 2 * max_symbols)
+
+    @torch.no_grad()
+    def init_principal(self, features: torch.Tensor) -> None:
+        """Set the linear path to the principal directions of ``features`` ``[n, in_dim]``, strongest first.
+
+        Real ``2i`` and ``2i + 1`` (symbol ``i``) get components ``2i`` and ``2i + 1``, each scaled to
+        unit variance over ``features``; positions beyond the feature's rank keep their random init.
+        """
+        centred = features.float() - features.float().mean(0, keepdim=True)
+        _, singular, directions = torch.linalg.svd(centred, full_matrices=False)
+        n = min(directions.shape[0], 2 * self.max_symbols)
+        std = (singular[:n] / math.sqrt(max(1, centred.shape[0] - 1))).clamp_min(1e-6)
+        weight = self.linear_code.weight
+        weight[:n] = (directions[:n] / std[:, None]).to(weight.dtype)
+        self.linear_code.bias[:n] = -(weight[:n] @ features.float().mean(0).to(weight.dtype))
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         if tokens.dim() != 3:
@@ -201,8 +251,9 @@ class CATEncoder(nn.Module):
         memory = self.token_norm(x)
         queries = self.queries.to(x.dtype).expand(x.shape[0], -1, -1)
         queries = self.readout(queries, cond, context=memory)
-        symbols = self.to_symbol(self.out_norm(queries)).float()
-        return torch.view_as_complex(symbols.contiguous())
+        symbols = self.to_symbol(self.out_norm(queries))
+        linear = rearrange(self.linear_code(tokens.mean(dim=1)), "b (n two) -> b n two", two=2)
+        return torch.view_as_complex((symbols + linear).float().contiguous())
 
 
 class CATDecoder(nn.Module):
@@ -211,8 +262,9 @@ class CATDecoder(nn.Module):
     Each symbol becomes a token from its (re, im) plus a learned embedding of its index (the code
     is ordered, so the index says what the symbol carries). A learned summary token, always present,
     joins them; state-conditioned self-attention blocks ignore unsent symbols through a key mask
-    (the summary token keeps every attention row non-empty, even with ``k = 0``), and the feature is
-    the mean over the sent symbols and the summary token, projected to ``out_dim``.
+    (the summary token keeps every attention row non-empty, even with ``k = 0``). The feature is
+    read from the summary token - not a mean over symbol tokens, which would average away what
+    each position carries - plus a linear map of the received reals (unsent ones are zero).
     """
 
     def __init__(
@@ -234,12 +286,13 @@ class CATDecoder(nn.Module):
         self.state_dim = state_dim
         self.use_state = use_state  # False: the state input is zeroed (the no-state ablation)
         self.symbol_proj = nn.Linear(2, d_model)
-        self.position = nn.Parameter(torch.randn(max_symbols, d_model) * 0.02)
+        self.position = nn.Parameter(torch.randn(max_symbols, d_model))
         self.summary = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
         self.state_embed = StateEmbedding(state_dim, cond_dim)
         self.blocks = nn.ModuleList(ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.out_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, out_dim)
+        self.linear_decode = nn.Linear(2 * max_symbols, out_dim)
 
     def forward(self, y: torch.Tensor, mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         # A prefix of n <= max_symbols symbols is accepted: the unsent tail never influences the
@@ -255,7 +308,8 @@ class CATDecoder(nn.Module):
         y = y.to(torch.complex128 if y.dtype == torch.complex128 else torch.complex64)
         # torch.where, not a product: NaN/inf at an unsent position must not leak into the output
         received = torch.where(mask[..., None], torch.view_as_real(y), torch.zeros((), device=y.device, dtype=y.real.dtype))
-        x = self.symbol_proj(received.to(dtype)) + self.position[:n].to(dtype)
+        received = received.to(dtype)
+        x = self.symbol_proj(received) + self.position[:n].to(dtype)
         x = torch.cat([self.summary.to(dtype).expand(x.shape[0], -1, -1), x], dim=1)
         valid = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
         if not self.use_state:
@@ -263,6 +317,5 @@ class CATDecoder(nn.Module):
         cond = self.state_embed(state.to(dtype))
         for block in self.blocks:
             x = block(x, cond, key_mask=valid)
-        weights = valid.to(x.dtype)[..., None]
-        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1)
-        return self.head(self.out_norm(pooled))
+        linear = F.linear(received.flatten(1), self.linear_decode.weight[:, : 2 * n], self.linear_decode.bias)
+        return self.head(self.out_norm(x[:, 0])) + linear
