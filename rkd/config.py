@@ -61,7 +61,7 @@ class TrainConfig:
 
 @dataclass
 class TeacherConfig:
-    # "embedded": an HF ResNet built from a config and trained by rkd; anything else is an
+    # "embedded": an HF classifier built from embedded_* and trained by rkd; anything else is an
     # AutoModelForImageClassification / CLIP checkpoint: a hub id or a save_pretrained dir.
     source: str = "embedded"
     kind: str = "auto"  # auto | classifier | clip
@@ -73,6 +73,10 @@ class TeacherConfig:
     embedded_hidden_sizes: list = field(default_factory=lambda: [32, 64, 128, 256])
     embedded_depths: list = field(default_factory=lambda: [1, 1, 1, 1])
     embedded_embedding_size: int = 32
+    # resnet | regnet | convnext: see rkd.embedded_teacher (regnet/convnext keep 28 px resolution)
+    embedded_family: str = "resnet"
+    embedded_groups_width: int = 1024  # regnet: channels per group (>= widest stage: plain convs)
+    channels_last: bool = False  # embedded teacher weights in channels-last memory (faster CPU convs)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=2e-3))
     augment: bool = True  # random crop + flip while fine-tuning (the cache is un-augmented)
     cache_shard_size: int = 16384
@@ -478,6 +482,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             _fail(f"teacher.{key}", sizes, "a non-empty list of positive integers")
     if t.embedded_embedding_size < 1:
         _fail("teacher.embedded_embedding_size", t.embedded_embedding_size, "a positive integer")
+    if t.embedded_family not in ("resnet", "regnet", "convnext"):
+        _fail("teacher.embedded_family", t.embedded_family, "one of resnet, regnet, convnext")
+    if t.embedded_groups_width < 1:
+        _fail("teacher.embedded_groups_width", t.embedded_groups_width, "a positive integer")
     if len(t.embedded_hidden_sizes) != len(t.embedded_depths) or not t.embedded_depths:
         _fail("teacher.embedded_depths", t.embedded_depths, "one depth per entry of teacher.embedded_hidden_sizes")
     if t.cache_shard_size < 1 or t.cache_batch_size < 1:

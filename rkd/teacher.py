@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from rkd.artifacts import atomic_write, atomic_write_json, read_json, sha256_file
 from rkd.config import ConfigError, RunConfig, TeacherConfig
 from rkd.data import SPLITS, DataBundle, ImageTransform, augment, make_loader
+from rkd.embedded_teacher import build_embedded_model
 from rkd.progress import progress_bar
 
 PathLike = Union[str, Path]
@@ -291,7 +292,7 @@ def _finetune_required(source: str, reason: str) -> ConfigError:
 
 
 def build_teacher(cfg: TeacherConfig, num_classes: int, class_names: list[str], channels: int) -> Teacher:
-    """The task's teacher: the embedded HF ResNet, or a hub / ``save_pretrained`` checkpoint.
+    """The task's teacher: the embedded HF classifier (``rkd.embedded_teacher``), or a hub / ``save_pretrained`` checkpoint.
 
     A checkpoint whose labels name the task's classes keeps its head (rows reordered to the task's
     order); any other gets a new, randomly initialised head, which must then be fine-tuned.
@@ -306,24 +307,12 @@ def build_teacher(cfg: TeacherConfig, num_classes: int, class_names: list[str], 
 
 
 def _build_embedded(cfg: TeacherConfig, num_classes: int, class_names: list[str]) -> Teacher:
-    """An RGB HF ResNet (basic blocks) built from ``cfg.embedded_*``; grayscale data is repeated to RGB."""
-    from transformers import ResNetConfig, ResNetForImageClassification
-
+    """An RGB HF classifier of ``cfg.embedded_family`` built from ``cfg.embedded_*``; grayscale is repeated to RGB."""
     id2label, label2id = _label_maps(class_names)
-    config = ResNetConfig(
-        num_channels=3,
-        embedding_size=int(cfg.embedded_embedding_size),
-        hidden_sizes=[int(v) for v in cfg.embedded_hidden_sizes],
-        depths=[int(v) for v in cfg.embedded_depths],
-        layer_type="basic",
-        num_labels=num_classes,
-        id2label=id2label,
-        label2id=label2id,
-    )
-    model = ResNetForImageClassification(config)
+    model = build_embedded_model(cfg, num_classes, id2label, label2id)
     size = cfg.image_size or 28
     processor = square_processor(size, [0.5] * 3, [0.5] * 3)
-    transform = transform_from_processor(processor, config, "classifier", None)
+    transform = transform_from_processor(processor, model.config, "classifier", None)
     return Teacher(model, transform, "classifier", "embedded", processor=processor)
 
 
