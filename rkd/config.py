@@ -501,6 +501,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_loss("loss", cfg.loss)
     _check_loss("stage2_loss", cfg.stage2_loss)
     c = cfg.codec
+    if c.heads < 1:
+        _fail("codec.heads", c.heads, "an integer >= 1 that divides codec.d_model")
     if c.d_model < 1 or c.d_model % c.heads != 0:
         _fail("codec.d_model", c.d_model, f"a positive multiple of codec.heads ({c.heads})")
     if c.encoder_depth < 1 or c.decoder_depth < 1:
