@@ -34,11 +34,15 @@ def _options(parser) -> None:
 
 
 @torch.no_grad()
-def accuracy(teacher, split, batch_size: int = 1000) -> float:
+def accuracy(teacher, split, batch_size: int = 1000, flip_average: bool = False) -> float:
+    """Top-1 accuracy; ``flip_average`` scores the mean logits of each image and its mirror."""
     teacher.eval()
     correct = 0
     for start in range(0, len(split.labels), batch_size):
-        logits = teacher(split.images[start : start + batch_size])["logits"]
+        images = split.images[start : start + batch_size]
+        logits = teacher(images)["logits"]
+        if flip_average:
+            logits = (logits + teacher(images.flip(2))["logits"]) / 2
         correct += int((logits.argmax(-1) == split.labels[start : start + batch_size]).sum())
     teacher.train()
     return correct / len(split.labels)
@@ -82,6 +86,7 @@ def main() -> None:
             break
     record["s_per_epoch"] = round(trained / len(record["epochs"]), 1)
     record["final_test"] = record["epochs"][-1]["test"]
+    record["final_test_flip_average"] = accuracy(teacher, bundle.splits["test"], flip_average=True)
     text = json.dumps(record, indent=1)
     print(text)
     if args.out:

@@ -79,6 +79,7 @@ class TeacherConfig:
     channels_last: bool = False  # embedded teacher weights in channels-last memory (faster CPU convs)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=2e-3))
     augment: bool = True  # random crop + flip while fine-tuning (the cache is un-augmented)
+    cache_flip_average: bool = False  # cache the mean of each image's and its mirror's outputs
     cache_shard_size: int = 16384
     cache_batch_size: int = 512
 

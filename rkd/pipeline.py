@@ -207,7 +207,7 @@ class Pipeline:
         teacher = self.teacher()
         t = self.cfg.teacher
         manifest = build_cache(teacher, self.bundle, out, batch_size=t.cache_batch_size, shard_size=t.cache_shard_size,
-                               accelerator=self.accelerator)
+                               accelerator=self.accelerator, flip_average=t.cache_flip_average)
         self._cache = None
         return {"splits": {k: v for k, v in manifest.get("splits", {}).items()}}
 

@@ -47,6 +47,7 @@ CACHE_FORMAT = "rkd-teacher-cache"
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 AUGMENTATION_NONE = "none: un-augmented single view"
+AUGMENTATION_FLIP = "flip-average: mean of each image's and its horizontal mirror's outputs"
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -638,12 +639,16 @@ def _shard_is_current(cache_dir: Path, shard: _Shard, expected: dict) -> bool:
 
 
 def _teacher_pass(teacher: Teacher, images: torch.Tensor, batch_size: int, device: torch.device,
-                  accelerator: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                  accelerator: Any, flip_average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     logits, features = [], []
     autocast = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
     with torch.no_grad(), autocast:
         for start in range(0, images.shape[0], batch_size):
-            out = teacher(images[start : start + batch_size].to(device, non_blocking=True))
+            batch = images[start : start + batch_size].to(device, non_blocking=True)
+            out = teacher(batch)
+            if flip_average:  # [B, H, W, C]: dim 2 is the width
+                mirrored = teacher(batch.flip(2))
+                out = {key: (out[key].float() + mirrored[key].float()) / 2 for key in ("logits", "features")}
             logits.append(out["logits"].float().cpu())
             features.append(out["features"].float().cpu())
     logits_t, features_t = torch.cat(logits), torch.cat(features)
@@ -653,8 +658,11 @@ def _teacher_pass(teacher: Teacher, images: torch.Tensor, batch_size: int, devic
 
 
 def build_cache(teacher: Teacher, bundle: DataBundle, cache_dir: PathLike, batch_size: int, shard_size: int,
-                accelerator: Any = None, progress: bool = True) -> dict:
+                accelerator: Any = None, progress: bool = True, flip_average: bool = False) -> dict:
     """One frozen, un-augmented teacher pass over every split into fp16 safetensors shards; returns the manifest.
+
+    ``flip_average`` stores the mean of each image's and its mirror's outputs (a 2x longer pass,
+    a slightly stronger and mirror-invariant teacher).
 
     Shard ``i`` (numbered over all splits) is written by process ``i % N``; each shard gets a
     sidecar ``.json`` with its checksum, so a rerun after a kill recomputes only missing or
@@ -674,6 +682,8 @@ def build_cache(teacher: Teacher, bundle: DataBundle, cache_dir: PathLike, batch
     identity = teacher.identity
     expected = {"teacher_sha256": identity["weights_sha256"], "dataset_fingerprint": bundle.fingerprint,
                 "transform": teacher.transform.describe()}
+    if flip_average:  # only then: caches built before the option stay valid
+        expected["augmentation"] = AUGMENTATION_FLIP
     plan = _plan(bundle, shard_size)
     if is_main:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -684,7 +694,7 @@ def build_cache(teacher: Teacher, bundle: DataBundle, cache_dir: PathLike, batch
     for shard in mine:
         if not _shard_is_current(cache_dir, shard, expected):
             images = bundle.splits[shard.split].images[shard.start : shard.stop]
-            logits, features = _teacher_pass(teacher, images, batch_size, device, accelerator)
+            logits, features = _teacher_pass(teacher, images, batch_size, device, accelerator, flip_average)
             tensors = {"logits": logits, "features": features,
                        "index": torch.arange(shard.start, shard.stop, dtype=torch.int64)}
             # one key: safetensors writes metadata from a hash map, so several keys come out in random order
@@ -731,7 +741,7 @@ def _write_manifest(cache_dir: Path, plan: list[_Shard], expected: dict, identit
         "dataset_fingerprint": bundle.fingerprint,
         "dataset_source": bundle.source,
         "transform": expected["transform"],
-        "augmentation": AUGMENTATION_NONE,
+        "augmentation": expected.get("augmentation", AUGMENTATION_NONE),
         "dtype": "float16",
         "num_classes": teacher.num_classes,
         "feature_dim": teacher.feature_dim,

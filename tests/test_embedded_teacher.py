@@ -9,7 +9,8 @@ from rkd.config import ConfigError, RunConfig, TeacherConfig, load_config
 from rkd.embedded_teacher import EMBEDDED_FAMILIES, embedded_model_config
 from rkd.models.student import Student
 from rkd.nas.genotype import load_genotype
-from rkd.teacher import TeacherObjective, build_teacher, load_trained_teacher, save_teacher
+from rkd.teacher import (AUGMENTATION_FLIP, AUGMENTATION_NONE, TeacherObjective, build_cache, build_teacher,
+                         load_cache, load_trained_teacher, save_teacher)
 
 NAMES10 = [f"class{i}" for i in range(10)]
 TINY = {"resnet": dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),
@@ -75,5 +76,20 @@ def test_teacher_objective_augmentation_is_seeded_and_train_only():
     assert losses[0] == losses[1]
     other = float(TeacherObjective(True, 0.1, seed=4)(teacher, batch, True).loss.detach())
     assert other != losses[0]
-    plain = [float(TeacherObjective(True, 0.0, seed=s)(teacher, batch, False).loss) for s in (3, 4)]
+    plain = [float(TeacherObjective(True, 0.0, seed=s)(teacher, batch, False).loss.detach()) for s in (3, 4)]
     assert plain[0] == plain[1]  # no augmentation (nor smoothing) at evaluation
+
+
+def test_flip_averaged_cache(fashion_bundle, tmp_path):
+    torch.manual_seed(0)
+    teacher = build_teacher(TeacherConfig(embedded_family="regnet", **TINY["regnet"]), 10, NAMES10, channels=1).eval()
+    plain = build_cache(teacher, fashion_bundle, tmp_path / "cache", batch_size=50, shard_size=64, progress=False)
+    flipped = build_cache(teacher, fashion_bundle, tmp_path / "cache", batch_size=50, shard_size=64, progress=False,
+                          flip_average=True)
+    assert plain["augmentation"] == AUGMENTATION_NONE and flipped["augmentation"] == AUGMENTATION_FLIP
+    images = fashion_bundle.splits["test"].images
+    with torch.no_grad():
+        want = (teacher(images)["logits"] + teacher(images.flip(2))["logits"]) / 2
+    cache = load_cache(tmp_path / "cache", expected_teacher=teacher.identity)
+    torch.testing.assert_close(cache.logits["test"].float(), want, rtol=2e-3, atol=2e-3)  # fp16 storage
+    assert not torch.allclose(want, teacher(images)["logits"].detach(), atol=1e-3)  # the mirror changed something

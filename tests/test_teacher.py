@@ -338,9 +338,9 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
     writers: dict[int, list] = {0: [], 1: []}
     original_pass = teacher_module._teacher_pass
 
-    def recording_pass(model, images, batch_size, device, accelerator):
+    def recording_pass(model, images, batch_size, device, accelerator, flip_average=False):
         writers[accelerator.process_index].append(images.shape[0])
-        return original_pass(model, images, batch_size, device, accelerator)
+        return original_pass(model, images, batch_size, device, accelerator, flip_average)
 
     monkeypatch.setattr(teacher_module, "_teacher_pass", recording_pass)
     results: dict[int, dict] = {}
