@@ -109,8 +109,9 @@ class DistillObjective:
         else:
             snr, k, channel_ids, gen = self.channel_draw(batch["label"].shape[0], train, int(batch["index"][0]))
             device = batch["label"].device
+            extra = {} if tokens is None else {"tokens": tokens}  # the baselines' links take images only
             outputs = model(x, snr.to(device), k.to(device), channel_ids.to(device),
-                            generator=None if train else gen, tokens=tokens)
+                            generator=None if train else gen, **extra)
         full_batch = {"label": batch["label"], **targets}
         total, parts = self.loss(outputs, full_batch)
         return Step(loss=total, logits=outputs["logits"], labels=batch["label"], terms=parts)
