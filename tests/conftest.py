@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import pytest
+import torch
 
 from rkd.config import DataConfig
 
@@ -99,3 +100,12 @@ def tiny_teacher_cache(fashion_bundle, tmp_path_factory):
         logits[split] = (4.0 * one_hot + torch.randn(one_hot.shape, generator=generator)).half()
         features[split] = torch.randn(len(data), 12, generator=generator).half()
     return TeacherCache(logits, features, {"augmentation": "none"}, tmp_path_factory.mktemp("tiny-teacher-cache"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of small training loops: faster than two on a shared 2-core CPU, and deterministic."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -15,12 +15,7 @@ from rkd.models.cat import CATDecoder, CATEncoder, sample_rates, symbol_mask
 MAX_SYMBOLS, RATES = 16, [2, 4, 8, 16]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_participation_ratio_counts_independent_directions():
