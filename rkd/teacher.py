@@ -30,6 +30,7 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 
 from rkd.artifacts import atomic_write, atomic_write_json, read_json, sha256_file
@@ -559,6 +560,9 @@ def train_teacher(cfg: RunConfig, bundle: DataBundle, out_dir: PathLike, acceler
     out_dir = Path(out_dir)
     tcfg = cfg.teacher
     teacher = build_teacher(tcfg, bundle.num_classes, bundle.class_names, bundle.channels)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed broadcasts each parameter as raw bytes, which needs a contiguous layout: no channels-last weights
+        teacher = teacher.to(memory_format=torch.contiguous_format)
     objective = TeacherObjective(tcfg.augment, tcfg.train.label_smoothing, seed=cfg.seed + 17 * accelerator.process_index)
     val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=cfg.seed)
     if tcfg.finetune:

@@ -282,7 +282,10 @@ def test_rkd_baselines_two_seeds_paired(tmp_path, fake_fashion_dir):
     cells = targets["dominance_cells"] + targets["outside_training"]
     assert cells and all(c["test"].startswith("mcnemar") for c in cells)
     assert {c["method"] for c in cells} <= {"deep-jscc-budget", "label-digital", "feature-digital"}  # never the bound
-    assert all(c["channel_label"] not in ("rayleigh-nocsi", "rayleigh-pilot1") for c in targets["dominance_cells"])
+    dominance = targets["dominance_cells"]
+    assert all(c["channel_label"] != "rayleigh-nocsi" for c in dominance)  # nothing was trained without CSI
+    # pilots: trained by RKD-SC and Deep JSCC (the default mixture), not a design case of the digital schemes
+    assert not any(c["channel_label"] == "rayleigh-pilot1" and c["method"].endswith("digital") for c in dominance)
     rkd_budget = data["methods"]["rkd-sc"]["budget"]
     assert set(rkd_budget["parts"]) >= {"teacher", "stage1", "stage2"}
     matched = data["methods"]["deep-jscc-budget"]["budget"]["images_seen"]
