@@ -183,9 +183,10 @@ class Channel(nn.Module):
         noise_var = torch.pow(10.0, -snr / 10.0)
         noise = _complex_normal(uses.shape, generator, uses.device, real) * noise_var.sqrt()[:, None]
         y = h[:, None] * uses + noise
-        n_pilots = torch.clamp(k, max=p).to(real)  # a sample with k < pilots sends only k pilots
-        pilot_sum = torch.where(positions[None, :] < torch.clamp(k, max=p)[:, None], y, torch.zeros((), dtype=y.dtype, device=y.device)).sum(-1)
-        h_hat = pilot_sum / (n_pilots + noise_var)
+        n_pilots = torch.clamp(k, max=p)  # a sample with k < pilots sends only k pilots
+        pilots = positions[None, :] < n_pilots[:, None]
+        pilot_sum = torch.where(pilots, y, torch.zeros((), dtype=y.dtype, device=y.device)).sum(-1)
+        h_hat = pilot_sum / (n_pilots.to(real) + noise_var)
         equalised = h_hat.conj()[:, None] * y / (h_hat.abs().square() + noise_var)[:, None]
         shifted = torch.cat([equalised[:, p:], torch.zeros_like(equalised[:, :p])], dim=1)[:, :n]
         shifted = torch.where(data, shifted, torch.zeros((), dtype=y.dtype, device=y.device))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from rkd.channels import normalize_power
+from rkd.frozen_features import batched
 from rkd.models.cat import symbol_mask
 
 
@@ -38,8 +39,7 @@ def effective_dimensions(transmit, inputs: torch.Tensor, rates: Sequence[int], s
     ``transmit(inputs, snr)`` returns complex symbols ``[B, L]``; each sample is power-normalised
     over its first ``k`` symbols, as the channel does, before the reals are counted.
     """
-    z = torch.cat([transmit(inputs[i:i + batch_size], torch.full((inputs[i:i + batch_size].shape[0],), float(snr_db)))
-                   for i in range(0, inputs.shape[0], batch_size)])
+    z = batched(lambda t: transmit(t, torch.full((t.shape[0],), float(snr_db))), inputs, batch_size)
     out = {}
     for k in rates:
         mask = symbol_mask(torch.full((z.shape[0],), int(k)), z.shape[1])

@@ -34,6 +34,7 @@ from rkd.classwise import classwise_summary, csv_rows, dataset_description, desc
 from rkd.classwise import render_lines as render_classwise
 from rkd.code_diagnostics import effective_dimensions, rate_gains, summarise_rate_gains
 from rkd.data import student_transform
+from rkd.frozen_features import batched
 from rkd.models.cat import symbol_mask
 from rkd.progress import progress_bar
 
@@ -57,14 +58,6 @@ def count_flops(fn, *args) -> int:
     with FlopCounterMode(display=False) as counter:
         fn(*args)
     return int(counter.get_total_flops())
-
-
-@torch.no_grad()
-def batched(fn, inputs: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
-    """``fn`` over ``inputs`` in chunks (moved to ``device`` when given); the result comes back on the CPU."""
-    if device is None:
-        return torch.cat([fn(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
-    return torch.cat([fn(inputs[i:i + batch_size].to(device)).cpu() for i in range(0, inputs.shape[0], batch_size)])
 
 
 def my_share(items: list, rank: int, world_size: int) -> list:

@@ -29,16 +29,23 @@ class IndexedTokens(Dataset):
 
 
 @torch.no_grad()
+def batched(fn, inputs: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
+    """``fn`` over ``inputs`` in chunks (moved to ``device`` when given); the result comes back on the CPU."""
+    if device is None:
+        return torch.cat([fn(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
+    return torch.cat([fn(inputs[i:i + batch_size].to(device)).cpu() for i in range(0, inputs.shape[0], batch_size)])
+
+
+@torch.no_grad()
 def student_tokens(student: torch.nn.Module, transform, images: torch.Tensor, batch_size: int = 1000,
                    device=None) -> torch.Tensor:
     """The student's semantic tokens ``[N, n_tokens, token_dim]`` for uint8 ``images``, in eval mode, on the CPU."""
     was_training = student.training
     student.eval()
     device = device if device is not None else next(student.parameters()).device
-    out = [student(transform(images[i:i + batch_size]).to(device))["tokens"].float().cpu()
-           for i in range(0, images.shape[0], batch_size)]
+    tokens = batched(lambda t: student(transform(t).to(device))["tokens"].float().cpu(), images, batch_size)
     student.train(was_training)
-    return torch.cat(out)
+    return tokens
 
 
 def token_loader(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int,

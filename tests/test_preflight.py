@@ -2,6 +2,7 @@
 are refused in seconds, before any stage trains."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -37,22 +38,24 @@ def tiny_swin(tmp_path_factory):
     return _save(config, tmp_path_factory.mktemp("tiny-swin"))
 
 
-def test_convnext_at_28_px_is_refused_with_the_sizes_that_work(tiny_convnext):
-    # its stride-4 stem and three stride-2 downsamplings leave 28 px at 1x1 before a 2x2 conv
+def _refusal_at_28_px(source: Path, model_type: str) -> str:
+    """The probe's one-line refusal of ``source`` at 28 px, checked to name the field, the model and the size."""
     with pytest.raises(ConfigError) as info:
-        probe_teacher(TeacherConfig(source=str(tiny_convnext), image_size=28))
+        probe_teacher(TeacherConfig(source=str(source), image_size=28))
     message = str(info.value)
     assert "\n" not in message
-    assert "teacher.image_size = 28" in message and "'convnext'" in message and "28x28" in message
+    assert "teacher.image_size = 28" in message and f"'{model_type}'" in message and "28x28" in message
+    return message
+
+
+def test_convnext_at_28_px_is_refused_with_the_sizes_that_work(tiny_convnext):
+    # its stride-4 stem and three stride-2 downsamplings leave 28 px at 1x1 before a 2x2 conv
+    message = _refusal_at_28_px(tiny_convnext, "convnext")
     assert "sizes that passed the same probe: 32, 64, 224" in message
 
 
 def test_swin_at_28_px_is_refused_naming_the_field(tiny_swin):
-    with pytest.raises(ConfigError) as info:
-        probe_teacher(TeacherConfig(source=str(tiny_swin), image_size=28))
-    message = str(info.value)
-    assert "\n" not in message
-    assert "teacher.image_size = 28" in message and "'swin'" in message and "28x28" in message
+    message = _refusal_at_28_px(tiny_swin, "swin")
     assert "passed" in message  # which of the alternative sizes passed, or that none did
 
 
