@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import rkd.data as data
+import rkd.data.fashion_mnist as fashion_mnist
 from rkd.artifacts import read_json, sha256_file
 from rkd.config import DataConfig
 from rkd.data import (
@@ -19,18 +19,18 @@ from rkd.data import (
 
 
 def _idx_array(path: Path) -> np.ndarray:
-    return data.read_idx(path)
+    return fashion_mnist.read_idx(path)
 
 
 def _count_conversions(monkeypatch) -> list:
     calls = []
-    original = data._convert_fashion_mnist
+    original = fashion_mnist._convert_fashion_mnist
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(data, "_convert_fashion_mnist", counting)
+    monkeypatch.setattr(fashion_mnist, "_convert_fashion_mnist", counting)
     return calls
 
 
@@ -132,7 +132,7 @@ def test_bad_idx_file_is_named(tmp_path):
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(b"\x00\x00\x0c\x03" + b"\x00" * 16))
     with pytest.raises(DataError, match="bad.gz"):
-        data.read_idx(bad)
+        fashion_mnist.read_idx(bad)
 
 
 # ----------------------------------------------------------------------------- splits and caps

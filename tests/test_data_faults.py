@@ -106,7 +106,7 @@ def test_test_only_classes_are_warned_and_recorded(tmp_path):
 def test_empty_splits(tmp_path, empty):
     import datasets
 
-    from rkd.data import _bundle_from_hf
+    from rkd.data.hf import _bundle_from_hf
 
     sizes = {"train": 18, "test": 6, empty: 0}
     parts = {name: datasets.Dataset.from_dict({"image": _images(n), "label": [i % 2 for i in range(n)]},
