@@ -1,4 +1,4 @@
-"""Arrow columns of equally shaped arrays read as one numpy array (Fashion-MNIST's conversion, hf: array columns).
+"""A dataset's columns read straight from Arrow: fast, and in the stored dtype (Fashion-MNIST and hf: sources).
 
 ``pyarrow`` is imported inside ``arrow_array``: it is only needed once a dataset is read.
 """
@@ -8,8 +8,19 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from rkd.data.bundle import DataError
+
+
+def arrow_column(dataset: Any, column: str) -> Any:
+    """The column's Arrow data, without ``datasets``' row-by-row formatting."""
+    return dataset.with_format(None).data.column(column)
+
+
+def label_tensor(dataset: Any, column: str) -> torch.Tensor:
+    """An integer label column as int64 ``[N]``."""
+    return torch.from_numpy(np.array(arrow_column(dataset, column).to_numpy(), dtype=np.int64))
 
 
 def arrow_array(dataset: Any, column: str) -> np.ndarray:
@@ -20,7 +31,7 @@ def arrow_array(dataset: Any, column: str) -> np.ndarray:
     """
     import pyarrow as pa
 
-    array = dataset.with_format(None).data.column(column).combine_chunks()
+    array = arrow_column(dataset, column).combine_chunks()
     if isinstance(array, pa.ExtensionArray):  # datasets' ArrayND features
         array = array.storage
     dims: list[Optional[int]] = []

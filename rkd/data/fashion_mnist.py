@@ -19,7 +19,7 @@ import torch
 
 from rkd.artifacts import atomic_write_json, read_json, sha256_file
 from rkd.config import DataConfig
-from rkd.data.arrow import arrow_array
+from rkd.data.arrow import arrow_array, label_tensor
 from rkd.data.bundle import DataBundle, DataError, Split, _finish
 from rkd.rundir import atomic_directory
 
@@ -175,8 +175,7 @@ def _load_fashion_mnist(cfg: DataConfig) -> DataBundle:
     parts = {}
     for split in ("train", "test"):
         images = torch.from_numpy(np.array(arrow_array(dd[split], "image"), copy=True))  # writable, off the mmap
-        labels = torch.from_numpy(np.array(dd[split].with_format(None).data.column("label").to_numpy(), dtype=np.int64))
-        parts[split] = Split(images, labels)
+        parts[split] = Split(images, label_tensor(dd[split], "label"))
     source_checksum = hashlib.sha256(json.dumps(record["sources"], sort_keys=True).encode()).hexdigest()
     return _finish(cfg, parts["train"], parts["test"], FASHION_MNIST_CLASSES, f"fashion-mnist ({converted})",
                    source_checksum, notes)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from rkd.config import DataConfig
-from rkd.data.arrow import arrow_array
+from rkd.data.arrow import arrow_array, arrow_column, label_tensor
 from rkd.data.bundle import DataBundle, DataError, Split, _digest_split, _finish, _take, split_indices
 
 IMAGE_COLUMN_NAMES = ("img", "image", "pixel_values")
@@ -115,7 +115,7 @@ def _bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: fl
             if len(loaded[candidate]) == 0:
                 notes.append(f"split {candidate!r} is empty; not used as test")
                 continue
-            labels = np.asarray(loaded[candidate].with_format(None).data.column(label_col).to_numpy())
+            labels = np.asarray(arrow_column(loaded[candidate], label_col).to_numpy())
             if labels.size and labels.min() >= 0:
                 test_name = candidate
                 break
@@ -125,10 +125,7 @@ def _bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: fl
         notes.append(f"splits {unused} not used")
     names = [train_name] + ([test_name] if test_name else [])
     arrays = _decode_images({n: loaded[n] for n in names}, image_col, cfg.image_size, notes)
-    labels = {}
-    for n in names:
-        column = loaded[n].with_format(None).data.column(label_col)
-        labels[n] = torch.from_numpy(np.array(column.to_numpy(), dtype=np.int64))
+    labels = {n: label_tensor(loaded[n], label_col) for n in names}
     if class_names is None:
         top = max(int(l.max()) for l in labels.values())
         class_names = [str(i) for i in range(top + 1)]
@@ -171,7 +168,7 @@ def _pil_images(ds: Any, column: str) -> Iterator[Any]:
     """
     from PIL import Image as PILImage
 
-    storage = ds.with_format(None).data.column(column).combine_chunks()
+    storage = arrow_column(ds, column).combine_chunks()
     blobs, paths = storage.field("bytes").to_pylist(), storage.field("path").to_pylist()
     feature = ds.features[column]
     for row, (blob, path) in enumerate(zip(blobs, paths)):
