@@ -106,7 +106,7 @@ def test_test_only_classes_are_warned_and_recorded(tmp_path):
 def test_empty_splits(tmp_path, empty):
     import datasets
 
-    from rkd.data.hf import _bundle_from_hf
+    from rkd.data.hf import bundle_from_hf
 
     sizes = {"train": 18, "test": 6, empty: 0}
     parts = {name: datasets.Dataset.from_dict({"image": _images(n), "label": [i % 2 for i in range(n)]},
@@ -114,9 +114,9 @@ def test_empty_splits(tmp_path, empty):
     cfg = _cfg(tmp_path, "hf:in-memory")
     if empty == "train":
         with pytest.raises(DataError, match="split 'train' is empty"):
-            _bundle_from_hf(cfg, datasets.DatasetDict(parts), "hf:in-memory", 0.2)
+            bundle_from_hf(cfg, datasets.DatasetDict(parts), "hf:in-memory", 0.2)
     else:  # an empty test split is treated as missing: test is carved from train
-        bundle = _bundle_from_hf(cfg, datasets.DatasetDict(parts), "hf:in-memory", 0.2)
+        bundle = bundle_from_hf(cfg, datasets.DatasetDict(parts), "hf:in-memory", 0.2)
         assert "split 'test' is empty; not used as test" in bundle.notes and len(bundle.splits["test"]) == 4
     # datasets itself cannot reload a save_to_disk directory with an empty split: say so, with the fix
     datasets.DatasetDict(parts).save_to_disk(str(tmp_path / "d"))

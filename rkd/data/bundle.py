@@ -84,15 +84,15 @@ def split_indices(n: int, fraction: float, seed: int, what: str = "data.val_frac
 def _cap(split: Split, limit: Optional[int], seed: int) -> Split:
     if limit is None or limit >= len(split):
         return split
-    keep = _seeded_perm(len(split), seed)[:limit].sort().values
-    return Split(split.images[keep].contiguous(), split.labels[keep].contiguous())
+    return take_rows(split, _seeded_perm(len(split), seed)[:limit].sort().values)
 
 
-def _take(split: Split, index: torch.Tensor) -> Split:
+def take_rows(split: Split, index: torch.Tensor) -> Split:
+    """The rows ``index`` of ``split`` as a new, contiguous split."""
     return Split(split.images[index].contiguous(), split.labels[index].contiguous())
 
 
-def _finish(
+def finish_bundle(
     cfg: DataConfig,
     train: Split,
     test: Split,
@@ -103,7 +103,7 @@ def _finish(
 ) -> DataBundle:
     """Carve val from train, apply caps, fingerprint: the same for every source."""
     kept, carved = split_indices(len(train), cfg.val_fraction, cfg.split_seed)
-    splits = {"train": _take(train, kept), "val": _take(train, carved), "test": test}
+    splits = {"train": take_rows(train, kept), "val": take_rows(train, carved), "test": test}
     caps = {"train": cfg.max_train, "val": cfg.max_val, "test": cfg.max_test}
     for offset, name in enumerate(SPLITS):  # a different stream per split: caps never correlate
         splits[name] = _cap(splits[name], caps[name], cfg.split_seed + 1000 + offset)
@@ -139,7 +139,8 @@ def _finish(
                       fingerprint=fingerprint, source=source, notes=notes)
 
 
-def _digest_split(split: Split) -> str:
+def digest_split(split: Split) -> str:
+    """sha256 of a split's shape, pixels and labels: its content, wherever it was loaded from."""
     digest = hashlib.sha256()
     digest.update(json.dumps(list(split.images.shape)).encode())
     digest.update(memoryview(split.images.contiguous().numpy()).cast("B"))
@@ -154,7 +155,7 @@ def _fingerprint(source_checksum: str, cfg: DataConfig, splits: dict[str, Split]
         "split_seed": cfg.split_seed,
         "caps": [cfg.max_train, cfg.max_val, cfg.max_test],
         "class_names": list(class_names),
-        "content": {name: _digest_split(split) for name, split in splits.items()},
+        "content": {name: digest_split(split) for name, split in splits.items()},
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 

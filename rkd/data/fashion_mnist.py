@@ -20,7 +20,7 @@ import torch
 from rkd.artifacts import atomic_write_json, read_json, sha256_file
 from rkd.config import DataConfig
 from rkd.data.arrow import arrow_array, label_tensor
-from rkd.data.bundle import DataBundle, DataError, Split, _finish
+from rkd.data.bundle import DataBundle, DataError, Split, finish_bundle
 from rkd.rundir import atomic_directory
 
 FASHION_MNIST_CLASSES = [
@@ -150,7 +150,8 @@ def _convert_fashion_mnist(sources: dict[str, Path], source_shas: dict[str, str]
         })
 
 
-def _load_fashion_mnist(cfg: DataConfig) -> DataBundle:
+def load_fashion_mnist(cfg: DataConfig) -> DataBundle:
+    """Convert the IDX files once (under a file lock), then load the verified Arrow copy."""
     from filelock import FileLock
 
     idx_dir = Path(cfg.fashion_mnist_dir).expanduser()
@@ -177,5 +178,5 @@ def _load_fashion_mnist(cfg: DataConfig) -> DataBundle:
         images = torch.from_numpy(np.array(arrow_array(dd[split], "image"), copy=True))  # writable, off the mmap
         parts[split] = Split(images, label_tensor(dd[split], "label"))
     source_checksum = hashlib.sha256(json.dumps(record["sources"], sort_keys=True).encode()).hexdigest()
-    return _finish(cfg, parts["train"], parts["test"], FASHION_MNIST_CLASSES, f"fashion-mnist ({converted})",
-                   source_checksum, notes)
+    return finish_bundle(cfg, parts["train"], parts["test"], FASHION_MNIST_CLASSES, f"fashion-mnist ({converted})",
+                         source_checksum, notes)

@@ -18,7 +18,7 @@ import torch
 
 from rkd.config import DataConfig
 from rkd.data.arrow import arrow_array, arrow_column, label_tensor
-from rkd.data.bundle import DataBundle, DataError, Split, _digest_split, _finish, _take, split_indices
+from rkd.data.bundle import DataBundle, DataError, Split, digest_split, finish_bundle, split_indices, take_rows
 
 IMAGE_COLUMN_NAMES = ("img", "image", "pixel_values")
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label")
@@ -29,7 +29,8 @@ def _is_save_to_disk_dir(path: Path) -> bool:
     return path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
 
 
-def _load_hf(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
+def load_hf(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
+    """``hf:<spec>``: a ``save_to_disk`` directory, a local dataset directory or a hub id, in that order."""
     import datasets
 
     if not spec:
@@ -57,7 +58,7 @@ def _load_hf(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
                 f"local datasets.save_to_disk directory."
             ) from exc
         origin = f"hf:{spec}" + (" (local dir)" if path.is_dir() else " (hub)")
-    return _bundle_from_hf(cfg, loaded, origin, test_fraction)
+    return bundle_from_hf(cfg, loaded, origin, test_fraction)
 
 
 def _detect_columns(features: Any, image_column: Optional[str], label_column: Optional[str], origin: str) -> tuple[str, str]:
@@ -87,7 +88,8 @@ def _detect_columns(features: Any, image_column: Optional[str], label_column: Op
     return image_column, label_column
 
 
-def _bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: float) -> DataBundle:
+def bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: float) -> DataBundle:
+    """A loaded ``Dataset(Dict)`` -> ``DataBundle``: pick train/test splits and columns, decode, carve a test split if none."""
     import datasets
 
     notes: list[str] = []
@@ -134,8 +136,8 @@ def _bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: fl
     test = Split(arrays[test_name], labels[test_name]) if test_name is not None else None
     # the source's own content (paths and datasets' cache fingerprints move; pixels do not)
     source_checksum = hashlib.sha256(json.dumps({
-        "train": _digest_split(train),
-        "test": _digest_split(test) if test is not None else None,
+        "train": digest_split(train),
+        "test": digest_split(test) if test is not None else None,
         "carved_test_fraction": None if test is not None else test_fraction,
     }, sort_keys=True).encode()).hexdigest()
     if test is not None:
@@ -143,11 +145,11 @@ def _bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: fl
             notes.append(f"split {test_name!r} used as test")
     else:
         kept, carved = split_indices(len(train), test_fraction, cfg.split_seed + 7919, what="a test split, as the data has none")
-        train, test = _take(train, kept), _take(train, carved)
+        train, test = take_rows(train, kept), take_rows(train, carved)
         notes.append(f"no labelled test split: carved {len(test)} images ({test_fraction:.0%}) from train, "
                      f"seeded by data.split_seed")
     source = origin + (f" [{'; '.join(notes)}]" if notes else "")
-    return _finish(cfg, train, test, class_names, source, source_checksum, notes)
+    return finish_bundle(cfg, train, test, class_names, source, source_checksum, notes)
 
 
 def _pil_to_array(image: Any) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The ``imagefolder:`` source: a local class-per-folder tree, read by datasets' ``imagefolder`` builder.
 
-``datasets`` is imported inside ``_load_imagefolder``: it takes seconds to import.
+``datasets`` is imported inside ``load_imagefolder``: it takes seconds to import.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 from rkd.config import DataConfig
 from rkd.data.bundle import DataBundle, DataError
-from rkd.data.hf import _bundle_from_hf
+from rkd.data.hf import bundle_from_hf
 
 
-def _load_imagefolder(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
+def load_imagefolder(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
     """A local class-per-folder tree via datasets' ``imagefolder`` builder (works offline for local dirs)."""
     import datasets
 
@@ -31,4 +31,4 @@ def _load_imagefolder(cfg: DataConfig, spec: str, test_fraction: float) -> DataB
     except Exception as exc:
         raise DataError(f"data.name = 'imagefolder:{spec}': datasets could not read {root} as an image folder "
                         f"({type(exc).__name__}: {exc}); expected <dir>/<class>/<image> or <dir>/{{train,test}}/<class>/<image>") from exc
-    return _bundle_from_hf(cfg, loaded, f"imagefolder:{root}", test_fraction)
+    return bundle_from_hf(cfg, loaded, f"imagefolder:{root}", test_fraction)

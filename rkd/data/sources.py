@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rkd.config import DataConfig
 from rkd.data.bundle import DataBundle, DataError
-from rkd.data.fashion_mnist import _load_fashion_mnist
-from rkd.data.hf import _load_hf
-from rkd.data.imagefolder import _load_imagefolder
+from rkd.data.fashion_mnist import load_fashion_mnist
+from rkd.data.hf import load_hf
+from rkd.data.imagefolder import load_imagefolder
 
 
 def load_data(cfg: DataConfig, test_fraction: float = 0.1) -> DataBundle:
@@ -17,9 +17,9 @@ def load_data(cfg: DataConfig, test_fraction: float = 0.1) -> DataBundle:
     """
     name = cfg.name
     if name == "fashion-mnist":
-        return _load_fashion_mnist(cfg)
+        return load_fashion_mnist(cfg)
     if name.startswith("hf:"):
-        return _load_hf(cfg, name[3:], test_fraction)
+        return load_hf(cfg, name[3:], test_fraction)
     if name.startswith("imagefolder:"):
-        return _load_imagefolder(cfg, name[len("imagefolder:"):], test_fraction)
+        return load_imagefolder(cfg, name[len("imagefolder:"):], test_fraction)
     raise DataError(f"data.name = {name!r} is not supported: expected 'fashion-mnist', 'hf:<hub id or dir>' or 'imagefolder:<dir>'")
