@@ -45,7 +45,9 @@ def main() -> dict:
     from rkd.distill import DistillObjective, build_stage1_model, kd_loss
     from rkd.engine import build_optimizer
     from rkd.losses import build_kd_loss
-    from rkd.teacher import build_teacher, load_cache, load_trained_teacher
+    from rkd.cache import load_cache
+    from rkd.teacher import build_teacher
+    from rkd.teacher_io import load_trained_teacher
 
     cfg, args = parse_config(__doc__, lambda p: p.add_argument("--rounds", type=int, default=15))
     rounds = args.rounds
@@ -58,7 +60,7 @@ def main() -> dict:
     if trained(run / "cache"):
         cache = load_cache(run / "cache")
     else:  # the same shapes and dtype as a real cache
-        from rkd.teacher import TeacherCache
+        from rkd.cache import TeacherCache
 
         n = len(bundle.splits["train"])
         cache = TeacherCache({"train": torch.randn(n, bundle.num_classes).half()},

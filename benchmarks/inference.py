@@ -33,7 +33,8 @@ def main() -> dict:
     from rkd.data import load_data, student_transform
     from rkd.distill import build_stage1_model, build_stage2_model, load_stage2
     from rkd.export import Transmitter
-    from rkd.teacher import build_teacher, load_trained_teacher
+    from rkd.teacher import build_teacher
+    from rkd.teacher_io import load_trained_teacher
 
     cfg, args = parse_config(__doc__, lambda p: p.add_argument("--repeats", type=int, default=20))
     torch.manual_seed(0)

@@ -24,7 +24,8 @@ from common import parse_config  # noqa: E402
 
 from rkd.data import load_data, make_loader  # noqa: E402
 from rkd.engine import build_optimizer, build_scheduler  # noqa: E402
-from rkd.teacher import TeacherObjective, build_teacher  # noqa: E402
+from rkd.teacher import build_teacher  # noqa: E402
+from rkd.teacher_training import TeacherObjective  # noqa: E402
 
 
 def _options(parser) -> None:

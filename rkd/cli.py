@@ -28,7 +28,7 @@ def user_facing_errors() -> tuple:
     from rkd.artifacts import IntegrityError
     from rkd.data import DataError
     from rkd.nas.genotype import GenotypeError
-    from rkd.teacher import CacheError
+    from rkd.cache import CacheError
 
     return ConfigError, DataError, GenotypeError, IntegrityError, CacheError
 

@@ -174,14 +174,14 @@ class Pipeline:
         return self._bundle
 
     def teacher(self):
-        from rkd.teacher import load_trained_teacher
+        from rkd.teacher_io import load_trained_teacher
 
         return load_trained_teacher(self.run_dir.path("teacher") / "model", self.cfg.teacher.trust_remote_code)
 
     @property
     def cache(self):
         if self._cache is None:
-            from rkd.teacher import CacheError, load_cache
+            from rkd.cache import CacheError, load_cache
 
             try:
                 self._cache = load_cache(self.run_dir.path("cache"), expected_teacher=self.teacher().identity,
@@ -197,12 +197,12 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
     def _teacher(self, out: Path) -> dict:
-        from rkd.teacher import train_teacher
+        from rkd.teacher_training import train_teacher
 
         return train_teacher(self.cfg, self.bundle, out, self.accelerator)
 
     def _cache_stage(self, out: Path) -> dict:
-        from rkd.teacher import build_cache
+        from rkd.cache import build_cache
 
         teacher = self.teacher()
         t = self.cfg.teacher

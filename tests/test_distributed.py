@@ -222,7 +222,8 @@ import torch
 from rkd.config import DataConfig
 from rkd.data import load_data
 from rkd.engine import make_accelerator
-from rkd.teacher import build_cache, load_trained_teacher
+from rkd.cache import build_cache
+from rkd.teacher_io import load_trained_teacher
 
 fake, data_cache, teacher_dir, out = sys.argv[1:5]
 accelerator = make_accelerator(cpu=True)
@@ -242,7 +243,9 @@ Path(out, f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world": worl
 @pytest.mark.slow
 def test_two_process_teacher_cache_matches_one_process_and_resumes(fashion_bundle, fake_fashion_dir, tmp_path):
     from rkd.config import TeacherConfig
-    from rkd.teacher import build_cache, build_teacher, load_cache, save_teacher
+    from rkd.cache import build_cache, load_cache
+    from rkd.teacher import build_teacher
+    from rkd.teacher_io import save_teacher
 
     torch.manual_seed(3)
     teacher = build_teacher(TeacherConfig(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),

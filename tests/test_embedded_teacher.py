@@ -9,8 +9,10 @@ from rkd.config import ConfigError, RunConfig, TeacherConfig, load_config
 from rkd.embedded_teacher import EMBEDDED_FAMILIES, embedded_model_config
 from rkd.models.student import Student
 from rkd.nas.genotype import load_genotype
-from rkd.teacher import (AUGMENTATION_FLIP, AUGMENTATION_NONE, TeacherObjective, build_cache, build_teacher,
-                         load_cache, load_trained_teacher, save_teacher)
+from rkd.cache import AUGMENTATION_FLIP, AUGMENTATION_NONE, build_cache, load_cache
+from rkd.teacher import build_teacher
+from rkd.teacher_io import load_trained_teacher, save_teacher
+from rkd.teacher_training import TeacherObjective
 
 NAMES10 = [f"class{i}" for i in range(10)]
 TINY = {"resnet": dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),

@@ -227,7 +227,7 @@ def test_remote_code_runs_only_when_asked_on_the_command_line(remote_code_teache
     assert json.loads((run / "teacher" / "model" / "rkd_teacher.json").read_text())["trust_remote_code"] is True
 
     # a saved teacher that needed remote code does not switch it on by itself
-    from rkd.teacher import load_trained_teacher
+    from rkd.teacher_io import load_trained_teacher
 
     with pytest.raises(ConfigError, match="--trust-remote-code"):
         load_trained_teacher(run / "teacher" / "model")

@@ -479,7 +479,7 @@ from rkd.config import load_config
 from rkd.data import load_data
 from rkd.engine import make_accelerator
 from rkd.search import SearchObjective, run_search
-from rkd.teacher import TeacherCache
+from rkd.cache import TeacherCache
 
 out = Path(sys.argv[1])
 cfg = load_config(None, sys.argv[2:])

@@ -14,10 +14,9 @@ import torch
 
 from rkd.artifacts import read_json
 from rkd.config import ConfigError, RunConfig, TeacherConfig, TrainConfig
-from rkd.teacher import (
-    MANIFEST, TEACHER_RECORD, CacheError, Teacher, build_cache, build_teacher, cache_is_valid, load_cache,
-    load_trained_teacher, save_teacher,
-)
+from rkd.cache import MANIFEST, CacheError, build_cache, cache_is_valid, load_cache
+from rkd.teacher import Teacher, build_teacher
+from rkd.teacher_io import TEACHER_RECORD, load_trained_teacher, save_teacher
 
 NAMES10 = [f"class{i}" for i in range(10)]
 TINY = dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8)
@@ -329,20 +328,20 @@ class _ThreadAccelerator:
 
 
 def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, monkeypatch):
-    import rkd.teacher as teacher_module
+    import rkd.cache as cache_module
 
     teacher, reference_dir, reference = cached
     cache_dir = tmp_path / "multi"
     barrier = threading.Barrier(2)
     accelerators = [_ThreadAccelerator(rank, 2, barrier) for rank in range(2)]
     writers: dict[int, list] = {0: [], 1: []}
-    original_pass = teacher_module._teacher_pass
+    original_pass = cache_module._teacher_pass
 
     def recording_pass(model, images, batch_size, device, accelerator, flip_average=False):
         writers[accelerator.process_index].append(images.shape[0])
         return original_pass(model, images, batch_size, device, accelerator, flip_average)
 
-    monkeypatch.setattr(teacher_module, "_teacher_pass", recording_pass)
+    monkeypatch.setattr(cache_module, "_teacher_pass", recording_pass)
     results: dict[int, dict] = {}
 
     # one teacher per "process", as real processes have: Teacher.forward captures features with a
@@ -378,7 +377,7 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
 
 
 def test_parameter_groups_split_head_from_backbone(vit_dir, clip_vision_dir):
-    from rkd.teacher import parameter_groups
+    from rkd.teacher_training import parameter_groups
 
     for source in (vit_dir, clip_vision_dir):
         teacher = build_teacher(TeacherConfig(source=str(source)), 4, list("pqrs"), channels=1)
@@ -390,7 +389,7 @@ def test_parameter_groups_split_head_from_backbone(vit_dir, clip_vision_dir):
 
 def test_train_teacher_tiny_run(fashion_bundle, tmp_path):
     from rkd.engine import make_accelerator
-    from rkd.teacher import train_teacher
+    from rkd.teacher_training import train_teacher
 
     cfg = RunConfig()
     cfg.teacher = TeacherConfig(**TINY, train=TrainConfig(epochs=2, batch_size=32, lr=3e-3, max_steps=14,

@@ -1,0 +1,110 @@
+"""Fine-tuning the teacher once, through the same ``rkd.engine.fit`` loop every stage uses.
+
+A pretrained backbone fine-tunes at a fraction of the learning rate a fresh head needs, so the
+optimiser sees two parameter groups; the trained teacher is saved with ``save_teacher``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from accelerate.utils import DistributedType
+
+from rkd.artifacts import PathLike
+from rkd.config import RunConfig
+from rkd.data import DataBundle, augment, make_loader
+from rkd.engine import Step, evaluate, fit
+from rkd.teacher import Teacher, build_teacher, find_head
+from rkd.teacher_io import save_teacher
+
+
+class TeacherObjective:
+    """Cross-entropy on (optionally augmented) uint8 batches; augmentation only while training."""
+
+    def __init__(self, use_augmentation: bool, label_smoothing: float = 0.0, seed: int = 0) -> None:
+        self.use_augmentation = use_augmentation
+        self.label_smoothing = label_smoothing
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __call__(self, model: nn.Module, batch: dict, train: bool):
+        pixels = batch["pixels"]
+        if train and self.use_augmentation:
+            pixels = augment(pixels, self.generator)
+        logits = model(pixels)["logits"]
+        labels = batch["label"]
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing if train else 0.0)
+        return Step(loss=loss, logits=logits.detach(), labels=labels, terms={"ce": loss.detach()})
+
+
+def head_parameters(teacher: Teacher) -> list[nn.Parameter]:
+    """The classification head's parameters (new or task-reordered), as opposed to the backbone's."""
+    if teacher.kind == "clip":
+        return list(teacher.head.parameters())
+    head, _ = find_head(teacher.model)
+    return list(head.parameters()) if head is not None else []
+
+
+def parameter_groups(teacher: Teacher, lr: float, backbone_lr_scale: float) -> list[dict]:
+    """Optimiser groups: the head at ``lr``, the backbone at ``lr * backbone_lr_scale``.
+
+    A pretrained backbone fine-tunes best at a fraction of the rate a fresh head needs.
+    """
+    head_ids = {id(p) for p in head_parameters(teacher)}
+    head = [p for p in teacher.parameters() if id(p) in head_ids]
+    backbone = [p for p in teacher.parameters() if id(p) not in head_ids]
+    groups = [{"params": head, "lr": lr}] if head else []
+    if backbone:
+        groups.append({"params": backbone, "lr": lr * backbone_lr_scale})
+    return groups
+
+
+def train_teacher(cfg: RunConfig, bundle: DataBundle, out_dir: PathLike, accelerator: Any,
+                  backbone_lr_scale: Optional[float] = None) -> dict:
+    """Build, fine-tune (``cfg.teacher.train`` through ``rkd.engine.fit``) and save the teacher to ``out_dir/model``.
+
+    ``backbone_lr_scale`` multiplies the learning rate of everything but the head; by default 1
+    for the embedded teacher (trained from scratch) and 0.1 for pretrained checkpoints.
+    With ``teacher.finetune = false`` the loaded teacher is only evaluated on val and saved.
+    """
+    out_dir = Path(out_dir)
+    tcfg = cfg.teacher
+    teacher = build_teacher(tcfg, bundle.num_classes, bundle.class_names, bundle.channels)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # DeepSpeed broadcasts each parameter as raw bytes, which needs a contiguous layout: no channels-last weights
+        teacher = teacher.to(memory_format=torch.contiguous_format)
+    objective = TeacherObjective(tcfg.augment, tcfg.train.label_smoothing, seed=cfg.seed + 17 * accelerator.process_index)
+    val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=cfg.seed)
+    if tcfg.finetune:
+        train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.seed)
+        if backbone_lr_scale is None:
+            backbone_lr_scale = 1.0 if tcfg.source == "embedded" else 0.1
+        groups = parameter_groups(teacher, tcfg.train.lr, backbone_lr_scale)
+        summary = fit(accelerator, teacher, objective, train_loader, val_loader, tcfg.train, out_dir, desc="teacher",
+                      parameters=groups)
+        val_accuracy, seconds, steps = summary["best_val_accuracy"], summary["seconds"], summary["steps"]
+    else:
+        started = time.time()
+        model = accelerator.prepare_model(teacher, evaluation_mode=True)
+        metrics = evaluate(accelerator, model, objective, accelerator.prepare_data_loader(val_loader))
+        val_accuracy, seconds, steps = metrics["accuracy"], time.time() - started, 0
+    teacher = accelerator.unwrap_model(teacher) if hasattr(accelerator, "unwrap_model") else teacher
+    model_dir = out_dir / "model"
+    if accelerator.is_main_process:
+        save_teacher(teacher, model_dir)
+    accelerator.wait_for_everyone()
+    return {
+        "val_accuracy": float(val_accuracy),
+        "train_seconds": float(seconds),
+        "steps": int(steps),
+        "n_params": teacher.n_params,
+        "finetuned": bool(tcfg.finetune),
+        "kind": teacher.kind,
+        "source": teacher.source,
+        "trust_remote_code": bool(teacher.trust_remote_code),
+        "model_dir": str(model_dir),
+    }
