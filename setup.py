@@ -24,6 +24,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "pyyaml>=6.0",
+        "pydantic>=2.7",  # typed config validation (rkd.config.schema; with_config on plain dataclasses)
         "pillow>=10.0",
     ],
     extras_require={
