@@ -2,8 +2,9 @@
 
 One module per concept: ``bundle`` (the ``DataBundle`` every source produces, splitting and
 fingerprints), ``sources`` (``load_data``, which picks the source by ``data.name``), one module per
-source (``fashion_mnist``, ``hf``, ``imagefolder``), ``transforms`` (model input pipelines and
-augmentation) and ``loaders``. Importers use the names exported here.
+source (``fashion_mnist``, ``hf``, ``imagefolder``), ``arrow`` (raw Arrow column reads both dataset
+sources share), ``transforms`` (model input pipelines and augmentation) and ``loaders``. Importers
+use the names exported here.
 """
 
 from rkd.data.bundle import SPLITS, DataBundle, DataError, Split, describe, split_indices
