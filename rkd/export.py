@@ -27,8 +27,11 @@ from torch import nn
 
 from rkd.artifacts import atomic_write_json
 from rkd.channels import _EPS as POWER_EPS
+from rkd.channels import get_channel
+from rkd.data import student_transform
 from rkd.export_onnx import export_onnx_pair, onnx_available
 from rkd.models.cat import symbol_mask
+from rkd.models.factory import load_stage2
 
 
 def normalize_pairs(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -87,8 +90,6 @@ def export_link(system, transform, images: torch.Tensor, out_dir: Path, channel=
     a seeded generator and feeds the same received symbols to both receivers. ``onnx``: also write
     ``transmitter.onnx`` / ``receiver.onnx`` and check them through onnxruntime the same way.
     """
-    from rkd.channels import get_channel
-
     system = system.eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,19 +118,10 @@ def export_link(system, transform, images: torch.Tensor, out_dir: Path, channel=
     return result
 
 
-def export_run(cfg, accelerator) -> dict:
-    """``rkd export``: the run's stage-2 link, up to stage 2 first, into ``runs/<name>/export/``."""
-    from rkd.data import student_transform
-    from rkd.distill import load_stage2
-    from rkd.pipeline import Pipeline
-
-    pipeline = Pipeline(cfg, accelerator)
-    pipeline.run(until="stage2")
-    out_dir = cfg.run_dir / "export"
-    if not accelerator.is_main_process:
-        return {"dir": out_dir}
-    bundle, cache = pipeline.bundle, pipeline.cache
-    system = load_stage2(cfg, bundle, int(cache.features["test"].shape[1]), cfg.run_dir / "stage1", cfg.run_dir / "stage2")
+def export_trained(cfg, inputs, out_dir: Path) -> dict:
+    """The run's trained stage-2 link (``inputs``: its ``RunInputs``) into ``out_dir``, with ``export.json``."""
+    bundle, cache = inputs.bundle, inputs.cache
+    system = load_stage2(cfg, bundle, int(cache.features["test"].shape[1]), inputs.path("stage1"), inputs.path("stage2"))
     images = bundle.splits["test"].images[:16]
     result = export_link(system, student_transform(cfg.data, bundle), images, out_dir, seed=cfg.eval.seed,
                          onnx=onnx_available())

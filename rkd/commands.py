@@ -1,0 +1,118 @@
+"""What each ``rkd`` command does once its config is read: the pipeline up to a stage, the sweep, baselines, export.
+
+``rkd.cli`` parses the command line and imports this module only then, because it pulls in torch,
+transformers and datasets (seconds), which ``rkd --help`` and argument errors do not need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rkd.artifacts import IntegrityError
+from rkd.baselines.runner import run_baselines
+from rkd.cache import CacheError
+from rkd.compare import report_comparison
+from rkd.config import ConfigError, RunConfig
+from rkd.data import DataError
+from rkd.engine import make_accelerator
+from rkd.export import export_trained
+from rkd.nas.genotype import GenotypeError
+from rkd.pipeline import Pipeline
+from rkd.report import report
+from rkd.tracking import accelerator_kwargs, start_tracking
+
+UNTIL = {"run": "eval", "teacher": "teacher", "cache": "cache", "search": "search", "distill": "stage2",
+         "evaluate": "eval"}
+# errors whose message is the whole story: bad input or damaged files, told without a traceback
+USER_FACING_ERRORS = (ConfigError, DataError, GenotypeError, IntegrityError, CacheError)
+
+
+def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
+    """Run the parsed command; returns the exit status."""
+    if args.command == "report":
+        print(f"report: {report(cfg.run_dir)}")
+        comparison = report_comparison(cfg.run_dir)
+        if comparison is not None:
+            print(f"comparison: {comparison}")
+        return 0
+    try:
+        trackers = accelerator_kwargs(cfg)
+    except ConfigError as exc:
+        print(f"rkd: configuration error: {exc}", file=sys.stderr)
+        return 2
+    accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed, **trackers)
+    start_tracking(accelerator, cfg)  # a tracker run named after the rkd run, with its config
+    try:
+        code = run_command(args, cfg, accelerator)
+    except USER_FACING_ERRORS as exc:
+        print(f"rkd: error: {exc}", file=sys.stderr)
+        return 2
+    # Leave together and tear the process group down before the interpreter exits: a gloo group
+    # left to the exit handlers can abort one rank ("terminate called without an active exception")
+    # after all its work is done, which a launcher then reports as a failed job.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return code
+
+
+def run_command(args: argparse.Namespace, cfg: RunConfig, accelerator) -> int:
+    """The command's work on an already built Accelerator; returns the exit status."""
+    if args.command == "baselines":
+        run_baselines(cfg, accelerator)
+        if accelerator.is_main_process:
+            print(f"comparison: {cfg.run_dir / 'compare' / 'comparison.md'}")
+        return 0
+    if args.command == "export":
+        paths = export_run(cfg, accelerator)
+        if accelerator.is_main_process:
+            print(f"export: {paths['dir']}")
+        return 0
+    pipeline = Pipeline(cfg, accelerator)
+    if args.command == "search" and (args.sweep or args.sweep_index is not None):
+        return sweep_command(cfg, accelerator, pipeline, args.sweep_index)
+    summaries = pipeline.run(until=UNTIL[args.command])
+    if accelerator.is_main_process:
+        run_dir = cfg.run_dir
+        if "eval" in summaries:
+            s = summaries["eval"]
+            print(f"\nteacher {100 * s['teacher_accuracy']:.2f}% ({s['teacher_params']:,} params), "
+                  f"student {100 * s['student_accuracy']:.2f}% ({s['student_params']:,} params)")
+            print(f"report: {run_dir / 'eval' / 'report.md'}")
+        elif args.command == "search":
+            s = summaries["search"]
+            print(f"\nsearched cells: {s['params']:,} params, {s['flops']:,} FLOPs/image: "
+                  f"{run_dir / 'search' / 'genotype.json'}\nuse them: rkd run search.enabled=true [same overrides]")
+        else:
+            print(f"done: {run_dir}")
+    return 0
+
+
+def sweep_command(cfg: RunConfig, accelerator, pipeline: Pipeline, index) -> int:
+    """``rkd search --sweep [--sweep-index i]``: the Pareto sweep, and the chosen point when all are done."""
+    try:
+        result = pipeline.sweep(index)
+    except ValueError as exc:
+        print(f"rkd: {exc}", file=sys.stderr)
+        return 2
+    if accelerator.is_main_process and result is not None:
+        sweep_dir = cfg.run_dir / "search" / "sweep"
+        chosen = result["chosen"]
+        if chosen is None:
+            print(f"sweep: no point fits search.sweep_budget={cfg.search.sweep_budget}; see {sweep_dir / 'pareto.json'}")
+        else:
+            p = result["points"][chosen]
+            print(f"sweep: chose complexity weight {p['complexity_weight']:g} ({p['params']:,} params, "
+                  f"{p['flops']:,} FLOPs, val {100 * p['val_accuracy']:.2f}%): {sweep_dir / 'genotype.json'}")
+        print(f"pareto: {sweep_dir / 'pareto.json'}")
+    return 0
+
+
+def export_run(cfg: RunConfig, accelerator) -> dict:
+    """``rkd export``: the run up to stage 2 first, then its link into ``runs/<name>/export/``."""
+    pipeline = Pipeline(cfg, accelerator)
+    pipeline.run(until="stage2")
+    out_dir = cfg.run_dir / "export"
+    if not accelerator.is_main_process:
+        return {"dir": out_dir}
+    return export_trained(cfg, pipeline.inputs, out_dir)

@@ -1,0 +1,131 @@
+"""The evaluation stage: accuracy x channel x SNR x channel uses, model sizes and FLOPs, and the report.
+
+The student's tokens for the test set are computed once (the student is deterministic in eval
+mode) and swept by ``rkd.channel_sweep``. Under N processes the SNR grid is dealt round-robin
+(process r takes SNR points r, r+N, ...), each process sweeps every channel and k at its SNRs, and
+the main process gathers the records back into grid order, adds the clean accuracies, sizes, FLOPs
+and diagnostics, and writes the outputs (``rkd.report``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate.utils import gather_object
+
+from rkd.artifacts import read_json
+from rkd.channel_sweep import METHOD, channel_sweep, my_share, snr_grid
+from rkd.classwise import classwise_summary, dataset_description
+from rkd.code_diagnostics import effective_dimensions, rate_gains, summarise_rate_gains
+from rkd.config import RunConfig
+from rkd.data import student_transform
+from rkd.frozen_features import batched
+from rkd.measure import count_flops, count_params
+from rkd.models.cat import symbol_mask
+from rkd.models.factory import load_stage1, load_stage2
+from rkd.ratepolicy import write_rate_policy
+from rkd.report import write_outputs
+from rkd.stages.inputs import RunInputs
+
+CODE_DIAGNOSTIC_SNR = 10.0  # nominal SNR (dB) the transmitter is told while its code's dimension is measured
+
+
+def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
+    """Writes results.json, results.csv, plots and report.md into ``out_dir``.
+
+    Collective: every process sweeps its round-robin share of the SNR grid on its device; the main
+    process gathers the records, adds clean accuracies, sizes and FLOPs, and writes the outputs.
+    """
+    out_dir = Path(out_dir)
+    bundle, cache = inputs.bundle, inputs.cache
+    test = bundle.splits["test"]
+    teacher_dim = cache.features["test"].shape[1]
+    x = student_transform(cfg.data, bundle)(test.images)
+    system = load_stage2(cfg, bundle, teacher_dim, inputs.path("stage1"), inputs.path("stage2"))
+    system = system.eval().to(accelerator.device)
+    tokens = batched(lambda t: system.student(t)["tokens"], x, cfg.eval.batch_size, accelerator.device)
+    rates = cfg.eval.rates or cfg.codec.rates
+    grid = snr_grid(cfg.eval)
+    swept = channel_sweep(system, tokens, test.labels, cfg.eval.channels,
+                          my_share(grid, accelerator.process_index, accelerator.num_processes), rates,
+                          cfg.eval.batch_size, cfg.eval.seed, progress=accelerator.is_local_main_process)
+    if accelerator.num_processes > 1:
+        swept = gather_object(swept)
+    summary: dict = {}
+    if accelerator.is_main_process:
+        position = {float(snr): i for i, snr in enumerate(grid)}
+        swept = sorted(swept, key=lambda r: position[r["snr_db"]])  # stable: channel x k order within an SNR stays
+        summary = summarise(cfg, inputs, system.cpu(), x, tokens, swept, out_dir)
+    accelerator.wait_for_everyone()
+    if summary:  # the stage record keeps the headline numbers; matrices stay in results.json
+        return {k: v for k, v in summary.items() if k not in ("csi_assumption", "classwise")}
+    return read_json(out_dir / "results.json")["summary"]
+
+
+def summarise(cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, tokens: torch.Tensor, swept: list,
+              out_dir: Path) -> dict:
+    """Main process: clean accuracies, sizes, FLOPs and diagnostics beside the swept records; write everything."""
+    bundle, cache = inputs.bundle, inputs.cache
+    labels = bundle.splits["test"].labels
+    rates = cfg.eval.rates or cfg.codec.rates
+    teacher_acc = float((cache.logits["test"].float().argmax(-1) == labels).float().mean())
+    stage1 = load_stage1(cfg, bundle, cache.features["test"].shape[1], inputs.path("stage1")).eval()
+    student_logits = batched(lambda t: stage1(t)["logits"], x, cfg.eval.batch_size)
+    student_acc = float((student_logits.argmax(-1) == labels).float().mean())
+    records = [
+        {"method": "teacher", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
+         "snr_db": None, "channel_uses": None, "accuracy": teacher_acc, "n_test": int(labels.numel())},
+        {"method": "student", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
+         "snr_db": None, "channel_uses": None, "accuracy": student_acc, "n_test": int(labels.numel())},
+    ]
+    records += swept
+    summary = {
+        **model_costs(cfg, inputs.teacher().eval(), system, bundle.splits["test"].images[:1], x[:1], tokens[:1]),
+        "teacher_accuracy": teacher_acc,
+        "student_accuracy": student_acc,
+        "n_test": int(labels.numel()),
+        "max_symbols": cfg.codec.max_symbols,
+        "rates": rates,
+        "teacher_source": cfg.teacher.source,
+        "teacher_trust_remote_code": cfg.teacher.trust_remote_code,
+        "cache_augmentation": cache.manifest.get("augmentation", "none"),
+        "csi_assumption": {spec_label["channel_label"]: spec_label["csi"] for spec_label in records[2:]},
+        "config_hash": inputs.hashes["eval"],
+        "student_genotype": inputs.genotype_origin(),
+        "code_diagnostics": code_diagnostics(system, tokens.cpu(), records, rates),
+    }
+    summary["compression_ratio"] = summary["teacher_params"] / max(1, summary["student_params"])
+    summary["dataset"] = dataset_description(bundle, cfg.data.image_size)
+    summary["classwise"] = classwise_summary(system, tokens, labels, student_logits.argmax(-1), bundle.class_names,
+                                             snr_grid(cfg.eval), rates, cfg.eval.batch_size, cfg.eval.seed)
+    write_outputs(out_dir, records, summary)
+    write_rate_policy(out_dir / "rate_policy.json", records, cfg.eval.rate_margin, method=METHOD)
+    return summary
+
+
+def model_costs(cfg: RunConfig, teacher, system, one_image: torch.Tensor, one_x: torch.Tensor,
+                one_tokens: torch.Tensor) -> dict:
+    """Parameters and FLOPs per image of the teacher, the student, and each end of the link."""
+    z = system.transmit(one_tokens, torch.zeros(1))
+    mask = symbol_mask(torch.tensor([cfg.codec.max_symbols]), cfg.codec.max_symbols)
+    state = torch.zeros(1, 2)
+    return {
+        "teacher_params": count_params(teacher),
+        "student_params": count_params(system.student),
+        "codec_tx_params": count_params(system.encoder),
+        "receiver_params": count_params(system.decoder) + count_params(system.student.classifier),
+        "teacher_flops": count_flops(teacher, one_image),
+        "student_flops": count_flops(system.student, one_x),
+        "codec_tx_flops": count_flops(system.transmit, one_tokens, torch.zeros(1)),
+        "receiver_flops": count_flops(lambda: system.classify(system.decoder(z, mask, state))),
+    }
+
+
+def code_diagnostics(system, tokens: torch.Tensor, records: list, rates: list) -> dict:
+    """Effective dimension of the transmitted code per k, and AWGN accuracy over the energy-only prediction."""
+    return {
+        "effective_dimension_snr_db": CODE_DIAGNOSTIC_SNR,
+        "effective_dimension": effective_dimensions(system.transmit, tokens, rates, CODE_DIAGNOSTIC_SNR),
+        "awgn_rate_gain": summarise_rate_gains(rate_gains(records, METHOD, "awgn")),
+    }

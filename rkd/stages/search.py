@@ -1,0 +1,296 @@
+"""KDL-DARTS: the distillation-guided, complexity-penalised DARTS search that designs the student's cells.
+
+The search network (``rkd.nas.supernet``) is trained with the paper's objective, task CE + logit KD
++ feature KD against the *cached* teacher (no teacher forward pass during the search) + a
+differentiable penalty on the expected size of the derived student (``rkd.losses.ComplexityPenalty``
+over ``rkd.nas.complexity``). Weights learn on the train split through ``rkd.engine.fit``; the
+architecture learns on the val split in the objective's ``before_update`` hook (``rkd.nas.architect``),
+after ``search.warmup_epochs`` of weight-only training. The genotype is derived with DARTS's top-2
+rule and a skip-connection cap (``rkd.nas.derive``) from the final architecture, as in DARTS (``fit``
+hands back the best-validation *weights*; the architect puts the latest architecture back).
+
+Outputs in the stage directory: ``genotype.json`` (DARTS format + "meta"), ``genotype.png``,
+``alphas.jsonl`` (softmaxed architecture weights at every epoch start and at the end), and the
+engine's ``log.jsonl``/checkpoints. The Pareto sweep over complexity weights is ``rkd.stages.sweep``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from rkd.config import RunConfig, SearchConfig
+from rkd.data import DataBundle, IndexedImages, Split, student_transform
+from rkd.engine import Step, build_scheduler, fit
+from rkd.losses import CompositeLoss, ComplexityPenalty, FeatureKD, LogitKD, TaskLoss
+from rkd.models.heads import FeatureProjector
+from rkd.nas.architect import Architect, cycle_batches
+from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
+from rkd.nas.derive import SKIP, count_ops
+from rkd.nas.genotype import Genotype, genotype_to_dict, save_genotype
+from rkd.nas.plot import plot_genotype
+from rkd.nas.supernet import SuperNet
+from rkd.stages.inputs import RunInputs
+
+METHOD = "KDL-DARTS"
+
+
+def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
+    summary = run_search(cfg, accelerator, inputs.bundle, inputs.cache, out_dir)
+    summary.pop("history", None)
+    return summary
+
+
+# ----------------------------------------------------------------------------- model and loss
+
+
+class SearchNetwork(nn.Module):
+    """Supernet + feature projector: the search-time counterpart of ``DistilledStudent``.
+
+    It passes every supernet output through (``arch_params``/``arch_flops`` included) and adds
+    ``projected`` for feature KD, so ``build_kd_loss``'s terms and the complexity term all read it.
+    """
+
+    def __init__(self, supernet: SuperNet, teacher_feature_dim: int) -> None:
+        super().__init__()
+        self.supernet = supernet
+        self.projector = FeatureProjector(supernet.feature_dim, teacher_feature_dim)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.supernet(x)
+        out["projected"] = self.projector(out["features"])
+        return out
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return self.supernet.arch_parameters()
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def genotype(self, max_skips: Optional[int] = None) -> Genotype:
+        return self.supernet.genotype(max_skips)
+
+
+def student_shape(cfg: RunConfig, bundle: DataBundle) -> NetworkShape:
+    """The student the derived cells will be trained in: what the complexity penalty prices."""
+    return NetworkShape(in_channels=bundle.channels, num_classes=bundle.num_classes, image_size=cfg.data.image_size,
+                        init_channels=cfg.student.init_channels, layers=cfg.student.layers,
+                        stem_stride=cfg.student.stem_stride)
+
+
+def build_search_network(s: SearchConfig, bundle: DataBundle, teacher_feature_dim: int,
+                         cost: Optional[ExpectedCost]) -> SearchNetwork:
+    supernet = SuperNet(bundle.channels, bundle.num_classes, s.primitives, init_channels=s.init_channels,
+                        layers=s.layers, nodes=s.nodes, stem_stride=s.stem_stride,
+                        partial_channels=s.partial_channels, edge_normalization=s.edge_normalization, cost=cost)
+    return SearchNetwork(supernet, teacher_feature_dim)
+
+
+def complexity_metrics(kind: str) -> list[str]:
+    return ["params", "flops"] if kind == "both" else [kind]
+
+
+def build_search_loss(s: SearchConfig, cost: ExpectedCost, complexity_weight: float) -> CompositeLoss:
+    """Task + logit KD + feature KD (the stage-1 terms) + the complexity penalty, scaled by the uniform cost."""
+    penalty = ComplexityPenalty(complexity_metrics(s.complexity), scale=cost.uniform(),
+                                budget={"params": s.param_budget, "flops": s.flops_budget})
+    return CompositeLoss({
+        "task": (s.loss.task, TaskLoss(s.train.label_smoothing)),
+        "logit_kd": (s.loss.logit_kd, LogitKD(s.loss.temperature)),
+        "feature_kd": (s.loss.feature_kd, FeatureKD(s.loss.feature_loss)),
+        "complexity": (complexity_weight, penalty),
+    })
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def subset_indices(n: int, limit: Optional[int], seed: int) -> torch.Tensor:
+    """A seeded, sorted choice of ``limit`` rows of a split (all rows when ``limit`` is None or larger)."""
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:limit].sort().values
+
+
+def subset_loader(split: Split, indices: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
+                  drop_last: bool = False) -> DataLoader:
+    """Like ``rkd.data.make_loader`` on some rows; a batch's ``index`` stays the row in the full split
+    (the teacher cache's key)."""
+    dataset = Subset(IndexedImages(split), indices.tolist())
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(int(seed)), num_workers=0)
+
+
+def weight_lr_schedule(train_cfg, total_steps: int) -> Callable[[int], float]:
+    """The weight learning rate at a step, from the engine's own schedule (for the unrolled step)."""
+    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=train_cfg.lr)
+    factor = build_scheduler(dummy, train_cfg, total_steps).lr_lambdas[0]
+    return lambda step: train_cfg.lr * factor(step)
+
+
+# ----------------------------------------------------------------------------- objective
+
+
+class SearchObjective:
+    """The engine objective of the search: the loss on train/val batches, plus the architecture step.
+
+    ``before_update`` (called by ``rkd.engine.fit`` before each weight update) logs the architecture
+    at every epoch start and, after the warm-up, lets the architect take one step on a val batch.
+    """
+
+    def __init__(self, transform, cache, loss: CompositeLoss, warmup_steps: int, steps_per_epoch: int,
+                 unwrap: Callable[[nn.Module], nn.Module], alpha_log: Optional[Path] = None,
+                 max_skips: Optional[int] = None) -> None:
+        self.transform = transform
+        self.cache = cache
+        self.loss = loss
+        self.warmup_steps = warmup_steps
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.unwrap = unwrap
+        self.alpha_log = alpha_log
+        self.max_skips = max_skips
+        self.architect: Optional[Architect] = None
+
+    def evaluate(self, forward: Callable[[torch.Tensor], dict], batch: dict, split: str) -> tuple:
+        x = self.transform(batch["pixels"])
+        outputs = forward(x)
+        targets = {"label": batch["label"], **self.cache.targets(split, batch["index"])}
+        total, parts = self.loss(outputs, targets)
+        return total, parts, outputs
+
+    def loss_of(self, forward: Callable[[torch.Tensor], dict], batch: dict, split: str) -> torch.Tensor:
+        """The architect's loss function (``forward`` may run the model with substituted weights)."""
+        return self.evaluate(forward, batch, split)[0]
+
+    def __call__(self, model: nn.Module, batch: dict, train: bool) -> Step:
+        total, parts, outputs = self.evaluate(model, batch, "train" if train else "val")
+        terms = dict(parts)
+        for key in ("arch_params", "arch_flops"):
+            if key in outputs:
+                terms[f"expected_{key[5:]}"] = outputs[key].detach()
+        if train and self.architect is not None and self.architect.last_val_loss is not None:
+            terms["arch_val_loss"] = self.architect.last_val_loss
+        return Step(loss=total, logits=outputs["logits"], labels=batch["label"], terms=terms)
+
+    def before_update(self, model: nn.Module, batch: dict, step: int) -> None:
+        if step % self.steps_per_epoch == 0:
+            self.log_architecture(self.unwrap(model), step, epoch=step // self.steps_per_epoch)
+        if self.architect is not None and step >= self.warmup_steps:
+            self.architect.step(self.unwrap(model), batch, step)
+
+    def log_architecture(self, model: SearchNetwork, step: int, epoch: Any) -> None:
+        if self.alpha_log is None:
+            return
+        with torch.no_grad():
+            w = model.supernet.arch_weights()
+            record = {"epoch": epoch, "step": step, "primitives": model.supernet.primitives,
+                      "normal": w["normal"].cpu().tolist(), "reduce": w["reduce"].cpu().tolist(),
+                      "genotype": genotype_to_dict(model.genotype(self.max_skips))}
+            if w["normal_edges"] is not None:
+                record["normal_edges"] = w["normal_edges"].cpu().tolist()
+                record["reduce_edges"] = w["reduce_edges"].cpu().tolist()
+            if model.supernet.cost is not None:
+                record.update({f"expected_{k}": float(v) for k, v in model.supernet.expected_cost().items()})
+        self.alpha_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.alpha_log, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------- one search
+
+
+def run_search(cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_dir: Path,
+               complexity_weight: Optional[float] = None) -> dict:
+    """Search the student's cells; write genotype.json/.png and alphas.jsonl into ``out_dir``; return a summary.
+
+    ``complexity_weight`` overrides ``cfg.search.complexity_weight`` (the sweep's knob).
+    """
+    s = cfg.search
+    weight = s.complexity_weight if complexity_weight is None else float(complexity_weight)
+    out_dir = Path(out_dir)
+    started = time.time()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    teacher_dim = cache.features["train"].shape[1]
+    shape = student_shape(cfg, bundle)
+    cost = ExpectedCost(s.primitives, s.nodes, shape)
+    model = build_search_network(s, bundle, teacher_dim, cost)
+    loss = build_search_loss(s, cost, weight)
+
+    train_split, val_split = bundle.splits["train"], bundle.splits["val"]
+    train_rows = subset_indices(len(train_split), s.max_train, cfg.seed)
+    val_rows = subset_indices(len(val_split), s.max_val, cfg.seed + 1)
+    train_loader = subset_loader(train_split, train_rows, s.train.batch_size, shuffle=True, seed=cfg.seed,
+                                 drop_last=len(train_rows) >= s.train.batch_size)
+    val_loader = subset_loader(val_split, val_rows, cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
+    # the architecture's own val batches: this process's shard, reshuffled every pass; with the gradient
+    # averaged across processes, N shards of B act like one global batch of N*B
+    shard = val_rows[rank::world]
+
+    def arch_batches(skip: int):
+        loader = subset_loader(val_split, shard, s.train.batch_size, shuffle=True, seed=cfg.seed + 1000 + rank,
+                               drop_last=len(shard) >= s.train.batch_size)
+        return cycle_batches(loader, accelerator.device, skip)
+
+    steps_per_epoch = math.ceil(len(train_loader) / world)
+    total_steps = s.train.epochs * steps_per_epoch
+    if s.train.max_steps is not None:
+        total_steps = min(total_steps, s.train.max_steps)
+    objective = SearchObjective(student_transform(cfg.data, bundle), cache, loss,
+                                warmup_steps=s.warmup_epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+                                unwrap=accelerator.unwrap_model,
+                                alpha_log=out_dir / "alphas.jsonl" if accelerator.is_main_process else None,
+                                max_skips=s.max_skips)
+    reduce = (lambda g: accelerator.reduce(g, reduction="mean")) if world > 1 else None
+    objective.architect = Architect(
+        model.arch_parameters(), objective.loss_of, arch_batches,
+        lr=s.arch_lr, betas=s.arch_betas, weight_decay=s.arch_weight_decay, order=s.order,
+        unrolled_lr=weight_lr_schedule(s.train, total_steps), unrolled_weight_decay=s.train.weight_decay,
+        reduce=reduce)
+    # checkpoints carry the architecture optimiser too, so a resumed search continues exactly
+    summary = fit(accelerator, model, objective, train_loader, val_loader, s.train, out_dir, desc="search",
+                  parameters=model.weight_parameters(), checkpoint_objects=[objective.architect])
+
+    return derive(cfg, accelerator, accelerator.unwrap_model(model), objective, summary, shape, weight,
+                  {"train_rows": int(len(train_rows)), "val_rows": int(len(val_rows))}, out_dir, started)
+
+
+def derive(cfg: RunConfig, accelerator, model: SearchNetwork, objective: SearchObjective, summary: dict,
+           shape: NetworkShape, weight: float, rows: dict, out_dir: Path, started: float) -> dict:
+    """The searched cells from the latest architecture: measured, recorded in genotype.json/.png, summarised."""
+    s = cfg.search
+    objective.architect.restore_latest()
+    uncapped = model.genotype(None)
+    genotype = model.genotype(s.max_skips)
+    measured = measure_network(genotype, shape)
+    with torch.no_grad():
+        expected = {k: float(v) for k, v in model.supernet.expected_cost().items()}
+    objective.log_architecture(model, summary["steps"], epoch="final")
+    meta = {
+        "method": METHOD, "complexity": s.complexity, "complexity_weight": weight,
+        "param_budget": s.param_budget, "flops_budget": s.flops_budget,
+        "expected_params": expected["params"], "expected_flops": expected["flops"],
+        "params": measured.params, "flops": measured.flops,
+        "supernet_val_accuracy": summary["best_val_accuracy"], "order": s.order,
+        "partial_channels": s.partial_channels, "edge_normalization": s.edge_normalization,
+        "max_skips": s.max_skips, "skips_before_cap": count_ops(uncapped, SKIP), "skips": count_ops(genotype, SKIP),
+        "loss_weights": {"task": s.loss.task, "logit_kd": s.loss.logit_kd, "feature_kd": s.loss.feature_kd},
+        **rows, "steps": summary["steps"], "arch_steps": objective.architect.steps,
+        "seconds": time.time() - started,
+    }
+    if accelerator.is_main_process:
+        save_genotype(genotype, out_dir / "genotype.json", meta=meta)
+        plot_genotype(genotype, out_dir / "genotype.png",
+                      title=f"{METHOD}: complexity weight {weight:g}, {measured.params:,} params, "
+                            f"{measured.flops:,} FLOPs/image")
+    accelerator.wait_for_everyone()
+    accelerator.print(f"[search] derived cells: {measured.params:,} params, {measured.flops:,} FLOPs/image; "
+                      f"{out_dir / 'genotype.json'}")
+    return {**meta, "genotype": genotype_to_dict(genotype), "history": summary["history"]}
