@@ -131,7 +131,7 @@ def random_genotype(primitives: list, nodes: int, target_params: int, shape, see
     """
     import torch
 
-    from rkd.models.heads import count_parameters
+    from rkd.measure import count_params
     from rkd.nas.derive import SKIP
     from rkd.nas.genotype import Genotype
 
@@ -152,7 +152,7 @@ def random_genotype(primitives: list, nodes: int, target_params: int, shape, see
     for _ in range(samples):
         g = Genotype(cell(), concat, cell(), concat)
         with torch.random.fork_rng(devices=[]):  # the draws leave the global RNG as they found it
-            params = count_parameters(shape.build(g))  # parameters only: FLOPs are counted for the chosen one
+            params = count_params(shape.build(g))  # parameters only: FLOPs are counted for the chosen one
         if best is None or abs(params - target_params) < abs(best[1] - target_params):
             best = (g, params)
         if abs(best[1] - target_params) <= tolerance * target_params:

@@ -7,7 +7,7 @@ import torch
 
 from rkd.config import ConfigError, RunConfig, TeacherConfig, load_config
 from rkd.embedded_teacher import EMBEDDED_FAMILIES, embedded_model_config
-from rkd.models.student import Student
+from rkd.nas.network import Student
 from rkd.nas.genotype import load_genotype
 from rkd.cache import AUGMENTATION_FLIP, AUGMENTATION_NONE, build_cache, load_cache
 from rkd.teacher import build_teacher

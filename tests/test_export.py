@@ -11,7 +11,7 @@ from rkd.channels import get_channel
 from rkd.data import ImageTransform
 from rkd.export import Receiver, Transmitter, export_link
 from rkd.models.cat import symbol_mask
-from rkd.models.student import Student
+from rkd.nas.network import Student
 from rkd.models.system import DistilledStudent, RKDSystem
 
 

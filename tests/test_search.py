@@ -8,11 +8,11 @@ import torch
 from rkd.cli import main
 from rkd.config import ConfigError, load_config
 from rkd.losses import ComplexityPenalty, MissingInputError
-from rkd.models.student import Student
 from rkd.nas.architect import Architect
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
 from rkd.nas.derive import SKIP, count_ops, derive_genotype, edge_layout, node_slices, num_edges
 from rkd.nas.genotype import Genotype, describe_cells, load_genotype, save_genotype
+from rkd.nas.network import Student
 from rkd.nas.ops import PRIMITIVES
 from rkd.nas.supernet import MixedOp, SuperNet, arch_gradients_enabled, channel_shuffle
 from rkd.pipeline import stage_hashes

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rkd.models.heads import ClassifierHead, FeatureProjector, count_parameters
-from rkd.models.student import AuxiliaryHead, Cell, Student, reduction_layers
+from rkd.measure import count_params
+from rkd.models.heads import ClassifierHead, FeatureProjector
 from rkd.nas.genotype import (
     GENOTYPES,
     Genotype,
@@ -19,7 +19,9 @@ from rkd.nas.genotype import (
     load_genotype,
     save_genotype,
 )
+from rkd.nas.network import AuxiliaryHead, Cell, Student
 from rkd.nas.ops import OPS, PRIMITIVES, FactorizedReduce, Identity, Zero
+from rkd.nas.skeleton import reduction_layers
 
 torch.set_num_threads(1)  # the CI box is small and shared; tiny tensors gain nothing from threads
 
@@ -186,7 +188,7 @@ def test_stem_stride_sets_resolution(stem_stride: int, side: int):
 
 def test_default_student_budget():
     model = Student("default", in_channels=1, num_classes=10)
-    n = count_parameters(model)
+    n = count_params(model)
     assert n < 60_000, n  # at most 1/20 of the 1.23M-parameter teacher
     assert model.token_dim == model.feature_dim == 4 * 4 * 8  # 4 nodes x C doubled twice
 
@@ -263,8 +265,8 @@ def test_heads_shapes_and_parameter_count():
     assert FeatureProjector(12, 30)(x).shape == (5, 30)
     assert FeatureProjector(12, 30, hidden=16)(x).shape == (5, 30)
     assert ClassifierHead(12, 3, hidden=8, dropout=0.1)(x).shape == (5, 3)
-    assert count_parameters(FeatureProjector(12, 30)) == 12 * 30 + 30
+    assert count_params(FeatureProjector(12, 30)) == 12 * 30 + 30
     head = ClassifierHead(12, 3)
     head.net.bias.requires_grad_(False)
-    assert count_parameters(head) == 12 * 3 + 3
-    assert count_parameters(head, trainable_only=True) == 12 * 3
+    assert count_params(head) == 12 * 3 + 3
+    assert count_params(head, trainable_only=True) == 12 * 3

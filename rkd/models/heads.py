@@ -12,11 +12,6 @@ import torch
 from torch import nn
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of (distinct) parameters, e.g. to check the student's size budget against the teacher's."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
 def _mlp(in_dim: int, out_dim: int, hidden: Optional[int], dropout: float) -> nn.Module:
     layers: list[nn.Module] = []
     if hidden is None:

@@ -28,12 +28,11 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from rkd.models.heads import count_parameters
-from rkd.models.student import Student
+from rkd.measure import count_flops, count_params
 from rkd.nas.derive import NONE, edge_layout, node_slices, normalize_edges
 from rkd.nas.genotype import Genotype
+from rkd.nas.network import Student
 from rkd.nas.ops import build_op
 
 METRICS = ("params", "flops")
@@ -67,29 +66,19 @@ class NetworkShape:
         return torch.zeros(1, self.in_channels, self.image_size, self.image_size)
 
 
-def count_flops(module: nn.Module, x: torch.Tensor) -> int:
-    """FLOPs of one forward pass (autograd stays on: the counter's module tracker needs the graph)."""
-    was_training = module.training
-    module.eval()
-    with FlopCounterMode(display=False) as counter:
-        module(x)
-    module.train(was_training)
-    return int(counter.get_total_flops())
-
-
 @lru_cache(maxsize=None)
 def measure_op(name: str, channels: int, stride: int, height: int, width: int) -> Cost:
     """Parameters and FLOPs of op ``name`` on a ``[1, channels, height, width]`` input, as a Student builds it."""
     with torch.random.fork_rng(devices=[]):  # building an op draws initial weights; the caller's RNG must not move
         op = build_op(name, channels, stride, True)
-    return Cost(count_parameters(op), count_flops(op, torch.zeros(1, channels, height, width)))
+    return Cost(count_params(op), count_flops(op, torch.zeros(1, channels, height, width)))
 
 
 def measure_network(genotype: Genotype, shape: NetworkShape) -> Cost:
     """Parameters and per-image FLOPs of the Student built from ``genotype``."""
     with torch.random.fork_rng(devices=[]):
         student = shape.build(genotype)
-    return Cost(count_parameters(student), count_flops(student, shape.dummy_input()))
+    return Cost(count_params(student), count_flops(student, shape.dummy_input()))
 
 
 def empty_genotype(nodes: int) -> Genotype:

@@ -2,8 +2,9 @@
 
 It follows DARTS's conventions (cells read the two previous cells' outputs, reduction cells at 1/3
 and 2/3 depth double the channels, drop-path on non-identity ops, optional auxiliary head) with two
-changes for a tiny CPU student: the stem may downsample (stride 2 turns 28x28 into 14x14, which
-cuts every later cell's cost by 4x), and the auxiliary head pools adaptively so any input size works.
+changes for a tiny CPU student: the stem may downsample (``rkd.nas.skeleton.build_stem``), and the
+auxiliary head pools adaptively so any input size works. The skeleton (stem, cell stack, read-out)
+is the search network's too; only the cells differ.
 
 The forward pass returns the final feature map as a token sequence too, because stage 2 transmits
 those tokens, not just the pooled vector.
@@ -11,16 +12,17 @@ those tokens, not just the pooled vector.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from rkd.models.heads import ClassifierHead
 from rkd.nas.genotype import Genotype, load_genotype, validate_genotype
 from rkd.nas.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
+from rkd.nas.skeleton import build_stem, readout, reduction_layers, stack_cells, stem_forward
 
 
 def apply_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -97,23 +99,6 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def _stem(in_channels: int, C: int, stride: int) -> nn.Sequential:
-    """conv3x3 + BN at stride 1 or 2; stride 4 is two stride-2 convs (a ReLU between them)."""
-    if stride in (1, 2):
-        return nn.Sequential(nn.Conv2d(in_channels, C, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(C))
-    if stride == 4:
-        return nn.Sequential(
-            nn.Conv2d(in_channels, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C), nn.ReLU(inplace=True),
-            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C),
-        )
-    raise ValueError(f"stem_stride must be 1, 2 or 4, got {stride}")
-
-
-def reduction_layers(layers: int) -> list[int]:
-    """Indices of the reduction cells: layers//3 and 2*layers//3, as in DARTS (one index if they coincide)."""
-    return sorted({layers // 3, 2 * layers // 3})
-
-
 class Student(nn.Module):
     """DARTS-style evaluation network; ``forward`` returns tokens, pooled features and logits.
 
@@ -137,32 +122,18 @@ class Student(nn.Module):
         self.auxiliary = auxiliary
         self.drop_path_prob = drop_path
 
-        C_curr = stem_multiplier * init_channels
-        self.stem = _stem(in_channels, C_curr, stem_stride)
-
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, init_channels
+        C_stem = stem_multiplier * init_channels
+        self.stem = build_stem(in_channels, C_stem, stem_stride)
+        self.cells = stack_cells(layers, C_stem, init_channels, partial(Cell, self.genotype))
         self.reduction_indices = reduction_layers(layers)
-        aux_index = 2 * layers // 3
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        C_aux = None
-        for i in range(layers):
-            reduction = i in self.reduction_indices
-            if reduction:
-                C_curr *= 2
-            cell = Cell(self.genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.out_channels
-            if i == aux_index:
-                C_aux = C_prev
+        aux_index = 2 * layers // 3  # always < layers: the head reads the cell at 2/3 depth
         self.auxiliary_head: Optional[AuxiliaryHead] = (
-            AuxiliaryHead(C_aux, num_classes) if auxiliary and C_aux is not None else None
+            AuxiliaryHead(self.cells[aux_index].out_channels, num_classes) if auxiliary else None
         )
         self.aux_index = aux_index
-        self.out_channels = C_prev
+        self.out_channels = self.cells[-1].out_channels
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = ClassifierHead(C_prev, num_classes)
+        self.classifier = ClassifierHead(self.out_channels, num_classes)
 
     @property
     def token_dim(self) -> int:
@@ -173,22 +144,13 @@ class Student(nn.Module):
         return self.out_channels
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        # channels-last activations make CPU pools, depthwise convs and BN ~2x faster; the weights keep
-        # the default layout so state dicts stay contiguous (safetensors needs that). The stem output is
-        # converted explicitly because a 1-channel input leaves the conv's layout choice ambiguous.
-        x = x.contiguous(memory_format=torch.channels_last)
-        s0 = s1 = self.stem(x).contiguous(memory_format=torch.channels_last)
+        s0 = s1 = stem_forward(self.stem, x)
         aux_logits = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
                 aux_logits = self.auxiliary_head(s1)
-        features = self.global_pooling(s1).flatten(1)
-        out = {
-            "tokens": rearrange(s1, "b c h w -> b (h w) c"),
-            "features": features,
-            "logits": self.classifier(features),
-        }
+        out = readout(s1, self.global_pooling, self.classifier)
         if aux_logits is not None:
             out["aux_logits"] = aux_logits
         return out

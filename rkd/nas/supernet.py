@@ -24,6 +24,7 @@ architect switches them on only for its own update (``arch_gradients_enabled``).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -31,11 +32,11 @@ from einops import rearrange
 from torch import nn
 
 from rkd.models.heads import ClassifierHead
-from rkd.models.student import _stem, reduction_layers
 from rkd.nas.complexity import ExpectedCost
 from rkd.nas.derive import derive_genotype, edge_layout, normalize_edges, num_edges
 from rkd.nas.genotype import Genotype
 from rkd.nas.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, Zero, build_op
+from rkd.nas.skeleton import build_stem, readout, reduction_layers, stack_cells, stem_forward
 
 ARCH_INIT_SCALE = 1e-3  # DARTS: near-uniform mixtures at the start
 
@@ -141,24 +142,14 @@ class SuperNet(nn.Module):
         self.nodes = nodes
         self.layers = layers
         self.edge_normalization = edge_normalization
-        C_curr = stem_multiplier * init_channels
-        self.stem = _stem(in_channels, C_curr, stem_stride)
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, init_channels
+        C_stem = stem_multiplier * init_channels
+        self.stem = build_stem(in_channels, C_stem, stem_stride)
         self.reduction_indices = reduction_layers(layers)
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            reduction = i in self.reduction_indices
-            if reduction:
-                C_curr *= 2
-            cell = SearchCell(nodes, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, self.primitives,
-                              partial_channels)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.out_channels
-        self.out_channels = C_prev
+        self.cells = stack_cells(layers, C_stem, init_channels, partial(SearchCell, nodes, primitives=self.primitives,
+                                                                         partial_channels=partial_channels))
+        self.out_channels = self.cells[-1].out_channels
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = ClassifierHead(C_prev, num_classes)
+        self.classifier = ClassifierHead(self.out_channels, num_classes)
         edges, ops = num_edges(nodes), len(self.primitives)
         self.alphas_normal = nn.Parameter(ARCH_INIT_SCALE * torch.randn(edges, ops), requires_grad=False)
         self.alphas_reduce = nn.Parameter(ARCH_INIT_SCALE * torch.randn(edges, ops), requires_grad=False)
@@ -211,17 +202,11 @@ class SuperNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.arch_weights()
-        x = x.contiguous(memory_format=torch.channels_last)
-        s0 = s1 = self.stem(x).contiguous(memory_format=torch.channels_last)
+        s0 = s1 = stem_forward(self.stem, x)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
             s0, s1 = s1, cell(s0, s1, w[kind], w[f"{kind}_edges"])
-        features = self.global_pooling(s1).flatten(1)
-        out = {
-            "tokens": rearrange(s1, "b c h w -> b (h w) c"),
-            "features": features,
-            "logits": self.classifier(features),
-        }
+        out = readout(s1, self.global_pooling, self.classifier)
         if self.cost is not None:
             cost = self.expected_cost()
             out["arch_params"], out["arch_flops"] = cost["params"], cost["flops"]
