@@ -43,7 +43,7 @@ def main() -> dict:
     from rkd.baselines.link import NoTeacher
     from rkd.data import load_data, make_loader, student_transform
     from rkd.distill import DistillObjective, build_stage1_model, kd_loss
-    from rkd.engine import build_optimizer
+    from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
     from rkd.losses import build_kd_loss
     from rkd.cache import load_cache
     from rkd.teacher import build_teacher
@@ -73,11 +73,14 @@ def main() -> dict:
         "cache_kd": DistillObjective(transform, cache, kd_loss(cfg.loss)),
         "online_teacher_kd": OnlineTeacherObjective(transform, teacher, kd_loss(cfg.loss)),
     }
-    models, optimizers = {}, {}
+    accelerator = make_accelerator(cpu=True, seed=0)  # the step fit takes, on the CPU as before
+    models, optimizers, schedulers = {}, {}, {}
     for kind in kinds:
         torch.manual_seed(0)
-        models[kind] = build_stage1_model(cfg, bundle, teacher.feature_dim).train()
-        optimizers[kind] = build_optimizer(models[kind].parameters(), cfg.stage1)
+        model = build_stage1_model(cfg, bundle, teacher.feature_dim).train()
+        optimizer = build_optimizer(model.parameters(), cfg.stage1)
+        scheduler = build_scheduler(optimizer, cfg.stage1, rounds + 2)
+        models[kind], optimizers[kind], schedulers[kind] = accelerator.prepare(model, optimizer, scheduler)
     times = {kind: [] for kind in kinds}
     for r in range(rounds + 2):
         try:
@@ -87,10 +90,8 @@ def main() -> dict:
             batch = next(batches)
         for kind, objective in kinds.items():  # same batch for all three: only the KD source differs
             start = time.perf_counter()
-            step = objective(models[kind], batch, True)
-            step.loss.backward()
-            optimizers[kind].step()
-            optimizers[kind].zero_grad(set_to_none=True)
+            train_step(accelerator, models[kind], objective, batch, optimizers[kind], schedulers[kind], r,
+                       cfg.stage1.grad_clip)
             if r >= 2:  # two warm-up rounds
                 times[kind].append(time.perf_counter() - start)
     median = {kind: statistics.median(t) for kind, t in times.items()}

@@ -1,9 +1,10 @@
 """Train one embedded-teacher candidate with its recipe and print JSON (params, s/epoch, accuracy per epoch).
 
 Picks the embedded teacher's family, size and recipe by measurement, through the same pieces the
-run uses (``build_teacher``, ``TeacherObjective``, ``rkd.engine``'s optimiser and schedule), but in a
-plain loop so every epoch reports val and test accuracy. ``--time-budget`` stops after the epoch that
-crosses it (the schedule is still planned for ``teacher.train.epochs``). Example, one thread:
+run uses (``build_teacher``, ``TeacherObjective``, ``rkd.engine``'s optimiser, schedule and
+``train_step``), but in a plain loop so every epoch reports val and test accuracy. ``--time-budget``
+stops after the epoch that crosses it (the schedule is still planned for ``teacher.train.epochs``).
+Example, one thread:
 
     OMP_NUM_THREADS=1 python benchmarks/teacher_recipe.py --config default \\
         teacher.embedded_family=regnet teacher.train.epochs=12 --out benchmarks/results/teacher_regnet.json
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import parse_config  # noqa: E402
 
 from rkd.data import load_data, make_loader  # noqa: E402
-from rkd.engine import build_optimizer, build_scheduler  # noqa: E402
+from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step  # noqa: E402
 from rkd.teacher import build_teacher  # noqa: E402
 from rkd.teacher_training import TeacherObjective  # noqa: E402
 
@@ -55,27 +56,25 @@ def main() -> None:
         cfg.data.max_train = args.max_train
     bundle = load_data(cfg.data)
     tcfg = cfg.teacher
+    accelerator = make_accelerator(cpu=True, seed=cfg.seed)  # fit's step, on the CPU as before
     torch.manual_seed(cfg.seed)
     teacher = build_teacher(tcfg, bundle.num_classes, bundle.class_names, bundle.channels)
     objective = TeacherObjective(tcfg.augment, tcfg.train.label_smoothing, seed=cfg.seed)
     loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.seed)
     optimizer = build_optimizer(teacher.parameters(), tcfg.train)
     scheduler = build_scheduler(optimizer, tcfg.train, tcfg.train.epochs * len(loader))
+    teacher, optimizer, scheduler = accelerator.prepare(teacher, optimizer, scheduler)
     record = {"family": tcfg.embedded_family, "hidden_sizes": tcfg.embedded_hidden_sizes, "depths": tcfg.embedded_depths,
               "image_size": tcfg.image_size or 28, "params": teacher.n_params, "threads": torch.get_num_threads(),
               "channels_last": tcfg.channels_last, "augment": tcfg.augment, "train": vars(tcfg.train),
               "n_train": len(bundle.splits["train"].labels), "epochs": []}
-    trained = 0.0
+    trained, global_step = 0.0, 0
     for epoch in range(tcfg.train.epochs):
         started = time.time()
         for batch in loader:
-            loss = objective(teacher, batch, True).loss
-            loss.backward()
-            if tcfg.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(teacher.parameters(), tcfg.train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss = train_step(accelerator, teacher, objective, batch, optimizer, scheduler, global_step,
+                              tcfg.train.grad_clip).loss
+            global_step += 1
         seconds = time.time() - started
         trained += seconds
         row = {"epoch": epoch + 1, "train_seconds": round(seconds, 1), "loss": round(float(loss.detach()), 4),

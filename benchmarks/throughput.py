@@ -93,7 +93,7 @@ def worker(args: argparse.Namespace) -> None:
     from rkd.config import load_config
     from rkd.data import make_loader, student_transform
     from rkd.distill import DistillObjective, build_stage1_model, build_stage2_model, kd_loss
-    from rkd.engine import build_optimizer, make_accelerator
+    from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
 
     cfg = load_config(list(args.config or ["default"]), list(args.overrides))
     accelerator = make_accelerator(args.precision, seed=0)
@@ -108,8 +108,9 @@ def worker(args: argparse.Namespace) -> None:
                                  kd_loss(cfg.stage2_loss), channel_cfg=cfg.channel, rates=cfg.codec.rates,
                                  rank=accelerator.process_index, world_size=world, seed=0)
     optimizer = build_optimizer(system.parameters(), cfg.stage2)
+    scheduler = build_scheduler(optimizer, cfg.stage2, args.warmup + args.steps)
     loader = make_loader(bundle.splits["train"], batch, shuffle=True, seed=0, drop_last=True)
-    model, optimizer, loader = accelerator.prepare(system, optimizer, loader)
+    model, optimizer, loader, scheduler = accelerator.prepare(system, optimizer, loader, scheduler)
     model.train()
 
     def sync() -> None:
@@ -123,13 +124,7 @@ def worker(args: argparse.Namespace) -> None:
         if i == args.warmup:
             sync()
             started = time.perf_counter()
-        objective.set_step(i)
-        step = objective(model, batch_data, True)
-        accelerator.backward(step.loss)
-        if cfg.stage2.grad_clip is not None:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.stage2.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step = train_step(accelerator, model, objective, batch_data, optimizer, scheduler, i, cfg.stage2.grad_clip)
         if i >= args.warmup:
             losses.append(step.loss.detach())
     sync()

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, set_seed
 from safetensors.torch import load_file, save_file
 
-from rkd.artifacts import (IntegrityError, atomic_write, atomic_write_json, file_checksums, read_record,
-                           verify_checksums)
+from rkd.artifacts import atomic_write
+from rkd.checkpoint import Checkpointer
 from rkd.config import TrainConfig
 from rkd.progress import progress_bar
 from rkd.tracking import log_record
@@ -44,7 +43,11 @@ Objective = Callable[[torch.nn.Module, dict, bool], Step]
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced NaN/Inf; the last good checkpoint is kept on disk."""
+    """Training produced NaN/Inf; the last good checkpoint is kept on disk. ``loss`` and ``terms`` say what."""
+
+    def __init__(self, message: str, loss: float = math.nan, terms: Optional[dict] = None) -> None:
+        super().__init__(message)
+        self.loss, self.terms = loss, dict(terms or {})
 
 
 class StopRequested(SystemExit):
@@ -175,59 +178,143 @@ def _unwrapped_state(accelerator: Accelerator, model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()} if state is not None else {}
 
 
-class Checkpointer:
-    """Resumable Accelerate state under ``out_dir/checkpoints``; ``latest.json`` is written last."""
+def train_step(accelerator: Accelerator, model: torch.nn.Module, objective: Objective, batch: dict,
+               optimizer: torch.optim.Optimizer, scheduler=None, global_step: int = 0,
+               grad_clip: Optional[float] = None) -> Step:
+    """One weight update, exactly as ``fit`` takes it (benchmarks time this, not a copy of it).
 
-    def __init__(self, accelerator: Accelerator, out_dir: Path, keep: int = 1, objective=None) -> None:
-        self.accelerator = accelerator
-        self.root = out_dir / "checkpoints"
-        self.keep = keep
-        # An objective's own generator (augmentation, channel draws) is part of the training state:
-        # without it a resumed run would draw different noise than an uninterrupted one.
-        self.generator = getattr(objective, "generator", None)
+    The objective's ``set_step(global_step)`` and ``before_update(model, batch, global_step)`` hooks run
+    first if it has them, then the forward pass; a non-finite loss raises ``NonFiniteLossError`` before
+    any gradient is applied; then backward, clipping (when gradients are synchronised), the optimiser
+    and schedule steps, and the gradients are freed. ``model`` and ``optimizer`` are normally prepared
+    by ``accelerator``.
+    """
+    set_step = getattr(objective, "set_step", None)
+    if set_step is not None:
+        set_step(global_step)
+    before_update = getattr(objective, "before_update", None)
+    if before_update is not None:
+        before_update(model, batch, global_step)
+    step = objective(model, batch, True)
+    if not torch.isfinite(step.loss.detach()).all():
+        loss, terms = float(step.loss.detach()), {k: float(v) for k, v in step.terms.items()}
+        raise NonFiniteLossError(f"non-finite loss {loss} at step {global_step}; loss terms: {terms}", loss, terms)
+    accelerator.backward(step.loss)
+    if grad_clip is not None and accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step
 
-    def _generator_file(self, directory: Path) -> Path:
-        return directory / f"objective-rng-rank{self.accelerator.process_index}.safetensors"
 
-    def _fix(self) -> str:
-        return (f"rkd will not load it. To restart this stage from its beginning, delete {self.root} "
-                f"(the stage's other files and the stages before it are kept) and rerun the same command.")
+class _Run:
+    """One ``fit`` call's state: the prepared objects, the progress record, the log and the progress bar."""
 
-    def latest(self) -> Optional[dict]:
-        pointer = self.root / "latest.json"
-        if not pointer.exists():
-            return None
-        record = read_record(pointer, self._fix())
-        if not isinstance(record, dict) or not isinstance(record.get("dir"), str) or "files" not in record:
-            raise IntegrityError(f"{pointer} is not a checkpoint record written by this version of rkd. {self._fix()}")
-        if not (self.root / record["dir"]).is_dir():
-            return None
-        return record
+    def __init__(self, accelerator: Accelerator, model: torch.nn.Module, objective: Objective, train_loader,
+                 val_loader, cfg: TrainConfig, out_dir: Path, desc: str, parameters: Optional[Iterable],
+                 checkpoint_objects: Sequence) -> None:
+        self.accelerator, self.objective, self.cfg, self.desc = accelerator, objective, cfg, desc
+        self.out_dir = out_dir
+        self.started = time.time()
+        accelerator.free_memory()  # forget objects prepared by an earlier stage: a checkpoint holds this stage only
+        optimizer = build_optimizer(parameters if parameters is not None else model.parameters(), cfg)
+        steps_per_epoch = len(train_loader)
+        total_steps = cfg.epochs * steps_per_epoch
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps)
+        scheduler = build_scheduler(optimizer, cfg, total_steps)
+        self.model, self.optimizer, self.train_loader, self.val_loader, self.scheduler = accelerator.prepare(
+            model, optimizer, train_loader, val_loader, scheduler
+        )
+        steps_per_epoch = len(self.train_loader)  # per process, after sharding
+        self.total_steps = (cfg.epochs * steps_per_epoch if cfg.max_steps is None
+                            else min(cfg.epochs * steps_per_epoch, cfg.max_steps))
+        self.checkpointer = Checkpointer(accelerator, out_dir, objective=objective, objects=checkpoint_objects)
+        self.progress = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_val_accuracy": -1.0, "history": []}
+        resumed = self.checkpointer.latest()
+        self.best_path = out_dir / "best.safetensors"
+        if resumed is not None:
+            self.checkpointer.load(resumed)
+            self.progress = {k: resumed[k] for k in self.progress}
+            accelerator.print(f"[{desc}] resumed from {resumed['dir']} (step {self.progress['global_step']}/"
+                              f"{self.total_steps})")
+        self.log_path = out_dir / "log.jsonl"
+        self.bar = progress_bar(self.total_steps, desc, enabled=accelerator.is_local_main_process, unit="steps",
+                                initial=self.progress["global_step"])
 
-    def save(self, progress: dict) -> None:
-        name = f"step-{progress['global_step']:08d}"
-        target = self.root / name
-        self.accelerator.save_state(str(target))
-        if isinstance(self.generator, torch.Generator):
-            state = {"state": self.generator.get_state()}
-            atomic_write(self._generator_file(target), lambda p: save_file(state, str(p)))
-        self.accelerator.wait_for_everyone()
+    def log(self, record: dict) -> None:
         if self.accelerator.is_main_process:
-            # every rank's files, hashed once they all exist; the pointer (written last) carries them
-            files = file_checksums(target)
-            atomic_write_json(self.root / "latest.json", {"dir": name, **progress, "files": files})
-            old = sorted(p for p in self.root.glob("step-*") if p.is_dir() and p.name != name)
-            for stale in old[: max(0, len(old) - (self.keep - 1))]:
-                shutil.rmtree(stale, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
+            with open(self.log_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            log_record(self.accelerator, record)  # the same numbers to the experiment trackers, if any
 
-    def load(self, record: dict) -> None:
-        """Verify every file of the checkpoint against ``latest.json`` before anything is deserialised."""
-        directory = self.root / record["dir"]
-        verify_checksums(directory, record["files"], f"{self.root / 'latest.json'}", self._fix())
-        self.accelerator.load_state(str(directory))
-        if isinstance(self.generator, torch.Generator) and self._generator_file(directory).exists():
-            self.generator.set_state(load_file(str(self._generator_file(directory)))["state"])
+    def step(self, batch: dict, epoch: int) -> Step:
+        """``train_step`` at the current global step; a non-finite loss is reported with where to resume from."""
+        progress = self.progress
+        try:
+            return train_step(self.accelerator, self.model, self.objective, batch, self.optimizer, self.scheduler,
+                              progress["global_step"], self.cfg.grad_clip)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(
+                f"[{self.desc}] non-finite loss {err.loss} at epoch {epoch}, step {progress['global_step']}; "
+                f"loss terms: {err.terms}. The last good checkpoint is kept in {self.checkpointer.root}; "
+                f"lower the learning rate or set grad_clip, then rerun to resume.", err.loss, err.terms
+            ) from None
+
+    def train_epoch(self, flag: _SignalFlag) -> None:
+        """The rest of the current epoch (or of the step budget), with logging, checkpoints and signal stops."""
+        progress, cfg, accelerator = self.progress, self.cfg, self.accelerator
+        epoch = progress["epoch"]
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(epoch)
+        loader = self.train_loader
+        if progress["step_in_epoch"]:
+            loader = accelerator.skip_first_batches(self.train_loader, progress["step_in_epoch"])
+        for batch in loader:
+            step = self.step(batch, epoch)
+            progress["global_step"] += 1
+            progress["step_in_epoch"] += 1
+            self.bar.update(1)
+            if progress["global_step"] % cfg.log_every == 0 or progress["global_step"] == 1:
+                record = {"stage": self.desc, "step": progress["global_step"], "epoch": epoch,
+                          "loss": float(step.loss.detach()), "lr": self.scheduler.get_last_lr()[0],
+                          "time": time.time() - self.started}
+                record.update({k: float(v) for k, v in step.terms.items()})
+                self.log(record)
+                self.bar.set_postfix(loss=f"{float(step.loss.detach()):.4f}")
+            done = progress["global_step"] >= self.total_steps
+            if flag.agreed(accelerator):
+                self.checkpointer.save(progress)
+                self.bar.close()
+                accelerator.print(f"[{self.desc}] signal {flag.received or 'on another process'}: checkpoint saved "
+                                  f"at step {progress['global_step']}; exiting")
+                raise StopRequested(0)
+            if done:
+                break
+            if progress["global_step"] % cfg.checkpoint_every == 0:
+                self.checkpointer.save(progress)
+
+    def end_epoch(self) -> None:
+        """Validate, keep the best weights, move to the next epoch and checkpoint."""
+        progress, accelerator = self.progress, self.accelerator
+        epoch = progress["epoch"]
+        metrics = evaluate(accelerator, self.model, self.objective, self.val_loader)
+        record = {"stage": self.desc, "epoch": epoch, "step": progress["global_step"],
+                  "val_accuracy": metrics["accuracy"], "val_loss": metrics["loss"], "time": time.time() - self.started}
+        self.log(record)
+        progress["history"].append(record)
+        self.bar.mark()  # in a job log: one progress line per epoch at least
+        accelerator.print(f"[{self.desc}] epoch {epoch}: val accuracy {metrics['accuracy']:.4f}")
+        if metrics["accuracy"] > progress["best_val_accuracy"]:
+            progress["best_val_accuracy"] = metrics["accuracy"]
+            state = _unwrapped_state(accelerator, self.model)
+            if accelerator.is_main_process:
+                atomic_write(self.best_path, lambda p: save_file(state, str(p)))
+        progress["epoch"] += 1
+        progress["step_in_epoch"] = 0
+        self.checkpointer.save(progress)
 
 
 def fit(
@@ -240,6 +327,7 @@ def fit(
     out_dir: Path,
     desc: str = "train",
     parameters: Optional[Iterable] = None,
+    checkpoint_objects: Sequence = (),
 ) -> dict:
     """Train ``model`` with ``objective``; on return ``model`` holds the best-validation weights.
 
@@ -249,114 +337,29 @@ def fit(
     ``before_update(model, batch, global_step)`` method gets each training batch before the
     weight forward pass (the architecture search takes its architecture step there, with its own
     optimiser and validation batches; it must leave the weights' gradients untouched).
+    ``checkpoint_objects``: more training state (objects with ``state_dict``/``load_state_dict``, such
+    as the search's ``Architect``) saved in this stage's checkpoints and restored on resume, for this
+    call only (a later stage's checkpoints do not expect them).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    accelerator.free_memory()  # forget objects prepared by an earlier stage: a checkpoint holds this stage only
-    optimizer = build_optimizer(parameters if parameters is not None else model.parameters(), cfg)
-    steps_per_epoch = len(train_loader)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-    prepared_model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler
-    )
-    steps_per_epoch = len(train_loader)  # per process, after sharding
-    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.epochs * steps_per_epoch, cfg.max_steps)
-    checkpointer = Checkpointer(accelerator, out_dir, objective=objective)
-    progress = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_val_accuracy": -1.0, "history": []}
-    resumed = checkpointer.latest()
-    best_path = out_dir / "best.safetensors"
-    if resumed is not None:
-        checkpointer.load(resumed)
-        progress = {k: resumed[k] for k in progress}
-        accelerator.print(f"[{desc}] resumed from {resumed['dir']} (step {progress['global_step']}/{total_steps})")
-    log_path = out_dir / "log.jsonl"
-
-    def log(record: dict) -> None:
-        if accelerator.is_main_process:
-            with open(log_path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            log_record(accelerator, record)  # the same numbers to the experiment trackers, if any
-
-    bar = progress_bar(total_steps, desc, enabled=accelerator.is_local_main_process, unit="steps",
-                       initial=progress["global_step"])
-    set_step = getattr(objective, "set_step", None)
-    before_update = getattr(objective, "before_update", None)
-    prepared_model.train()
+    run = _Run(accelerator, model, objective, train_loader, val_loader, cfg, out_dir, desc, parameters,
+               checkpoint_objects)
+    progress = run.progress
+    run.model.train()
     with _SignalFlag() as flag:
-        while progress["global_step"] < total_steps and progress["epoch"] < cfg.epochs:
-            epoch = progress["epoch"]
-            if hasattr(train_loader, "set_epoch"):
-                train_loader.set_epoch(epoch)
-            loader = train_loader
-            if progress["step_in_epoch"]:
-                loader = accelerator.skip_first_batches(train_loader, progress["step_in_epoch"])
-            for batch in loader:
-                if set_step is not None:
-                    set_step(progress["global_step"])
-                if before_update is not None:
-                    before_update(prepared_model, batch, progress["global_step"])
-                step = objective(prepared_model, batch, True)
-                if not torch.isfinite(step.loss.detach()).all():
-                    terms = {k: float(v) for k, v in step.terms.items()}
-                    raise NonFiniteLossError(
-                        f"[{desc}] non-finite loss {float(step.loss.detach())} at epoch {epoch}, step {progress['global_step']}; "
-                        f"loss terms: {terms}. The last good checkpoint is kept in {checkpointer.root}; "
-                        f"lower the learning rate or set grad_clip, then rerun to resume."
-                    )
-                accelerator.backward(step.loss)
-                if cfg.grad_clip is not None and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(prepared_model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress["global_step"] += 1
-                progress["step_in_epoch"] += 1
-                bar.update(1)
-                if progress["global_step"] % cfg.log_every == 0 or progress["global_step"] == 1:
-                    record = {"stage": desc, "step": progress["global_step"], "epoch": epoch, "loss": float(step.loss.detach()),
-                              "lr": scheduler.get_last_lr()[0], "time": time.time() - started}
-                    record.update({k: float(v) for k, v in step.terms.items()})
-                    log(record)
-                    bar.set_postfix(loss=f"{float(step.loss.detach()):.4f}")
-                done = progress["global_step"] >= total_steps
-                if flag.agreed(accelerator):
-                    checkpointer.save(progress)
-                    bar.close()
-                    accelerator.print(f"[{desc}] signal {flag.received or 'on another process'}: checkpoint saved at step "
-                                      f"{progress['global_step']}; exiting")
-                    raise StopRequested(0)
-                if done:
-                    break
-                if progress["global_step"] % cfg.checkpoint_every == 0:
-                    checkpointer.save(progress)
+        while progress["global_step"] < run.total_steps and progress["epoch"] < cfg.epochs:
+            run.train_epoch(flag)
             # end of epoch (or of the step budget): validate, keep the best, checkpoint
-            metrics = evaluate(accelerator, prepared_model, objective, val_loader)
-            record = {"stage": desc, "epoch": epoch, "step": progress["global_step"], "val_accuracy": metrics["accuracy"],
-                      "val_loss": metrics["loss"], "time": time.time() - started}
-            log(record)
-            progress["history"].append(record)
-            bar.mark()  # in a job log: one progress line per epoch at least
-            accelerator.print(f"[{desc}] epoch {epoch}: val accuracy {metrics['accuracy']:.4f}")
-            if metrics["accuracy"] > progress["best_val_accuracy"]:
-                progress["best_val_accuracy"] = metrics["accuracy"]
-                state = _unwrapped_state(accelerator, prepared_model)
-                if accelerator.is_main_process:
-                    atomic_write(best_path, lambda p: save_file(state, str(p)))
-            progress["epoch"] += 1
-            progress["step_in_epoch"] = 0
-            checkpointer.save(progress)
-    bar.close()
+            run.end_epoch()
+    run.bar.close()
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(prepared_model)
-    if best_path.exists():
-        unwrapped.load_state_dict(load_file(str(best_path)))
+    unwrapped = accelerator.unwrap_model(run.model)
+    if run.best_path.exists():
+        unwrapped.load_state_dict(load_file(str(run.best_path)))
     return {
         "best_val_accuracy": progress["best_val_accuracy"],
         "history": progress["history"],
         "steps": progress["global_step"],
-        "seconds": time.time() - started,
+        "seconds": time.time() - run.started,
     }

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rkd.config import TrainConfig
-from rkd.engine import NonFiniteLossError, Step, StopRequested, fit, make_accelerator
+from rkd.engine import NonFiniteLossError, Step, StopRequested, fit, make_accelerator, train_step
 
 
 def toy_data():
@@ -80,3 +80,64 @@ def test_nan_loss_stops_with_diagnostic_and_keeps_checkpoint(tmp_path):
     latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
     assert latest["global_step"] == 10  # the last good checkpoint is still there
     assert (tmp_path / "run" / "checkpoints" / latest["dir"]).is_dir()
+
+
+class Counter:
+    """Training state outside the model (like the search's architect): counts the updates it has seen."""
+
+    def __init__(self):
+        self.n = 0
+
+    def state_dict(self):
+        return {"n": self.n}
+
+    def load_state_dict(self, state):
+        self.n = state["n"]
+
+
+class CountingObjective(Objective):
+    def __init__(self, counter, **kwargs):
+        super().__init__(**kwargs)
+        self.counter = counter
+
+    def before_update(self, model, batch, global_step):
+        self.counter.n += 1
+
+
+def test_checkpoint_objects_resume_with_their_stage_only(tmp_path):
+    accelerator = make_accelerator(cpu=True)
+    train, val = toy_data()
+    counter = Counter()
+    with pytest.raises(StopRequested):
+        fit(accelerator, model(), CountingObjective(counter, fault_at=23, fault="signal"), train, val, CFG,
+            tmp_path / "run", checkpoint_objects=[counter])
+    assert counter.n == 24
+    resumed = Counter()
+    fit(accelerator, model(), CountingObjective(resumed), train, val, CFG, tmp_path / "run",
+        checkpoint_objects=[resumed])
+    assert resumed.n == 48  # 24 restored from the checkpoint, 24 more after the resume
+    # a later fit on the same accelerator neither saves nor expects the object
+    fit(accelerator, model(), Objective(), train, val, CFG, tmp_path / "next")
+    assert not list((tmp_path / "next" / "checkpoints").rglob("checkpoint-object-*"))
+    assert list((tmp_path / "run" / "checkpoints").rglob("checkpoint-object-0.pt"))
+
+
+def test_checkpoint_objects_need_state_dict_methods(tmp_path):
+    train, val = toy_data()
+    with pytest.raises(TypeError, match=r"checkpoint_objects\[0\] = object .*state_dict\(\) and load_state_dict"):
+        fit(make_accelerator(cpu=True), model(), Objective(), train, val, CFG, tmp_path / "run",
+            checkpoint_objects=[object()])
+
+
+def test_train_step_refuses_a_non_finite_loss_before_any_update():
+    accelerator = make_accelerator(cpu=True)
+    net = model()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in net.parameters()]
+    batch = next(iter(toy_data()[0]))
+    with pytest.raises(NonFiniteLossError) as info:
+        train_step(accelerator, net, Objective(fault_at=3), batch, optimizer, global_step=3)
+    assert "step 3" in str(info.value) and list(info.value.terms) == ["ce"]
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    step = train_step(accelerator, net, Objective(fault_at=3), batch, optimizer, global_step=4, grad_clip=0.1)
+    assert torch.isfinite(step.loss) and not all(torch.equal(a, b) for a, b in zip(before, net.parameters()))

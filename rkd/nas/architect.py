@@ -66,7 +66,7 @@ class Architect:
         # at the end would otherwise hand back an older architecture (even the untrained one)
         self.latest: Optional[list[torch.Tensor]] = None
 
-    # Accelerate's register_for_checkpointing saves/restores anything with these two methods.
+    # the search checkpoints and resumes it through these two (rkd.engine.fit's checkpoint_objects)
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "steps": self.steps, "latest": self.latest}
 
