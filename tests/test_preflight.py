@@ -77,12 +77,12 @@ def test_an_unknown_op_names_the_field_file_and_edge(tmp_path):
 
 
 def test_a_bad_genotype_stops_the_run_before_the_teacher_trains(fake_fashion_dir, tmp_path, capsys, monkeypatch):
-    import rkd.teacher_training
+    import rkd.stages.teacher
 
     def no_training(*args, **kwargs):
         raise AssertionError("the teacher trained before the genotype was checked")
 
-    monkeypatch.setattr(rkd.teacher_training, "train_teacher", no_training)
+    monkeypatch.setattr(rkd.stages.teacher, "train_teacher", no_training)
     data = genotype_to_dict(GENOTYPES["default"])
     data["reduce"][0][1] = 7  # node 2 reads inputs 0 and 1 only
     path = tmp_path / "cells.json"
