@@ -1,4 +1,4 @@
-"""The teacher stage: train or fine-tune the teacher on the task and save it (``rkd.teacher``)."""
+"""The teacher stage: train or fine-tune the teacher on the task and save it (``rkd.teacher_training``)."""
 
 from __future__ import annotations
 
