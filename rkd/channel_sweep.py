@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from rkd.channels import channel_from_spec, channel_label
+from rkd.channels import channel_from_spec
 from rkd.frozen_features import batched
 from rkd.progress import progress_bar
+from rkd.records import cell_generator, channel_record
 
 METHOD = "rkd-sc"
 
@@ -50,7 +51,7 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
         z = batched(lambda t: system.transmit(t, snr_all[: t.shape[0]]), tokens, batch_size)
         for spec, channel in zip(channel_specs, channels):
             for k in rates:
-                generator = torch.Generator().manual_seed(seed)
+                generator = cell_generator(seed)
                 correct, hits = 0, []
                 for start in range(0, n, batch_size):
                     zb = z[start:start + batch_size, :k]
@@ -64,12 +65,7 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
                     hits.append(hit.cpu())
                 if keep is not None:
                     keep.append(torch.cat(hits))
-                records.append({
-                    "method": method, "channel": spec["name"], "csi": spec.get("csi", "perfect") if spec["name"] != "awgn" else "n/a",
-                    "k_factor": spec.get("k_factor") if spec["name"] == "rician" else None,
-                    "channel_label": channel_label(spec), "snr_db": float(snr), "channel_uses": int(k),
-                    "accuracy": correct / n, "n_test": n,
-                })
+                records.append(channel_record(method, spec, snr, k, correct / n, n))
                 bar.update(1)
     bar.close()
     return records

@@ -15,6 +15,8 @@ from typing import Optional
 
 import torch
 
+from rkd.records import cell_generator
+
 LOW_SNR_DB = 0.0  # the confusion matrix's SNR when the grid reaches it; else the grid's lowest
 
 
@@ -46,7 +48,7 @@ def _channel_name(channel) -> str:
 @torch.no_grad()
 def rkd_predictions(system, tokens: torch.Tensor, snr: float, k: int, batch_size: int, seed: int) -> torch.Tensor:
     """RKD-SC's predicted classes for every test image at one SNR and k (CPU, seeded noise)."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = cell_generator(seed)
     index = _channel_index(system)
     preds = []
     for start in range(0, tokens.shape[0], batch_size):

@@ -35,7 +35,8 @@ from typing import Sequence
 import torch
 
 from rkd.baselines.fbl import loss_probability, outage, packet_error
-from rkd.channels import channel_from_spec, channel_label
+from rkd.channels import channel_from_spec
+from rkd.records import cell_generator, channel_record
 
 
 def capacity_bits(snr_db: torch.Tensor, gain2: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -86,7 +87,7 @@ def fallback_predictions(n: int, num_classes: int, mode: str, prior_class: int, 
 def digital_sweep(features: torch.Tensor, labels: torch.Tensor, head, quantizer: UniformQuantizer,
                   channel_specs: list, snrs: list, rates: list, candidates: Sequence[int], fallback: torch.Tensor,
                   seed: int, method: str = "digital") -> list:
-    """Records (``rkd.evaluate`` format plus ``bits``) for every channel x SNR x k.
+    """Records (``rkd.channel_sweep`` format plus ``bits``) for every channel x SNR x k.
 
     ``fallback``: the receiver's prediction per test sample when it gets nothing.
     """
@@ -107,21 +108,15 @@ def digital_sweep(features: torch.Tensor, labels: torch.Tensor, head, quantizer:
             channel = channel_from_spec(spec)
             for k in rates:
                 bits = choose_bits(snr, k, dim, candidates)
-                generator = torch.Generator().manual_seed(seed)
+                generator = cell_generator(seed)
                 gain2 = channel.sample_fading(n, generator, torch.device("cpu"), torch.float64).abs().square()
                 if bits == 0:
                     delivered = torch.zeros(n, dtype=torch.bool)
                 else:
                     delivered = k * capacity_bits(torch.tensor(float(snr)), gain2) >= bits * dim - 1e-9
                 hit = torch.where(delivered, correct_at(bits) if bits else fallback_correct, fallback_correct)
-                records.append({
-                    "method": method, "channel": spec["name"],
-                    "csi": spec.get("csi", "perfect") if spec["name"] != "awgn" else "n/a",
-                    "k_factor": spec.get("k_factor") if spec["name"] == "rician" else None,
-                    "channel_label": channel_label(spec), "snr_db": float(snr), "channel_uses": int(k),
-                    "accuracy": float(hit.float().mean()), "n_test": n,
-                    "bits": bits, "outage": float(1.0 - delivered.float().mean()),
-                })
+                records.append(channel_record(method, spec, snr, k, float(hit.float().mean()), n, bits=bits,
+                                              outage=float(1.0 - delivered.float().mean())))
     return records
 
 
@@ -168,20 +163,15 @@ def fbl_sweep(correct_at, fallback_correct: torch.Tensor, choose, channel_specs:
             channel = channel_from_spec(spec)
             for k in rates:
                 b, payload = choose(float(snr), int(k))
-                generator = torch.Generator().manual_seed(seed)
+                generator = cell_generator(seed)
                 gain2 = channel.sample_fading(n, generator, torch.device("cpu"), torch.float64).abs().square()
                 eps = loss_probability(payload, int(k), gain2 * 10.0 ** (float(snr) / 10.0))
                 lost = torch.rand(n, generator=generator, dtype=torch.float64) < eps
                 hit = torch.where(lost, fallback_correct, correct_at(b))
                 if keep is not None:
                     keep.append(hit.clone())
-                records.append({
-                    "method": method, "channel": spec["name"],
-                    "csi": spec.get("csi", "perfect") if spec["name"] != "awgn" else "n/a",
-                    "k_factor": spec.get("k_factor") if spec["name"] == "rician" else None,
-                    "channel_label": channel_label(spec), "snr_db": float(snr), "channel_uses": int(k),
-                    "accuracy": float(hit.float().mean()), "n_test": n, "bits": b, "payload_bits": payload,
-                    "packet_error": float(eps.mean()), "lost": float(lost.float().mean()),
-                    "outage": float(outage(payload, int(k), gain2 * 10.0 ** (float(snr) / 10.0)).float().mean()),
-                })
+                records.append(channel_record(
+                    method, spec, snr, k, float(hit.float().mean()), n, bits=b, payload_bits=payload,
+                    packet_error=float(eps.mean()), lost=float(lost.float().mean()),
+                    outage=float(outage(payload, int(k), gain2 * 10.0 ** (float(snr) / 10.0)).float().mean())))
     return records

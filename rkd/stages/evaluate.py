@@ -25,6 +25,7 @@ from rkd.measure import count_flops, count_params
 from rkd.models.cat import symbol_mask
 from rkd.models.factory import load_stage1, load_stage2
 from rkd.ratepolicy import write_rate_policy
+from rkd.records import clean_record
 from rkd.report import write_outputs
 from rkd.stages.inputs import RunInputs
 
@@ -74,10 +75,8 @@ def summarise(cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, tokens
     student_logits = batched(lambda t: stage1(t)["logits"], x, cfg.eval.batch_size)
     student_acc = float((student_logits.argmax(-1) == labels).float().mean())
     records = [
-        {"method": "teacher", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
-         "snr_db": None, "channel_uses": None, "accuracy": teacher_acc, "n_test": int(labels.numel())},
-        {"method": "student", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
-         "snr_db": None, "channel_uses": None, "accuracy": student_acc, "n_test": int(labels.numel())},
+        clean_record("teacher", teacher_acc, int(labels.numel())),
+        clean_record("student", student_acc, int(labels.numel())),
     ]
     records += swept
     summary = {
