@@ -24,10 +24,11 @@ def main() -> dict:
     from rkd.artifacts import read_json
     from rkd.baselines.runner import run_baselines
     from rkd.engine import make_accelerator
+    from rkd.pipeline import stage_runner
 
     cfg, _ = parse_config(__doc__)
     accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed)
-    run_baselines(cfg, accelerator)
+    run_baselines(cfg, accelerator, stage_runner(accelerator))
     data = read_json(cfg.run_dir / "compare" / "results.json")
     curves: dict = {}
     for r in data["records"]:

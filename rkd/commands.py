@@ -18,7 +18,7 @@ from rkd.data import DataError
 from rkd.engine import make_accelerator
 from rkd.export import export_trained
 from rkd.nas.genotype import GenotypeError
-from rkd.pipeline import Pipeline
+from rkd.pipeline import Pipeline, stage_runner
 from rkd.report import report
 from rkd.tracking import accelerator_kwargs, start_tracking
 
@@ -59,7 +59,7 @@ def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
 def run_command(args: argparse.Namespace, cfg: RunConfig, accelerator) -> int:
     """The command's work on an already built Accelerator; returns the exit status."""
     if args.command == "baselines":
-        run_baselines(cfg, accelerator)
+        run_baselines(cfg, accelerator, stage_runner(accelerator))
         if accelerator.is_main_process:
             print(f"comparison: {cfg.run_dir / 'compare' / 'comparison.md'}")
         return 0

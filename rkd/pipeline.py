@@ -172,3 +172,17 @@ class Pipeline:
         for stage in stages:
             self.summaries[stage] = self._run_stage(stage)
         return self.summaries
+
+
+def stage_runner(accelerator) -> Callable[[RunConfig, str], RunInputs]:
+    """``run_stages(cfg, until)``: ``cfg``'s pipeline run up to stage ``until``, handing back its inputs.
+
+    How ``rkd.baselines`` runs the main run and its variants (ablations, the conference student,
+    other seeds) without importing this module.
+    """
+    def run_stages(cfg: RunConfig, until: str) -> RunInputs:
+        pipeline = Pipeline(cfg, accelerator)
+        pipeline.run(until=until)
+        return pipeline.inputs
+
+    return run_stages

@@ -152,7 +152,7 @@ def test_digital_sweep_cliff_and_outage():
 
 def test_ablations_and_baselines_are_config_changes(tmp_path):
     from rkd.baselines.variants import ablation_overrides, conference_student_overrides, derive_config, link_shared_stages
-    from rkd.pipeline import stage_hashes
+    from rkd.hashing import stage_hashes
 
     base = load_config(None, [f"runs_dir={tmp_path}", "name=main"])
     hashes = stage_hashes(base)
@@ -173,6 +173,43 @@ def test_ablations_and_baselines_are_config_changes(tmp_path):
     conference = derive_config(base, conference_student_overrides(base), "c")
     assert (conference.loss.task, conference.loss.logit_kd, conference.loss.feature_kd) == (0, 0, 1)
     assert conference.loss.feature_loss == "mse" and conference.stage1 == base.baselines.conference_stage1
+
+
+def test_registries_hold_exactly_the_configurable_names():
+    from rkd.baselines.names import ABLATIONS, BASELINE_METHODS
+    from rkd.baselines.registry import METHODS
+    from rkd.baselines.variants import ABLATIONS as ABLATION_REGISTRY
+    from rkd.baselines.variants import ablation_overrides
+
+    assert tuple(METHODS) == BASELINE_METHODS and tuple(ABLATION_REGISTRY) == ABLATIONS
+    assert len({m.label for m in METHODS.values()}) == len(METHODS)  # one results name per method
+    cfg = load_config(None, [f"baselines.methods=[{','.join(BASELINE_METHODS)}]",
+                             f"baselines.ablations=[{','.join(ABLATIONS)}]"])
+    assert all(isinstance(ablation_overrides(name, cfg), list) for name in ABLATIONS)
+    with pytest.raises(ValueError, match="unknown ablation 'no-such'; known: "):
+        ablation_overrides("no-such", cfg)
+
+
+def test_method_hash_follows_each_methods_own_settings(tmp_path):
+    from rkd.baselines.context import Context, comparison_grid
+    from rkd.baselines.runner import method_hash
+    from rkd.hashing import stage_hashes
+
+    def hashes_of(*overrides):
+        cfg = load_config(None, [f"runs_dir={tmp_path}", *overrides])
+        ctx = Context(cfg, accelerator=None, run=None, run_stages=None, grid=comparison_grid(cfg))
+        return {name: method_hash(ctx, name, stage_hashes(cfg))
+                for name in ("rkd-sc", "deep-jscc", "adjscc", "conference", "conference-awgn", "digital",
+                             "label-digital")}
+
+    base = hashes_of()
+    assert len(set(base.values())) == len(base)  # the name is part of every hash
+    wider = hashes_of("baselines.jscc_hidden=32")
+    assert {n for n in base if base[n] != wider[n]} == {"deep-jscc", "adjscc"}
+    target = hashes_of("baselines.digital_target_error=0.01")
+    assert {n for n in base if base[n] != target[n]} == {"label-digital"}  # the bound has no target error
+    grid = hashes_of("baselines.extra_snrs=[-7]")
+    assert all(base[n] != grid[n] for n in base)  # every method is swept on the comparison grid
 
 
 def test_baseline_config_errors_name_the_field():

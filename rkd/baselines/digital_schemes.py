@@ -12,7 +12,7 @@ uses, with receiver CSI on every channel (a digital link sends pilots; not charg
   ``<= baselines.digital_target_error``), classified by the student's head at the receiver. A lost
   packet gives ``baselines.digital_fallback``.
 
-The capacity-achieving ``digital`` method of ``rkd.baselines.digital`` stays as a bound.
+The capacity-achieving ``digital`` method of ``rkd.baselines.digital`` stays as a bound (``digital_results``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from __future__ import annotations
 import torch
 
 from rkd.baselines import budget
-from rkd.baselines.digital import (UniformQuantizer, fallback_predictions, fbl_sweep, feature_bits_for, label_bits)
-from rkd.baselines.runner import Context, count_params, link_sizes, receiver_csi_labels, student_params
-from rkd.distill import load_stage1
-from rkd.evaluate import batched
+from rkd.baselines.context import Context, link_sizes, receiver_csi_labels, student_params
+from rkd.baselines.digital import (UniformQuantizer, digital_sweep, fallback_predictions, fbl_sweep, feature_bits_for,
+                                   label_bits)
+from rkd.frozen_features import batched
+from rkd.measure import count_params
+from rkd.models.factory import load_stage1
 
 
 def _student(ctx: Context):
@@ -94,3 +96,35 @@ def feature_digital_results(ctx: Context, method: str) -> dict:
                         "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
                         "note": "b-bit quantised feature at the normal-approximation rate; receiver CSI"},
             "records": records}
+
+
+def digital_results(ctx: Context, method: str) -> dict:
+    """The capacity bound: the stage-1 student's quantised feature sent by an ideal code (``rkd.baselines.digital``)."""
+    cfg, b = ctx.cfg, ctx.cfg.baselines
+    student = _student(ctx)
+    train = batched(lambda t: student(t)["features"], ctx.inputs("train"), cfg.eval.batch_size)
+    x = ctx.inputs("test")
+    test = batched(lambda t: student(t)["features"], x, cfg.eval.batch_size)
+    quantizer = UniformQuantizer.fit(train)
+    prior = int(torch.bincount(ctx.bundle.splits["train"].labels, minlength=ctx.bundle.num_classes).argmax())
+    fallback = fallback_predictions(test.shape[0], ctx.bundle.num_classes, b.digital_fallback, prior, cfg.eval.seed)
+    with torch.no_grad():
+        records = digital_sweep(test, ctx.labels, student.classifier, quantizer, cfg.eval.channels, ctx.grid,
+                                ctx.rates, b.digital_bits, fallback, cfg.eval.seed, method=method)
+        quantized = {str(bits): float((student.classifier(quantizer(test, bits)).argmax(-1) == ctx.labels).float().mean())
+                     for bits in b.digital_bits}
+        fallback_acc = float((fallback == ctx.labels).float().mean())
+    return {"summary": {"method": method, "feature_dim": int(test.shape[1]), "rates": ctx.rates,
+                        "candidate_bits": list(b.digital_bits), "fallback": b.digital_fallback,
+                        "fallback_class": prior, "fallback_accuracy": fallback_acc,
+                        "quantized_clean_accuracy": quantized, **_sizes(student, x),
+                        "kind": "bound", "trained_on": receiver_csi_labels(cfg.eval.channels),
+                        "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
+                        "note": "ideal capacity-achieving code; receiver CSI assumed for decoding on every channel"},
+            "records": records}
+
+
+def digital_settings(ctx: Context, hashes: dict, target_error: bool = True) -> tuple:
+    """What a digital result depends on beyond the sweep; the bound has no target packet error."""
+    b = ctx.cfg.baselines
+    return (hashes["stage1"], b.digital_bits, b.digital_fallback) + ((b.digital_target_error,) if target_error else ())

@@ -24,29 +24,35 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, Dict
 
+from rkd.baselines.context import RunStages
 from rkd.config import RunConfig, load_config, save_config, to_dict
-from rkd.pipeline import STAGES, stage_hashes
+from rkd.hashing import STAGES, stage_hashes
 
 NO_TEACHER = ["loss.logit_kd=0", "loss.feature_kd=0"]
 NO_STAGE2_KD = ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=0"]
 STAGE2_KD = ["stage2_loss.logit_kd=1", "stage2_loss.feature_kd=1"]
 
 
+# the ablation registry: name -> the config changes that make it (see the module docstring); its keys are
+# rkd.baselines.names.ABLATIONS, so adding an ablation is one entry here and its name there
+ABLATIONS: Dict[str, Callable[[RunConfig], list]] = {
+    "no-kd": lambda cfg: NO_TEACHER + NO_STAGE2_KD,
+    "no-robust-kd": lambda cfg: NO_STAGE2_KD,
+    "robust-kd": lambda cfg: STAGE2_KD,
+    "no-channel-training": lambda cfg: ["channel.channels=[awgn]", "channel.snr_min=40", "channel.snr_max=41",
+                                        "codec.use_state=false"],
+    "no-state": lambda cfg: ["codec.use_state=false"],
+    "fixed-length": lambda cfg: [f"codec.train_rates=[{cfg.codec.max_symbols}]"],
+}
+
+
 def ablation_overrides(name: str, cfg: RunConfig) -> list:
     """The config changes that make ablation ``name`` (see the module docstring)."""
-    table = {
-        "no-kd": NO_TEACHER + NO_STAGE2_KD,
-        "no-robust-kd": NO_STAGE2_KD,
-        "robust-kd": STAGE2_KD,
-        "no-channel-training": ["channel.channels=[awgn]", "channel.snr_min=40", "channel.snr_max=41",
-                                "codec.use_state=false"],
-        "no-state": ["codec.use_state=false"],
-        "fixed-length": [f"codec.train_rates=[{cfg.codec.max_symbols}]"],
-    }
-    if name not in table:
-        raise ValueError(f"unknown ablation {name!r}; known: {sorted(table)}")
-    return table[name]
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; known: {sorted(ABLATIONS)}")
+    return list(ABLATIONS[name](cfg))
 
 
 def conference_student_overrides(cfg: RunConfig) -> list:
@@ -91,17 +97,13 @@ def link_shared_stages(base: RunConfig, variant: RunConfig, upto: str = "stage2"
     return linked
 
 
-def run_variant(base: RunConfig, variant: RunConfig, accelerator, until: str = "stage2"):
-    """Run the variant's pipeline up to ``until`` with shared stages linked; returns the Pipeline."""
-    from rkd.pipeline import Pipeline
-
+def run_variant(base: RunConfig, variant: RunConfig, accelerator, run_stages: RunStages, until: str = "stage2"):
+    """Run the variant's stages up to ``until`` (``run_stages``) with shared stages linked; returns its inputs."""
     if accelerator.is_main_process:
         linked = link_shared_stages(base, variant, until)
         accelerator.print(f"[rkd] variant {variant.name}: shares {linked or 'nothing'} with {base.run_dir}")
     accelerator.wait_for_everyone()
-    pipeline = Pipeline(variant, accelerator)
-    pipeline.run(until=until)
-    return pipeline
+    return run_stages(variant, until)
 
 
 def variant_dir(cfg: RunConfig, name: str) -> Path:
