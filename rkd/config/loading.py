@@ -104,10 +104,10 @@ def _accepted(error: dict) -> str:
 
 def _as_config_error(exc: ValidationError) -> ConfigError:
     errors = exc.errors()
-    unknown = [e for e in errors if e["type"] in ("unexpected_keyword_argument", "extra_forbidden")]
+    unknown = [e for e in errors if e["type"] in ("unexpected_keyword_argument", "extra_forbidden", "invalid_key")]
     if unknown:
         section = unknown[0]["loc"][:-1]
-        keys = sorted(str(e["loc"][-1]) for e in unknown if e["loc"][:-1] == section)
+        keys = sorted((e["loc"][-1] for e in unknown if e["loc"][:-1] == section), key=str)
         node = RunConfig()
         for part in section:
             node = getattr(node, part)
