@@ -1,4 +1,4 @@
-"""One accuracy record per (method, channel, SNR, k), laid out once, and the one rule that seeds a sweep cell's noise.
+"""One accuracy record per (method, channel, SNR, k), laid out once, and the rules that seed evaluation draws.
 
 Every sweep (RKD-SC's eval, the analog baselines, the digital schemes and bound) writes the same
 keys in the same order, so ``results.json`` files compare cell by cell; the clean teacher and
@@ -38,3 +38,9 @@ def clean_record(method: str, accuracy: float, n_test: int) -> dict:
 def cell_generator(seed: int) -> torch.Generator:
     """A fresh generator per sweep cell, seeded with ``eval.seed``: every method and cell meets the same draws."""
     return torch.Generator().manual_seed(seed)
+
+
+def validation_batch_generator(first_index: int, seed: int) -> torch.Generator:
+    """The channel draws of a validation batch during training: fixed by the batch's first row and the seed,
+    so every epoch's validation (and every method's) meets the same SNRs, k and noise."""
+    return torch.Generator().manual_seed(10_007 * int(first_index) + seed)

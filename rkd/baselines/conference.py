@@ -25,6 +25,7 @@ from torch import nn
 from rkd.baselines.link import LinkModel, pad_symbols
 from rkd.engine import Step
 from rkd.models.cat import Attention, FeedForward
+from rkd.records import validation_batch_generator
 
 
 class Block(nn.Module):
@@ -141,7 +142,7 @@ class SNRScheduleObjective:
         if train:
             snr, gen = torch.full((n,), self.current_snr()), self.generator
         else:
-            gen = torch.Generator().manual_seed(10_007 * int(index[0]) + self.seed)
+            gen = validation_batch_generator(index[0], self.seed)
             snr = self.snr_min + (self.snr_max - self.snr_min) * torch.rand(n, generator=gen)
         unwrapped = getattr(model, "module", model)
         k = torch.full((n,), unwrapped.max_symbols, dtype=torch.long)

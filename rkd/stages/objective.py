@@ -17,6 +17,7 @@ from rkd.channels import SNRSampler, training_channel_specs
 from rkd.engine import Step
 from rkd.losses import build_kd_loss
 from rkd.models.cat import sample_rates
+from rkd.records import validation_batch_generator
 
 
 def kd_loss(loss_cfg, label_smoothing: float = 0.0):
@@ -62,7 +63,7 @@ class DistillObjective:
             snr = self.sampler.sample(batch_size, self.step, generator=gen)
             self.bucket_log.append([self.step, self.sampler.buckets_for(self.step), float(snr.min()), float(snr.max())])
         else:
-            gen = torch.Generator().manual_seed(10_007 * first_index + self.seed)
+            gen = validation_batch_generator(first_index, self.seed)
             lo, hi = self.channel_cfg.snr_min, self.channel_cfg.snr_max
             snr = lo + (hi - lo) * torch.rand(batch_size, generator=gen)
         k = sample_rates(batch_size, self.rates, generator=gen, proportional=self.proportional_rates and train)
