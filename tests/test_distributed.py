@@ -50,10 +50,10 @@ class _FakeCache:
 
 
 def _stage2_system(cfg, bundle):
-    from rkd.distill import build_stage1_model, build_stage2_model
+    from rkd.models.factory import create_stage1_model, create_stage2_model
 
     torch.manual_seed(0)
-    return build_stage2_model(cfg, build_stage1_model(cfg, bundle, teacher_feature_dim=16))
+    return create_stage2_model(cfg, create_stage1_model(cfg, bundle, teacher_feature_dim=16))
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def fresh_accelerate_state():
 def test_stage2_trains_under_bf16_autocast_on_cpu(fashion_bundle, fake_fashion_dir, tmp_path, fresh_accelerate_state):
     """The CAT codec + student, prepared by an Accelerator with mixed_precision=bf16: finite, sane losses."""
     from rkd.data import make_loader, student_transform
-    from rkd.distill import DistillObjective, kd_loss
+    from rkd.stages.objective import DistillObjective, kd_loss
     from rkd.engine import make_accelerator
 
     cfg = _tiny_cfg(fake_fashion_dir, tmp_path)
@@ -121,9 +121,10 @@ def test_deepspeed_launch_refuses_what_would_silently_disable_it(monkeypatch, fr
 
 
 def test_split_sweep_equals_one_process_sweep(fashion_bundle, fake_fashion_dir, tmp_path):
-    """Round-robin SNR shares, swept separately and merged like evaluate_run does, give the same records."""
+    """Round-robin SNR shares, swept separately and merged like the eval stage (rkd.stages.evaluate) does, give the same records."""
     from rkd.data import student_transform
-    from rkd.evaluate import batched, channel_sweep, my_share, snr_grid
+    from rkd.frozen_features import batched
+    from rkd.channel_sweep import channel_sweep, my_share, snr_grid
 
     cfg = _tiny_cfg(fake_fashion_dir, tmp_path, ["eval.snr_step=6"])
     system = _stage2_system(cfg, fashion_bundle).eval()

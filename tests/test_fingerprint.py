@@ -10,7 +10,7 @@ import pytest
 from rkd.config import load_config
 from rkd.fingerprint import file_digest, tree_digest
 from rkd.nas.genotype import DEFAULT, genotype_to_dict
-from rkd.pipeline import stage_hashes
+from rkd.hashing import stage_hashes
 
 from test_pipeline import TINY
 

@@ -15,7 +15,7 @@ from rkd.nas.genotype import Genotype, describe_cells, load_genotype, save_genot
 from rkd.nas.network import Student
 from rkd.nas.ops import PRIMITIVES
 from rkd.nas.supernet import MixedOp, SuperNet, arch_gradients_enabled, channel_shuffle
-from rkd.pipeline import stage_hashes
+from rkd.hashing import stage_hashes
 
 SHAPE = NetworkShape(in_channels=1, num_classes=10, image_size=12, init_channels=4, layers=3, stem_stride=2)
 NODES = 2
@@ -328,7 +328,7 @@ def tiny_cfg(fake_fashion_dir, tmp_path, extra=()):
 def test_tiny_search_changes_the_architecture_and_writes_its_outputs(fake_fashion_dir, fashion_bundle,
                                                                      tiny_teacher_cache, tmp_path):
     from rkd.engine import make_accelerator
-    from rkd.search import run_search
+    from rkd.stages.search import run_search
 
     cfg = tiny_cfg(fake_fashion_dir, tmp_path, ["search.partial_channels=2", "search.train.log_every=1",
                                                 "search.edge_normalization=true", "search.complexity=both"])
@@ -357,7 +357,7 @@ def test_interrupted_search_resumes_to_the_same_architecture(fake_fashion_dir, f
     from accelerate.utils import set_seed
 
     from rkd.engine import make_accelerator
-    from rkd.search import SearchObjective, run_search
+    from rkd.stages.search import run_search, SearchObjective
 
     cfg = tiny_cfg(fake_fashion_dir, tmp_path, ["search.warmup_epochs=0", "search.max_train=32"])  # 2 steps/epoch
     accelerator = make_accelerator(seed=0)
@@ -390,7 +390,7 @@ def test_interrupted_search_resumes_to_the_same_architecture(fake_fashion_dir, f
 
 def test_sweep_points_pareto_and_budget(fake_fashion_dir, fashion_bundle, tiny_teacher_cache, tmp_path):
     from rkd.engine import make_accelerator
-    from rkd.search import pareto_front, pick_within_budget, run_sweep
+    from rkd.stages.sweep import pareto_front, pick_within_budget, run_sweep
 
     points = [{"params": 100, "flops": 10, "val_accuracy": 0.5}, {"params": 200, "flops": 5, "val_accuracy": 0.7},
               {"params": 300, "flops": 30, "val_accuracy": 0.6}]
@@ -478,7 +478,7 @@ import torch
 from rkd.config import load_config
 from rkd.data import load_data
 from rkd.engine import make_accelerator
-from rkd.search import SearchObjective, run_search
+from rkd.stages.search import run_search, SearchObjective
 from rkd.cache import TeacherCache
 
 out = Path(sys.argv[1])
