@@ -42,7 +42,8 @@ class OnlineTeacherObjective:
 def main() -> dict:
     from rkd.baselines.link import NoTeacher
     from rkd.data import load_data, make_loader, student_transform
-    from rkd.distill import DistillObjective, build_stage1_model, kd_loss
+    from rkd.stages.objective import DistillObjective, kd_loss
+    from rkd.models.factory import create_stage1_model
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
     from rkd.losses import build_kd_loss
     from rkd.cache import load_cache
@@ -77,7 +78,7 @@ def main() -> dict:
     models, optimizers, schedulers = {}, {}, {}
     for kind in kinds:
         torch.manual_seed(0)
-        model = build_stage1_model(cfg, bundle, teacher.feature_dim).train()
+        model = create_stage1_model(cfg, bundle, teacher.feature_dim).train()
         optimizer = build_optimizer(model.parameters(), cfg.stage1)
         scheduler = build_scheduler(optimizer, cfg.stage1, rounds + 2)
         models[kind], optimizers[kind], schedulers[kind] = accelerator.prepare(model, optimizer, scheduler)

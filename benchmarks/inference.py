@@ -31,7 +31,7 @@ def main() -> dict:
     from rkd.baselines.deep_jscc import DeepJSCCClassifier
     from rkd.channels import training_channel_specs
     from rkd.data import load_data, student_transform
-    from rkd.distill import build_stage1_model, build_stage2_model, load_stage2
+    from rkd.models.factory import create_stage1_model, create_stage2_model, load_stage2
     from rkd.export import Transmitter
     from rkd.teacher import build_teacher
     from rkd.teacher_io import load_trained_teacher
@@ -45,7 +45,7 @@ def main() -> dict:
     if trained(run / "stage2"):
         system = load_stage2(cfg, bundle, teacher.feature_dim, run / "stage1", run / "stage2")
     else:
-        system = build_stage2_model(cfg, build_stage1_model(cfg, bundle, teacher.feature_dim))
+        system = create_stage2_model(cfg, create_stage1_model(cfg, bundle, teacher.feature_dim))
     transform = student_transform(cfg.data, bundle)
     tx = Transmitter(system.eval(), transform).eval()
     b = cfg.baselines

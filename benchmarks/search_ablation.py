@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 VARIANTS = {  # search variant -> config overrides on top of the default search section
     "kdl_darts": [],
-    "no_kd": ["search.logit_kd=0", "search.feature_kd=0"],
+    "no_kd": ["search.loss.logit_kd=0", "search.loss.feature_kd=0"],
     "no_complexity": ["search.complexity_weight=0"],
 }
 
@@ -85,7 +85,7 @@ def child_search(args) -> None:
     import torch
     from accelerate.utils import set_seed
 
-    from rkd.search import run_search
+    from rkd.stages.search import run_search
 
     torch.set_num_threads(args.threads)
     cfg = load(args, VARIANTS[args.variant])
@@ -94,7 +94,7 @@ def child_search(args) -> None:
     set_seed(cfg.seed)
     out = seed_dir(args, args.child_seed) / args.variant
     started = time.time()
-    run_search(cfg, accelerator, pipeline.bundle, pipeline.cache, out)
+    run_search(cfg, accelerator, pipeline.inputs.bundle, pipeline.inputs.cache, out)
     (out / "wall.json").write_text(json.dumps({"seconds": time.time() - started}))
 
 
@@ -164,7 +164,7 @@ def test_accuracy(cfg, bundle, cache, stage1_dir: Path) -> float:
     import torch
 
     from rkd.data import student_transform
-    from rkd.distill import load_stage1
+    from rkd.models.factory import load_stage1
 
     model = load_stage1(cfg, bundle, cache.features["train"].shape[1], stage1_dir).eval()
     transform = student_transform(cfg.data, bundle)
@@ -184,11 +184,13 @@ def rkd_sc_accuracy(cfg, accelerator, bundle, cache, stage1_dir: Path, out: Path
     from accelerate.utils import set_seed
 
     from rkd.data import student_transform
-    from rkd.distill import load_stage2, run_stage2
-    from rkd.evaluate import batched, channel_sweep
+    from rkd.models.factory import load_stage2
+    from rkd.stages.stage2 import train_codec
+    from rkd.frozen_features import batched
+    from rkd.channel_sweep import channel_sweep
 
     set_seed(cfg.seed + 2)
-    run_stage2(cfg, accelerator, bundle, cache, stage1_dir, out)
+    train_codec(cfg, accelerator, bundle, cache, stage1_dir, out)
     teacher_dim = cache.features["train"].shape[1]
     system = load_stage2(cfg, bundle, teacher_dim, stage1_dir, out).eval()
     test = bundle.splits["test"]
@@ -205,10 +207,10 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
     """Stage 1 of every student of one seed: the searches' cells, the hand cells, a random draw of the searched size."""
     from accelerate.utils import set_seed
 
-    from rkd.distill import run_stage1
+    from rkd.stages.stage1 import train_student
     from rkd.nas.complexity import measure_network
     from rkd.nas.genotype import GENOTYPES, genotype_to_dict, load_genotype
-    from rkd.search import student_shape
+    from rkd.stages.search import student_shape
 
     cfg = dataclasses.replace(cfg, seed=seed)
     shape = student_shape(cfg, bundle)
@@ -221,7 +223,7 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
     for name, genotype in genotypes.items():
         out = seed_dir(args, seed) / f"stage1-{name}"
         set_seed(cfg.seed + 1)
-        summary = run_stage1(cfg, accelerator, bundle, cache, out, genotype=genotype)
+        summary = train_student(cfg, accelerator, bundle, cache, out, genotype=genotype)
         cost = measure_network(genotype, shape)
         students[name] = {"params": cost.params, "flops": cost.flops,
                           "stage1_val_accuracy": summary["best_val_accuracy"],
@@ -305,7 +307,7 @@ def main() -> None:
     started = time.time()
     cfg = load(args)
     accelerator, pipeline = pipeline_inputs(cfg)
-    bundle, cache = pipeline.bundle, pipeline.cache
+    bundle, cache = pipeline.inputs.bundle, pipeline.inputs.cache
     prepared = time.time()
     per_seed, search_seconds = {}, 0.0
     for seed in args.seeds:

@@ -92,7 +92,8 @@ def worker(args: argparse.Namespace) -> None:
 
     from rkd.config import load_config
     from rkd.data import make_loader, student_transform
-    from rkd.distill import DistillObjective, build_stage1_model, build_stage2_model, kd_loss
+    from rkd.stages.objective import DistillObjective, kd_loss
+    from rkd.models.factory import create_stage1_model, create_stage2_model
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
 
     cfg = load_config(list(args.config or ["default"]), list(args.overrides))
@@ -103,7 +104,7 @@ def worker(args: argparse.Namespace) -> None:
     batch = args.batch_size or cfg.stage2.batch_size
     n = batch * world * (args.warmup + args.steps)
     bundle = _synthetic_bundle(args, n)
-    system = build_stage2_model(cfg, build_stage1_model(cfg, bundle, args.teacher_dim))
+    system = create_stage2_model(cfg, create_stage1_model(cfg, bundle, args.teacher_dim))
     objective = DistillObjective(student_transform(cfg.data, bundle), _SyntheticTargets(n, args.classes, args.teacher_dim),
                                  kd_loss(cfg.stage2_loss), channel_cfg=cfg.channel, rates=cfg.codec.rates,
                                  rank=accelerator.process_index, world_size=world, seed=0)

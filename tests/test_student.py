@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from rkd.measure import count_params
-from rkd.models.heads import ClassifierHead, FeatureProjector
+from rkd.nas.heads import ClassifierHead, FeatureProjector
 from rkd.nas.genotype import (
     GENOTYPES,
     Genotype,

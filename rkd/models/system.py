@@ -14,7 +14,7 @@ from torch import nn
 
 from rkd.channels import channel_from_spec, send_per_sample
 from rkd.models.cat import CATDecoder, CATEncoder, symbol_mask
-from rkd.models.heads import FeatureProjector
+from rkd.nas.heads import FeatureProjector
 
 
 class DistilledStudent(nn.Module):

@@ -19,7 +19,7 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import nn
 
-from rkd.models.heads import ClassifierHead
+from rkd.nas.heads import ClassifierHead
 from rkd.nas.genotype import Genotype, load_genotype, validate_genotype
 from rkd.nas.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 from rkd.nas.skeleton import build_stem, readout, reduction_layers, stack_cells, stem_forward

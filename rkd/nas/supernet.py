@@ -31,7 +31,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from rkd.models.heads import ClassifierHead
+from rkd.nas.heads import ClassifierHead
 from rkd.nas.complexity import ExpectedCost
 from rkd.nas.derive import derive_genotype, edge_layout, normalize_edges, num_edges
 from rkd.nas.genotype import Genotype

@@ -30,7 +30,7 @@ from rkd.config import RunConfig, SearchConfig
 from rkd.data import DataBundle, IndexedImages, Split, student_transform
 from rkd.engine import Step, build_scheduler, fit
 from rkd.losses import CompositeLoss, ComplexityPenalty, FeatureKD, LogitKD, TaskLoss
-from rkd.models.heads import FeatureProjector
+from rkd.nas.heads import FeatureProjector
 from rkd.nas.architect import Architect, cycle_batches
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
 from rkd.nas.derive import SKIP, count_ops
