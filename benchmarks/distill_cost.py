@@ -46,6 +46,7 @@ def main() -> dict:
     from rkd.models.factory import create_stage1_model
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
     from rkd.losses import build_kd_loss
+    from rkd.measure import count_params
     from rkd.cache import load_cache
     from rkd.teacher import build_teacher
     from rkd.teacher_io import load_trained_teacher
@@ -100,8 +101,8 @@ def main() -> dict:
     ratios = {kind: m / base for kind, m in median.items()}
     return {
         "benchmark": "distill_cost", "config": cfg.name, "batch_size": cfg.stage1.batch_size, "rounds": rounds,
-        "threads": torch.get_num_threads(), "teacher_params": sum(p.numel() for p in teacher.parameters()),
-        "student_params": sum(p.numel() for p in models["cache_kd"].student.parameters()),
+        "threads": torch.get_num_threads(), "teacher_params": count_params(teacher),
+        "student_params": count_params(models["cache_kd"].student),
         "median_step_seconds": median, "ratio_to_student_only": ratios,
         "target_cache_kd_le_1.2x": ratios["cache_kd"] <= 1.2,
         "cache_source": "run cache" if trained(run / "cache") else "synthetic cache of the same shape",

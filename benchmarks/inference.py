@@ -19,10 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from benchmarks.common import median_seconds, parse_config, trained
+from rkd.measure import count_params
 
 
 def size(module: torch.nn.Module) -> dict:
-    params = sum(p.numel() for p in module.parameters())
+    params = count_params(module)
     buffers = sum(b.numel() * b.element_size() for b in module.buffers())
     return {"params": params, "fp32_bytes": params * 4 + buffers}
 
@@ -71,7 +72,7 @@ def main() -> dict:
             del x
     tx_modules = torch.nn.ModuleList([system.student, system.encoder])
     sizes = {"rkd-sc transmitter (student + CAT encoder)": size(tx_modules), "teacher": size(teacher),
-             **{f"{n} transmitter": {"params": sum(p.numel() for m in j.transmitter_modules() for p in m.parameters())}
+             **{f"{n} transmitter": {"params": count_params(*j.transmitter_modules())}
                 for n, j in jscc.items()}}
     exported = run / "export" / "transmitter.pt"
     if exported.exists():

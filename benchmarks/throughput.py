@@ -1,8 +1,9 @@
 """Stage-2 training throughput (images/s) with 1, 2, ... processes, as JSON.
 
-Measures what stage 2 does per step - the student, the CAT encoder, the simulated channels, the CAT
-decoder and the KD loss, forward + backward + optimiser step under Accelerate (DDP when N > 1) -
-on synthetic images and teacher targets of the config's shapes, so it needs no dataset, teacher or
+Measures what stage 2 does per step - the CAT encoder on the frozen student's tokens (computed once,
+as ``rkd.stages.stage2`` does), the simulated channels, the CAT decoder and the loss, forward +
+backward + optimiser step through ``rkd.engine.train_step`` under Accelerate (DDP when N > 1) - on
+synthetic images and teacher targets of the config's shapes, so it needs no dataset, teacher or
 earlier stage. Each process count is a separate `accelerate launch` of this file; throughput is
 global: steps x batch per process x processes / wall time of the timed steps.
 
@@ -91,10 +92,12 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from rkd.config import load_config
-    from rkd.data import make_loader, student_transform
+    from rkd.data import student_transform
+    from rkd.frozen_features import freeze, student_tokens, token_loader
     from rkd.stages.objective import DistillObjective, kd_loss
     from rkd.models.factory import create_stage1_model, create_stage2_model
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
+    from rkd.measure import count_params
 
     cfg = load_config(list(args.config or ["default"]), list(args.overrides))
     accelerator = make_accelerator(args.precision, seed=0)
@@ -105,12 +108,18 @@ def worker(args: argparse.Namespace) -> None:
     n = batch * world * (args.warmup + args.steps)
     bundle = _synthetic_bundle(args, n)
     system = create_stage2_model(cfg, create_stage1_model(cfg, bundle, args.teacher_dim))
-    objective = DistillObjective(student_transform(cfg.data, bundle), _SyntheticTargets(n, args.classes, args.teacher_dim),
+    # as stage 2 trains (rkd.stages.stage2): the student and projector frozen, their tokens computed once
+    for part in (system.student, system.projector):
+        freeze(part)
+    tokens = student_tokens(system.student, student_transform(cfg.data, bundle), bundle.splits["train"].images,
+                            cfg.eval.batch_size)
+    objective = DistillObjective(None, _SyntheticTargets(n, args.classes, args.teacher_dim),
                                  kd_loss(cfg.stage2_loss), channel_cfg=cfg.channel, rates=cfg.codec.rates,
-                                 rank=accelerator.process_index, world_size=world, seed=0)
-    optimizer = build_optimizer(system.parameters(), cfg.stage2)
+                                 rank=accelerator.process_index, world_size=world, seed=0,
+                                 proportional_rates=cfg.codec.rate_sampling == "proportional")
+    optimizer = build_optimizer([p for p in system.parameters() if p.requires_grad], cfg.stage2)
     scheduler = build_scheduler(optimizer, cfg.stage2, args.warmup + args.steps)
-    loader = make_loader(bundle.splits["train"], batch, shuffle=True, seed=0, drop_last=True)
+    loader = token_loader(tokens, bundle.splits["train"].labels, batch, shuffle=True, seed=0, drop_last=True)
     model, optimizer, loader, scheduler = accelerator.prepare(system, optimizer, loader, scheduler)
     model.train()
 
@@ -139,9 +148,9 @@ def worker(args: argparse.Namespace) -> None:
             "steps": steps, "seconds": seconds, "images_per_s": steps * batch * world / seconds,
             "step_ms": 1000 * seconds / steps, "torch_threads_per_process": torch.get_num_threads(),
             "final_loss": float(torch.stack(losses).float().mean()),
-            "params": {"student": sum(p.numel() for p in unwrapped.student.parameters()),
-                       "cat_encoder": sum(p.numel() for p in unwrapped.encoder.parameters()),
-                       "cat_decoder": sum(p.numel() for p in unwrapped.decoder.parameters())},
+            "params": {"student": count_params(unwrapped.student),
+                       "cat_encoder": count_params(unwrapped.encoder),
+                       "cat_decoder": count_params(unwrapped.decoder)},
         }
         args.worker.write_text(json.dumps(record))
     accelerator.wait_for_everyone()

@@ -16,7 +16,6 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-CHANNEL_NAMES = ("awgn", "rayleigh", "rician")
 CSI_MODES = ("perfect", "pilot", "none")
 _SPEC_KEYS = ("name", "csi", "k_factor", "pilots")
 _EPS = 1e-12
@@ -266,6 +265,15 @@ def _check_k_factor(k_factor: Any) -> float:
     return float(k_factor)
 
 
+# name -> the channel built from validated (csi, k_factor, pilots); AWGN has h = 1, known, so it never sends pilots
+CHANNELS = {
+    "awgn": lambda csi, k_factor, pilots: AWGNChannel(csi="perfect" if csi == "pilot" else csi),
+    "rayleigh": lambda csi, k_factor, pilots: RayleighChannel(csi=csi, pilots=pilots),
+    "rician": lambda csi, k_factor, pilots: RicianChannel(k_factor=k_factor, csi=csi, pilots=pilots),
+}
+CHANNEL_NAMES = tuple(CHANNELS)
+
+
 def get_channel(name: str, **kwargs: Any) -> Channel:
     """Build a channel by name: ``"awgn"``, ``"rayleigh"`` (``csi``, ``pilots``) or ``"rician"`` (``k_factor``, ``csi``, ``pilots``).
 
@@ -281,11 +289,7 @@ def get_channel(name: str, **kwargs: Any) -> Channel:
     csi = _check_csi(kwargs.get("csi", "perfect"))
     k_factor = _check_k_factor(kwargs.get("k_factor", 4.0))
     pilots = _check_pilots(kwargs.get("pilots", 1))
-    if name == "awgn":
-        return AWGNChannel(csi="perfect" if csi == "pilot" else csi)
-    if name == "rayleigh":
-        return RayleighChannel(csi=csi, pilots=pilots)
-    return RicianChannel(k_factor=k_factor, csi=csi, pilots=pilots)
+    return CHANNELS[name](csi, k_factor, pilots)
 
 
 def _spec_kwargs(spec: ChannelSpec) -> tuple[str, dict]:
