@@ -303,6 +303,8 @@ def main() -> None:
 
     import torch
 
+    from rkd.config import to_dict
+
     torch.set_num_threads(args.threads)
     started = time.time()
     cfg = load(args)
@@ -322,7 +324,7 @@ def main() -> None:
                      "test": len(bundle.splits["test"])},
             "teacher_epochs": args.teacher_epochs, "stage1_epochs": args.stage1_epochs, "threads": args.threads,
             "smoke": args.smoke, "overrides": args.override, "teacher_seed": cfg.seed,
-            "search": {k: v for k, v in vars(cfg.search).items() if k not in ("train", "primitives", "sweep_weights")}
+            "search": {k: v for k, v in to_dict(cfg.search).items() if k not in ("train", "primitives", "sweep_weights")}
             | {"epochs": cfg.search.train.epochs, "batch_size": cfg.search.train.batch_size},
             "teacher_test_accuracy": float((cache.logits["test"].float().argmax(-1) == bundle.splits["test"].labels)
                                            .float().mean()),
