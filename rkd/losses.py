@@ -213,10 +213,13 @@ class CompositeLoss(nn.Module):
 
 
 def build_kd_loss(task: float = 1.0, logit_kd: float = 1.0, feature_kd: float = 1.0, temperature: float = 4.0,
-                  feature_loss: str = "cosine", label_smoothing: float = 0.0) -> CompositeLoss:
-    """The stage-1/stage-2 objective: task CE + logit KD + feature KD, named as in ``LossConfig``."""
+                  feature_loss: str = "cosine", label_smoothing: float = 0.0,
+                  extra: Optional[Mapping[str, tuple[float, nn.Module]]] = None) -> CompositeLoss:
+    """The stage-1/stage-2 objective: task CE + logit KD + feature KD, named as in ``LossConfig``;
+    ``extra`` terms (e.g. the search's complexity penalty) follow them."""
     return CompositeLoss({
         "task": (task, TaskLoss(label_smoothing)),
         "logit_kd": (logit_kd, LogitKD(temperature)),
         "feature_kd": (feature_kd, FeatureKD(feature_loss)),
+        **(extra or {}),
     })

@@ -20,11 +20,11 @@ from rkd.models.cat import sample_rates
 from rkd.records import validation_batch_generator
 
 
-def kd_loss(loss_cfg, label_smoothing: float = 0.0):
-    """The weighted task + logit KD + feature KD loss a ``loss``-style config section describes."""
+def kd_loss(loss_cfg, label_smoothing: float = 0.0, extra=None):
+    """The weighted task + logit KD + feature KD loss a ``loss``-style config section describes (+ ``extra`` terms)."""
     return build_kd_loss(task=loss_cfg.task, logit_kd=loss_cfg.logit_kd, feature_kd=loss_cfg.feature_kd,
                          temperature=loss_cfg.temperature, feature_loss=loss_cfg.feature_loss,
-                         label_smoothing=label_smoothing)
+                         label_smoothing=label_smoothing, extra=extra)
 
 
 class DistillObjective:

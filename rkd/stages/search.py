@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from rkd.config import RunConfig, SearchConfig
 from rkd.data import DataBundle, IndexedImages, Split, student_transform
 from rkd.engine import Step, build_scheduler, fit
-from rkd.losses import CompositeLoss, ComplexityPenalty, FeatureKD, LogitKD, TaskLoss
+from rkd.losses import CompositeLoss, ComplexityPenalty
 from rkd.nas.heads import FeatureProjector
 from rkd.nas.architect import Architect, cycle_batches
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
@@ -38,6 +38,7 @@ from rkd.nas.genotype import Genotype, genotype_to_dict, save_genotype
 from rkd.nas.plot import plot_genotype
 from rkd.nas.supernet import SuperNet
 from rkd.stages.inputs import RunInputs
+from rkd.stages.objective import kd_loss
 
 METHOD = "KDL-DARTS"
 
@@ -102,12 +103,7 @@ def build_search_loss(s: SearchConfig, cost: ExpectedCost, complexity_weight: fl
     """Task + logit KD + feature KD (the stage-1 terms) + the complexity penalty, scaled by the uniform cost."""
     penalty = ComplexityPenalty(complexity_metrics(s.complexity), scale=cost.uniform(),
                                 budget={"params": s.param_budget, "flops": s.flops_budget})
-    return CompositeLoss({
-        "task": (s.loss.task, TaskLoss(s.train.label_smoothing)),
-        "logit_kd": (s.loss.logit_kd, LogitKD(s.loss.temperature)),
-        "feature_kd": (s.loss.feature_kd, FeatureKD(s.loss.feature_loss)),
-        "complexity": (complexity_weight, penalty),
-    })
+    return kd_loss(s.loss, s.train.label_smoothing, extra={"complexity": (complexity_weight, penalty)})
 
 
 # ----------------------------------------------------------------------------- data
