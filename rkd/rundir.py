@@ -39,8 +39,11 @@ class ResumableDir:
         except (OSError, ValueError, AttributeError):  # unreadable: the directory counts as stale
             return None
 
-    def begin(self, log: Optional[Callable[[str], None]] = None, **record) -> Path:
-        """Prepare the directory on the main process; returns where the moved-aside copy went via ``log``."""
+    def begin(self, log: Optional[Callable[[Path], None]] = None, **record) -> Path:
+        """Prepare the directory (main process only); ``log`` is told where a stale directory was moved.
+
+        ``record`` is written into ``started.json`` beside the hash (e.g. a sweep point's weight).
+        """
         if self.path.exists():
             previous = self.started_hash()
             if previous != self.hash:
