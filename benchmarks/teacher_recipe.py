@@ -36,15 +36,19 @@ def _options(parser) -> None:
 
 
 @torch.no_grad()
-def accuracy(teacher, split, batch_size: int = 1000, flip_average: bool = False) -> float:
-    """Top-1 accuracy; ``flip_average`` scores the mean logits of each image and its mirror."""
+def accuracy(teacher, split, batch_size: int = 1000, flip_average: bool = False, shifts: bool = False) -> float:
+    """Top-1 accuracy; ``flip_average`` scores the mean logits of each image and its mirror.
+
+    ``shifts`` also averages the four 1-pixel shifts of each view (10 views with the flip).
+    """
     teacher.eval()
     correct = 0
     for start in range(0, len(split.labels), batch_size):
         images = split.images[start : start + batch_size]
-        logits = teacher(images)["logits"]
-        if flip_average:
-            logits = (logits + teacher(images.flip(2))["logits"]) / 2
+        views = [images, images.flip(2)] if flip_average else [images]
+        if shifts:
+            views = views + [view.roll(step, dim) for view in views for step in (-1, 1) for dim in (1, 2)]
+        logits = sum(teacher(view)["logits"].float() for view in views) / len(views)
         correct += int((logits.argmax(-1) == split.labels[start : start + batch_size]).sum())
     teacher.train()
     return correct / len(split.labels)
@@ -59,14 +63,16 @@ def main() -> None:
     accelerator = make_accelerator(cpu=True, seed=cfg.seed)  # fit's step, on the CPU as before
     torch.manual_seed(cfg.seed)
     teacher = build_teacher(tcfg, bundle.num_classes, bundle.class_names, bundle.channels)
-    objective = TeacherObjective(tcfg.augment, tcfg.train.label_smoothing, seed=cfg.seed)
+    objective = TeacherObjective(tcfg.augment, tcfg.train.label_smoothing, seed=cfg.seed,
+                                 precision=tcfg.train_precision, random_erasing=tcfg.random_erasing)
     loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.seed)
     optimizer = build_optimizer(teacher.parameters(), tcfg.train)
     scheduler = build_scheduler(optimizer, tcfg.train, tcfg.train.epochs * len(loader))
     teacher, optimizer, scheduler = accelerator.prepare(teacher, optimizer, scheduler)
     record = {"family": tcfg.embedded_family, "hidden_sizes": tcfg.embedded_hidden_sizes, "depths": tcfg.embedded_depths,
               "image_size": tcfg.image_size or 28, "params": teacher.n_params, "threads": torch.get_num_threads(),
-              "channels_last": tcfg.channels_last, "augment": tcfg.augment, "train": vars(tcfg.train),
+              "channels_last": tcfg.channels_last, "augment": tcfg.augment,
+              "random_erasing": tcfg.random_erasing, "train_precision": tcfg.train_precision, "train": vars(tcfg.train),
               "n_train": len(bundle.splits["train"].labels), "epochs": []}
     trained, global_step = 0.0, 0
     for epoch in range(tcfg.train.epochs):
@@ -87,6 +93,7 @@ def main() -> None:
     record["s_per_epoch"] = round(trained / len(record["epochs"]), 1)
     record["final_test"] = record["epochs"][-1]["test"]
     record["final_test_flip_average"] = accuracy(teacher, bundle.splits["test"], flip_average=True)
+    record["final_test_flip_shift_average"] = accuracy(teacher, bundle.splits["test"], flip_average=True, shifts=True)
     text = json.dumps(record, indent=1)
     print(text)
     if args.out:

@@ -17,25 +17,35 @@ from accelerate.utils import DistributedType
 
 from rkd.artifacts import PathLike
 from rkd.config import RunConfig
-from rkd.data import DataBundle, augment, make_loader
+from rkd.data import DataBundle, augment, make_loader, random_erase
 from rkd.engine import Step, evaluate, fit
 from rkd.teacher import Teacher, build_teacher, find_head
 from rkd.teacher_io import save_teacher
 
 
 class TeacherObjective:
-    """Cross-entropy on (optionally augmented) uint8 batches; augmentation only while training."""
+    """Cross-entropy on (optionally augmented) uint8 batches; augmentation only while training.
 
-    def __init__(self, use_augmentation: bool, label_smoothing: float = 0.0, seed: int = 0) -> None:
+    ``precision="bf16"`` runs the forward pass under bf16 autocast (the loss stays fp32): the
+    embedded teacher trains ~1.7x faster on a CPU with native bf16, so more epochs fit its budget.
+    """
+
+    def __init__(self, use_augmentation: bool, label_smoothing: float = 0.0, seed: int = 0,
+                 precision: str = "fp32", random_erasing: float = 0.0) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision = {precision!r} is invalid: expected 'fp32' or 'bf16'")
         self.use_augmentation = use_augmentation
         self.label_smoothing = label_smoothing
+        self.precision = precision
+        self.random_erasing = random_erasing
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def __call__(self, model: nn.Module, batch: dict, train: bool):
         pixels = batch["pixels"]
         if train and self.use_augmentation:
-            pixels = augment(pixels, self.generator)
-        logits = model(pixels)["logits"]
+            pixels = random_erase(augment(pixels, self.generator), self.generator, self.random_erasing)
+        with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = model(pixels)["logits"]
         labels = batch["label"]
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing if train else 0.0)
         return Step(loss=loss, logits=logits.detach(), labels=labels, terms={"ce": loss.detach()})
@@ -77,7 +87,8 @@ def train_teacher(cfg: RunConfig, bundle: DataBundle, out_dir: PathLike, acceler
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # DeepSpeed broadcasts each parameter as raw bytes, which needs a contiguous layout: no channels-last weights
         teacher = teacher.to(memory_format=torch.contiguous_format)
-    objective = TeacherObjective(tcfg.augment, tcfg.train.label_smoothing, seed=cfg.seed + 17 * accelerator.process_index)
+    objective = TeacherObjective(tcfg.augment, tcfg.train.label_smoothing, seed=cfg.seed + 17 * accelerator.process_index,
+                                 precision=tcfg.train_precision, random_erasing=tcfg.random_erasing)
     val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=cfg.seed)
     if tcfg.finetune:
         train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.seed)

@@ -13,7 +13,7 @@ import rkd.data.fashion_mnist as fashion_mnist
 from rkd.artifacts import read_json, sha256_file
 from rkd.config import DataConfig
 from rkd.data import (
-    CHECKSUM_FILE, FASHION_MNIST_CLASSES, DataError, ImageTransform, Split, augment, load_data, make_loader,
+    CHECKSUM_FILE, FASHION_MNIST_CLASSES, DataError, ImageTransform, Split, augment, load_data, make_loader, random_erase,
     split_indices, student_transform,
 )
 
@@ -351,6 +351,25 @@ def test_augment_crop_and_flip():
         assert torch.equal(out, original) or torch.equal(out, original.flip(1))
     shifted = augment(pixels, torch.Generator().manual_seed(2), padding=4, flip=False)
     assert (shifted == 0).any()  # zero padding shows at the borders of shifted crops
+
+
+def test_random_erase_one_seeded_rectangle_per_chosen_image():
+    pixels = torch.zeros(64, 28, 28, 1, dtype=torch.uint8)
+    a = random_erase(pixels, torch.Generator().manual_seed(0), probability=0.5)
+    b = random_erase(pixels, torch.Generator().manual_seed(0), probability=0.5)
+    assert a.shape == pixels.shape and a.dtype == torch.uint8 and torch.equal(a, b)
+    erased = (a > 0).squeeze(-1)
+    touched = erased.flatten(1).any(1)
+    assert 16 < int(touched.sum()) < 48  # about half the images
+    for mask in erased[touched]:  # the noise fills an axis-aligned rectangle of 2..25% of the image
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        height, width = int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1
+        assert height * width <= 0.3 * 28 * 28
+        assert int(mask.sum()) >= 0.9 * height * width  # noise values of 0 are rare holes
+    assert torch.equal(random_erase(pixels, torch.Generator(), probability=0.0), pixels)
+    assert (random_erase(pixels, torch.Generator().manual_seed(1), probability=1.0) > 0).flatten(1).any(1).all()
+    with pytest.raises(ValueError, match="probability"):
+        random_erase(pixels, torch.Generator(), probability=1.5)
 
 
 def test_student_transform_uses_train_statistics(fashion_bundle):

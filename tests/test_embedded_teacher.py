@@ -82,6 +82,25 @@ def test_teacher_objective_augmentation_is_seeded_and_train_only():
     assert plain[0] == plain[1]  # no augmentation (nor smoothing) at evaluation
 
 
+def test_teacher_objective_bf16_autocast_and_random_erasing():
+    torch.manual_seed(0)
+    teacher = build_teacher(TeacherConfig(embedded_family="regnet", **TINY["regnet"]), 10, NAMES10, channels=1).eval()
+    batch = {"pixels": _pixels(8), "label": torch.arange(8) % 10}
+    full = TeacherObjective(False, seed=0)(teacher, batch, False)
+    half = TeacherObjective(False, seed=0, precision="bf16")(teacher, batch, False)
+    assert full.logits.dtype == torch.float32 and half.logits.dtype == torch.bfloat16
+    assert half.loss.dtype == torch.float32  # the loss is computed in fp32
+    torch.testing.assert_close(half.logits.float(), full.logits, rtol=0.1, atol=0.1)
+    assert not torch.equal(half.logits.float(), full.logits)
+    erased = [float(TeacherObjective(True, seed=3, random_erasing=p)(teacher, batch, True).loss.detach())
+              for p in (0.0, 1.0)]
+    assert erased[0] != erased[1]
+    with pytest.raises(ValueError, match="precision = 'fp16'"):
+        TeacherObjective(False, precision="fp16")
+    with pytest.raises(ConfigError, match="teacher.train_precision"):
+        load_config(["default"], ["teacher.train_precision=fp8"])
+
+
 def test_flip_averaged_cache(fashion_bundle, tmp_path):
     torch.manual_seed(0)
     teacher = build_teacher(TeacherConfig(embedded_family="regnet", **TINY["regnet"]), 10, NAMES10, channels=1).eval()

@@ -99,6 +99,35 @@ def augment(pixels: torch.Tensor, generator: torch.Generator, padding: Optional[
     return padded[batch, rows[:, :, None], cols[:, None, :]]
 
 
+def random_erase(pixels: torch.Tensor, generator: torch.Generator, probability: float,
+                 area: tuple[float, float] = (0.02, 0.25), aspect: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020) on a uint8 ``[B, H, W, C]`` batch: with ``probability``, one
+    rectangle per image, of ``area`` of the image and log-uniform ``aspect``, is set to random noise.
+
+    It hides parts of the object, so a teacher cannot lean on one region; one mask for the whole
+    batch, random numbers from ``generator`` (CPU) as in ``augment``.
+    """
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"random erasing probability = {probability!r} is invalid: expected a number in [0, 1]")
+    if probability == 0.0:
+        return pixels
+    b, h, w, c = pixels.shape
+    fraction = torch.empty(b).uniform_(*area, generator=generator)
+    ratio = torch.empty(b).uniform_(*(float(torch.log(torch.tensor(a))) for a in aspect), generator=generator).exp()
+    eh = (fraction * h * w * ratio).sqrt().round().clamp(1, h).long()
+    ew = (fraction * h * w / ratio).sqrt().round().clamp(1, w).long()
+    top = (torch.rand(b, generator=generator) * (h - eh + 1)).long()
+    left = (torch.rand(b, generator=generator) * (w - ew + 1)).long()
+    chosen = torch.rand(b, generator=generator) < probability
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = ((rows[None, :, None] >= top[:, None, None]) & (rows[None, :, None] < (top + eh)[:, None, None])
+              & (cols[None, None, :] >= left[:, None, None]) & (cols[None, None, :] < (left + ew)[:, None, None])
+              & chosen[:, None, None])
+    noise = torch.randint(0, 256, (b, h, w, c), generator=generator, dtype=torch.uint8)
+    mask = inside[..., None].to(pixels.device)
+    return torch.where(mask, noise.to(pixels.device), pixels)
+
+
 def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 ``[N, H, W, C]`` images in [0, 1] units (chunked: no big float copy)."""
     channels = images.shape[-1]
