@@ -39,7 +39,7 @@ def _options(parser) -> None:
 def accuracy(teacher, split, batch_size: int = 1000, flip_average: bool = False, shifts: bool = False) -> float:
     """Top-1 accuracy; ``flip_average`` scores the mean logits of each image and its mirror.
 
-    ``shifts`` also averages the four 1-pixel shifts of each view (10 views with the flip).
+    ``shifts`` also averages the four cyclic 1-pixel shifts of each view (10 views with the flip).
     """
     teacher.eval()
     correct = 0

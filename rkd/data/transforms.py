@@ -6,6 +6,7 @@ one): four times less memory than float and one resize per model instead of one 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -104,8 +105,8 @@ def random_erase(pixels: torch.Tensor, generator: torch.Generator, probability: 
     """Random erasing (Zhong et al. 2020) on a uint8 ``[B, H, W, C]`` batch: with ``probability``, one
     rectangle per image, of ``area`` of the image and log-uniform ``aspect``, is set to random noise.
 
-    It hides parts of the object, so a teacher cannot lean on one region; one mask for the whole
-    batch, random numbers from ``generator`` (CPU) as in ``augment``.
+    It hides parts of the object, so a teacher cannot lean on one region; the rectangles of the
+    whole batch are one vectorised mask, random numbers come from ``generator`` (CPU) as in ``augment``.
     """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"random erasing probability = {probability!r} is invalid: expected a number in [0, 1]")
@@ -113,7 +114,7 @@ def random_erase(pixels: torch.Tensor, generator: torch.Generator, probability: 
         return pixels
     b, h, w, c = pixels.shape
     fraction = torch.empty(b).uniform_(*area, generator=generator)
-    ratio = torch.empty(b).uniform_(*(float(torch.log(torch.tensor(a))) for a in aspect), generator=generator).exp()
+    ratio = torch.empty(b).uniform_(math.log(aspect[0]), math.log(aspect[1]), generator=generator).exp()
     eh = (fraction * h * w * ratio).sqrt().round().clamp(1, h).long()
     ew = (fraction * h * w / ratio).sqrt().round().clamp(1, w).long()
     top = (torch.rand(b, generator=generator) * (h - eh + 1)).long()
