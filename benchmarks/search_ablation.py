@@ -16,7 +16,8 @@ The random cells are drawn until one is within 3% of the searched student's para
 on the default shape, so compare ``mean_params`` before reading a small searched student's gain.
 
 Subset (so one seed fits in ~20-30 minutes on 2 shared CPU cores): the default config with
-``data.max_train/max_val/max_test`` (default 6000/1000/2000), a 3-epoch teacher on that subset
+``data.max_train/max_val/max_test`` (default 6000/3000/2000; 3,000 val images so the
+search's candidate selection scores on more than 1,000), a 3-epoch teacher on that subset
 (warm-up: its first epoch),
 the default search section (its own 1024/512-image subset), stage 1 for ``--stage1-epochs`` epochs.
 ``--smoke`` shrinks everything (a few minutes) to show the script works; its numbers mean nothing.
@@ -126,7 +127,7 @@ def run_child_search(args, variant: str, seed: int) -> dict:
             "steps": meta["steps"], "arch_steps": meta["arch_steps"], "train_rows": meta["train_rows"],
             "val_rows": meta["val_rows"], "supernet_val_accuracy": meta["supernet_val_accuracy"],
             "expected_params": meta["expected_params"], "skips": meta["skips"],
-            "skips_before_cap": meta["skips_before_cap"]}
+            "skips_before_cap": meta["skips_before_cap"], "selection": meta.get("selection")}
 
 
 def random_genotype(primitives: list, nodes: int, target_params: int, shape, seed: int = 0, samples: int = 2000,
@@ -216,12 +217,15 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
 
     from rkd.stages.stage1 import train_student
     from rkd.nas.complexity import measure_network
-    from rkd.nas.genotype import GENOTYPES, genotype_to_dict, load_genotype
+    from rkd.nas.genotype import GENOTYPES, genotype_from_dict, genotype_to_dict, load_genotype
     from rkd.stages.search import student_shape
 
     cfg = dataclasses.replace(cfg, seed=seed)
     shape = student_shape(cfg, bundle)
     genotypes = {v: load_genotype(seed_dir(args, seed) / v / "genotype.json") for v in args.variants}
+    selection = json.loads((seed_dir(args, seed) / "kdl_darts" / "genotype.json").read_text())["meta"].get("selection")
+    if selection:  # what the candidate selection added: the cells DARTS derived before it
+        genotypes["darts_derived"] = genotype_from_dict(selection["derived_genotype"])
     genotypes["hand_default"] = GENOTYPES["default"]
     genotypes["random_similar_size"] = random_genotype(cfg.search.primitives, cfg.search.nodes,
                                                        measure_network(genotypes["kdl_darts"], shape).params, shape,
@@ -261,17 +265,42 @@ def summarise(per_seed: dict) -> dict:
     params = {n: statistics.fmean(per_seed[s]["students"][n]["params"] for s in seeds) for n in names}
     gain = [per_seed[s]["students"]["kdl_darts"]["stage1_test_accuracy"]
             - per_seed[s]["students"]["random_similar_size"]["stage1_test_accuracy"] for s in seeds]
+    derived = {}
+    if all("darts_derived" in per_seed[s]["students"] for s in seeds):
+        derived["searched_minus_darts_derived"] = mean_std([
+            per_seed[s]["students"]["kdl_darts"]["stage1_test_accuracy"]
+            - per_seed[s]["students"]["darts_derived"]["stage1_test_accuracy"] for s in seeds])
     searched = [genotype_from_dict(per_seed[s]["students"]["kdl_darts"]["genotype"]) for s in seeds]
     total = len(searched[0].normal) + len(searched[0].reduce)
     pairs = [(a, b) for i, a in enumerate(searched) for b in searched[i + 1:]]
     return {
         "seeds": seeds, "stage1_test_accuracy": accuracy, "mean_params": params,
-        "searched_minus_random": mean_std(gain),
+        "searched_minus_random": mean_std(gain), **derived,
         "stability": {"edges": total, "edges_shared_by_all_seeds": shared_edges(searched),
                       "ops_shared_by_all_seeds_ignoring_inputs": shared_edges(searched, ignore_inputs=True),
                       "mean_edges_shared_per_seed_pair": (statistics.fmean(shared_edges(p) for p in pairs)
                                                           if pairs else None)},
     }
+
+
+def merge(paths: list, out: Path) -> None:
+    """One summary over the seeds of several runs of this script (e.g. seeds run in parallel processes)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    strip = ("load_average_at_end",)
+    setups = [{k: v for k, v in r["setup"].items() if k not in strip} for r in runs]
+    if any(s != setups[0] for s in setups[1:]):
+        raise SystemExit(f"--merge: the files were run with different setups: {paths}")
+    per_seed = {}
+    for path, r in zip(paths, runs):
+        for seed, value in r["per_seed"].items():
+            if int(seed) in per_seed:
+                raise SystemExit(f"--merge: seed {seed} appears twice (again in {path})")
+            per_seed[int(seed)] = value
+    result = {"setup": setups[0], "merged_from": [str(p) for p in paths], "summary": summarise(per_seed),
+              "per_seed": {str(seed): v for seed, v in sorted(per_seed.items())}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"], indent=2))
 
 
 def parse_args():
@@ -283,13 +312,15 @@ def parse_args():
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                         help="searches to run per seed (kdl_darts is always included)")
     parser.add_argument("--max-train", type=int, default=6000)
-    parser.add_argument("--max-val", type=int, default=1000)
+    parser.add_argument("--max-val", type=int, default=3000)
     parser.add_argument("--max-test", type=int, default=2000)
     parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--stage1-epochs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny subsets and searches: proves the script runs")
     parser.add_argument("--rkd-sc", action="store_true", help="also a short stage 2 + AWGN accuracy (searched, hand)")
     parser.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="summarise the seeds of earlier result files (same setup, distinct seeds) into --out")
     parser.add_argument("--child-search", dest="variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -306,6 +337,9 @@ def main() -> None:
     args = parse_args()
     if args.variant is not None:
         child_search(args)
+        return
+    if args.merge:
+        merge(args.merge, Path(args.out))
         return
 
     import torch

@@ -28,6 +28,8 @@ def stage_hashes(cfg: RunConfig) -> dict:
     search = {k: v for k, v in to_dict(cfg.search).items() if k not in SEARCH_FIELDS_NOT_HASHED}
     student_shape = {k: getattr(cfg.student, k) for k in ("init_channels", "layers", "stem_stride")}  # what is priced
     h["search"] = config_hash(h["cache"], search, student_shape)
+    if cfg.search.candidates > 1:  # the candidates train with stage 1's loss and optimiser
+        h["search"] = config_hash(h["search"], cfg.loss, cfg.stage1)
     h["stage1"] = config_hash(h["cache"], inputs["student"], cfg.loss, cfg.stage1)
     if cfg.search.enabled:
         h["stage1"] = config_hash(h["stage1"], h["search"])

@@ -220,6 +220,14 @@ class SearchConfig:
     flops_budget: PositiveOrNull = None
     # at most this many skip_connect per derived cell; null = no cap
     max_skips: nullable(Annotated[Int, accepts("an integer >= 0, or null for no cap", lambda v: v >= 0)]) = 2
+    # candidate selection (rkd.stages.selection): the derived cells and candidates - 1 cells drawn from
+    # the architecture weights (no larger than the derived ones, or param_budget), each trained for
+    # candidate_epochs with stage 1's loss and optimiser on a seeded subset; the best val accuracy wins
+    candidates: NonNegInt = 0  # 0 or 1: off (the derived cells, as DARTS)
+    candidate_epochs: PosInt = 3
+    candidate_batch_size: PosInt = 64  # smaller than stage 1's: more steps from the few epochs
+    candidate_max_train: SplitCap = 4096
+    candidate_max_val: SplitCap = 2048
     # the Pareto sweep (rkd search --sweep): one independent search per weight, each briefly trained
     sweep_weights: Annotated[Numbers, accepts("a non-empty list of complexity weights >= 0",
                                               lambda v: bool(v) and all(w >= 0 for w in v))] = \

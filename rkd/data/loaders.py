@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from rkd.data.bundle import Split
 
@@ -26,3 +28,19 @@ def make_loader(split: Split, batch_size: int, shuffle: bool, seed: int, drop_la
     generator = torch.Generator().manual_seed(int(seed))
     return DataLoader(IndexedImages(split), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       generator=generator, num_workers=0)
+
+
+def subset_indices(n: int, limit: Optional[int], seed: int) -> torch.Tensor:
+    """A seeded, sorted choice of ``limit`` rows of a split (all rows when ``limit`` is None or larger)."""
+    if limit is None or limit >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:limit].sort().values
+
+
+def subset_loader(split: Split, indices: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
+                  drop_last: bool = False) -> DataLoader:
+    """Like ``rkd.data.make_loader`` on some rows; a batch's ``index`` stays the row in the full split
+    (the teacher cache's key)."""
+    dataset = Subset(IndexedImages(split), indices.tolist())
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(int(seed)), num_workers=0)

@@ -81,6 +81,12 @@ def measure_network(genotype: Genotype, shape: NetworkShape) -> Cost:
     return Cost(count_params(student), count_flops(student, shape.dummy_input()))
 
 
+def network_params(genotype: Genotype, shape: NetworkShape) -> int:
+    """Parameters only (no FLOP count: cheap enough to run on many drawn genotypes)."""
+    with torch.random.fork_rng(devices=[]):
+        return count_params(shape.build(genotype))
+
+
 def empty_genotype(nodes: int) -> Genotype:
     """A genotype whose every op is ``none``: its Student costs exactly the architecture-independent parts."""
     edges = [(NONE, 0), (NONE, 1)] * nodes

@@ -15,6 +15,9 @@ supernet easy to optimise, not because the derived cell is good (Chen et al. 201
 With ``max_skips`` set, a derived cell keeps at most that many ``skip_connect`` edges: the skips
 with the largest weights stay, every other one is replaced by that edge's strongest op that is
 neither ``none`` nor ``skip_connect`` (as P-DARTS does).
+
+``sample_genotype`` draws cells from the same weights instead of taking their top: the proposals
+that the search's candidate selection (``rkd.stages.selection``) trains and ranks.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rkd.nas.genotype import Genotype, validate_genotype
 
 NONE = "none"
 SKIP = "skip_connect"
+SKIP_REDRAWS = 100  # a drawn cell over the skip cap is drawn again this many times, then capped
 
 
 def edge_layout(nodes: int) -> list[tuple[int, int]]:
@@ -100,6 +104,57 @@ def derive_genotype(normal: torch.Tensor, reduce: torch.Tensor, primitives: Sequ
     return validate_genotype(Genotype(
         normal=_derive_cell(normal, primitives, nodes, normal_edges, max_skips), normal_concat=concat,
         reduce=_derive_cell(reduce, primitives, nodes, reduce_edges, max_skips), reduce_concat=concat,
+    ))
+
+
+def _sample_cell(weights: torch.Tensor, primitives: Sequence[str], nodes: int, edge_weights: Optional[torch.Tensor],
+                 max_skips: Optional[int], generator: torch.Generator) -> list[tuple[str, int]]:
+    weights = weights.detach().float().cpu()
+    if edge_weights is not None:
+        weights = weights * edge_weights.detach().float().cpu()[:, None]
+    names = list(primitives)
+    real = torch.tensor([i for i, name in enumerate(names) if name != NONE])
+    others = torch.tensor([i for i in real.tolist() if names[i] != SKIP])
+    if not len(others):
+        max_skips = None  # nothing else to draw: the cap could never be met
+    for _ in range(SKIP_REDRAWS):
+        edges, rows_of = [], []
+        for rows in node_slices(nodes):
+            table = weights[rows][:, real]
+            # inputs by the strength derivation ranks them by; the op by its weight on the chosen edge
+            sources = torch.multinomial(table.max(dim=1).values, 2, replacement=False, generator=generator)
+            for source in sorted(sources.tolist()):
+                column = int(real[torch.multinomial(table[source], 1, generator=generator)])
+                edges.append((names[column], source))
+                rows_of.append(rows.start + source)
+        if max_skips is None or sum(op == SKIP for op, _ in edges) <= max_skips:
+            return edges
+    # skips dominate the weights: keep the first max_skips skips, draw the others' ops from the rest
+    kept = 0
+    for k, (op, source) in enumerate(edges):
+        if op == SKIP:
+            kept += 1
+            if kept > max_skips:
+                column = int(others[torch.multinomial(weights[rows_of[k], others], 1, generator=generator)])
+                edges[k] = (names[column], source)
+    return edges
+
+
+def sample_genotype(normal: torch.Tensor, reduce: torch.Tensor, primitives: Sequence[str], nodes: int,
+                    normal_edges: Optional[torch.Tensor] = None, reduce_edges: Optional[torch.Tensor] = None,
+                    max_skips: Optional[int] = None, generator: Optional[torch.Generator] = None) -> Genotype:
+    """A genotype drawn from the architecture weights ``derive_genotype`` takes the top of.
+
+    Per node, two distinct inputs in proportion to their strongest real op (times the edge weight),
+    then each edge's op in proportion to its weight (never ``none``); a cell over ``max_skips``
+    skips is drawn again (after ``SKIP_REDRAWS`` tries its extra skips take other drawn ops).
+    Uniform weights give uniformly random cells.
+    """
+    concat = list(range(2, 2 + nodes))
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    return validate_genotype(Genotype(
+        normal=_sample_cell(normal, primitives, nodes, normal_edges, max_skips, generator), normal_concat=concat,
+        reduce=_sample_cell(reduce, primitives, nodes, reduce_edges, max_skips, generator), reduce_concat=concat,
     ))
 
 

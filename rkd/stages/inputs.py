@@ -101,7 +101,13 @@ def describe_search(meta: dict) -> str:
     """One sentence on how searched cells were found, from their genotype file's ``meta``."""
     sweep = (f", chosen by the sweep at val accuracy {100 * meta['sweep_val_accuracy']:.2f}%"
              if "sweep_val_accuracy" in meta else "")
+    selection = meta.get("selection")
+    if selection:
+        sweep = (f", then candidate {selection['chosen']} of {selection['candidates']} "
+                 f"({selection['chosen_source']}), the best after {selection['epochs']} epochs of brief training "
+                 f"(val {100 * selection['chosen_val_accuracy']:.2f}% vs {100 * selection['derived_val_accuracy']:.2f}% "
+                 f"for the derived cells)") + sweep
     return (f"searched by {meta.get('method', 'KDL-DARTS')} ({meta.get('order', '?')} order, complexity "
-            f"{meta.get('complexity', '?')} x {meta.get('complexity_weight', '?')}, derived cells "
+            f"{meta.get('complexity', '?')} x {meta.get('complexity_weight', '?')}, cells "
             f"{meta.get('params', 0):,} params / {meta.get('flops', 0):,} FLOPs, supernet val accuracy "
             f"{100 * meta.get('supernet_val_accuracy', 0.0):.2f}%, {meta.get('seconds', 0.0):.0f} s{sweep})")

@@ -24,10 +24,9 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 
 from rkd.config import RunConfig, SearchConfig
-from rkd.data import DataBundle, IndexedImages, Split, student_transform
+from rkd.data import DataBundle, student_transform, subset_indices, subset_loader
 from rkd.engine import Step, build_scheduler, fit
 from rkd.losses import CompositeLoss, ComplexityPenalty
 from rkd.nas.heads import FeatureProjector
@@ -39,6 +38,7 @@ from rkd.nas.plot import plot_genotype
 from rkd.nas.supernet import SuperNet
 from rkd.stages.inputs import RunInputs
 from rkd.stages.objective import kd_loss
+from rkd.stages.selection import select
 
 METHOD = "KDL-DARTS"
 
@@ -104,25 +104,6 @@ def build_search_loss(s: SearchConfig, cost: ExpectedCost, complexity_weight: fl
     penalty = ComplexityPenalty(complexity_metrics(s.complexity), scale=cost.uniform(),
                                 budget={"params": s.param_budget, "flops": s.flops_budget})
     return kd_loss(s.loss, s.train.label_smoothing, extra={"complexity": (complexity_weight, penalty)})
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def subset_indices(n: int, limit: Optional[int], seed: int) -> torch.Tensor:
-    """A seeded, sorted choice of ``limit`` rows of a split (all rows when ``limit`` is None or larger)."""
-    if limit is None or limit >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:limit].sort().values
-
-
-def subset_loader(split: Split, indices: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
-                  drop_last: bool = False) -> DataLoader:
-    """Like ``rkd.data.make_loader`` on some rows; a batch's ``index`` stays the row in the full split
-    (the teacher cache's key)."""
-    dataset = Subset(IndexedImages(split), indices.tolist())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(int(seed)), num_workers=0)
 
 
 def weight_lr_schedule(train_cfg, total_steps: int) -> Callable[[int], float]:
@@ -254,17 +235,28 @@ def run_search(cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_dir: 
     summary = fit(accelerator, model, objective, train_loader, val_loader, s.train, out_dir, desc="search",
                   parameters=model.weight_parameters(), checkpoint_objects=[objective.architect])
 
-    return derive(cfg, accelerator, accelerator.unwrap_model(model), objective, summary, shape, weight,
-                  {"train_rows": int(len(train_rows)), "val_rows": int(len(val_rows))}, out_dir, started)
-
-
-def derive(cfg: RunConfig, accelerator, model: SearchNetwork, objective: SearchObjective, summary: dict,
-           shape: NetworkShape, weight: float, rows: dict, out_dir: Path, started: float) -> dict:
-    """The searched cells from the latest architecture: measured, recorded in genotype.json/.png, summarised."""
-    s = cfg.search
+    model = accelerator.unwrap_model(model)
     objective.architect.restore_latest()
+    derived = model.genotype(s.max_skips)
+    selection = None
+    if s.candidates > 1:
+        chosen, selection = select(cfg, accelerator, bundle, cache, model.supernet, derived, shape,
+                                   out_dir / "candidates")
+        selection = {k: v for k, v in selection.items() if k != "records"} | {
+            "derived_genotype": genotype_to_dict(derived)}
+    else:
+        chosen = derived
+    return record(cfg, accelerator, model, objective, summary, shape, weight,
+                  {"train_rows": int(len(train_rows)), "val_rows": int(len(val_rows))}, chosen, selection, out_dir,
+                  started)
+
+
+def record(cfg: RunConfig, accelerator, model: SearchNetwork, objective: SearchObjective, summary: dict,
+           shape: NetworkShape, weight: float, rows: dict, genotype: Genotype, selection: Optional[dict],
+           out_dir: Path, started: float) -> dict:
+    """The searched cells measured, recorded in genotype.json/.png, summarised."""
+    s = cfg.search
     uncapped = model.genotype(None)
-    genotype = model.genotype(s.max_skips)
     measured = measure_network(genotype, shape)
     with torch.no_grad():
         expected = {k: float(v) for k, v in model.supernet.expected_cost().items()}
@@ -279,7 +271,7 @@ def derive(cfg: RunConfig, accelerator, model: SearchNetwork, objective: SearchO
         "max_skips": s.max_skips, "skips_before_cap": count_ops(uncapped, SKIP), "skips": count_ops(genotype, SKIP),
         "loss_weights": {"task": s.loss.task, "logit_kd": s.loss.logit_kd, "feature_kd": s.loss.feature_kd},
         **rows, "steps": summary["steps"], "arch_steps": objective.architect.steps,
-        "seconds": time.time() - started,
+        "selection": selection, "seconds": time.time() - started,
     }
     if accelerator.is_main_process:
         save_genotype(genotype, out_dir / "genotype.json", meta=meta)
@@ -287,6 +279,6 @@ def derive(cfg: RunConfig, accelerator, model: SearchNetwork, objective: SearchO
                       title=f"{METHOD}: complexity weight {weight:g}, {measured.params:,} params, "
                             f"{measured.flops:,} FLOPs/image")
     accelerator.wait_for_everyone()
-    accelerator.print(f"[search] derived cells: {measured.params:,} params, {measured.flops:,} FLOPs/image; "
+    accelerator.print(f"[search] searched cells: {measured.params:,} params, {measured.flops:,} FLOPs/image; "
                       f"{out_dir / 'genotype.json'}")
     return {**meta, "genotype": genotype_to_dict(genotype), "history": summary["history"]}

@@ -1,0 +1,104 @@
+"""Candidate selection, the search's last step: the architecture weights propose cells, brief training picks.
+
+DARTS keeps the top of architecture weights that a short search leaves close to uniform, and on
+the default that cell was no better than a random cell of its size (README, search ablation). With
+``search.candidates`` = K > 1 the derived cells are one of K candidates; the other K - 1 are drawn
+from the same weights (``rkd.nas.derive.sample_genotype``), distinct and no larger than the derived
+cells (or than ``search.param_budget`` when set), so the complexity penalty still sets the size.
+Every candidate is trained the same brief way, with stage 1's loss and optimiser (batches of
+``search.candidate_batch_size``) for ``search.candidate_epochs`` over one seeded subset of ``search.candidate_max_train`` train rows,
+with one seed, and scored on the same ``search.candidate_max_val`` val rows; the best val accuracy
+wins (ties: the smaller, then the earlier candidate). Each candidate is its own resumable directory;
+``candidates.json`` records them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import torch
+from accelerate.utils import set_seed
+
+from rkd.artifacts import atomic_write_json, read_json
+from rkd.config import RunConfig
+from rkd.data import DataBundle, subset_indices
+from rkd.nas.complexity import NetworkShape, measure_network, network_params
+from rkd.nas.derive import sample_genotype
+from rkd.nas.genotype import Genotype, genotype_from_dict, genotype_to_dict
+from rkd.nas.supernet import SuperNet
+from rkd.stages.stage1 import train_student
+
+DRAWS_PER_CANDIDATE = 200  # rejection sampling under the size limit gives up after this many draws per slot
+
+
+def propose(supernet: SuperNet, derived: Genotype, shape: NetworkShape, count: int, max_params: int,
+            max_skips: Optional[int], seed: int) -> list[Genotype]:
+    """``derived`` first, then up to ``count - 1`` distinct draws from the architecture weights within ``max_params``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        w = supernet.arch_weights()
+    proposals, seen = [derived], {str(genotype_to_dict(derived))}
+    for _ in range(DRAWS_PER_CANDIDATE * max(0, count - 1)):
+        if len(proposals) >= count:
+            break
+        g = sample_genotype(w["normal"], w["reduce"], supernet.primitives, supernet.nodes, w["normal_edges"],
+                            w["reduce_edges"], max_skips, generator)
+        key = str(genotype_to_dict(g))
+        if key in seen:
+            continue
+        seen.add(key)
+        if network_params(g, shape) <= max_params:
+            proposals.append(g)
+    return proposals
+
+
+def train_candidate(cfg: RunConfig, accelerator, bundle: DataBundle, cache, genotype: Genotype, rows: dict,
+                    out_dir: Path, desc: str) -> float:
+    """Best val accuracy of ``genotype`` after the brief training (a finished candidate is read back)."""
+    record_path = out_dir / "candidate.json"
+    expected = genotype_to_dict(genotype)
+    if record_path.exists() and read_json(record_path).get("genotype") == expected:
+        return read_json(record_path)["val_accuracy"]
+    brief = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=cfg.search.candidate_epochs,
+                                                                batch_size=cfg.search.candidate_batch_size))
+    set_seed(cfg.seed + 1)  # one seed for every candidate: the same init stream, batch order and val rows
+    summary = train_student(brief, accelerator, bundle, cache, out_dir, genotype=genotype, rows=rows, desc=desc)
+    if accelerator.is_main_process:
+        atomic_write_json(record_path, {"genotype": expected, "val_accuracy": summary["best_val_accuracy"],
+                                        "seconds": summary["seconds"]})
+    accelerator.wait_for_everyone()
+    return summary["best_val_accuracy"]
+
+
+def select(cfg: RunConfig, accelerator, bundle: DataBundle, cache, supernet: SuperNet, derived: Genotype,
+           shape: NetworkShape, out_dir: Path) -> tuple[Genotype, dict]:
+    """The winning candidate and a record of every candidate (also written to ``out_dir/candidates.json``)."""
+    s = cfg.search
+    out_dir = Path(out_dir)
+    derived_params = network_params(derived, shape)
+    max_params = int(s.param_budget) if s.param_budget is not None else derived_params
+    proposals = propose(supernet, derived, shape, s.candidates, max_params, s.max_skips, cfg.seed)
+    rows = {"train": subset_indices(len(bundle.splits["train"]), s.candidate_max_train, cfg.seed + 2),
+            "val": subset_indices(len(bundle.splits["val"]), s.candidate_max_val, cfg.seed + 3)}
+    records = []
+    for i, genotype in enumerate(proposals):
+        accuracy = train_candidate(cfg, accelerator, bundle, cache, genotype, rows, out_dir / f"candidate-{i:02d}",
+                                   desc=f"candidate {i + 1}/{len(proposals)}")
+        cost = measure_network(genotype, shape)
+        records.append({"candidate": i, "source": "derived" if i == 0 else "drawn", "params": cost.params,
+                        "flops": cost.flops, "val_accuracy": accuracy, "genotype": genotype_to_dict(genotype)})
+    best = max(range(len(records)), key=lambda i: (records[i]["val_accuracy"], -records[i]["params"], -i))
+    summary = {"candidates": len(records), "requested": s.candidates, "chosen": best,
+               "chosen_source": records[best]["source"], "max_params": max_params,
+               "train_rows": int(len(rows["train"])), "val_rows": int(len(rows["val"])),
+               "epochs": s.candidate_epochs, "derived_val_accuracy": records[0]["val_accuracy"],
+               "chosen_val_accuracy": records[best]["val_accuracy"], "records": records}
+    if accelerator.is_main_process:
+        atomic_write_json(out_dir / "candidates.json", summary)
+    accelerator.wait_for_everyone()
+    accelerator.print(f"[search] candidate selection: {len(records)} candidates, chose {best} "
+                      f"({records[best]['source']}, val {100 * records[best]['val_accuracy']:.2f}% vs derived "
+                      f"{100 * records[0]['val_accuracy']:.2f}%)")
+    return genotype_from_dict(records[best]["genotype"]), summary
