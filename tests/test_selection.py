@@ -13,18 +13,11 @@ from rkd.nas.genotype import genotype_to_dict, load_genotype
 from rkd.nas.ops import PRIMITIVES
 from rkd.nas.supernet import SuperNet
 from rkd.stages import selection
-from test_search import tiny_cfg
+from rkd.stages.inputs import describe_search
+from test_search import one_thread, tiny_cfg  # noqa: F401 (one_thread: an autouse fixture)
 
 NODES = 3
 SHAPE = NetworkShape(in_channels=1, num_classes=10, image_size=12, init_channels=4, layers=3, stem_stride=2)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def draws(weights, n, max_skips=None, seed=0, primitives=PRIMITIVES, nodes=NODES):
@@ -98,6 +91,7 @@ def test_search_with_candidates_keeps_the_best_and_reads_finished_ones_back(fake
     assert genotype_to_dict(load_genotype(out / "genotype.json")) == chosen["genotype"] == summary["genotype"]
     assert meta["params"] == chosen["params"] and meta["selection"]["chosen"] == record["chosen"]
     assert meta["selection"]["derived_genotype"] == record["records"][0]["genotype"]
+    assert f"candidate {record['chosen']} of 3" in describe_search(meta)  # what the report says
     for i in range(3):  # every candidate trained into its own directory, on 64 rows of batch 32
         log = [json.loads(line) for line in (out / "candidates" / f"candidate-{i:02d}" / "log.jsonl").read_text()
                .splitlines()]
