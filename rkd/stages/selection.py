@@ -5,10 +5,11 @@ the default that cell was no better than a random cell of its size (README, sear
 ``search.candidates`` = K > 1 the derived cells are one of K candidates; the other K - 1 are drawn
 from the same weights (``rkd.nas.derive.sample_genotype``), distinct and no larger than the derived
 cells (or than ``search.param_budget`` when set), so the complexity penalty still sets the size.
-Every candidate is trained the same brief way, with stage 1's loss and optimiser (batches of
-``search.candidate_batch_size``) for ``search.candidate_epochs`` over one seeded subset of ``search.candidate_max_train`` train rows,
-with one seed, and scored on the same ``search.candidate_max_val`` val rows; the best val accuracy
-wins (ties: the smaller, then the earlier candidate). Each candidate is its own resumable directory;
+Every candidate is trained the same brief way: stage 1's loss and optimiser, batches of
+``search.candidate_batch_size``, ``search.candidate_epochs`` epochs over one seeded subset of
+``search.candidate_max_train`` train rows, one seed; each is scored on the same
+``search.candidate_max_val`` val rows, and the best val accuracy wins (ties: the smaller, then the
+earlier candidate). Each candidate is its own resumable directory;
 ``candidates.json`` records them all.
 """
 
