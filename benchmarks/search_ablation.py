@@ -137,9 +137,7 @@ def random_genotype(primitives: list, nodes: int, target_params: int, shape, see
     Draws until one is within ``tolerance`` of the target (or ``samples`` draws): a fixed small number
     of draws leaves small targets far off, since most random cells are larger than searched ones.
     """
-    import torch
-
-    from rkd.measure import count_params
+    from rkd.nas.complexity import network_params
     from rkd.nas.derive import SKIP
     from rkd.nas.genotype import Genotype
 
@@ -159,8 +157,7 @@ def random_genotype(primitives: list, nodes: int, target_params: int, shape, see
     concat = list(range(2, 2 + nodes))
     for _ in range(samples):
         g = Genotype(cell(), concat, cell(), concat)
-        with torch.random.fork_rng(devices=[]):  # the draws leave the global RNG as they found it
-            params = count_params(shape.build(g))  # parameters only: FLOPs are counted for the chosen one
+        params = network_params(g, shape)  # parameters only (the global RNG untouched); FLOPs for the chosen one
         if best is None or abs(params - target_params) < abs(best[1] - target_params):
             best = (g, params)
         if abs(best[1] - target_params) <= tolerance * target_params:

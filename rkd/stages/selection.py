@@ -60,8 +60,9 @@ def train_candidate(cfg: RunConfig, accelerator, bundle: DataBundle, cache, geno
     """Best val accuracy of ``genotype`` after the brief training (a finished candidate is read back)."""
     record_path = out_dir / "candidate.json"
     expected = genotype_to_dict(genotype)
-    if record_path.exists() and read_json(record_path).get("genotype") == expected:
-        return read_json(record_path)["val_accuracy"]
+    finished = read_json(record_path) if record_path.exists() else {}
+    if finished.get("genotype") == expected:
+        return finished["val_accuracy"]
     brief = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=cfg.search.candidate_epochs,
                                                                 batch_size=cfg.search.candidate_batch_size))
     set_seed(cfg.seed + 1)  # one seed for every candidate: the same init stream, batch order and val rows
