@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TEACHER_BATCH = 256
+TRAIN_SEED_STRIDE = 1000  # --train-seeds: repeat r trains with seed + 1000 r (init, batch order, KD masks)
 VARIANTS = {  # search variant -> config overrides on top of the default search section
     "kdl_darts": [],
     "no_kd": ["search.loss.logit_kd=0", "search.loss.feature_kd=0"],
@@ -229,16 +230,24 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
                                                        seed=seed)
     students = {}
     for name, genotype in genotypes.items():
-        out = seed_dir(args, seed) / f"stage1-{name}"
-        set_seed(cfg.seed + 1)
-        summary = train_student(cfg, accelerator, bundle, cache, out, genotype=genotype)
+        runs = []
+        for repeat in range(args.train_seeds):  # repeat 0 is the seed itself, as before --train-seeds existed
+            trained = dataclasses.replace(cfg, seed=seed + TRAIN_SEED_STRIDE * repeat)
+            out = seed_dir(args, seed) / (f"stage1-{name}" + (f"-r{repeat}" if repeat else ""))
+            set_seed(trained.seed + 1)
+            summary = train_student(trained, accelerator, bundle, cache, out, genotype=genotype)
+            runs.append({"val": summary["best_val_accuracy"], "test": test_accuracy(trained, bundle, cache, out),
+                         "minutes": summary["seconds"] / 60})
         cost = measure_network(genotype, shape)
         students[name] = {"params": cost.params, "flops": cost.flops,
-                          "stage1_val_accuracy": summary["best_val_accuracy"],
-                          "stage1_test_accuracy": test_accuracy(cfg, bundle, cache, out),
-                          "stage1_minutes": summary["seconds"] / 60, "genotype": genotype_to_dict(genotype)}
+                          "stage1_val_accuracy": statistics.fmean(r["val"] for r in runs),
+                          "stage1_test_accuracy": statistics.fmean(r["test"] for r in runs),
+                          "stage1_minutes": sum(r["minutes"] for r in runs), "genotype": genotype_to_dict(genotype)}
+        if args.train_seeds > 1:
+            students[name]["stage1_test_accuracy_per_training_seed"] = [r["test"] for r in runs]
         print(f"seed {seed} {name}: {cost.params:,} params, {cost.flops:,} FLOPs, "
-              f"test {100 * students[name]['stage1_test_accuracy']:.2f}%", flush=True)
+              f"test {100 * students[name]['stage1_test_accuracy']:.2f}%"
+              + (f" (mean of {args.train_seeds} trainings)" if args.train_seeds > 1 else ""), flush=True)
     if args.rkd_sc:
         for name in ("kdl_darts", "hand_default"):
             students[name]["rkd_sc_awgn"] = rkd_sc_accuracy(
@@ -250,6 +259,14 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
 def mean_std(values: list) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
             "n": len(values), "values": values}
+
+
+def paired(values: list) -> dict:
+    """``mean_std`` of per-seed differences, with their paired-t 95% interval over the seeds."""
+    from rkd.stats import paired_t
+
+    test = paired_t(values)
+    return mean_std(values) | ({"ci95": [test["low"], test["high"]]} if test else {})
 
 
 def summarise(per_seed: dict) -> dict:
@@ -264,7 +281,7 @@ def summarise(per_seed: dict) -> dict:
             - per_seed[s]["students"]["random_similar_size"]["stage1_test_accuracy"] for s in seeds]
     derived = {}
     if all("darts_derived" in per_seed[s]["students"] for s in seeds):
-        derived["searched_minus_darts_derived"] = mean_std([
+        derived["searched_minus_darts_derived"] = paired([
             per_seed[s]["students"]["kdl_darts"]["stage1_test_accuracy"]
             - per_seed[s]["students"]["darts_derived"]["stage1_test_accuracy"] for s in seeds])
     searched = [genotype_from_dict(per_seed[s]["students"]["kdl_darts"]["genotype"]) for s in seeds]
@@ -272,7 +289,7 @@ def summarise(per_seed: dict) -> dict:
     pairs = [(a, b) for i, a in enumerate(searched) for b in searched[i + 1:]]
     return {
         "seeds": seeds, "stage1_test_accuracy": accuracy, "mean_params": params,
-        "searched_minus_random": mean_std(gain), **derived,
+        "searched_minus_random": paired(gain), **derived,
         "stability": {"edges": total, "edges_shared_by_all_seeds": shared_edges(searched),
                       "ops_shared_by_all_seeds_ignoring_inputs": shared_edges(searched, ignore_inputs=True),
                       "mean_edges_shared_per_seed_pair": (statistics.fmean(shared_edges(p) for p in pairs)
@@ -313,6 +330,9 @@ def parse_args():
     parser.add_argument("--max-test", type=int, default=2000)
     parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--stage1-epochs", type=int, default=3)
+    parser.add_argument("--train-seeds", type=int, default=1,
+                        help="stage-1 trainings per student and seed, averaged: each brief training alone varies "
+                             "by ~0.7 points with its seed, as much as the cells do")
     parser.add_argument("--smoke", action="store_true", help="tiny subsets and searches: proves the script runs")
     parser.add_argument("--rkd-sc", action="store_true", help="also a short stage 2 + AWGN accuracy (searched, hand)")
     parser.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
@@ -361,6 +381,7 @@ def main() -> None:
             "data": {"train": len(bundle.splits["train"]), "val": len(bundle.splits["val"]),
                      "test": len(bundle.splits["test"])},
             "teacher_epochs": args.teacher_epochs, "stage1_epochs": args.stage1_epochs, "threads": args.threads,
+            "train_seeds": args.train_seeds,
             "smoke": args.smoke, "overrides": args.override, "teacher_seed": cfg.seed,
             "search": {k: v for k, v in to_dict(cfg.search).items() if k not in ("train", "primitives", "sweep_weights")}
             | {"epochs": cfg.search.train.epochs, "batch_size": cfg.search.train.batch_size},

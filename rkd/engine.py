@@ -328,6 +328,7 @@ def fit(
     desc: str = "train",
     parameters: Optional[Iterable] = None,
     checkpoint_objects: Sequence = (),
+    until_epoch: Optional[int] = None,
 ) -> dict:
     """Train ``model`` with ``objective``; on return ``model`` holds the best-validation weights.
 
@@ -340,6 +341,9 @@ def fit(
     ``checkpoint_objects``: more training state (objects with ``state_dict``/``load_state_dict``, such
     as the search's ``Architect``) saved in this stage's checkpoints and restored on resume, for this
     call only (a later stage's checkpoints do not expect them).
+    ``until_epoch``: stop after that many epochs of the ``cfg.epochs`` schedule (the learning rate
+    follows the whole schedule); a later call on ``out_dir`` resumes from that epoch's checkpoint, as
+    uninterrupted training would have gone on (the candidate selection's screening uses it).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -347,8 +351,9 @@ def fit(
                checkpoint_objects)
     progress = run.progress
     run.model.train()
+    last_epoch = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
     with _SignalFlag() as flag:
-        while progress["global_step"] < run.total_steps and progress["epoch"] < cfg.epochs:
+        while progress["global_step"] < run.total_steps and progress["epoch"] < last_epoch:
             run.train_epoch(flag)
             # end of epoch (or of the step budget): validate, keep the best, checkpoint
             run.end_epoch()

@@ -70,6 +70,29 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_until_epoch_stops_on_the_whole_schedule_and_a_later_call_finishes_it(tmp_path):
+    """The candidate selection's screening: a stop after epoch 1 of 3, then a resume, is the uninterrupted run."""
+    accelerator = make_accelerator(cpu=True)
+    train, val = toy_data()
+    reference = model()
+    whole = fit(accelerator, reference, Objective(), train, val, CFG, tmp_path / "ref")
+
+    screened = model()
+    first = fit(accelerator, screened, Objective(), train, val, CFG, tmp_path / "run", until_epoch=1)
+    assert first["steps"] == 16 and len(first["history"]) == 1
+    assert first["history"][0] == {**whole["history"][0], "time": first["history"][0]["time"]}
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+           if "lr" in json.loads(line)]
+    assert lrs[-1] > 0.5 * CFG.lr  # a third of the way down the 3-epoch cosine, not at its end
+    finished = fit(accelerator, model(), Objective(), train, val, CFG, tmp_path / "run")
+    assert finished["steps"] == 48 and finished["best_val_accuracy"] == whole["best_val_accuracy"]
+    assert [h["val_accuracy"] for h in finished["history"]] == [h["val_accuracy"] for h in whole["history"]]
+    resumed = model()
+    fit(accelerator, resumed, Objective(), train, val, CFG, tmp_path / "run")  # finished: nothing left to train
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_nan_loss_stops_with_diagnostic_and_keeps_checkpoint(tmp_path):
     accelerator = make_accelerator(cpu=True)
     train, val = toy_data()

@@ -105,11 +105,48 @@ def test_search_with_candidates_keeps_the_best_and_reads_finished_ones_back(fake
     assert again["genotype"] == summary["genotype"] and again["selection"]["chosen"] == record["chosen"]
 
 
+def test_screening_trains_only_the_survivors_to_the_end(fake_fashion_dir, fashion_bundle, tiny_teacher_cache,
+                                                       tmp_path):
+    from rkd.engine import make_accelerator
+    from rkd.stages.search import run_search
+
+    cfg = tiny_cfg(fake_fashion_dir, tmp_path, [
+        "search.train.epochs=1", "search.warmup_epochs=0", "search.candidates=4", "search.candidate_epochs=2",
+        "search.candidate_survivors=2", "search.candidate_screen_epochs=1", "search.candidate_max_train=64",
+        "search.candidate_max_val=32", "search.param_budget=1e9", "search.candidate_batch_size=32"])
+    out = tmp_path / "search"
+    run_search(cfg, make_accelerator(seed=0), fashion_bundle, tiny_teacher_cache, out)
+    record = json.loads((out / "candidates" / "candidates.json").read_text())
+    records = record["records"]
+    assert record["screened"] and record["survivors"] == 2 and record["screen_epochs"] == 1 and len(records) == 4
+    screen = [r["screen_val_accuracy"] for r in records]
+    ranked = sorted(range(4), key=lambda i: (screen[i], -records[i]["params"], -i), reverse=True)
+    assert sorted(r["candidate"] for r in records if r["survived"]) == sorted(ranked[:2])
+    finals = {r["candidate"]: r["val_accuracy"] for r in records if r["survived"]}
+    assert all(r["val_accuracy"] is None for r in records if not r["survived"])
+    assert record["chosen"] == max(finals, key=lambda i: (finals[i], -records[i]["params"], -i))
+    for r in records:  # 2 steps per epoch (64 rows, batches of 32): the screened-out stop at 2, survivors reach 4
+        log = [json.loads(line) for line in (out / "candidates" / f"candidate-{r['candidate']:02d}" / "log.jsonl")
+               .read_text().splitlines()]
+        assert max(x.get("step", 0) for x in log) == (4 if r["survived"] else 2)
+        assert finals.get(r["candidate"], screen[r["candidate"]]) >= screen[r["candidate"]]  # best of more epochs
+    meta = json.loads((out / "genotype.json").read_text())["meta"]
+    assert "2 passed a 1-epoch screening" in describe_search(meta)
+    with pytest.raises(ConfigError, match="search.candidate_screen_epochs"):
+        load_config(None, ["search.candidate_survivors=2", "search.candidate_screen_epochs=3"])
+
+
 def test_candidates_hash_stage_one_settings_and_are_validated():
     on = stage_hashes(load_config(None, ["search.candidates=4"]))
     assert stage_hashes(load_config(None, ["search.candidates=4", "stage1.lr=0.01"]))["search"] != on["search"]
     off = stage_hashes(load_config(None))
     assert stage_hashes(load_config(None, ["stage1.lr=0.01"]))["search"] == off["search"]
+    screened = stage_hashes(load_config(None, ["search.candidates=4", "search.candidate_survivors=2"]))
+    assert screened["search"] != on["search"]
+    assert stage_hashes(load_config(None, ["search.candidates=4", "search.candidate_survivors=2",
+                                           "search.candidate_screen_epochs=2"]))["search"] != screened["search"]
+    # without screening its epochs do not matter, and searches from before the screening keep their hash
+    assert stage_hashes(load_config(None, ["search.candidates=4", "search.candidate_screen_epochs=2"])) == on
     with pytest.raises(ConfigError, match="search.candidates"):
         load_config(None, ["search.candidates=-1"])
     with pytest.raises(ConfigError, match="search.candidate_epochs"):

@@ -228,6 +228,11 @@ class SearchConfig:
     candidate_batch_size: PosInt = 64  # smaller than stage 1's: more steps from the few epochs
     candidate_max_train: SplitCap = 4096
     candidate_max_val: SplitCap = 2048
+    # screening (successive halving): after candidate_screen_epochs epochs only the candidate_survivors
+    # best go on to candidate_epochs (same schedule, resumed); null = every candidate trains them all
+    candidate_survivors: nullable(Annotated[Int, accepts("an integer >= 1, or null for no screening",
+                                                         lambda v: v >= 1)]) = None
+    candidate_screen_epochs: PosInt = 1
     # the Pareto sweep (rkd search --sweep): one independent search per weight, each briefly trained
     sweep_weights: Annotated[Numbers, accepts("a non-empty list of complexity weights >= 0",
                                               lambda v: bool(v) and all(w >= 0 for w in v))] = \

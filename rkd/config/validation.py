@@ -77,6 +77,10 @@ def _check_search(s: SearchConfig) -> None:
              f"an integer >= 1 dividing search.init_channels ({s.init_channels}); 1 = off")
     _check_loss("search.loss", s.loss,
                 "at least one accuracy term with weight > 0 (the complexity penalty alone would pick empty cells)")
+    if s.candidate_survivors is not None and s.candidate_screen_epochs >= s.candidate_epochs:
+        fail("search.candidate_screen_epochs", s.candidate_screen_epochs,
+             f"fewer than search.candidate_epochs ({s.candidate_epochs}) when search.candidate_survivors is set, "
+             "or candidate_survivors: null for no screening")
 
 
 def _check_baselines(b: BaselinesConfig, codec: CodecConfig) -> None:

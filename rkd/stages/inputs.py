@@ -103,10 +103,14 @@ def describe_search(meta: dict) -> str:
              if "sweep_val_accuracy" in meta else "")
     selection = meta.get("selection")
     if selection:
+        derived = selection["derived_val_accuracy"]
+        versus = (f"vs {100 * derived:.2f}% for the derived cells" if derived is not None
+                  else "the derived cells did not pass the screening")
+        screening = (f"; {selection['survivors']} passed a {selection['screen_epochs']}-epoch screening"
+                     if selection.get("screened") else "")
         sweep = (f", then candidate {selection['chosen']} of {selection['candidates']} "
                  f"({selection['chosen_source']}), the best after {selection['epochs']} epochs of brief training "
-                 f"(val {100 * selection['chosen_val_accuracy']:.2f}% vs {100 * selection['derived_val_accuracy']:.2f}% "
-                 f"for the derived cells)") + sweep
+                 f"(val {100 * selection['chosen_val_accuracy']:.2f}%, {versus}{screening})") + sweep
     return (f"searched by {meta.get('method', 'KDL-DARTS')} ({meta.get('order', '?')} order, complexity "
             f"{meta.get('complexity', '?')} x {meta.get('complexity_weight', '?')}, cells "
             f"{meta.get('params', 0):,} params / {meta.get('flops', 0):,} FLOPs, supernet val accuracy "

@@ -9,8 +9,11 @@ Every candidate is trained the same brief way: stage 1's loss and optimiser, bat
 ``search.candidate_batch_size``, ``search.candidate_epochs`` epochs over one seeded subset of
 ``search.candidate_max_train`` train rows, one seed; each is scored on the same
 ``search.candidate_max_val`` val rows, and the best val accuracy wins (ties: the smaller, then the
-earlier candidate). Each candidate is its own resumable directory;
-``candidates.json`` records them all.
+earlier candidate). With ``search.candidate_survivors`` = N < K the candidates are screened first
+(successive halving): all K train ``search.candidate_screen_epochs`` epochs of the same schedule and
+only the N best by val accuracy resume to the end, so twice the candidates cost what K = 2N
+trained in full would. Each candidate is its own resumable directory; ``candidates.json`` records
+them all.
 """
 
 from __future__ import annotations
@@ -56,20 +59,29 @@ def propose(supernet: SuperNet, derived: Genotype, shape: NetworkShape, count: i
 
 
 def train_candidate(cfg: RunConfig, accelerator, bundle: DataBundle, cache, genotype: Genotype, rows: dict,
-                    out_dir: Path, desc: str) -> float:
-    """Best val accuracy of ``genotype`` after the brief training (a finished candidate is read back)."""
+                    out_dir: Path, desc: str, epochs: Optional[int] = None) -> float:
+    """Best val accuracy of ``genotype`` after ``epochs`` (default all) of the brief training's epochs.
+
+    A result already recorded is read back; a screened candidate asked for more epochs resumes from
+    its checkpoint, on the schedule of all ``search.candidate_epochs``.
+    """
+    epochs = cfg.search.candidate_epochs if epochs is None else epochs
     record_path = out_dir / "candidate.json"
     expected = genotype_to_dict(genotype)
-    finished = read_json(record_path) if record_path.exists() else {}
-    if finished.get("genotype") == expected:
-        return finished["val_accuracy"]
+    record = read_json(record_path) if record_path.exists() else {}
+    if record.get("genotype") != expected or not isinstance(record.get("val_accuracy"), dict):
+        record = {"genotype": expected, "val_accuracy": {}, "seconds": 0.0}
+    if str(epochs) in record["val_accuracy"]:
+        return record["val_accuracy"][str(epochs)]
     brief = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, epochs=cfg.search.candidate_epochs,
                                                                 batch_size=cfg.search.candidate_batch_size))
     set_seed(cfg.seed + 1)  # one seed for every candidate: the same init stream, batch order and val rows
-    summary = train_student(brief, accelerator, bundle, cache, out_dir, genotype=genotype, rows=rows, desc=desc)
+    summary = train_student(brief, accelerator, bundle, cache, out_dir, genotype=genotype, rows=rows, desc=desc,
+                            until_epoch=epochs)
+    record["val_accuracy"][str(epochs)] = summary["best_val_accuracy"]
+    record["seconds"] += summary["seconds"]
     if accelerator.is_main_process:
-        atomic_write_json(record_path, {"genotype": expected, "val_accuracy": summary["best_val_accuracy"],
-                                        "seconds": summary["seconds"]})
+        atomic_write_json(record_path, record)
     accelerator.wait_for_everyone()
     return summary["best_val_accuracy"]
 
@@ -84,23 +96,45 @@ def select(cfg: RunConfig, accelerator, bundle: DataBundle, cache, supernet: Sup
     proposals = propose(supernet, derived, shape, s.candidates, max_params, s.max_skips, cfg.seed)
     rows = {"train": subset_indices(len(bundle.splits["train"]), s.candidate_max_train, cfg.seed + 2),
             "val": subset_indices(len(bundle.splits["val"]), s.candidate_max_val, cfg.seed + 3)}
+    screened = s.candidate_survivors is not None and s.candidate_survivors < len(proposals)
+    first_epochs = s.candidate_screen_epochs if screened else s.candidate_epochs
+
+    def train(i: int, epochs: int) -> float:
+        stage = f"candidate {i + 1}/{len(proposals)}" + (f" ({epochs} of {s.candidate_epochs} epochs)"
+                                                         if epochs < s.candidate_epochs else "")
+        return train_candidate(cfg, accelerator, bundle, cache, proposals[i], rows, out_dir / f"candidate-{i:02d}",
+                               desc=stage, epochs=epochs)
+
     records = []
     for i, genotype in enumerate(proposals):
-        accuracy = train_candidate(cfg, accelerator, bundle, cache, genotype, rows, out_dir / f"candidate-{i:02d}",
-                                   desc=f"candidate {i + 1}/{len(proposals)}")
+        accuracy = train(i, first_epochs)
         cost = measure_network(genotype, shape)
         records.append({"candidate": i, "source": "derived" if i == 0 else "drawn", "params": cost.params,
                         "flops": cost.flops, "val_accuracy": accuracy, "genotype": genotype_to_dict(genotype)})
-    best = max(range(len(records)), key=lambda i: (records[i]["val_accuracy"], -records[i]["params"], -i))
+    rank = lambda i: (records[i]["val_accuracy"], -records[i]["params"], -i)  # noqa: E731 (ties: smaller, earlier)
+    finalists = list(range(len(records)))
+    if screened:
+        finalists = sorted(finalists, key=rank, reverse=True)[:s.candidate_survivors]
+        for record in records:
+            record["screen_val_accuracy"], record["val_accuracy"] = record["val_accuracy"], None
+            record["survived"] = record["candidate"] in finalists
+        for i in sorted(finalists):
+            records[i]["val_accuracy"] = train(i, s.candidate_epochs)
+    best = max(finalists, key=rank)
     summary = {"candidates": len(records), "requested": s.candidates, "chosen": best,
                "chosen_source": records[best]["source"], "max_params": max_params,
                "train_rows": int(len(rows["train"])), "val_rows": int(len(rows["val"])),
-               "epochs": s.candidate_epochs, "derived_val_accuracy": records[0]["val_accuracy"],
+               "epochs": s.candidate_epochs, "screened": screened,
+               "survivors": len(finalists), "screen_epochs": s.candidate_screen_epochs if screened else None,
+               "derived_val_accuracy": records[0]["val_accuracy"],
                "chosen_val_accuracy": records[best]["val_accuracy"], "records": records}
     if accelerator.is_main_process:
         atomic_write_json(out_dir / "candidates.json", summary)
     accelerator.wait_for_everyone()
-    accelerator.print(f"[search] candidate selection: {len(records)} candidates, chose {best} "
-                      f"({records[best]['source']}, val {100 * records[best]['val_accuracy']:.2f}% vs derived "
-                      f"{100 * records[0]['val_accuracy']:.2f}%)")
+    derived_note = (f"derived {100 * records[0]['val_accuracy']:.2f}%" if records[0]["val_accuracy"] is not None
+                    else "the derived cells screened out")
+    accelerator.print(f"[search] candidate selection: {len(records)} candidates"
+                      + (f", {len(finalists)} past the {s.candidate_screen_epochs}-epoch screening" if screened else "")
+                      + f", chose {best} ({records[best]['source']}, val {100 * records[best]['val_accuracy']:.2f}% "
+                      f"vs {derived_note})")
     return genotype_from_dict(records[best]["genotype"]), summary

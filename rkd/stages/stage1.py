@@ -25,10 +25,11 @@ def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
 
 
 def train_student(cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_dir: Path, genotype=None,
-                  rows: Optional[dict] = None, desc: str = "stage1") -> dict:
+                  rows: Optional[dict] = None, desc: str = "stage1", until_epoch: Optional[int] = None) -> dict:
     """Train ``genotype``'s student (default ``student.genotype``) into ``out_dir``; the sweep, the search's
     candidate selection and ablations call it too. ``rows``: ``{"train": indices, "val": indices}``
-    to train and validate on those rows of the splits only."""
+    to train and validate on those rows of the splits only; ``until_epoch``: stop after that many epochs
+    (``fit``: a later call resumes)."""
     out_dir = Path(out_dir)
     teacher_dim = cache.features["train"].shape[1]
     genotype = genotype if genotype is not None else load_genotype(cfg.student.genotype)
@@ -43,7 +44,8 @@ def train_student(cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_di
         train_loader = subset_loader(train, rows["train"], cfg.stage1.batch_size, shuffle=True, seed=cfg.seed,
                                      drop_last=len(rows["train"]) >= cfg.stage1.batch_size)
         val_loader = subset_loader(val, rows["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
-    summary = fit(accelerator, model, objective, train_loader, val_loader, cfg.stage1, out_dir, desc=desc)
+    summary = fit(accelerator, model, objective, train_loader, val_loader, cfg.stage1, out_dir, desc=desc,
+                  until_epoch=until_epoch)
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), out_dir / "model.safetensors")
         atomic_write_json(out_dir / "student.json", {"genotype": genotype_to_dict(genotype)})
