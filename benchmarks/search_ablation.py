@@ -11,6 +11,9 @@ the hand student also go through a short stage 2 and are evaluated over AWGN at 
 its cache are trained once, with the config's seed) and adds ``summary``: mean +/- std (sample
 std, n - 1) of the stage-1 test accuracy per student, searched minus random per seed, and the
 searched genotype's stability across seeds (how many of its edges, op and input, every seed chose).
+``--train-seeds 3`` trains every student three times (seeds s, s + 1000, s + 2000) and reports the
+mean: one brief training varies by ~0.7 points with its seed, as much as cells of one size do.
+Per-seed differences come with their paired-t 95% interval over the seeds (``ci95``).
 The random cells are drawn until one is within 3% of the searched student's parameters (at most
 2,000 draws); with no ``none`` op and at most 2 skips few random cells are below ~22k parameters
 on the default shape, so compare ``mean_params`` before reading a small searched student's gain.
@@ -22,7 +25,7 @@ search's candidate selection scores on more than 1,000), a 3-epoch teacher on th
 the default search section (its own 1024/512-image subset), stage 1 for ``--stage1-epochs`` epochs.
 ``--smoke`` shrinks everything (a few minutes) to show the script works; its numbers mean nothing.
 
-    python benchmarks/search_ablation.py --seeds 0 1 2 [--out benchmarks/results/search_ablation.json] [--rkd-sc]
+    python benchmarks/search_ablation.py --seeds 0 1 2 [--train-seeds 3] [--out benchmarks/results/search_ablation.json] [--rkd-sc]
     python benchmarks/search_ablation.py --smoke --seeds 0 1 --variants kdl_darts --out /tmp/ablation-smoke.json
 """
 
