@@ -11,8 +11,8 @@ Every candidate is trained the same brief way: stage 1's loss and optimiser, bat
 ``search.candidate_max_val`` val rows, and the best val accuracy wins (ties: the smaller, then the
 earlier candidate). With ``search.candidate_survivors`` = N < K the candidates are screened first
 (successive halving): all K train ``search.candidate_screen_epochs`` epochs of the same schedule and
-only the N best by val accuracy resume to the end, so twice the candidates cost what K = 2N
-trained in full would. Each candidate is its own resumable directory; ``candidates.json`` records
+only the N best by val accuracy resume to the end (the default: 16 screened after 1 of 3 epochs,
+4 finish: 16 + 4 x 2 = 24 candidate-epochs, what 8 trained in full cost). Each candidate is its own resumable directory; ``candidates.json`` records
 them all.
 """
 
