@@ -194,7 +194,10 @@ def test_requeued_job_resumes_from_its_checkpoint(pipeline_jobs, job_env):
         assert time.time() < deadline, f"job {distill} did not requeue\n{tail(_read(log))}"
         time.sleep(1)
     assert _state(distill) in ("PENDING", "REQUEUED", "RUNNING")
-    # SLURM holds a requeued batch job ~2 minutes (BeginTime); release it now
+    # SLURM holds a requeued batch job ~2 minutes (BeginTime); release it now, but not within the second
+    # of the requeue: in CI a job allocated 0.9 s after its requeue (the same second) was killed as
+    # "non-startable batch job: Job credential revoked", while releases in the next second always ran
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={distill}", "StartTime=now"], capture_output=True)
     record = _wait(distill, log=log)
     text = _read(log).replace("\r", "\n")
