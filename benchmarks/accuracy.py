@@ -15,16 +15,15 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import parse_config
+from common import parse_config
 
 
 def main() -> dict:
-    from rkd.artifacts import read_json
+    from rkd.run.artifacts import read_json
     from rkd.baselines.runner import run_baselines
     from rkd.engine import make_accelerator
-    from rkd.pipeline import stage_runner
+    from rkd.run.pipeline import stage_runner
 
     cfg, _ = parse_config(__doc__)
     accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed)

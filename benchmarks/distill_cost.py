@@ -12,14 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import statistics
 import time
 
 import torch
 
-from benchmarks.common import parse_config, trained
+from common import parse_config, trained
 
 
 class OnlineTeacherObjective:
@@ -47,9 +46,9 @@ def main() -> dict:
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
     from rkd.losses import build_kd_loss
     from rkd.measure import count_params
-    from rkd.cache import load_cache
-    from rkd.teacher import build_teacher
-    from rkd.teacher_io import load_trained_teacher
+    from rkd.teacher.cache import load_cache
+    from rkd.teacher.model import build_teacher
+    from rkd.teacher.io import load_trained_teacher
 
     cfg, args = parse_config(__doc__, lambda p: p.add_argument("--rounds", type=int, default=15))
     rounds = args.rounds
@@ -62,7 +61,7 @@ def main() -> dict:
     if trained(run / "cache"):
         cache = load_cache(run / "cache")
     else:  # the same shapes and dtype as a real cache
-        from rkd.cache import TeacherCache
+        from rkd.teacher.cache import TeacherCache
 
         n = len(bundle.splits["train"])
         cache = TeacherCache({"train": torch.randn(n, bundle.num_classes).half()},

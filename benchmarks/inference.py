@@ -1,7 +1,7 @@
 """Inference cost on this CPU: transmitter latency per image (batch 1 and 256) and size, vs the teacher.
 
 The RKD-SC transmitter is what a sending device runs: input normalisation + student + CAT encoder
-+ power normalisation (``rkd.export.Transmitter``). The Deep JSCC / ADJSCC encoders and the
++ power normalisation (``rkd.export.torchscript.Transmitter``). The Deep JSCC / ADJSCC encoders and the
 teacher's forward pass are timed alike. Weights come from the run when it is trained (latency does
 not depend on them). Sizes: parameters and fp32 bytes; the exported TorchScript file when present.
 
@@ -14,11 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from benchmarks.common import median_seconds, parse_config, trained
+from common import median_seconds, parse_config, trained
 from rkd.measure import count_params
 
 
@@ -33,9 +32,9 @@ def main() -> dict:
     from rkd.channels import training_channel_specs
     from rkd.data import load_data, student_transform
     from rkd.models.factory import create_stage1_model, create_stage2_model, load_stage2
-    from rkd.export import Transmitter
-    from rkd.teacher import build_teacher
-    from rkd.teacher_io import load_trained_teacher
+    from rkd.export.torchscript import Transmitter
+    from rkd.teacher.model import build_teacher
+    from rkd.teacher.io import load_trained_teacher
 
     cfg, args = parse_config(__doc__, lambda p: p.add_argument("--repeats", type=int, default=20))
     torch.manual_seed(0)

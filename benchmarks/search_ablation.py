@@ -44,7 +44,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 TEACHER_BATCH = 256
 TRAIN_SEED_STRIDE = 1000  # --train-seeds: repeat r trains with seed + 1000 r (init, batch order, KD masks)
@@ -75,7 +74,7 @@ def load(args, extra=()):
 def pipeline_inputs(cfg):
     """Accelerator, data and teacher cache through the pipeline (trained/built once, then skipped)."""
     from rkd.engine import make_accelerator
-    from rkd.pipeline import Pipeline
+    from rkd.run.pipeline import Pipeline
 
     accelerator = make_accelerator("no", cpu=True, seed=cfg.seed)
     pipeline = Pipeline(cfg, accelerator)
@@ -195,8 +194,8 @@ def rkd_sc_accuracy(cfg, accelerator, bundle, cache, stage1_dir: Path, out: Path
     from rkd.data import student_transform
     from rkd.models.factory import load_stage2
     from rkd.stages.stage2 import train_codec
-    from rkd.frozen_features import batched
-    from rkd.channel_sweep import channel_sweep
+    from rkd.models.frozen_tokens import batched
+    from rkd.evaluation.sweep import channel_sweep
 
     set_seed(cfg.seed + 2)
     train_codec(cfg, accelerator, bundle, cache, stage1_dir, out)
@@ -266,7 +265,7 @@ def mean_std(values: list) -> dict:
 
 def paired(values: list) -> dict:
     """``mean_std`` of per-seed differences, with their paired-t 95% interval over the seeds."""
-    from rkd.stats import paired_t
+    from rkd.evaluation.stats import paired_t
 
     test = paired_t(values)
     return mean_std(values) | ({"ci95": [test["low"], test["high"]]} if test else {})

@@ -17,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import parse_config  # noqa: E402
+from common import parse_config
 
 VARIANTS = {
     "task": ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=0"],

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parse_config  # noqa: E402
+from common import parse_config
 
 from rkd.data import load_data, make_loader  # noqa: E402
 from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step  # noqa: E402
-from rkd.teacher import build_teacher  # noqa: E402
-from rkd.teacher_training import TeacherObjective  # noqa: E402
+from rkd.teacher.model import build_teacher  # noqa: E402
+from rkd.teacher.training import TeacherObjective  # noqa: E402
 
 
 def _options(parser) -> None:

@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -93,7 +91,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from rkd.config import load_config
     from rkd.data import student_transform
-    from rkd.frozen_features import freeze, student_tokens, token_loader
+    from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
     from rkd.stages.objective import DistillObjective, kd_loss
     from rkd.models.factory import create_stage1_model, create_stage2_model
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step

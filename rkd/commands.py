@@ -10,18 +10,18 @@ import argparse
 import os
 import sys
 
-from rkd.artifacts import IntegrityError
+from rkd.run.artifacts import IntegrityError
 from rkd.baselines.runner import run_baselines
-from rkd.cache import CacheError
-from rkd.compare import report_comparison
+from rkd.teacher.cache import CacheError
+from rkd.evaluation.compare import report_comparison
 from rkd.config import ConfigError, RunConfig
 from rkd.data import DataError
 from rkd.engine import make_accelerator
-from rkd.export import export_trained
+from rkd.export.torchscript import export_trained
 from rkd.nas.genotype import GenotypeError
-from rkd.pipeline import Pipeline, stage_runner
-from rkd.report import report
-from rkd.tracking import accelerator_kwargs, start_tracking
+from rkd.run.pipeline import Pipeline, stage_runner
+from rkd.evaluation.report import report
+from rkd.run.tracking import accelerator_kwargs, start_tracking
 
 UNTIL = {"run": "eval", "teacher": "teacher", "cache": "cache", "search": "search", "distill": "stage2",
          "evaluate": "eval"}

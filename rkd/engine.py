@@ -22,11 +22,11 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, set_seed
 from safetensors.torch import load_file, save_file
 
-from rkd.artifacts import atomic_write
-from rkd.checkpoint import Checkpointer
+from rkd.run.artifacts import atomic_write
+from rkd.run.checkpoint import Checkpointer
 from rkd.config import TrainConfig
-from rkd.progress import progress_bar
-from rkd.tracking import log_record
+from rkd.run.progress import progress_bar
+from rkd.run.tracking import log_record
 
 
 @dataclass
@@ -63,7 +63,7 @@ def make_accelerator(mixed_precision: str = "auto", cpu: Optional[bool] = None, 
     gloo is chosen for CPU runs: DeepSpeed through Accelerate on CPU needs it, and it is the only
     backend that works there. Under a DeepSpeed launch ``cpu`` must stay False (Accelerate turns
     DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
-    ``log_with`` / ``project_dir``: experiment trackers (``rkd.tracking.accelerator_kwargs``).
+    ``log_with`` / ``project_dir``: experiment trackers (``rkd.run.tracking.accelerator_kwargs``).
     """
     import os
 

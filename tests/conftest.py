@@ -91,7 +91,7 @@ def tiny_teacher_cache(fashion_bundle, tmp_path_factory):
     """
     import torch
 
-    from rkd.cache import TeacherCache
+    from rkd.teacher.cache import TeacherCache
 
     generator = torch.Generator().manual_seed(0)
     logits, features = {}, {}

@@ -152,7 +152,7 @@ def test_digital_sweep_cliff_and_outage():
 
 def test_ablations_and_baselines_are_config_changes(tmp_path):
     from rkd.baselines.variants import ablation_overrides, conference_student_overrides, derive_config, link_shared_stages
-    from rkd.hashing import stage_hashes
+    from rkd.run.hashing import stage_hashes
 
     base = load_config(None, [f"runs_dir={tmp_path}", "name=main"])
     hashes = stage_hashes(base)
@@ -193,7 +193,7 @@ def test_registries_hold_exactly_the_configurable_names():
 def test_method_hash_follows_each_methods_own_settings(tmp_path):
     from rkd.baselines.context import Context, comparison_grid
     from rkd.baselines.runner import method_hash
-    from rkd.hashing import stage_hashes
+    from rkd.run.hashing import stage_hashes
 
     def hashes_of(*overrides):
         cfg = load_config(None, [f"runs_dir={tmp_path}", *overrides])

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import torch
 
-from rkd.classwise import chosen_snrs, classwise_summary, confusion_matrix, csv_rows, per_class_accuracy, render_lines
+from rkd.evaluation.classwise import chosen_snrs, classwise_summary, confusion_matrix, csv_rows, per_class_accuracy, render_lines
 
 from test_export import TRANSFORM, images, tiny_system
 from test_pipeline import TINY

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from rkd.channels import get_channel
-from rkd.code_diagnostics import effective_dimensions, participation_ratio, rate_gains, summarise_rate_gains
+from rkd.evaluation.diagnostics import effective_dimensions, participation_ratio, rate_gains, summarise_rate_gains
 from rkd.models.cat import CATDecoder, CATEncoder, sample_rates, symbol_mask
 
 MAX_SYMBOLS, RATES = 16, [2, 4, 8, 16]

@@ -3,7 +3,7 @@
 import pytest
 
 from rkd.config import ConfigError, load_config
-from rkd.hashing import stage_hashes
+from rkd.run.hashing import stage_hashes
 
 
 def test_packaged_configs_validate():

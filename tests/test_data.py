@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import rkd.data.fashion_mnist as fashion_mnist
-from rkd.artifacts import read_json, sha256_file
+from rkd.run.artifacts import read_json, sha256_file
 from rkd.config import DataConfig
 from rkd.data import (
     CHECKSUM_FILE, FASHION_MNIST_CLASSES, DataError, ImageTransform, Split, augment, load_data, make_loader, random_erase,

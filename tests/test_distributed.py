@@ -123,8 +123,8 @@ def test_deepspeed_launch_refuses_what_would_silently_disable_it(monkeypatch, fr
 def test_split_sweep_equals_one_process_sweep(fashion_bundle, fake_fashion_dir, tmp_path):
     """Round-robin SNR shares, swept separately and merged like the eval stage (rkd.stages.evaluate) does, give the same records."""
     from rkd.data import student_transform
-    from rkd.frozen_features import batched
-    from rkd.channel_sweep import channel_sweep, my_share, snr_grid
+    from rkd.models.frozen_tokens import batched
+    from rkd.evaluation.sweep import channel_sweep, my_share, snr_grid
 
     cfg = _tiny_cfg(fake_fashion_dir, tmp_path, ["eval.snr_step=6"])
     system = _stage2_system(cfg, fashion_bundle).eval()
@@ -223,8 +223,8 @@ import torch
 from rkd.config import DataConfig
 from rkd.data import load_data
 from rkd.engine import make_accelerator
-from rkd.cache import build_cache
-from rkd.teacher_io import load_trained_teacher
+from rkd.teacher.cache import build_cache
+from rkd.teacher.io import load_trained_teacher
 
 fake, data_cache, teacher_dir, out = sys.argv[1:5]
 accelerator = make_accelerator(cpu=True)
@@ -244,9 +244,9 @@ Path(out, f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world": worl
 @pytest.mark.slow
 def test_two_process_teacher_cache_matches_one_process_and_resumes(fashion_bundle, fake_fashion_dir, tmp_path):
     from rkd.config import TeacherConfig
-    from rkd.cache import build_cache, load_cache
-    from rkd.teacher import build_teacher
-    from rkd.teacher_io import save_teacher
+    from rkd.teacher.cache import build_cache, load_cache
+    from rkd.teacher.model import build_teacher
+    from rkd.teacher.io import save_teacher
 
     torch.manual_seed(3)
     teacher = build_teacher(TeacherConfig(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from rkd.config import ConfigError, RunConfig, TeacherConfig, load_config
-from rkd.embedded_teacher import EMBEDDED_FAMILIES, embedded_model_config
+from rkd.teacher.embedded import EMBEDDED_FAMILIES, embedded_model_config
 from rkd.nas.network import Student
 from rkd.nas.genotype import load_genotype
-from rkd.cache import AUGMENTATION_FLIP, AUGMENTATION_NONE, build_cache, load_cache
-from rkd.teacher import build_teacher
-from rkd.teacher_io import load_trained_teacher, save_teacher
-from rkd.teacher_training import TeacherObjective
+from rkd.teacher.cache import AUGMENTATION_FLIP, AUGMENTATION_NONE, build_cache, load_cache
+from rkd.teacher.model import build_teacher
+from rkd.teacher.io import load_trained_teacher, save_teacher
+from rkd.teacher.training import TeacherObjective
 
 NAMES10 = [f"class{i}" for i in range(10)]
 TINY = {"resnet": dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),

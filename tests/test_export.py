@@ -9,7 +9,7 @@ import torch
 
 from rkd.channels import get_channel
 from rkd.data import ImageTransform
-from rkd.export import Receiver, Transmitter, export_link
+from rkd.export.torchscript import Receiver, Transmitter, export_link
 from rkd.models.cat import symbol_mask
 from rkd.nas.network import Student
 from rkd.models.system import DistilledStudent, RKDSystem
@@ -99,7 +99,7 @@ def exported_onnx(tmp_path_factory):
 
 def test_onnx_pair_round_trip_matches_pytorch(exported_onnx):
     from rkd.channels import normalize_power
-    from rkd.export_onnx import run_onnx
+    from rkd.export.onnx_export import run_onnx
 
     system, out, result = exported_onnx
     check = result["onnx"]["check"]

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from rkd.config import load_config
-from rkd.fingerprint import file_digest, tree_digest
+from rkd.run.fingerprint import file_digest, tree_digest
 from rkd.nas.genotype import DEFAULT, genotype_to_dict
-from rkd.hashing import stage_hashes
+from rkd.run.hashing import stage_hashes
 
 from test_pipeline import TINY
 

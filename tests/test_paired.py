@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rkd.paired import averaged_records, dominance, index_cells, load_correct, paired_cell, save_correct
+from rkd.evaluation.paired import averaged_records, dominance, index_cells, load_correct, paired_cell, save_correct
 
 
 def record(method, label, acc, n, snr=0.0, k=8):

@@ -89,6 +89,6 @@ def test_corrupt_cache_shard_is_rebuilt_not_used(tiny_args, tmp_path, capsys):
     assert main(["run", *tiny_args, "eval.snr_step=15"]) == 0
     out = capsys.readouterr().out
     assert "teacher cache is not usable" in out and shard.name in out
-    from rkd.cache import verify_cache
+    from rkd.teacher.cache import verify_cache
 
     verify_cache(run / "cache")  # repaired: raises if anything is still wrong

@@ -1,4 +1,4 @@
-"""Pre-flight checks (rkd.preflight): a teacher that cannot take its input size, and a bad genotype,
+"""Pre-flight checks (rkd.run.preflight): a teacher that cannot take its input size, and a bad genotype,
 are refused in seconds, before any stage trains."""
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from rkd.cli import main
 from rkd.config import ConfigError, TeacherConfig
 from rkd.nas.genotype import GENOTYPES, GenotypeError, genotype_to_dict
-from rkd.preflight import check_genotype, probe_teacher
+from rkd.run.preflight import check_genotype, probe_teacher
 
 from test_pipeline import TINY
 

@@ -6,8 +6,8 @@ import re
 import pytest
 from tqdm import tqdm
 
-from rkd import progress as progress_module
-from rkd.progress import LineProgress, progress_bar
+from rkd.run import progress as progress_module
+from rkd.run.progress import LineProgress, progress_bar
 
 
 class Terminal(io.StringIO):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rkd.ratepolicy import rate_policy, write_rate_policy
+from rkd.evaluation.rate_policy import rate_policy, write_rate_policy
 
 
 def rec(label, snr, k, acc, method="rkd-sc"):

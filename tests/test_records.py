@@ -2,7 +2,7 @@
 
 import torch
 
-from rkd.records import cell_generator, channel_record, clean_record
+from rkd.evaluation.records import cell_generator, channel_record, clean_record
 
 KEYS = ["method", "channel", "csi", "k_factor", "channel_label", "snr_db", "channel_uses", "accuracy", "n_test"]
 

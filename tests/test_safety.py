@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rkd.artifacts import IntegrityError
+from rkd.run.artifacts import IntegrityError
 from rkd.cli import main
 from rkd.config import ConfigError, load_config
 from test_pipeline import TINY
@@ -58,7 +58,7 @@ def test_damaged_stage_outputs_are_refused_with_the_file_and_the_fix(tiny_args, 
 
 
 def test_searched_genotype_and_records_are_checked(tmp_path):
-    from rkd.pipeline import RunDirectory
+    from rkd.run.pipeline import RunDirectory
 
     cfg = load_config(None, [f"runs_dir={tmp_path}", "name=g", "search.enabled=true"])
     run_dir = RunDirectory(cfg)
@@ -137,7 +137,7 @@ def test_damaged_checkpoint_is_never_loaded(tmp_path):
 def test_checkpoint_optimizer_state_is_read_weights_only(tmp_path):
     """Accelerate reads optimizer/scheduler/RNG files with torch.load(weights_only=True): a pickled
     object in a checkpoint file is refused, not executed (even after its checksum is re-recorded)."""
-    from rkd.artifacts import sha256_file
+    from rkd.run.artifacts import sha256_file
 
     resume, root = stopped_run(tmp_path)
     pointer = json.loads((root / "latest.json").read_text())
@@ -227,7 +227,7 @@ def test_remote_code_runs_only_when_asked_on_the_command_line(remote_code_teache
     assert json.loads((run / "teacher" / "model" / "rkd_teacher.json").read_text())["trust_remote_code"] is True
 
     # a saved teacher that needed remote code does not switch it on by itself
-    from rkd.teacher_io import load_trained_teacher
+    from rkd.teacher.io import load_trained_teacher
 
     with pytest.raises(ConfigError, match="--trust-remote-code"):
         load_trained_teacher(run / "teacher" / "model")

@@ -15,7 +15,7 @@ from rkd.nas.genotype import Genotype, describe_cells, load_genotype, save_genot
 from rkd.nas.network import Student
 from rkd.nas.ops import PRIMITIVES
 from rkd.nas.supernet import MixedOp, SuperNet, arch_gradients_enabled, channel_shuffle
-from rkd.hashing import stage_hashes
+from rkd.run.hashing import stage_hashes
 
 SHAPE = NetworkShape(in_channels=1, num_classes=10, image_size=12, init_channels=4, layers=3, stem_stride=2)
 NODES = 2
@@ -479,7 +479,7 @@ from rkd.config import load_config
 from rkd.data import load_data
 from rkd.engine import make_accelerator
 from rkd.stages.search import run_search, SearchObjective
-from rkd.cache import TeacherCache
+from rkd.teacher.cache import TeacherCache
 
 out = Path(sys.argv[1])
 cfg = load_config(None, sys.argv[2:])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rkd.config import ConfigError, load_config
-from rkd.hashing import stage_hashes
+from rkd.run.hashing import stage_hashes
 from rkd.nas.complexity import NetworkShape, network_params
 from rkd.nas.derive import NONE, SKIP, count_ops, derive_genotype, node_slices, num_edges, sample_genotype
 from rkd.nas.genotype import genotype_to_dict, load_genotype

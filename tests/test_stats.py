@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rkd.stats import (accuracy_interval, discordant, mcnemar, mean_interval, paired_t, t_quantile_975,
+from rkd.evaluation.stats import (accuracy_interval, discordant, mcnemar, mean_interval, paired_t, t_quantile_975,
                        two_proportion_p, verdict, wilson_interval)
 
 

@@ -1,4 +1,4 @@
-"""rkd.teacher: building (embedded / hub-style / CLIP), save+reload, fine-tuning and the teacher cache."""
+"""rkd.teacher.model: building (embedded / hub-style / CLIP), save+reload, fine-tuning and the teacher cache."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rkd.artifacts import read_json
+from rkd.run.artifacts import read_json
 from rkd.config import ConfigError, RunConfig, TeacherConfig, TrainConfig
-from rkd.cache import MANIFEST, CacheError, build_cache, cache_is_valid, load_cache
-from rkd.teacher import Teacher, build_teacher
-from rkd.teacher_io import TEACHER_RECORD, load_trained_teacher, save_teacher
+from rkd.teacher.cache import MANIFEST, CacheError, build_cache, cache_is_valid, load_cache
+from rkd.teacher.model import Teacher, build_teacher
+from rkd.teacher.io import TEACHER_RECORD, load_trained_teacher, save_teacher
 
 NAMES10 = [f"class{i}" for i in range(10)]
 TINY = dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8)
@@ -36,7 +36,7 @@ def vit_dir(tmp_path_factory) -> Path:
     """A tiny ViT classifier for labels a, b, c with its image processor, as a hub checkpoint would be."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    from rkd.teacher import square_processor
+    from rkd.teacher.model import square_processor
 
     torch.manual_seed(0)
     labels = ["a", "b", "c"]
@@ -328,7 +328,7 @@ class _ThreadAccelerator:
 
 
 def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, monkeypatch):
-    import rkd.cache as cache_module
+    import rkd.teacher.cache as cache_module
 
     teacher, reference_dir, reference = cached
     cache_dir = tmp_path / "multi"
@@ -377,7 +377,7 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
 
 
 def test_parameter_groups_split_head_from_backbone(vit_dir, clip_vision_dir):
-    from rkd.teacher_training import parameter_groups
+    from rkd.teacher.training import parameter_groups
 
     for source in (vit_dir, clip_vision_dir):
         teacher = build_teacher(TeacherConfig(source=str(source)), 4, list("pqrs"), channels=1)
@@ -389,7 +389,7 @@ def test_parameter_groups_split_head_from_backbone(vit_dir, clip_vision_dir):
 
 def test_train_teacher_tiny_run(fashion_bundle, tmp_path):
     from rkd.engine import make_accelerator
-    from rkd.teacher_training import train_teacher
+    from rkd.teacher.training import train_teacher
 
     cfg = RunConfig()
     cfg.teacher = TeacherConfig(**TINY, train=TrainConfig(epochs=2, batch_size=32, lr=3e-3, max_steps=14,

@@ -6,7 +6,7 @@ import pytest
 from accelerate.utils import LoggerType
 
 from rkd.config import TRACKERS, ConfigError, load_config
-from rkd.tracking import accelerator_kwargs, flat_config
+from rkd.run.tracking import accelerator_kwargs, flat_config
 
 from test_pipeline import TINY
 

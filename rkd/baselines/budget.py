@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from rkd.artifacts import read_json
+from rkd.run.artifacts import read_json
 
 PIPELINE_PARTS = ("teacher", "cache", "search", "stage1", "stage2")
 

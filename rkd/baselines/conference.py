@@ -25,7 +25,7 @@ from torch import nn
 from rkd.baselines.link import LinkModel, pad_symbols
 from rkd.engine import Step
 from rkd.models.cat import Attention, FeedForward
-from rkd.records import validation_batch_generator
+from rkd.evaluation.records import validation_batch_generator
 
 
 class Block(nn.Module):

@@ -17,8 +17,8 @@ from rkd.baselines.variants import conference_student_overrides, derive_config, 
 from rkd.channels import channel_label, training_channel_specs
 from rkd.data import make_loader
 from rkd.engine import fit
-from rkd.fingerprint import input_fingerprints
-from rkd.frozen_features import batched
+from rkd.run.fingerprint import input_fingerprints
+from rkd.models.frozen_tokens import batched
 from rkd.losses import build_kd_loss
 from rkd.measure import count_params
 from rkd.models.factory import load_stage1, save_model

@@ -15,14 +15,14 @@ from typing import Callable, Optional
 
 import torch
 
-from rkd.artifacts import atomic_write_json, read_json
+from rkd.run.artifacts import atomic_write_json, read_json
 from rkd.baselines import budget
-from rkd.channel_sweep import channel_sweep, snr_grid
+from rkd.evaluation.sweep import channel_sweep, snr_grid
 from rkd.channels import channel_label, training_channel_specs
 from rkd.config import RunConfig
 from rkd.data import student_transform
 from rkd.measure import count_flops, count_params
-from rkd.rundir import ResumableDir
+from rkd.run.rundir import ResumableDir
 from rkd.stages.inputs import RunInputs
 
 RKD_METHOD = "rkd-sc"

@@ -36,7 +36,7 @@ import torch
 
 from rkd.baselines.fbl import loss_probability, outage, packet_error
 from rkd.channels import channel_from_spec
-from rkd.records import cell_generator, channel_record
+from rkd.evaluation.records import cell_generator, channel_record
 
 
 def capacity_bits(snr_db: torch.Tensor, gain2: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -87,7 +87,7 @@ def fallback_predictions(n: int, num_classes: int, mode: str, prior_class: int, 
 def digital_sweep(features: torch.Tensor, labels: torch.Tensor, head, quantizer: UniformQuantizer,
                   channel_specs: list, snrs: list, rates: list, candidates: Sequence[int], fallback: torch.Tensor,
                   seed: int, method: str = "digital") -> list:
-    """Records (``rkd.channel_sweep`` format plus ``bits``) for every channel x SNR x k.
+    """Records (``rkd.evaluation.sweep`` format plus ``bits``) for every channel x SNR x k.
 
     ``fallback``: the receiver's prediction per test sample when it gets nothing.
     """

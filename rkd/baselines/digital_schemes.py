@@ -23,7 +23,7 @@ from rkd.baselines import budget
 from rkd.baselines.context import Context, link_sizes, receiver_csi_labels, student_params
 from rkd.baselines.digital import (UniformQuantizer, digital_sweep, fallback_predictions, fbl_sweep, feature_bits_for,
                                    label_bits)
-from rkd.frozen_features import batched
+from rkd.models.frozen_tokens import batched
 from rkd.measure import count_params
 from rkd.models.factory import load_stage1
 

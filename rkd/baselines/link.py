@@ -2,7 +2,7 @@
 
 A baseline is a model with ``transmit(inputs, snr_db) -> complex [B, L]``,
 ``decoder(y, mask, state) -> features`` and ``classify(features) -> logits``; that is exactly
-the interface ``rkd.channel_sweep.channel_sweep`` drives, so baselines are evaluated by the same code,
+the interface ``rkd.evaluation.sweep.channel_sweep`` drives, so baselines are evaluated by the same code,
 on the same grid, with the same seeded noise as RKD-SC. ``forward`` sends each sample's first
 ``k`` symbols through its own channel, as ``RKDSystem.receive`` does.
 """

@@ -7,7 +7,7 @@ import torch
 from rkd.baselines import budget
 from rkd.baselines.context import Context, link_sizes, receiver_probe, student_params, trained_labels
 from rkd.config import RunConfig
-from rkd.frozen_features import batched
+from rkd.models.frozen_tokens import batched
 from rkd.measure import count_params
 from rkd.models.factory import load_stage2
 

@@ -21,10 +21,10 @@ from rkd.baselines.context import (RKD_METHOD, Context, MethodDir, RunStages, ab
 from rkd.baselines.registry import METHODS
 from rkd.baselines.rkd_sc import rkd_system_results
 from rkd.baselines.variants import ablation_overrides, derive_config, run_variant, seed_config
-from rkd.compare import write_comparison
+from rkd.evaluation.compare import write_comparison
 from rkd.config import RunConfig, config_hash
-from rkd.hashing import stage_hashes
-from rkd.paired import save_correct
+from rkd.run.hashing import stage_hashes
+from rkd.evaluation.paired import save_correct
 
 
 def method_hash(ctx: Context, name: str, hashes: dict) -> str:

@@ -28,7 +28,7 @@ from typing import Callable, Dict
 
 from rkd.baselines.context import RunStages
 from rkd.config import RunConfig, load_config, save_config, to_dict
-from rkd.hashing import STAGES, stage_hashes
+from rkd.run.hashing import STAGES, stage_hashes
 
 NO_TEACHER = ["loss.logit_kd=0", "loss.feature_kd=0"]
 NO_STAGE2_KD = ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=0"]

@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from rkd.artifacts import atomic_write_text
+from rkd.run.artifacts import atomic_write_text
 from rkd.config.schema import LossConfig, RunConfig
 from rkd.config.validation import ConfigError, validate
 

@@ -100,7 +100,7 @@ class TeacherConfig:
     embedded_hidden_sizes: NonEmptyInts = field(default_factory=lambda: [32, 64, 128, 256])
     embedded_depths: NonEmptyInts = field(default_factory=lambda: [1, 1, 1, 1])
     embedded_embedding_size: Annotated[Int, accepts("a positive integer", lambda v: v >= 1)] = 32
-    # see rkd.embedded_teacher (regnet/convnext keep 28 px resolution)
+    # see rkd.teacher.embedded (regnet/convnext keep 28 px resolution)
     embedded_family: Literal["resnet", "regnet", "convnext"] = "resnet"
     # regnet: channels per group (>= widest stage: plain convs)
     embedded_groups_width: Annotated[Int, accepts("a positive integer", lambda v: v >= 1)] = 1024
@@ -254,7 +254,7 @@ class BaselinesConfig:
     seeds: nullable(Annotated[list[Int], YamlList, accepts(
         "null (= [seed]) or a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]",
         lambda v: bool(v) and all(s >= 0 for s in v) and _distinct(v))]) = None
-    per_image: Bool = False  # keep per-image correctness (correct.npz) for the paired test of rkd.compare
+    per_image: Bool = False  # keep per-image correctness (correct.npz) for the paired test of rkd.evaluation.compare
     ablations: Annotated[list[Literal[ABLATIONS]], YamlList, accepts(
         f"distinct names from {ABLATIONS} (an empty list runs none)", _distinct)] = field(
         default_factory=lambda: ["no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length"])

@@ -17,11 +17,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from rkd.artifacts import atomic_write_json, read_json, sha256_file
+from rkd.run.artifacts import atomic_write_json, read_json, sha256_file
 from rkd.config import DataConfig
 from rkd.data.arrow import arrow_array, label_tensor
 from rkd.data.bundle import DataBundle, DataError, Split, finish_bundle
-from rkd.rundir import atomic_directory
+from rkd.run.rundir import atomic_directory
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

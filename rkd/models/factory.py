@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rkd.artifacts import atomic_write, read_json
+from rkd.run.artifacts import atomic_write, read_json
 from rkd.channels import training_channel_specs
 from rkd.config import RunConfig
 from rkd.data import DataBundle

@@ -13,7 +13,7 @@ from collections import Counter, namedtuple
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from rkd.artifacts import atomic_write_json
+from rkd.run.artifacts import atomic_write_json
 from rkd.nas.ops import OPS
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")

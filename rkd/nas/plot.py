@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from rkd.artifacts import atomic_write
+from rkd.run.artifacts import atomic_write
 from rkd.nas.genotype import Genotype, validate_genotype
 
 _INPUT_NAMES = ("c_{k-2}", "c_{k-1}")

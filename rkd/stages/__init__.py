@@ -2,6 +2,6 @@
 
 ``cfg`` is the run's ``RunConfig``, ``inputs`` its ``rkd.stages.inputs.RunInputs`` (data, teacher,
 cache, genotype, read lazily from the run directory), ``out_dir`` the stage's own directory, and
-the returned dict goes into the stage's ``stage.json``. ``rkd.pipeline`` runs them in order and
+the returned dict goes into the stage's ``stage.json``. ``rkd.run.pipeline`` runs them in order and
 skips finished ones; nothing here imports the pipeline or the command line.
 """

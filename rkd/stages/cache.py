@@ -1,10 +1,10 @@
-"""The cache stage: the trained teacher's logits and features for every image, written once (``rkd.cache``)."""
+"""The cache stage: the trained teacher's logits and features for every image, written once (``rkd.teacher.cache``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rkd.cache import build_cache
+from rkd.teacher.cache import build_cache
 from rkd.config import RunConfig
 from rkd.stages.inputs import RunInputs
 

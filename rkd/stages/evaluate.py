@@ -1,10 +1,10 @@
 """The evaluation stage: accuracy x channel x SNR x channel uses, model sizes and FLOPs, and the report.
 
 The student's tokens for the test set are computed once (the student is deterministic in eval
-mode) and swept by ``rkd.channel_sweep``. Under N processes the SNR grid is dealt round-robin
+mode) and swept by ``rkd.evaluation.sweep``. Under N processes the SNR grid is dealt round-robin
 (process r takes SNR points r, r+N, ...), each process sweeps every channel and k at its SNRs, and
 the main process gathers the records back into grid order, adds the clean accuracies, sizes, FLOPs
-and diagnostics, and writes the outputs (``rkd.report``).
+and diagnostics, and writes the outputs (``rkd.evaluation.report``).
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object
 
-from rkd.artifacts import read_json
-from rkd.channel_sweep import METHOD, channel_sweep, my_share, snr_grid
-from rkd.classwise import classwise_summary, dataset_description
-from rkd.code_diagnostics import effective_dimensions, rate_gains, summarise_rate_gains
+from rkd.run.artifacts import read_json
+from rkd.evaluation.sweep import METHOD, channel_sweep, my_share, snr_grid
+from rkd.evaluation.classwise import classwise_summary, dataset_description
+from rkd.evaluation.diagnostics import effective_dimensions, rate_gains, summarise_rate_gains
 from rkd.config import RunConfig
 from rkd.data import student_transform
-from rkd.frozen_features import batched
+from rkd.models.frozen_tokens import batched
 from rkd.measure import count_flops, count_params
 from rkd.models.cat import symbol_mask
 from rkd.models.factory import load_stage1, load_stage2
-from rkd.ratepolicy import write_rate_policy
-from rkd.records import clean_record
-from rkd.report import write_outputs
+from rkd.evaluation.rate_policy import write_rate_policy
+from rkd.evaluation.records import clean_record
+from rkd.evaluation.report import write_outputs
 from rkd.stages.inputs import RunInputs
 
 CODE_DIAGNOSTIC_SNR = 10.0  # nominal SNR (dB) the transmitter is told while its code's dimension is measured

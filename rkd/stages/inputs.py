@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from rkd.artifacts import read_json
-from rkd.cache import CacheError, load_cache
+from rkd.run.artifacts import read_json
+from rkd.teacher.cache import CacheError, load_cache
 from rkd.config import RunConfig
 from rkd.data import load_data
 from rkd.nas.genotype import GENOTYPES, describe_cells, load_genotype
-from rkd.teacher_io import load_trained_teacher
+from rkd.teacher.io import load_trained_teacher
 
 
 class RunInputs:

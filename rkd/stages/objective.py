@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object
 
-from rkd.artifacts import atomic_write_json
+from rkd.run.artifacts import atomic_write_json
 from rkd.channels import SNRSampler, training_channel_specs
 from rkd.engine import Step
 from rkd.losses import build_kd_loss
 from rkd.models.cat import sample_rates
-from rkd.records import validation_batch_generator
+from rkd.evaluation.records import validation_batch_generator
 
 
 def kd_loss(loss_cfg, label_smoothing: float = 0.0, extra=None):

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from accelerate.utils import set_seed
 
-from rkd.artifacts import atomic_write_json, read_json
+from rkd.run.artifacts import atomic_write_json, read_json
 from rkd.config import RunConfig
 from rkd.data import DataBundle, subset_indices
 from rkd.nas.complexity import NetworkShape, measure_network, network_params

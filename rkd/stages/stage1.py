@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from rkd.artifacts import atomic_write_json
+from rkd.run.artifacts import atomic_write_json
 from rkd.config import RunConfig
 from rkd.data import DataBundle, make_loader, student_transform, subset_loader
 from rkd.engine import fit

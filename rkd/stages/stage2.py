@@ -1,7 +1,7 @@
 """Stage 2 of robust KD, phase A: the CAT codec learns over simulated channels on the frozen student.
 
 The student, its classifier and projector keep their stage-1 weights (frozen), so the clean
-accuracy cannot be forgotten, and their tokens are computed once (``rkd.frozen_features``): a codec
+accuracy cannot be forgotten, and their tokens are computed once (``rkd.models.frozen_tokens``): a codec
 step then costs the codec alone, and the schedule can afford thousands of steps with warm-up.
 SNR is drawn per sample from this process's SNR bucket, channel type and channel uses k per sample.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform
 from rkd.engine import fit
-from rkd.frozen_features import freeze, student_tokens, token_loader
+from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
 from rkd.measure import count_params
 from rkd.models.factory import create_stage2_model, load_stage1, save_model
 from rkd.stages.inputs import RunInputs

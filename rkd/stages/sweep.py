@@ -15,13 +15,13 @@ from typing import Optional
 
 from accelerate.utils import set_seed
 
-from rkd.artifacts import atomic_write, atomic_write_json, read_json
+from rkd.run.artifacts import atomic_write, atomic_write_json, read_json
 from rkd.config import RunConfig, config_hash
 from rkd.data import DataBundle
-from rkd.fingerprint import input_fingerprints
-from rkd.hashing import stage_hashes
+from rkd.run.fingerprint import input_fingerprints
+from rkd.run.hashing import stage_hashes
 from rkd.nas.genotype import load_genotype
-from rkd.rundir import ResumableDir
+from rkd.run.rundir import ResumableDir
 from rkd.stages.search import METHOD, run_search
 from rkd.stages.stage1 import train_student
 

@@ -1,4 +1,4 @@
-"""The teacher stage: train or fine-tune the teacher on the task and save it (``rkd.teacher_training``)."""
+"""The teacher stage: train or fine-tune the teacher on the task and save it (``rkd.teacher.training``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rkd.config import RunConfig
 from rkd.stages.inputs import RunInputs
-from rkd.teacher_training import train_teacher
+from rkd.teacher.training import train_teacher
 
 
 def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:

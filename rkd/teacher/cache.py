@@ -22,10 +22,10 @@ from typing import Any, Optional, Union
 import torch
 from safetensors.torch import load_file, save_file
 
-from rkd.artifacts import PathLike, atomic_write, atomic_write_json, read_json, sha256_file
+from rkd.run.artifacts import PathLike, atomic_write, atomic_write_json, read_json, sha256_file
 from rkd.data import SPLITS, DataBundle
-from rkd.progress import progress_bar
-from rkd.teacher import Teacher
+from rkd.run.progress import progress_bar
+from rkd.teacher.model import Teacher
 
 CACHE_FORMAT = "rkd-teacher-cache"
 CACHE_VERSION = 1

@@ -6,7 +6,7 @@ with ``baselines.per_image``, ``correct.npz``) and the main evaluation (for the 
 and size), and writes ``runs/<name>/compare/``: ``results.json`` (seed-averaged records with 95%
 intervals, the paired verdicts, budgets), ``comparison.png`` (accuracy vs SNR with interval bands,
 a panel per channel), ``comparison.md`` (tables, budgets, verdicts) and ``rate_policy.json``.
-Statistics: ``rkd.stats`` and ``rkd.paired``. ``rkd report`` re-renders it.
+Statistics: ``rkd.evaluation.stats`` and ``rkd.evaluation.paired``. ``rkd report`` re-renders it.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from rkd.artifacts import atomic_write_json, atomic_write_text, read_json
-from rkd.paired import averaged_records, dominance, index_cells, load_seed
-from rkd.ratepolicy import rate_policy
+from rkd.run.artifacts import atomic_write_json, atomic_write_text, read_json
+from rkd.evaluation.paired import averaged_records, dominance, index_cells, load_seed
+from rkd.evaluation.rate_policy import rate_policy
 
 TABLE_SNRS = (-10.0, -5.0, 0.0, 5.0, 10.0, 20.0)
 KEPT_SNR = 10.0  # "fraction of the teacher's accuracy kept" is read at this SNR
@@ -66,7 +66,7 @@ def method_k(records: list, method: str, k: int) -> Optional[int]:
 def check_targets(records: list, cells: dict, summary: dict, summaries: dict, baselines: list, k_values: list) -> dict:
     """The issue's targets, measured: sizes, 10 dB AWGN accuracy, and RKD-SC >= each baseline where both trained.
 
-    ">=" is "not significantly worse" by the paired test (``rkd.paired``); bounds are not schemes and
+    ">=" is "not significantly worse" by the paired test (``rkd.evaluation.paired``); bounds are not schemes and
     are left out.
     """
     teacher = summary["teacher_accuracy"]
@@ -272,7 +272,7 @@ def write_comparison(run_dir: Path, k: int, margin: float, seeds: Optional[list]
     text = render_tables(records, summaries, summary, k, image_size) + render_budgets(summaries) \
         + render_targets(targets) \
         + ["Figure: `comparison.png` (bands: 95% intervals). Per-method notes are in each "
-           "`baselines/<method>/results.json` summary; statistics: `rkd/stats.py`, `rkd/paired.py`.", ""]
+           "`baselines/<method>/results.json` summary; statistics: `rkd/evaluation/stats.py`, `rkd/evaluation/paired.py`.", ""]
     path = out / "comparison.md"
     atomic_write_text(path, "\n".join(text))
     return path

@@ -1,10 +1,10 @@
 """The teacher: a Hugging Face vision model wrapped to map uint8 pixels to logits and pooled features.
 
-``build_teacher`` makes the task's teacher: the embedded HF classifier (``rkd.embedded_teacher``),
+``build_teacher`` makes the task's teacher: the embedded HF classifier (``rkd.teacher.embedded``),
 or a hub / ``save_pretrained`` checkpoint (a classifier whose head is kept, reordered or replaced,
 or CLIP with a new linear head). Distillation never runs it inside a student's loop: it is
-fine-tuned once (``rkd.teacher_training``), saved (``rkd.teacher_io``), and its outputs are
-cached once (``rkd.cache``).
+fine-tuned once (``rkd.teacher.training``), saved (``rkd.teacher.io``), and its outputs are
+cached once (``rkd.teacher.cache``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from rkd.config import ConfigError, TeacherConfig
 from rkd.data import ImageTransform
-from rkd.embedded_teacher import build_embedded_model
+from rkd.teacher.embedded import build_embedded_model
 from rkd.measure import count_params
 
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
@@ -263,7 +263,7 @@ def _finetune_required(source: str, reason: str) -> ConfigError:
 
 
 def build_teacher(cfg: TeacherConfig, num_classes: int, class_names: list[str], channels: int) -> Teacher:
-    """The task's teacher: the embedded HF classifier (``rkd.embedded_teacher``), or a hub / ``save_pretrained`` checkpoint.
+    """The task's teacher: the embedded HF classifier (``rkd.teacher.embedded``), or a hub / ``save_pretrained`` checkpoint.
 
     A checkpoint whose labels name the task's classes keeps its head (rows reordered to the task's
     order); any other gets a new, randomly initialised head, which must then be fine-tuned.

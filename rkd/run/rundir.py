@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from rkd.artifacts import atomic_write_json, read_json
+from rkd.run.artifacts import atomic_write_json, read_json
 
 
 class ResumableDir:

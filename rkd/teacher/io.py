@@ -12,11 +12,11 @@ from pathlib import Path
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from rkd.artifacts import PathLike, atomic_write_json, read_json
+from rkd.run.artifacts import PathLike, atomic_write_json, read_json
 from rkd.config import ConfigError
 from rkd.data import ImageTransform
-from rkd.rundir import atomic_directory
-from rkd.teacher import Teacher, load_processor, square_processor, transform_from_processor
+from rkd.run.rundir import atomic_directory
+from rkd.teacher.model import Teacher, load_processor, square_processor, transform_from_processor
 
 TEACHER_RECORD = "rkd_teacher.json"  # beside config.json in a saved teacher
 CLIP_HEAD_FILE = "rkd_clip_head.safetensors"

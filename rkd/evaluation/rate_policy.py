@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from rkd.artifacts import atomic_write_json
+from rkd.run.artifacts import atomic_write_json
 
 
 def rate_policy(records: list, margin: float, method: Optional[str] = None) -> dict:
     """``{channel_label: [{"snr_db", "k", "accuracy", "best_k", "best_accuracy"}, ...]}`` in SNR order.
 
-    ``records`` are evaluation records (see ``rkd.channel_sweep``); only those of ``method`` (all when
+    ``records`` are evaluation records (see ``rkd.evaluation.sweep``); only those of ``method`` (all when
     None) with an SNR and a ``k`` count. Ties in the best accuracy go to the smaller ``k``.
     """
     if not 0 <= margin < 1:

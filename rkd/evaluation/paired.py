@@ -4,7 +4,7 @@ Inputs: per seed, each method's ``results.json`` and (with ``baselines.per_image
 ``correct.npz``: one packed bit per test image per swept record, in record order, so two
 methods' images line up (same test images, same seeded channel draws per cell and seed).
 
-Outputs: records averaged over seeds with 95% intervals (``rkd.stats.accuracy_interval``), and
+Outputs: records averaged over seeds with 95% intervals (``rkd.evaluation.stats.accuracy_interval``), and
 per (baseline, channel, k, SNR) cell the pooled mid-p McNemar verdict of RKD-SC vs the baseline
 (``win`` / ``tie`` / ``loss``; where a method kept no per-image data, an unpaired two-proportion
 test on the pooled counts, labelled ``unpaired``). The dominance rule: "RKD-SC >= baseline" holds
@@ -20,8 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from rkd.artifacts import atomic_write, read_json
-from rkd.stats import ALPHA, accuracy_interval, mcnemar, paired_t, two_proportion_p, verdict
+from rkd.run.artifacts import atomic_write, read_json
+from rkd.evaluation.stats import ALPHA, accuracy_interval, mcnemar, paired_t, two_proportion_p, verdict
 
 CORRECT_FILE = "correct.npz"
 

@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from rkd.artifacts import IntegrityError, atomic_write, atomic_write_json, file_checksums, read_record, verify_checksums
+from rkd.run.artifacts import IntegrityError, atomic_write, atomic_write_json, file_checksums, read_record, verify_checksums
 
 
 class Checkpointer:

@@ -1,6 +1,6 @@
 """ONNX files of the transmitter and receiver, for runtimes other than torch (onnxruntime, TensorRT, edge SDKs).
 
-The graphs are the same ``rkd.export.Transmitter`` / ``Receiver`` modules the TorchScript files hold,
+The graphs are the same ``rkd.export.torchscript.Transmitter`` / ``Receiver`` modules the TorchScript files hold,
 exported with torch's dynamo exporter (which turns the codec's complex symbols into real pairs), with
 a dynamic batch dimension and the same inputs and outputs:
 

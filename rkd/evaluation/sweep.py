@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from rkd.channels import channel_from_spec
-from rkd.frozen_features import batched
-from rkd.progress import progress_bar
-from rkd.records import cell_generator, channel_record
+from rkd.models.frozen_tokens import batched
+from rkd.run.progress import progress_bar
+from rkd.evaluation.records import cell_generator, channel_record
 
 METHOD = "rkd-sc"
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rkd.channels import normalize_power
-from rkd.frozen_features import batched
+from rkd.models.frozen_tokens import batched
 from rkd.models.cat import symbol_mask
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from rkd.records import cell_generator
+from rkd.evaluation.records import cell_generator
 
 LOW_SNR_DB = 0.0  # the confusion matrix's SNR when the grid reaches it; else the grid's lowest
 

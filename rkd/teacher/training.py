@@ -15,12 +15,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from accelerate.utils import DistributedType
 
-from rkd.artifacts import PathLike
+from rkd.run.artifacts import PathLike
 from rkd.config import RunConfig
 from rkd.data import DataBundle, augment, make_loader, random_erase
 from rkd.engine import Step, evaluate, fit
-from rkd.teacher import Teacher, build_teacher, find_head
-from rkd.teacher_io import save_teacher
+from rkd.teacher.model import Teacher, build_teacher, find_head
+from rkd.teacher.io import save_teacher
 
 
 class TeacherObjective:

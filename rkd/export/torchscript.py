@@ -14,7 +14,7 @@ real radio: the transmitter emits power-normalised symbols, the receiver takes w
 
 ``export.json`` records shapes, rates, the class names and how close the exported pair came to the
 Python modules on test images. With the ``onnx`` extra installed, ``transmitter.onnx`` and
-``receiver.onnx`` hold the same two graphs (``rkd.export_onnx``).
+``receiver.onnx`` hold the same two graphs (``rkd.export.onnx_export``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rkd.artifacts import atomic_write_json
+from rkd.run.artifacts import atomic_write_json
 from rkd.channels import _EPS as POWER_EPS
 from rkd.channels import get_channel
 from rkd.data import student_transform
-from rkd.export_onnx import export_onnx_pair, onnx_available
+from rkd.export.onnx_export import export_onnx_pair, onnx_available
 from rkd.models.cat import symbol_mask
 from rkd.models.factory import load_stage2
 

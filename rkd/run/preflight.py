@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from rkd.config import ConfigError, RunConfig, TeacherConfig
 from rkd.nas.genotype import Genotype, GenotypeError, load_genotype
-from rkd.teacher import (CLIP_MODEL_TYPES, Teacher, build_teacher, load_processor, load_teacher_config,
+from rkd.teacher.model import (CLIP_MODEL_TYPES, Teacher, build_teacher, load_processor, load_teacher_config,
                          transform_from_processor)
 
 PROBE_SIZES = (32, 64, 224)  # the alternatives tried when the configured size fails

@@ -1,7 +1,7 @@
 """The run directory: stage order, skipping what is already done, resuming what is not.
 
 ``runs/<name>/<stage>/stage.json`` is written last, when a stage finishes, with the stage's hash
-(``rkd.hashing``: the config sections and input files it depends on, chained through its upstream
+(``rkd.run.hashing``: the config sections and input files it depends on, chained through its upstream
 stages). A stage whose record matches is skipped; an unfinished stage with the same hash resumes
 from its checkpoints; a stage whose hash changed is moved aside to ``<stage>.stale-<old hash>``
 (nothing is deleted) and rerun. The stages themselves are ``rkd.stages``.
@@ -20,11 +20,11 @@ from typing import Callable, Optional
 
 from accelerate.utils import set_seed
 
-from rkd.artifacts import IntegrityError, atomic_write_json, file_checksums, read_record, verify_checksums
+from rkd.run.artifacts import IntegrityError, atomic_write_json, file_checksums, read_record, verify_checksums
 from rkd.config import RunConfig, save_config
-from rkd.hashing import STAGES, git_commit, stage_hashes
-from rkd.preflight import check_inputs
-from rkd.rundir import ResumableDir
+from rkd.run.hashing import STAGES, git_commit, stage_hashes
+from rkd.run.preflight import check_inputs
+from rkd.run.rundir import ResumableDir
 from rkd.stages import cache, evaluate, search, stage1, stage2, sweep, teacher
 from rkd.stages.inputs import RunInputs
 
@@ -165,7 +165,7 @@ class Pipeline:
         if until not in STAGES:
             raise ValueError(f"unknown stage {until!r}; stages are {STAGES}")
         stages = STAGES[: STAGES.index(until) + 1]
-        if not self._checked:  # seconds of checks before minutes of training (rkd.preflight)
+        if not self._checked:  # seconds of checks before minutes of training (rkd.run.preflight)
             record = self.run_dir.record("teacher")
             check_inputs(self.cfg, stages, teacher_done=bool(record) and record.get("hash") == self.run_dir.hashes["teacher"])
             self._checked = True

@@ -1,7 +1,7 @@
 """Stage hashes: what each stage's output depends on, so a finished stage is reused only when nothing it read changed.
 
 Each hash covers the stage's own settings and, through chaining, everything upstream. File inputs
-(dataset, teacher directory, genotype JSON) enter by content, not by path (``rkd.fingerprint``):
+(dataset, teacher directory, genotype JSON) enter by content, not by path (``rkd.run.fingerprint``):
 an edited file reruns the stages after it, a moved one does not.
 """
 
@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from rkd.config import RunConfig, config_hash, to_dict
-from rkd.fingerprint import input_fingerprints
+from rkd.run.fingerprint import input_fingerprints
 
 STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")  # in run order; each has a hash
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rkd.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
-from rkd.classwise import csv_rows, describe_dataset, plot_confusion
-from rkd.classwise import render_lines as render_classwise
+from rkd.run.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
+from rkd.evaluation.classwise import csv_rows, describe_dataset, plot_confusion
+from rkd.evaluation.classwise import render_lines as render_classwise
 
 
 def write_outputs(out_dir: Path, records: list, summary: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "results.json", {"summary": summary, "records": records})
     fields = ["method", "channel", "csi", "k_factor", "channel_label", "snr_db", "channel_uses", "accuracy", "n_test",
-              "class"]  # empty on the overall rows; the per-class rows (rkd.classwise) name their class
+              "class"]  # empty on the overall rows; the per-class rows (rkd.evaluation.classwise) name their class
 
     def write_csv(path: Path) -> None:
         with open(path, "w", newline="") as handle:

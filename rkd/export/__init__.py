@@ -1,0 +1,1 @@
+"""Deployable files of a trained system: TorchScript transmitter and receiver, and their ONNX twins."""
