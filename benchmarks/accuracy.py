@@ -12,17 +12,14 @@ the targets check. The full tables and figure are in ``runs/<name>/compare/``.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
 
 from common import parse_config
 
 
 def main() -> dict:
-    from rkd.run.artifacts import read_json
     from rkd.baselines.runner import run_baselines
     from rkd.engine import make_accelerator
+    from rkd.run.artifacts import read_json
     from rkd.run.pipeline import stage_runner
 
     cfg, _ = parse_config(__doc__)
@@ -33,18 +30,42 @@ def main() -> dict:
     for r in data["records"]:
         if r["snr_db"] is None:
             continue
-        key = curves.setdefault(r["method"], {}).setdefault(r["channel_label"], {}).setdefault(str(r["channel_uses"]), {})
+        key = (
+            curves.setdefault(r["method"], {}).setdefault(r["channel_label"], {}).setdefault(str(r["channel_uses"]), {})
+        )
         key[f"{r['snr_db']:g}"] = r["accuracy"]  # the mean over seeds; intervals are in compare/results.json
     s = data["summary"]
-    return {"benchmark": "accuracy", "config": cfg.name, "run_dir": str(cfg.run_dir), "compare_k": data["k"],
-            "teacher": {"accuracy": s["teacher_accuracy"], "params": s["teacher_params"], "flops": s["teacher_flops"]},
-            "student": {"accuracy": s["student_accuracy"], "params": s["student_params"], "flops": s["student_flops"]},
-            "n_test": s["n_test"], "seeds": data.get("seeds"),
-            "methods": {m: {k: v for k, v in summary.items() if k in ("tx_params", "tx_flops", "rx_params", "rx_flops",
-                                                                      "max_symbols", "rates", "kind", "trained_on",
-                                                                      "budget")}
-                        for m, summary in data["methods"].items()},
-            "accuracy": curves, "targets": data["targets"]}
+    return {
+        "benchmark": "accuracy",
+        "config": cfg.name,
+        "run_dir": str(cfg.run_dir),
+        "compare_k": data["k"],
+        "teacher": {"accuracy": s["teacher_accuracy"], "params": s["teacher_params"], "flops": s["teacher_flops"]},
+        "student": {"accuracy": s["student_accuracy"], "params": s["student_params"], "flops": s["student_flops"]},
+        "n_test": s["n_test"],
+        "seeds": data.get("seeds"),
+        "methods": {
+            m: {
+                k: v
+                for k, v in summary.items()
+                if k
+                in (
+                    "tx_params",
+                    "tx_flops",
+                    "rx_params",
+                    "rx_flops",
+                    "max_symbols",
+                    "rates",
+                    "kind",
+                    "trained_on",
+                    "budget",
+                )
+            }
+            for m, summary in data["methods"].items()
+        },
+        "accuracy": curves,
+        "targets": data["targets"],
+    }
 
 
 if __name__ == "__main__":

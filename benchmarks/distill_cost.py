@@ -9,15 +9,10 @@ reported as medians and as ratios to the student-only step. Target: cache KD <= 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
-
 import statistics
 import time
 
 import torch
-
 from common import parse_config, trained
 
 
@@ -33,7 +28,11 @@ class OnlineTeacherObjective:
         with torch.no_grad():
             out = self.teacher(batch["pixels"])
         outputs = model(self.transform(batch["pixels"]))
-        targets = {"label": batch["label"], "teacher_logits": out["logits"].float(), "teacher_features": out["features"].float()}
+        targets = {
+            "label": batch["label"],
+            "teacher_logits": out["logits"].float(),
+            "teacher_features": out["features"].float(),
+        }
         total, parts = self.loss(outputs, targets)
         return Step(loss=total, logits=outputs["logits"], labels=batch["label"], terms=parts)
 
@@ -41,21 +40,24 @@ class OnlineTeacherObjective:
 def main() -> dict:
     from rkd.baselines.link import NoTeacher
     from rkd.data import load_data, make_loader, student_transform
-    from rkd.stages.objective import DistillObjective, kd_loss
-    from rkd.models.factory import create_stage1_model
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
     from rkd.losses import build_kd_loss
     from rkd.measure import count_params
+    from rkd.models.factory import create_stage1_model
+    from rkd.stages.objective import DistillObjective, kd_loss
     from rkd.teacher.cache import load_cache
-    from rkd.teacher.model import build_teacher
     from rkd.teacher.io import load_trained_teacher
+    from rkd.teacher.model import build_teacher
 
     cfg, args = parse_config(__doc__, lambda p: p.add_argument("--rounds", type=int, default=15))
     rounds = args.rounds
     bundle = load_data(cfg.data)
     run = cfg.run_dir
-    teacher = (load_trained_teacher(run / "teacher" / "model") if trained(run / "teacher")
-               else build_teacher(cfg.teacher, bundle.num_classes, bundle.class_names, bundle.channels)).eval()
+    teacher = (
+        load_trained_teacher(run / "teacher" / "model")
+        if trained(run / "teacher")
+        else build_teacher(cfg.teacher, bundle.num_classes, bundle.class_names, bundle.channels)
+    ).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     if trained(run / "cache"):
@@ -64,8 +66,12 @@ def main() -> dict:
         from rkd.teacher.cache import TeacherCache
 
         n = len(bundle.splits["train"])
-        cache = TeacherCache({"train": torch.randn(n, bundle.num_classes).half()},
-                             {"train": torch.randn(n, teacher.feature_dim).half()}, {}, run / "cache")
+        cache = TeacherCache(
+            {"train": torch.randn(n, bundle.num_classes).half()},
+            {"train": torch.randn(n, teacher.feature_dim).half()},
+            {},
+            run / "cache",
+        )
     transform = student_transform(cfg.data, bundle)
     loader = make_loader(bundle.splits["train"], cfg.stage1.batch_size, shuffle=True, seed=0, drop_last=True)
     batches = iter(loader)
@@ -91,18 +97,24 @@ def main() -> dict:
             batch = next(batches)
         for kind, objective in kinds.items():  # same batch for all three: only the KD source differs
             start = time.perf_counter()
-            train_step(accelerator, models[kind], objective, batch, optimizers[kind], schedulers[kind], r,
-                       cfg.stage1.grad_clip)
+            train_step(
+                accelerator, models[kind], objective, batch, optimizers[kind], schedulers[kind], r, cfg.stage1.grad_clip
+            )
             if r >= 2:  # two warm-up rounds
                 times[kind].append(time.perf_counter() - start)
     median = {kind: statistics.median(t) for kind, t in times.items()}
     base = median["student_only"]
     ratios = {kind: m / base for kind, m in median.items()}
     return {
-        "benchmark": "distill_cost", "config": cfg.name, "batch_size": cfg.stage1.batch_size, "rounds": rounds,
-        "threads": torch.get_num_threads(), "teacher_params": count_params(teacher),
+        "benchmark": "distill_cost",
+        "config": cfg.name,
+        "batch_size": cfg.stage1.batch_size,
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "teacher_params": count_params(teacher),
         "student_params": count_params(models["cache_kd"].student),
-        "median_step_seconds": median, "ratio_to_student_only": ratios,
+        "median_step_seconds": median,
+        "ratio_to_student_only": ratios,
         "target_cache_kd_le_1.2x": ratios["cache_kd"] <= 1.2,
         "cache_source": "run cache" if trained(run / "cache") else "synthetic cache of the same shape",
     }

@@ -11,13 +11,10 @@ not depend on them). Sizes: parameters and fp32 bytes; the exported TorchScript 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
 
 import torch
-
 from common import median_seconds, parse_config, trained
+
 from rkd.measure import count_params
 
 
@@ -29,19 +26,22 @@ def size(module: torch.nn.Module) -> dict:
 
 def main() -> dict:
     from rkd.baselines.deep_jscc import DeepJSCCClassifier
-    from rkd.channels import training_channel_specs
     from rkd.data import load_data, student_transform
-    from rkd.models.factory import create_stage1_model, create_stage2_model, load_stage2
+    from rkd.draws import training_channel_specs
     from rkd.export.torchscript import Transmitter
-    from rkd.teacher.model import build_teacher
+    from rkd.models.factory import create_stage1_model, create_stage2_model, load_stage2
     from rkd.teacher.io import load_trained_teacher
+    from rkd.teacher.model import build_teacher
 
     cfg, args = parse_config(__doc__, lambda p: p.add_argument("--repeats", type=int, default=20))
     torch.manual_seed(0)
     bundle = load_data(cfg.data)
     run = cfg.run_dir
-    teacher = (load_trained_teacher(run / "teacher" / "model") if trained(run / "teacher")
-               else build_teacher(cfg.teacher, bundle.num_classes, bundle.class_names, bundle.channels)).eval()
+    teacher = (
+        load_trained_teacher(run / "teacher" / "model")
+        if trained(run / "teacher")
+        else build_teacher(cfg.teacher, bundle.num_classes, bundle.class_names, bundle.channels)
+    ).eval()
     if trained(run / "stage2"):
         system = load_stage2(cfg, bundle, teacher.feature_dim, run / "stage1", run / "stage2")
     else:
@@ -49,9 +49,19 @@ def main() -> dict:
     transform = student_transform(cfg.data, bundle)
     tx = Transmitter(system.eval(), transform).eval()
     b = cfg.baselines
-    jscc = {name: DeepJSCCClassifier(bundle.channels, bundle.num_classes, training_channel_specs(cfg.channel),
-                                     cfg.codec.max_symbols, b.jscc_channels, b.jscc_decoder_channels, b.jscc_hidden,
-                                     adaptive=name == "adjscc").eval() for name in ("deep-jscc", "adjscc")}
+    jscc = {
+        name: DeepJSCCClassifier(
+            bundle.channels,
+            bundle.num_classes,
+            training_channel_specs(cfg.channel),
+            cfg.codec.max_symbols,
+            b.jscc_channels,
+            b.jscc_decoder_channels,
+            b.jscc_hidden,
+            adaptive=name == "adjscc",
+        ).eval()
+        for name in ("deep-jscc", "adjscc")
+    }
     L = cfg.codec.max_symbols
     results = {}
     with torch.no_grad():
@@ -61,30 +71,41 @@ def main() -> dict:
             x = transform(images)
             repeats = args.repeats if batch == 1 else max(3, args.repeats // 4)
             timings = {
-                "rkd-sc transmitter": median_seconds(lambda: tx(images, snr, k), repeats),
-                "teacher forward": median_seconds(lambda: teacher(images), repeats),
+                "rkd-sc transmitter": median_seconds(lambda i=images, s=snr, r=k: tx(i, s, r), repeats),
+                "teacher forward": median_seconds(lambda i=images: teacher(i), repeats),
             }
             for name, model in jscc.items():
-                timings[f"{name} transmitter"] = median_seconds(lambda m=model: m.transmit(transform(images), snr), repeats)
-            results[f"batch_{batch}"] = {name: {"seconds_per_batch": t, "ms_per_image": 1000 * t / batch}
-                                         for name, t in timings.items()}
+                timings[f"{name} transmitter"] = median_seconds(
+                    lambda m=model, i=images, s=snr: m.transmit(transform(i), s),
+                    repeats,
+                )
+            results[f"batch_{batch}"] = {
+                name: {"seconds_per_batch": t, "ms_per_image": 1000 * t / batch} for name, t in timings.items()
+            }
             del x
     tx_modules = torch.nn.ModuleList([system.student, system.encoder])
-    sizes = {"rkd-sc transmitter (student + CAT encoder)": size(tx_modules), "teacher": size(teacher),
-             **{f"{n} transmitter": {"params": count_params(*j.transmitter_modules())}
-                for n, j in jscc.items()}}
+    sizes = {
+        "rkd-sc transmitter (student + CAT encoder)": size(tx_modules),
+        "teacher": size(teacher),
+        **{f"{n} transmitter": {"params": count_params(*j.transmitter_modules())} for n, j in jscc.items()},
+    }
     exported = run / "export" / "transmitter.pt"
     if exported.exists():
         sizes["rkd-sc transmitter (student + CAT encoder)"]["torchscript_file_bytes"] = exported.stat().st_size
     tx_size = sizes["rkd-sc transmitter (student + CAT encoder)"]
-    return {"benchmark": "inference", "config": cfg.name, "threads": torch.get_num_threads(),
-            "weights": "trained run" if trained(run / "stage2") else "untrained (same architecture)",
-            "latency": results, "sizes": sizes,
-            "transmitter_over_teacher_params": tx_size["params"] / sizes["teacher"]["params"],
-            "transmitter_over_teacher_latency_batch_1": results["batch_1"]["rkd-sc transmitter"]["seconds_per_batch"]
-            / results["batch_1"]["teacher forward"]["seconds_per_batch"],
-            "transmitter_over_teacher_latency_batch_256": results["batch_256"]["rkd-sc transmitter"]["seconds_per_batch"]
-            / results["batch_256"]["teacher forward"]["seconds_per_batch"]}
+    return {
+        "benchmark": "inference",
+        "config": cfg.name,
+        "threads": torch.get_num_threads(),
+        "weights": "trained run" if trained(run / "stage2") else "untrained (same architecture)",
+        "latency": results,
+        "sizes": sizes,
+        "transmitter_over_teacher_params": tx_size["params"] / sizes["teacher"]["params"],
+        "transmitter_over_teacher_latency_batch_1": results["batch_1"]["rkd-sc transmitter"]["seconds_per_batch"]
+        / results["batch_1"]["teacher forward"]["seconds_per_batch"],
+        "transmitter_over_teacher_latency_batch_256": results["batch_256"]["rkd-sc transmitter"]["seconds_per_batch"]
+        / results["batch_256"]["teacher forward"]["seconds_per_batch"],
+    }
 
 
 if __name__ == "__main__":

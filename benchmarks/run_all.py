@@ -35,19 +35,26 @@ def main() -> int:
     combined, failed = {}, []
     started = time.time()
     for i, name in enumerate(scripts):
-        print(f"[bench] {i + 1}/{len(scripts)} {name}: starting ({(time.time() - started) / 60:.1f} min elapsed)",
-              file=sys.stderr, flush=True)
+        print(
+            f"[bench] {i + 1}/{len(scripts)} {name}: starting ({(time.time() - started) / 60:.1f} min elapsed)",
+            file=sys.stderr,
+            flush=True,
+        )
         returncode, stdout = run_streaming([sys.executable, str(HERE / f"{name}.py"), *argv])
         if returncode != 0:
             failed.append(name)
             print(f"[bench] {name} failed (exit {returncode}); its output is above", file=sys.stderr)
             continue
-        result = json.loads(stdout if stdout.startswith("{") else stdout[stdout.index("\n{") + 1:])  # the last print
+        result = json.loads(stdout if stdout.startswith("{") else stdout[stdout.index("\n{") + 1 :])  # the last print
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         combined[name] = result
         if name == "accuracy":  # keep the comparison figure and tables beside the JSON (runs/ is not tracked)
-            for item, target in (("comparison.png", "comparison.png"), ("comparison.md", "comparison.md"),
-                                 ("rate_policy.json", "rate_policy.json"), ("results.json", "comparison.json")):
+            for item, target in (
+                ("comparison.png", "comparison.png"),
+                ("comparison.md", "comparison.md"),
+                ("rate_policy.json", "rate_policy.json"),
+                ("results.json", "comparison.json"),
+            ):
                 shutil.copyfile(Path(result["run_dir"]) / "compare" / item, out_dir / target)
         print(f"[bench] {name}: done ({(time.time() - started) / 60:.1f} min elapsed)", file=sys.stderr, flush=True)
     print(json.dumps(combined, indent=2))

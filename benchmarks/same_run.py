@@ -29,8 +29,10 @@ def without_ignored(value):
 
 
 def compare(a: Path, b: Path) -> dict:
-    checks = {rel: hashlib.sha256((a / rel).read_bytes()).hexdigest() == hashlib.sha256((b / rel).read_bytes()).hexdigest()
-              for rel in WEIGHTS}
+    checks = {
+        rel: hashlib.sha256((a / rel).read_bytes()).hexdigest() == hashlib.sha256((b / rel).read_bytes()).hexdigest()
+        for rel in WEIGHTS
+    }
     genotypes = [without_ignored(json.loads((d / "search" / "genotype.json").read_text())) for d in (a, b)]
     checks["search/genotype.json"] = genotypes[0] == genotypes[1]
     results = [json.loads((d / "eval" / "results.json").read_text()) for d in (a, b)]

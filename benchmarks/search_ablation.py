@@ -58,11 +58,19 @@ def base_overrides(args) -> list:
     # the default's warm-up is one epoch of the full training set; on the subset it would outlast the
     # short teacher (whose test accuracy was then 53%), so it is one epoch of the subset
     warmup = math.ceil(args.max_train / TEACHER_BATCH)
-    return [f"runs_dir={args.runs_dir}", "name=search-ablation",
-            f"data.max_train={args.max_train}", f"data.max_val={args.max_val}", f"data.max_test={args.max_test}",
-            f"teacher.train.epochs={args.teacher_epochs}", f"teacher.train.warmup_steps={warmup}",
-            f"teacher.train.batch_size={TEACHER_BATCH}", f"stage1.epochs={args.stage1_epochs}",
-            "stage2.epochs=2", *args.override]
+    return [
+        f"runs_dir={args.runs_dir}",
+        "name=search-ablation",
+        f"data.max_train={args.max_train}",
+        f"data.max_val={args.max_val}",
+        f"data.max_test={args.max_test}",
+        f"teacher.train.epochs={args.teacher_epochs}",
+        f"teacher.train.warmup_steps={warmup}",
+        f"teacher.train.batch_size={TEACHER_BATCH}",
+        f"stage1.epochs={args.stage1_epochs}",
+        "stage2.epochs=2",
+        *args.override,
+    ]
 
 
 def load(args, extra=()):
@@ -83,8 +91,13 @@ def pipeline_inputs(cfg):
 
 
 SMOKE = {"max_train": 600, "max_val": 200, "max_test": 300, "teacher_epochs": 1, "stage1_epochs": 1}
-SMOKE_OVERRIDES = ["search.max_train=128", "search.max_val=64", "search.train.epochs=2", "search.warmup_epochs=1",
-                   "stage1.max_steps=8"]
+SMOKE_OVERRIDES = [
+    "search.max_train=128",
+    "search.max_val=64",
+    "search.train.epochs=2",
+    "search.warmup_epochs=1",
+    "stage1.max_steps=8",
+]
 
 
 def seed_dir(args, seed: int) -> Path:
@@ -110,31 +123,60 @@ def child_search(args) -> None:
 
 
 def run_child_search(args, variant: str, seed: int) -> dict:
-    cmd = [sys.executable, __file__, "--child-search", variant, "--child-seed", str(seed), "--runs-dir",
-           args.runs_dir, "--threads", str(args.threads), "--max-train", str(args.max_train), "--max-val",
-           str(args.max_val), "--max-test", str(args.max_test), "--teacher-epochs", str(args.teacher_epochs),
-           "--stage1-epochs", str(args.stage1_epochs), *sum((["--override", o] for o in args.override), [])]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-search",
+        variant,
+        "--child-seed",
+        str(seed),
+        "--runs-dir",
+        args.runs_dir,
+        "--threads",
+        str(args.threads),
+        "--max-train",
+        str(args.max_train),
+        "--max-val",
+        str(args.max_val),
+        "--max-test",
+        str(args.max_test),
+        "--teacher-epochs",
+        str(args.teacher_epochs),
+        "--stage1-epochs",
+        str(args.stage1_epochs),
+        *sum((["--override", o] for o in args.override), []),
+    ]
     log = Path(args.runs_dir) / f"search-{variant}-seed{seed}.log"
     started = time.time()
     with open(log, "w") as handle:
-        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT,
-                                env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        proc = subprocess.Popen(
+            cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        )
         _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise RuntimeError(f"search {variant} (seed {seed}) failed (status {status}); see {log}")
     out = seed_dir(args, seed) / variant
     meta = json.loads((out / "genotype.json").read_text())["meta"]
-    return {"process_wall_minutes": (time.time() - started) / 60,
-            "search_wall_minutes": json.loads((out / "wall.json").read_text())["seconds"] / 60,
-            "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60, "peak_rss_mib": usage.ru_maxrss / 1024,
-            "steps": meta["steps"], "arch_steps": meta["arch_steps"], "train_rows": meta["train_rows"],
-            "val_rows": meta["val_rows"], "supernet_val_accuracy": meta["supernet_val_accuracy"],
-            "expected_params": meta["expected_params"], "skips": meta["skips"],
-            "skips_before_cap": meta["skips_before_cap"], "selection": meta.get("selection")}
+    return {
+        "process_wall_minutes": (time.time() - started) / 60,
+        "search_wall_minutes": json.loads((out / "wall.json").read_text())["seconds"] / 60,
+        "cpu_minutes": (usage.ru_utime + usage.ru_stime) / 60,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "steps": meta["steps"],
+        "arch_steps": meta["arch_steps"],
+        "train_rows": meta["train_rows"],
+        "val_rows": meta["val_rows"],
+        "supernet_val_accuracy": meta["supernet_val_accuracy"],
+        "expected_params": meta["expected_params"],
+        "skips": meta["skips"],
+        "skips_before_cap": meta["skips_before_cap"],
+        "selection": meta.get("selection"),
+    }
 
 
-def random_genotype(primitives: list, nodes: int, target_params: int, shape, seed: int = 0, samples: int = 2000,
-                    tolerance: float = 0.03):
+def random_genotype(
+    primitives: list, nodes: int, target_params: int, shape, seed: int = 0, samples: int = 2000, tolerance: float = 0.03
+):
     """Random cells (no ``none``, at most 2 skips per cell) whose student is closest in size to ``target_params``.
 
     Draws until one is within ``tolerance`` of the target (or ``samples`` draws): a fixed small number
@@ -180,22 +222,21 @@ def test_accuracy(cfg, bundle, cache, stage1_dir: Path) -> float:
     correct = 0
     with torch.no_grad():
         for start in range(0, len(test), 500):
-            logits = model(transform(test.images[start:start + 500]))["logits"]
-            correct += int((logits.argmax(-1) == test.labels[start:start + 500]).sum())
+            logits = model(transform(test.images[start : start + 500]))["logits"]
+            correct += int((logits.argmax(-1) == test.labels[start : start + 500]).sum())
     return correct / len(test)
 
 
 def rkd_sc_accuracy(cfg, accelerator, bundle, cache, stage1_dir: Path, out: Path, snrs: list) -> dict:
     """Short stage 2 on the stage-1 student, then AWGN accuracy at the full channel budget per SNR."""
     import torch
-
     from accelerate.utils import set_seed
 
     from rkd.data import student_transform
-    from rkd.models.factory import load_stage2
-    from rkd.stages.stage2 import train_codec
-    from rkd.models.frozen_tokens import batched
     from rkd.evaluation.sweep import channel_sweep
+    from rkd.models.factory import load_stage2
+    from rkd.models.frozen_tokens import batched
+    from rkd.stages.stage2 import train_codec
 
     set_seed(cfg.seed + 2)
     train_codec(cfg, accelerator, bundle, cache, stage1_dir, out)
@@ -206,8 +247,9 @@ def rkd_sc_accuracy(cfg, accelerator, bundle, cache, stage1_dir: Path, out: Path
     with torch.no_grad():
         tokens = batched(lambda t: system.student(t)["tokens"], x, 500)
     k = max(cfg.codec.rates)
-    records = channel_sweep(system, tokens, test.labels, [{"name": "awgn"}], snrs, [k], 500, cfg.eval.seed,
-                            progress=False)
+    records = channel_sweep(
+        system, tokens, test.labels, [{"name": "awgn"}], snrs, [k], 500, cfg.eval.seed, progress=False
+    )
     return {f"{r['snr_db']:g} dB": r["accuracy"] for r in records} | {"channel_uses": k}
 
 
@@ -215,10 +257,10 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
     """Stage 1 of every student of one seed: the searches' cells, the hand cells, a random draw of the searched size."""
     from accelerate.utils import set_seed
 
-    from rkd.stages.stage1 import train_student
     from rkd.nas.complexity import measure_network
     from rkd.nas.genotype import GENOTYPES, genotype_from_dict, genotype_to_dict, load_genotype
     from rkd.stages.search import student_shape
+    from rkd.stages.stage1 import train_student
 
     cfg = dataclasses.replace(cfg, seed=seed)
     shape = student_shape(cfg, bundle)
@@ -227,9 +269,9 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
     if selection:  # what the candidate selection added: the cells DARTS derived before it
         genotypes["darts_derived"] = genotype_from_dict(selection["derived_genotype"])
     genotypes["hand_default"] = GENOTYPES["default"]
-    genotypes["random_similar_size"] = random_genotype(cfg.search.primitives, cfg.search.nodes,
-                                                       measure_network(genotypes["kdl_darts"], shape).params, shape,
-                                                       seed=seed)
+    genotypes["random_similar_size"] = random_genotype(
+        cfg.search.primitives, cfg.search.nodes, measure_network(genotypes["kdl_darts"], shape).params, shape, seed=seed
+    )
     students = {}
     for name, genotype in genotypes.items():
         runs = []
@@ -238,29 +280,51 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
             out = seed_dir(args, seed) / (f"stage1-{name}" + (f"-r{repeat}" if repeat else ""))
             set_seed(trained.seed + 1)
             summary = train_student(trained, accelerator, bundle, cache, out, genotype=genotype)
-            runs.append({"val": summary["best_val_accuracy"], "test": test_accuracy(trained, bundle, cache, out),
-                         "minutes": summary["seconds"] / 60})
+            runs.append(
+                {
+                    "val": summary["best_val_accuracy"],
+                    "test": test_accuracy(trained, bundle, cache, out),
+                    "minutes": summary["seconds"] / 60,
+                }
+            )
         cost = measure_network(genotype, shape)
-        students[name] = {"params": cost.params, "flops": cost.flops,
-                          "stage1_val_accuracy": statistics.fmean(r["val"] for r in runs),
-                          "stage1_test_accuracy": statistics.fmean(r["test"] for r in runs),
-                          "stage1_minutes": sum(r["minutes"] for r in runs), "genotype": genotype_to_dict(genotype)}
+        students[name] = {
+            "params": cost.params,
+            "flops": cost.flops,
+            "stage1_val_accuracy": statistics.fmean(r["val"] for r in runs),
+            "stage1_test_accuracy": statistics.fmean(r["test"] for r in runs),
+            "stage1_minutes": sum(r["minutes"] for r in runs),
+            "genotype": genotype_to_dict(genotype),
+        }
         if args.train_seeds > 1:
             students[name]["stage1_test_accuracy_per_training_seed"] = [r["test"] for r in runs]
-        print(f"seed {seed} {name}: {cost.params:,} params, {cost.flops:,} FLOPs, "
-              f"test {100 * students[name]['stage1_test_accuracy']:.2f}%"
-              + (f" (mean of {args.train_seeds} trainings)" if args.train_seeds > 1 else ""), flush=True)
+        print(
+            f"seed {seed} {name}: {cost.params:,} params, {cost.flops:,} FLOPs, "
+            f"test {100 * students[name]['stage1_test_accuracy']:.2f}%"
+            + (f" (mean of {args.train_seeds} trainings)" if args.train_seeds > 1 else ""),
+            flush=True,
+        )
     if args.rkd_sc:
         for name in ("kdl_darts", "hand_default"):
             students[name]["rkd_sc_awgn"] = rkd_sc_accuracy(
-                cfg, accelerator, bundle, cache, seed_dir(args, seed) / f"stage1-{name}",
-                seed_dir(args, seed) / f"stage2-{name}", [-5.0, 5.0, 15.0])
+                cfg,
+                accelerator,
+                bundle,
+                cache,
+                seed_dir(args, seed) / f"stage1-{name}",
+                seed_dir(args, seed) / f"stage2-{name}",
+                [-5.0, 5.0, 15.0],
+            )
     return students
 
 
 def mean_std(values: list) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values), "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "n": len(values),
+        "values": values,
+    }
 
 
 def paired(values: list) -> dict:
@@ -279,23 +343,35 @@ def summarise(per_seed: dict) -> dict:
     names = list(per_seed[seeds[0]]["students"])
     accuracy = {n: mean_std([per_seed[s]["students"][n]["stage1_test_accuracy"] for s in seeds]) for n in names}
     params = {n: statistics.fmean(per_seed[s]["students"][n]["params"] for s in seeds) for n in names}
-    gain = [per_seed[s]["students"]["kdl_darts"]["stage1_test_accuracy"]
-            - per_seed[s]["students"]["random_similar_size"]["stage1_test_accuracy"] for s in seeds]
+    gain = [
+        per_seed[s]["students"]["kdl_darts"]["stage1_test_accuracy"]
+        - per_seed[s]["students"]["random_similar_size"]["stage1_test_accuracy"]
+        for s in seeds
+    ]
     derived = {}
     if all("darts_derived" in per_seed[s]["students"] for s in seeds):
-        derived["searched_minus_darts_derived"] = paired([
-            per_seed[s]["students"]["kdl_darts"]["stage1_test_accuracy"]
-            - per_seed[s]["students"]["darts_derived"]["stage1_test_accuracy"] for s in seeds])
+        derived["searched_minus_darts_derived"] = paired(
+            [
+                per_seed[s]["students"]["kdl_darts"]["stage1_test_accuracy"]
+                - per_seed[s]["students"]["darts_derived"]["stage1_test_accuracy"]
+                for s in seeds
+            ]
+        )
     searched = [genotype_from_dict(per_seed[s]["students"]["kdl_darts"]["genotype"]) for s in seeds]
     total = len(searched[0].normal) + len(searched[0].reduce)
-    pairs = [(a, b) for i, a in enumerate(searched) for b in searched[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(searched) for b in searched[i + 1 :]]
     return {
-        "seeds": seeds, "stage1_test_accuracy": accuracy, "mean_params": params,
-        "searched_minus_random": paired(gain), **derived,
-        "stability": {"edges": total, "edges_shared_by_all_seeds": shared_edges(searched),
-                      "ops_shared_by_all_seeds_ignoring_inputs": shared_edges(searched, ignore_inputs=True),
-                      "mean_edges_shared_per_seed_pair": (statistics.fmean(shared_edges(p) for p in pairs)
-                                                          if pairs else None)},
+        "seeds": seeds,
+        "stage1_test_accuracy": accuracy,
+        "mean_params": params,
+        "searched_minus_random": paired(gain),
+        **derived,
+        "stability": {
+            "edges": total,
+            "edges_shared_by_all_seeds": shared_edges(searched),
+            "ops_shared_by_all_seeds_ignoring_inputs": shared_edges(searched, ignore_inputs=True),
+            "mean_edges_shared_per_seed_pair": (statistics.fmean(shared_edges(p) for p in pairs) if pairs else None),
+        },
     }
 
 
@@ -312,8 +388,12 @@ def merge(paths: list, out: Path) -> None:
             if int(seed) in per_seed:
                 raise SystemExit(f"--merge: seed {seed} appears twice (again in {path})")
             per_seed[int(seed)] = value
-    result = {"setup": setups[0], "merged_from": [str(p) for p in paths], "summary": summarise(per_seed),
-              "per_seed": {str(seed): v for seed, v in sorted(per_seed.items())}}
+    result = {
+        "setup": setups[0],
+        "merged_from": [str(p) for p in paths],
+        "summary": summarise(per_seed),
+        "per_seed": {str(seed): v for seed, v in sorted(per_seed.items())},
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))
@@ -325,21 +405,35 @@ def parse_args():
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "search_ablation.json"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="search/stage-1 seeds (e.g. 0 1 2)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="searches to run per seed (kdl_darts is always included)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="searches to run per seed (kdl_darts is always included)",
+    )
     parser.add_argument("--max-train", type=int, default=6000)
     parser.add_argument("--max-val", type=int, default=3000)
     parser.add_argument("--max-test", type=int, default=2000)
     parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--stage1-epochs", type=int, default=3)
-    parser.add_argument("--train-seeds", type=int, default=1,
-                        help="stage-1 trainings per student and seed, averaged: each brief training alone varies "
-                             "by ~0.7 points with its seed, as much as the cells do")
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        default=1,
+        help="stage-1 trainings per student and seed, averaged: each brief training alone varies "
+        "by ~0.7 points with its seed, as much as the cells do",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny subsets and searches: proves the script runs")
     parser.add_argument("--rkd-sc", action="store_true", help="also a short stage 2 + AWGN accuracy (searched, hand)")
     parser.add_argument("--override", action="append", default=[], help="extra config override (repeatable)")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                        help="summarise the seeds of earlier result files (same setup, distinct seeds) into --out")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="summarise the seeds of earlier result files (same setup, distinct seeds) into --out",
+    )
     parser.add_argument("--child-search", dest="variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -376,25 +470,37 @@ def main() -> None:
         before = time.time()
         searches = {variant: run_child_search(args, variant, seed) for variant in args.variants}
         search_seconds += time.time() - before
-        per_seed[seed] = {"searches": searches,
-                          "students": train_students(args, cfg, accelerator, bundle, cache, seed)}
+        per_seed[seed] = {"searches": searches, "students": train_students(args, cfg, accelerator, bundle, cache, seed)}
     result = {
         "setup": {
-            "data": {"train": len(bundle.splits["train"]), "val": len(bundle.splits["val"]),
-                     "test": len(bundle.splits["test"])},
-            "teacher_epochs": args.teacher_epochs, "stage1_epochs": args.stage1_epochs, "threads": args.threads,
+            "data": {
+                "train": len(bundle.splits["train"]),
+                "val": len(bundle.splits["val"]),
+                "test": len(bundle.splits["test"]),
+            },
+            "teacher_epochs": args.teacher_epochs,
+            "stage1_epochs": args.stage1_epochs,
+            "threads": args.threads,
             "train_seeds": args.train_seeds,
-            "smoke": args.smoke, "overrides": args.override, "teacher_seed": cfg.seed,
-            "search": {k: v for k, v in to_dict(cfg.search).items() if k not in ("train", "primitives", "sweep_weights")}
+            "smoke": args.smoke,
+            "overrides": args.override,
+            "teacher_seed": cfg.seed,
+            "search": {
+                k: v for k, v in to_dict(cfg.search).items() if k not in ("train", "primitives", "sweep_weights")
+            }
             | {"epochs": cfg.search.train.epochs, "batch_size": cfg.search.train.batch_size},
-            "teacher_test_accuracy": float((cache.logits["test"].float().argmax(-1) == bundle.splits["test"].labels)
-                                           .float().mean()),
+            "teacher_test_accuracy": float(
+                (cache.logits["test"].float().argmax(-1) == bundle.splits["test"].labels).float().mean()
+            ),
             "load_average_at_end": os.getloadavg(),
         },
         "summary": summarise(per_seed),
         "per_seed": {str(seed): v for seed, v in per_seed.items()},
-        "minutes": {"teacher_and_cache": (prepared - started) / 60, "searches": search_seconds / 60,
-                    "total": (time.time() - started) / 60},
+        "minutes": {
+            "teacher_and_cache": (prepared - started) / 60,
+            "searches": search_seconds / 60,
+            "total": (time.time() - started) / 60,
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from common import parse_config
 
 VARIANTS = {
@@ -50,12 +49,19 @@ def summarise(run_dir: Path) -> dict:
     for r in data["records"]:
         if r["snr_db"] is None or r["channel_label"] not in SHOWN:
             continue
-        rows.setdefault(r["channel_label"], {}).setdefault(str(r["channel_uses"]), {})[f"{r['snr_db']:g}"] = r["accuracy"]
+        rows.setdefault(r["channel_label"], {}).setdefault(str(r["channel_uses"]), {})[f"{r['snr_db']:g}"] = r[
+            "accuracy"
+        ]
     s = data["summary"]
     stage2 = json.loads((run_dir / "stage2" / "stage.json").read_text())["summary"]
-    return {"student_accuracy": s["student_accuracy"], "teacher_accuracy": s["teacher_accuracy"],
-            "n_test": s["n_test"], "stage2_seconds": stage2.get("seconds"),
-            "code_diagnostics": s.get("code_diagnostics"), "accuracy": rows}
+    return {
+        "student_accuracy": s["student_accuracy"],
+        "teacher_accuracy": s["teacher_accuracy"],
+        "n_test": s["n_test"],
+        "stage2_seconds": stage2.get("seconds"),
+        "code_diagnostics": s.get("code_diagnostics"),
+        "accuracy": rows,
+    }
 
 
 def main() -> int:
@@ -69,19 +75,34 @@ def main() -> int:
         raise SystemExit(f"no finished stage 1 in {cfg.run_dir}: run `rkd run` with the same config first")
     started, results, pending = time.time(), {}, list(args.variants)
     while pending:
-        batch, pending = pending[: args.jobs], pending[args.jobs:]
+        batch, pending = pending[: args.jobs], pending[args.jobs :]
         jobs = [(name, *run_variant(cfg, args, name)) for name in batch]
         for name, proc, variant in jobs:
             if proc.wait() != 0:
                 raise SystemExit(f"variant {name} failed: see {variant.run_dir / 'stage2_terms.log'}")
             results[name] = {"overrides": VARIANTS[name], **summarise(variant.run_dir)}
             print(f"[stage2_terms] {name}: done ({time.time() - started:.0f} s)", flush=True)
-    out = {"config": args.config or ["default"], "overrides": args.overrides, "threads": args.threads,
-           "seconds": time.time() - started, "variants": results}
+    out = {
+        "config": args.config or ["default"],
+        "overrides": args.overrides,
+        "threads": args.threads,
+        "seconds": time.time() - started,
+        "variants": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
-    print(json.dumps({name: {lab: r["accuracy"].get(lab, {}).get(str(max(map(int, r["accuracy"][lab]))), {})
-                             for lab in r["accuracy"]} for name, r in results.items()}, indent=1))
+    print(
+        json.dumps(
+            {
+                name: {
+                    lab: r["accuracy"].get(lab, {}).get(str(max(map(int, r["accuracy"][lab]))), {})
+                    for lab in r["accuracy"]
+                }
+                for name, r in results.items()
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

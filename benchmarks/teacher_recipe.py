@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
-
 from common import parse_config
 
 from rkd.data import load_data, make_loader  # noqa: E402
@@ -62,29 +60,50 @@ def main() -> None:
     accelerator = make_accelerator(cpu=True, seed=cfg.seed)  # fit's step, on the CPU as before
     torch.manual_seed(cfg.seed)
     teacher = build_teacher(tcfg, bundle.num_classes, bundle.class_names, bundle.channels)
-    objective = TeacherObjective(tcfg.augment, tcfg.train.label_smoothing, seed=cfg.seed,
-                                 precision=tcfg.train_precision, random_erasing=tcfg.random_erasing)
+    objective = TeacherObjective(
+        tcfg.augment,
+        tcfg.train.label_smoothing,
+        seed=cfg.seed,
+        precision=tcfg.train_precision,
+        random_erasing=tcfg.random_erasing,
+    )
     loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.seed)
     optimizer = build_optimizer(teacher.parameters(), tcfg.train)
     scheduler = build_scheduler(optimizer, tcfg.train, tcfg.train.epochs * len(loader))
     teacher, optimizer, scheduler = accelerator.prepare(teacher, optimizer, scheduler)
-    record = {"family": tcfg.embedded_family, "hidden_sizes": tcfg.embedded_hidden_sizes, "depths": tcfg.embedded_depths,
-              "image_size": tcfg.image_size or 28, "params": teacher.n_params, "threads": torch.get_num_threads(),
-              "channels_last": tcfg.channels_last, "augment": tcfg.augment,
-              "random_erasing": tcfg.random_erasing, "train_precision": tcfg.train_precision, "train": vars(tcfg.train),
-              "n_train": len(bundle.splits["train"].labels), "epochs": []}
+    record = {
+        "family": tcfg.embedded_family,
+        "hidden_sizes": tcfg.embedded_hidden_sizes,
+        "depths": tcfg.embedded_depths,
+        "image_size": tcfg.image_size or 28,
+        "params": teacher.n_params,
+        "threads": torch.get_num_threads(),
+        "channels_last": tcfg.channels_last,
+        "augment": tcfg.augment,
+        "random_erasing": tcfg.random_erasing,
+        "train_precision": tcfg.train_precision,
+        "train": vars(tcfg.train),
+        "n_train": len(bundle.splits["train"].labels),
+        "epochs": [],
+    }
     trained, global_step = 0.0, 0
     for epoch in range(tcfg.train.epochs):
         started = time.time()
         for batch in loader:
-            loss = train_step(accelerator, teacher, objective, batch, optimizer, scheduler, global_step,
-                              tcfg.train.grad_clip).loss
+            loss = train_step(
+                accelerator, teacher, objective, batch, optimizer, scheduler, global_step, tcfg.train.grad_clip
+            ).loss
             global_step += 1
         seconds = time.time() - started
         trained += seconds
-        row = {"epoch": epoch + 1, "train_seconds": round(seconds, 1), "loss": round(float(loss.detach()), 4),
-               "val": accuracy(teacher, bundle.splits["val"]), "test": accuracy(teacher, bundle.splits["test"]),
-               "load_average": os.getloadavg()[0]}
+        row = {
+            "epoch": epoch + 1,
+            "train_seconds": round(seconds, 1),
+            "loss": round(float(loss.detach()), 4),
+            "val": accuracy(teacher, bundle.splits["val"]),
+            "test": accuracy(teacher, bundle.splits["test"]),
+            "load_average": os.getloadavg()[0],
+        }
         record["epochs"].append(row)
         print(json.dumps(row), flush=True)
         if args.time_budget is not None and trained >= args.time_budget:

@@ -65,10 +65,15 @@ def _synthetic_bundle(args, n: int):
     images = torch.randint(0, 256, (n, args.image_size, args.image_size, args.channels), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, args.classes, (n,), generator=g)
     split = Split(images, labels)
-    return DataBundle(splits={"train": split, "val": split, "test": split}, num_classes=args.classes,
-                      class_names=[str(i) for i in range(args.classes)], channels=args.channels,
-                      image_shape=(args.image_size, args.image_size, args.channels), fingerprint="synthetic",
-                      source="synthetic")
+    return DataBundle(
+        splits={"train": split, "val": split, "test": split},
+        num_classes=args.classes,
+        class_names=[str(i) for i in range(args.classes)],
+        channels=args.channels,
+        image_shape=(args.image_size, args.image_size, args.channels),
+        fingerprint="synthetic",
+        source="synthetic",
+    )
 
 
 class _SyntheticTargets:
@@ -83,7 +88,10 @@ class _SyntheticTargets:
 
     def targets(self, split, index):
         rows = index.cpu().long()
-        return {"teacher_logits": self.logits[rows].to(index.device), "teacher_features": self.features[rows].to(index.device)}
+        return {
+            "teacher_logits": self.logits[rows].to(index.device),
+            "teacher_features": self.features[rows].to(index.device),
+        }
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -91,11 +99,11 @@ def worker(args: argparse.Namespace) -> None:
 
     from rkd.config import load_config
     from rkd.data import student_transform
-    from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
-    from rkd.stages.objective import DistillObjective, kd_loss
-    from rkd.models.factory import create_stage1_model, create_stage2_model
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
     from rkd.measure import count_params
+    from rkd.models.factory import create_stage1_model, create_stage2_model
+    from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
+    from rkd.stages.objective import DistillObjective, kd_loss
 
     cfg = load_config(list(args.config or ["default"]), list(args.overrides))
     accelerator = make_accelerator(args.precision, seed=0)
@@ -109,12 +117,20 @@ def worker(args: argparse.Namespace) -> None:
     # as stage 2 trains (rkd.stages.stage2): the student and projector frozen, their tokens computed once
     for part in (system.student, system.projector):
         freeze(part)
-    tokens = student_tokens(system.student, student_transform(cfg.data, bundle), bundle.splits["train"].images,
-                            cfg.eval.batch_size)
-    objective = DistillObjective(None, _SyntheticTargets(n, args.classes, args.teacher_dim),
-                                 kd_loss(cfg.stage2_loss), channel_cfg=cfg.channel, rates=cfg.codec.rates,
-                                 rank=accelerator.process_index, world_size=world, seed=0,
-                                 proportional_rates=cfg.codec.rate_sampling == "proportional")
+    tokens = student_tokens(
+        system.student, student_transform(cfg.data, bundle), bundle.splits["train"].images, cfg.eval.batch_size
+    )
+    objective = DistillObjective(
+        None,
+        _SyntheticTargets(n, args.classes, args.teacher_dim),
+        kd_loss(cfg.stage2_loss),
+        channel_cfg=cfg.channel,
+        rates=cfg.codec.rates,
+        rank=accelerator.process_index,
+        world_size=world,
+        seed=0,
+        proportional_rates=cfg.codec.rate_sampling == "proportional",
+    )
     optimizer = build_optimizer([p for p in system.parameters() if p.requires_grad], cfg.stage2)
     scheduler = build_scheduler(optimizer, cfg.stage2, args.warmup + args.steps)
     loader = token_loader(tokens, bundle.splits["train"].labels, batch, shuffle=True, seed=0, drop_last=True)
@@ -141,14 +157,22 @@ def worker(args: argparse.Namespace) -> None:
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         record = {
-            "world_size": world, "distributed_type": str(accelerator.distributed_type.value),
-            "mixed_precision": str(accelerator.mixed_precision), "batch_per_process": batch, "global_batch": batch * world,
-            "steps": steps, "seconds": seconds, "images_per_s": steps * batch * world / seconds,
-            "step_ms": 1000 * seconds / steps, "torch_threads_per_process": torch.get_num_threads(),
+            "world_size": world,
+            "distributed_type": str(accelerator.distributed_type.value),
+            "mixed_precision": str(accelerator.mixed_precision),
+            "batch_per_process": batch,
+            "global_batch": batch * world,
+            "steps": steps,
+            "seconds": seconds,
+            "images_per_s": steps * batch * world / seconds,
+            "step_ms": 1000 * seconds / steps,
+            "torch_threads_per_process": torch.get_num_threads(),
             "final_loss": float(torch.stack(losses).float().mean()),
-            "params": {"student": count_params(unwrapped.student),
-                       "cat_encoder": count_params(unwrapped.encoder),
-                       "cat_decoder": count_params(unwrapped.decoder)},
+            "params": {
+                "student": count_params(unwrapped.student),
+                "cat_encoder": count_params(unwrapped.encoder),
+                "cat_decoder": count_params(unwrapped.decoder),
+            },
         }
         args.worker.write_text(json.dumps(record))
     accelerator.wait_for_everyone()
@@ -161,8 +185,12 @@ def device_description() -> dict:
     import torch
 
     if torch.cuda.is_available():
-        return {"device_type": "cuda", "device": torch.cuda.get_device_name(0), "device_count": torch.cuda.device_count(),
-                "cuda": torch.version.cuda}
+        return {
+            "device_type": "cuda",
+            "device": torch.cuda.get_device_name(0),
+            "device_count": torch.cuda.device_count(),
+            "cuda": torch.version.cuda,
+        }
     name = platform.processor() or "cpu"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -194,11 +222,37 @@ def launch(args: argparse.Namespace, processes: int, result: Path, port: int) ->
     threads = args.threads or max(1, (os.cpu_count() or 1) // processes)
     env["OMP_NUM_THREADS"] = str(threads)
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    cmd = [accelerate, "launch", "--config_file", str(REPO / config), "--num_processes", str(processes),
-           "--main_process_port", str(port), "--mixed_precision", args.precision, __file__, "--worker", str(result),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--precision", args.precision,
-           "--image-size", str(args.image_size), "--channels", str(args.channels), "--classes", str(args.classes),
-           "--teacher-dim", str(args.teacher_dim), "--threads", str(threads)]
+    cmd = [
+        accelerate,
+        "launch",
+        "--config_file",
+        str(REPO / config),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        args.precision,
+        __file__,
+        "--worker",
+        str(result),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--precision",
+        args.precision,
+        "--image-size",
+        str(args.image_size),
+        "--channels",
+        str(args.channels),
+        "--classes",
+        str(args.classes),
+        "--teacher-dim",
+        str(args.teacher_dim),
+        "--threads",
+        str(threads),
+    ]
     for c in args.config or []:
         cmd += ["--config", c]
     if args.batch_size:
@@ -206,8 +260,10 @@ def launch(args: argparse.Namespace, processes: int, result: Path, port: int) ->
     cmd += list(args.overrides)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not result.exists():
-        raise SystemExit(f"throughput run with {processes} process(es) failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
-                         f"\n{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"throughput run with {processes} process(es) failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+            f"\n{proc.stderr[-3000:]}"
+        )
     record = json.loads(result.read_text())
     if record["world_size"] != processes:
         raise SystemExit(f"asked for {processes} processes but the launch ran {record['world_size']}: check {config}")
@@ -223,19 +279,30 @@ def main(argv=None) -> int:
     import accelerate
     import torch
 
-    report = {"benchmark": "rkd stage-2 training throughput (student + CAT codec + channels + KD loss, synthetic data)",
-              **device_description(), "torch": torch.__version__, "accelerate": accelerate.__version__,
-              "python": platform.python_version(), "precision": args.precision, "config": args.config or ["default"],
-              "overrides": args.overrides, "image_shape": [args.image_size, args.image_size, args.channels],
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "note": args.note, "results": []}
+    report = {
+        "benchmark": "rkd stage-2 training throughput (student + CAT codec + channels + KD loss, synthetic data)",
+        **device_description(),
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+        "precision": args.precision,
+        "config": args.config or ["default"],
+        "overrides": args.overrides,
+        "image_shape": [args.image_size, args.image_size, args.channels],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "note": args.note,
+        "results": [],
+    }
     if hasattr(os, "getloadavg"):  # other jobs on the machine distort CPU timings: record how busy it was
         report["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         for processes in args.processes:
             record = launch(args, processes, Path(tmp) / f"result-{processes}.json", port=free_port())
             report["results"].append(record)
-            print(f"{processes} process(es): {record['images_per_s']:.1f} images/s ({record['step_ms']:.1f} ms/step)",
-                  file=sys.stderr)
+            print(
+                f"{processes} process(es): {record['images_per_s']:.1f} images/s ({record['step_ms']:.1f} ms/step)",
+                file=sys.stderr,
+            )
     if hasattr(os, "getloadavg"):
         report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     base = report["results"][0]["images_per_s"]

@@ -10,18 +10,21 @@ is what a short semantic packet sees in a slowly varying channel. All randomness
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import torch
 from torch import nn
+
+from rkd.draws import rand, randn
 
 CSI_MODES = ("perfect", "pilot", "none")
 _SPEC_KEYS = ("name", "csi", "k_factor", "pilots")
 _EPS = 1e-12
 
-SNRLike = Union[torch.Tensor, float, int]
-ChannelSpec = Union[str, Mapping[str, Any]]
+SNRLike = torch.Tensor | float | int
+ChannelSpec = str | Mapping[str, Any]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -42,27 +45,15 @@ def _real_dtype(z: torch.Tensor) -> torch.dtype:
     return torch.float64 if z.dtype == torch.complex128 else torch.float32
 
 
-def _randn(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Standard normal draws; a generator may live on another device than the data (e.g. CPU vs CUDA)."""
-    if generator is None:
-        return torch.randn(*shape, device=device, dtype=dtype)
-    return torch.randn(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
-
-
-def _rand(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Uniform [0, 1) draws, generator-device aware like ``_randn``."""
-    if generator is None:
-        return torch.rand(*shape, device=device, dtype=dtype)
-    return torch.rand(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
-
-
-def _complex_normal(shape: Sequence[int], generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _complex_normal(
+    shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """CN(0, 1): real and imaginary parts each N(0, 1/2)."""
-    parts = _randn((*shape, 2), generator, device, dtype) * math.sqrt(0.5)
+    parts = randn((*shape, 2), generator, device, dtype) * math.sqrt(0.5)
     return torch.complex(parts[..., 0], parts[..., 1])
 
 
-def _check_mask(z: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+def _check_mask(z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return torch.ones(z.shape, dtype=torch.bool, device=z.device)
     if mask.shape != z.shape:
@@ -76,11 +67,13 @@ def _per_sample_snr(snr_db: SNRLike, z: torch.Tensor) -> torch.Tensor:
     if snr.dim() == 0:
         return snr.expand(z.shape[0])
     if snr.shape != (z.shape[0],):
-        raise ValueError(f"argument 'snr_db' has shape {tuple(snr.shape)}: expected a scalar or shape ({z.shape[0]},), one SNR per sample")
+        raise ValueError(
+            f"argument 'snr_db' has shape {tuple(snr.shape)}: expected a scalar or shape ({z.shape[0]},), one SNR per sample"
+        )
     return snr
 
 
-def normalize_power(z: torch.Tensor, mask: Optional[torch.Tensor] = None, eps: float = _EPS) -> torch.Tensor:
+def normalize_power(z: torch.Tensor, mask: torch.Tensor | None = None, eps: float = _EPS) -> torch.Tensor:
     """Scale each sample to unit average power over its *sent* symbols and zero the unsent ones.
 
     The transmitter's power budget is per channel use, so a sample sending fewer symbols must not
@@ -111,7 +104,7 @@ class ChannelOutput:
     y: torch.Tensor  # complex [batch, n]
     h: torch.Tensor  # complex [batch]
     state: torch.Tensor  # real [batch, 2]
-    mask: Optional[torch.Tensor] = None  # bool [batch, n]
+    mask: torch.Tensor | None = None  # bool [batch, n]
 
 
 class Channel(nn.Module):
@@ -131,7 +124,9 @@ class Channel(nn.Module):
         self.csi = _check_csi(csi)
         self.pilots = _check_pilots(pilots)
 
-    def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def sample_fading(
+        self, batch: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
         """One complex coefficient per sample, ``E|h|^2 = 1``."""
         raise NotImplementedError
 
@@ -139,8 +134,8 @@ class Channel(nn.Module):
         self,
         z: torch.Tensor,
         snr_db: SNRLike,
-        mask: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> ChannelOutput:
         """Send ``z`` (complex ``[batch, n]``) at per-sample ``snr_db`` (dB, ``[batch]``); unsent symbols come out 0."""
         if z.dim() != 2:
@@ -165,8 +160,9 @@ class Channel(nn.Module):
         y = torch.where(sent, y, torch.zeros((), dtype=y.dtype, device=y.device))
         return ChannelOutput(y=y, h=h, state=torch.stack([snr, effective], dim=-1), mask=sent)
 
-    def _transmit_with_pilots(self, z: torch.Tensor, snr_db: SNRLike, sent: torch.Tensor,
-                              generator: Optional[torch.Generator]) -> ChannelOutput:
+    def _transmit_with_pilots(
+        self, z: torch.Tensor, snr_db: SNRLike, sent: torch.Tensor, generator: torch.Generator | None
+    ) -> ChannelOutput:
         """Pilots in the first channel uses, LMMSE estimate of ``h`` from them, MMSE equalisation of the rest."""
         z = _as_complex(z)
         p, n = self.pilots, z.shape[1]
@@ -196,8 +192,8 @@ class Channel(nn.Module):
         self,
         z: torch.Tensor,
         snr_db: SNRLike,
-        mask: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         return self.transmit(z, snr_db, mask, generator).y
 
@@ -210,8 +206,12 @@ class AWGNChannel(Channel):
 
     name = "awgn"
 
-    def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return torch.ones(batch, device=device, dtype=dtype).to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+    def sample_fading(
+        self, batch: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        return torch.ones(batch, device=device, dtype=dtype).to(
+            torch.complex128 if dtype == torch.float64 else torch.complex64
+        )
 
 
 class RayleighChannel(Channel):
@@ -219,7 +219,9 @@ class RayleighChannel(Channel):
 
     name = "rayleigh"
 
-    def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def sample_fading(
+        self, batch: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
         return _complex_normal((batch,), generator, device, dtype)
 
 
@@ -232,9 +234,11 @@ class RicianChannel(Channel):
         super().__init__(csi=csi, pilots=pilots)
         self.k_factor = _check_k_factor(k_factor)
 
-    def sample_fading(self, batch: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def sample_fading(
+        self, batch: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
         k = self.k_factor
-        theta = _rand((batch,), generator, device, dtype) * (2.0 * math.pi)
+        theta = rand((batch,), generator, device, dtype) * (2.0 * math.pi)
         line_of_sight = torch.polar(torch.full_like(theta, math.sqrt(k / (k + 1.0))), theta)
         scatter = _complex_normal((batch,), generator, device, dtype) * math.sqrt(1.0 / (k + 1.0))
         return line_of_sight + scatter
@@ -254,12 +258,19 @@ def _check_csi(csi: Any) -> str:
 
 def _check_pilots(pilots: Any) -> int:
     if isinstance(pilots, bool) or not isinstance(pilots, int) or pilots < 1:
-        raise ValueError(f"argument 'pilots' = {pilots!r} is invalid: expected an integer >= 1 (pilot symbols per packet)")
+        raise ValueError(
+            f"argument 'pilots' = {pilots!r} is invalid: expected an integer >= 1 (pilot symbols per packet)"
+        )
     return pilots
 
 
 def _check_k_factor(k_factor: Any) -> float:
-    ok = isinstance(k_factor, (int, float)) and not isinstance(k_factor, bool) and math.isfinite(k_factor) and k_factor >= 0
+    ok = (
+        isinstance(k_factor, (int, float))
+        and not isinstance(k_factor, bool)
+        and math.isfinite(k_factor)
+        and k_factor >= 0
+    )
     if not ok:
         raise ValueError(f"argument 'k_factor' = {k_factor!r} is invalid: expected a finite Rician K factor >= 0")
     return float(k_factor)
@@ -285,7 +296,9 @@ def get_channel(name: str, **kwargs: Any) -> Channel:
         raise ValueError(f"argument 'name' = {name!r} is invalid: expected one of {CHANNEL_NAMES}")
     unknown = sorted(set(kwargs) - {"csi", "k_factor", "pilots"})
     if unknown:
-        raise ValueError(f"argument {unknown[0]!r} = {kwargs[unknown[0]]!r} is not accepted: get_channel takes only 'csi', 'k_factor' and 'pilots'")
+        raise ValueError(
+            f"argument {unknown[0]!r} = {kwargs[unknown[0]]!r} is not accepted: get_channel takes only 'csi', 'k_factor' and 'pilots'"
+        )
     csi = _check_csi(kwargs.get("csi", "perfect"))
     k_factor = _check_k_factor(kwargs.get("k_factor", 4.0))
     pilots = _check_pilots(kwargs.get("pilots", 1))
@@ -297,7 +310,9 @@ def _spec_kwargs(spec: ChannelSpec) -> tuple[str, dict]:
     if isinstance(spec, str):
         return spec, {}
     if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ValueError(f"argument 'spec' = {spec!r} is invalid: expected a channel name or a mapping with 'name' in {CHANNEL_NAMES}")
+        raise ValueError(
+            f"argument 'spec' = {spec!r} is invalid: expected a channel name or a mapping with 'name' in {CHANNEL_NAMES}"
+        )
     unknown = sorted(set(spec) - set(_SPEC_KEYS))
     if unknown:
         raise ValueError(f"argument 'spec' = {dict(spec)!r} has unknown key {unknown[0]!r}: expected only {_SPEC_KEYS}")
@@ -322,90 +337,14 @@ def channel_label(spec: ChannelSpec) -> str:
     return f"{channel.name}-{csi}"
 
 
-# ----------------------------------------------------------------------------- training SNRs
-
-
-class SNRSampler:
-    """Training SNRs drawn from equal-width buckets of ``[snr_min, snr_max]`` that rotate with the step.
-
-    Rule: process ``rank`` of ``world_size`` at step ``s`` uses bucket ``(rank + s * world_size) mod
-    n_buckets`` and draws every sample's SNR uniformly inside it. So at one step the processes hold
-    ``min(world_size, n_buckets)`` distinct consecutive buckets (all of them when ``world_size >=
-    n_buckets``), the window advances by ``world_size`` each step, and a single process walks
-    through the buckets one per step, covering the whole range every ``n_buckets`` steps. Each
-    process's batch is narrow in SNR while the gradient averaged over processes (or a few steps)
-    spans the range - stratified sampling with no communication.
-    """
-
-    def __init__(self, snr_min: float, snr_max: float, n_buckets: int, rank: int = 0, world_size: int = 1) -> None:
-        if not (math.isfinite(snr_min) and math.isfinite(snr_max) and snr_min < snr_max):
-            raise ValueError(f"argument 'snr_min' = {snr_min!r} is invalid: expected a finite value below snr_max = {snr_max!r}")
-        if isinstance(n_buckets, bool) or not isinstance(n_buckets, int) or n_buckets < 1:
-            raise ValueError(f"argument 'n_buckets' = {n_buckets!r} is invalid: expected an integer >= 1")
-        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-            raise ValueError(f"argument 'world_size' = {world_size!r} is invalid: expected an integer >= 1")
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ValueError(f"argument 'rank' = {rank!r} is invalid: expected an integer in [0, world_size={world_size})")
-        self.snr_min = float(snr_min)
-        self.snr_max = float(snr_max)
-        self.n_buckets = n_buckets
-        self.rank = rank
-        self.world_size = world_size
-
-    def buckets(self) -> list[tuple[float, float]]:
-        """The (lo, hi) edges of every bucket, in increasing SNR."""
-        width = (self.snr_max - self.snr_min) / self.n_buckets
-        edges = [self.snr_min + i * width for i in range(self.n_buckets)] + [self.snr_max]
-        return [(edges[i], edges[i + 1]) for i in range(self.n_buckets)]
-
-    def buckets_for(self, step: int) -> list[int]:
-        """This process's bucket indices at ``step`` (one bucket per process per step)."""
-        return [(self.rank + step * self.world_size) % self.n_buckets]
-
-    def sample(
-        self,
-        batch_size: int,
-        step: int,
-        generator: Optional[torch.Generator] = None,
-        device: Optional[Union[torch.device, str]] = None,
-    ) -> torch.Tensor:
-        """SNRs in dB, ``[batch_size]``, uniform inside this process's bucket(s) at ``step``."""
-        edges = self.buckets()
-        chosen = self.buckets_for(step)
-        device = torch.device(device) if device is not None else torch.device("cpu")
-        lo = torch.tensor([edges[b][0] for b in chosen], device=device)
-        hi = torch.tensor([edges[b][1] for b in chosen], device=device)
-        which = torch.arange(batch_size, device=device) % len(chosen)
-        u = _rand((batch_size,), generator, device, torch.float32)
-        return lo[which] + (hi[which] - lo[which]) * u
-
-    def __repr__(self) -> str:
-        return (
-            f"SNRSampler(snr_min={self.snr_min}, snr_max={self.snr_max}, n_buckets={self.n_buckets}, "
-            f"rank={self.rank}, world_size={self.world_size})"
-        )
-
-
-def training_channel_specs(channel_cfg: Any) -> list:
-    """The training channels of a ``ChannelTrainConfig`` as specs: each fading channel once per CSI mode.
-
-    ``channel_cfg.csi`` is one mode or a list of them (one model trained for every mode it will be
-    evaluated in); AWGN appears once, its receiver always knowing ``h = 1``.
-    """
-    modes = [channel_cfg.csi] if isinstance(channel_cfg.csi, str) else list(channel_cfg.csi)
-    pilots = getattr(channel_cfg, "pilots", 1)
-    specs = []
-    for name in channel_cfg.channels:
-        for csi in (modes[:1] if name == "awgn" else modes):
-            spec = {"name": name, "csi": csi, "k_factor": channel_cfg.k_factor}
-            if csi == "pilot":
-                spec["pilots"] = pilots
-            specs.append(spec)
-    return specs
-
-
-def send_per_sample(channels: Sequence[nn.Module], z: torch.Tensor, snr_db: torch.Tensor, mask: torch.Tensor,
-                    channel_ids: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
+def send_per_sample(
+    channels: Sequence[nn.Module],
+    z: torch.Tensor,
+    snr_db: torch.Tensor,
+    mask: torch.Tensor,
+    channel_ids: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple:
     """Sample ``b``'s sent symbols (``mask[b]``) through channel ``channel_ids[b]``: ``(y, state, data_mask)``.
 
     Training mixes channel types within a batch; each channel sees only its own rows. ``data_mask``

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
 
 from rkd.config import ConfigError, RunConfig, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rkd", description="RKD-SC: distil a large vision model into a small, "
-                                     "channel-robust semantic transmitter.")
+    parser = argparse.ArgumentParser(
+        prog="rkd", description="RKD-SC: distil a large vision model into a small, channel-robust semantic transmitter."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {
         "run": "the whole pipeline: data, teacher, cache, search (search.enabled), stage 1, stage 2, evaluation",
@@ -37,21 +37,36 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--config", action="append", default=None,
-                       help="YAML file or packaged config name (default: 'default'); repeat to layer files")
+        p.add_argument(
+            "--config",
+            action="append",
+            default=None,
+            help="YAML file or packaged config name (default: 'default'); repeat to layer files",
+        )
         p.add_argument("--quick", action="store_true", help="layer the packaged 'quick' profile (a smoke run)")
         p.add_argument("--name", help="run name (runs/<name>)")
         p.add_argument("--runs-dir", help="parent directory of run directories")
-        p.add_argument("--trust-remote-code", action="store_true",
-                       help="let a hub teacher run its own Python code (teacher.trust_remote_code); only the "
-                            "command line can switch this on, and the run's record says it was")
+        p.add_argument(
+            "--trust-remote-code",
+            action="store_true",
+            help="let a hub teacher run its own Python code (teacher.trust_remote_code); only the "
+            "command line can switch this on, and the run's record says it was",
+        )
         p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
         if name == "search":
-            p.add_argument("--sweep", action="store_true",
-                           help="Pareto sweep: one search + brief stage-1 training per search.sweep_weights entry")
-            p.add_argument("--sweep-index", type=int, default=None, metavar="I",
-                           help="run only sweep point I (implies --sweep; e.g. $SLURM_ARRAY_TASK_ID); "
-                                "run `rkd cache` first so array tasks share one teacher cache")
+            p.add_argument(
+                "--sweep",
+                action="store_true",
+                help="Pareto sweep: one search + brief stage-1 training per search.sweep_weights entry",
+            )
+            p.add_argument(
+                "--sweep-index",
+                type=int,
+                default=None,
+                metavar="I",
+                help="run only sweep point I (implies --sweep; e.g. $SLURM_ARRAY_TASK_ID); "
+                "run `rkd cache` first so array tasks share one teacher cache",
+            )
     return parser
 
 
@@ -71,7 +86,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     return load_config(paths, overrides)
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = resolve_config(args)

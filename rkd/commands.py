@@ -10,21 +10,27 @@ import argparse
 import os
 import sys
 
-from rkd.run.artifacts import IntegrityError
 from rkd.baselines.runner import run_baselines
-from rkd.teacher.cache import CacheError
-from rkd.evaluation.compare import report_comparison
 from rkd.config import ConfigError, RunConfig
 from rkd.data import DataError
 from rkd.engine import make_accelerator
+from rkd.evaluation.compare import report_comparison
+from rkd.evaluation.report import report
 from rkd.export.torchscript import export_trained
 from rkd.nas.genotype import GenotypeError
+from rkd.run.artifacts import IntegrityError
 from rkd.run.pipeline import Pipeline, stage_runner
-from rkd.evaluation.report import report
 from rkd.run.tracking import accelerator_kwargs, start_tracking
+from rkd.teacher.cache import CacheError
 
-UNTIL = {"run": "eval", "teacher": "teacher", "cache": "cache", "search": "search", "distill": "stage2",
-         "evaluate": "eval"}
+UNTIL = {
+    "run": "eval",
+    "teacher": "teacher",
+    "cache": "cache",
+    "search": "search",
+    "distill": "stage2",
+    "evaluate": "eval",
+}
 # errors whose message is the whole story: bad input or damaged files, told without a traceback
 USER_FACING_ERRORS = (ConfigError, DataError, GenotypeError, IntegrityError, CacheError)
 
@@ -85,13 +91,17 @@ def run_command(args: argparse.Namespace, cfg: RunConfig, accelerator) -> int:
         run_dir = cfg.run_dir
         if "eval" in summaries:
             s = summaries["eval"]
-            print(f"\nteacher {100 * s['teacher_accuracy']:.2f}% ({s['teacher_params']:,} params), "
-                  f"student {100 * s['student_accuracy']:.2f}% ({s['student_params']:,} params)")
+            print(
+                f"\nteacher {100 * s['teacher_accuracy']:.2f}% ({s['teacher_params']:,} params), "
+                f"student {100 * s['student_accuracy']:.2f}% ({s['student_params']:,} params)"
+            )
             print(f"report: {run_dir / 'eval' / 'report.md'}")
         elif args.command == "search":
             s = summaries["search"]
-            print(f"\nsearched cells: {s['params']:,} params, {s['flops']:,} FLOPs/image: "
-                  f"{run_dir / 'search' / 'genotype.json'}\nuse them: rkd run search.enabled=true [same overrides]")
+            print(
+                f"\nsearched cells: {s['params']:,} params, {s['flops']:,} FLOPs/image: "
+                f"{run_dir / 'search' / 'genotype.json'}\nuse them: rkd run search.enabled=true [same overrides]"
+            )
         else:
             print(f"done: {run_dir}")
     return 0
@@ -108,11 +118,15 @@ def sweep_command(cfg: RunConfig, accelerator, pipeline: Pipeline, index) -> int
         sweep_dir = cfg.run_dir / "search" / "sweep"
         chosen = result["chosen"]
         if chosen is None:
-            print(f"sweep: no point fits search.sweep_budget={cfg.search.sweep_budget}; see {sweep_dir / 'pareto.json'}")
+            print(
+                f"sweep: no point fits search.sweep_budget={cfg.search.sweep_budget}; see {sweep_dir / 'pareto.json'}"
+            )
         else:
             p = result["points"][chosen]
-            print(f"sweep: chose complexity weight {p['complexity_weight']:g} ({p['params']:,} params, "
-                  f"{p['flops']:,} FLOPs, val {100 * p['val_accuracy']:.2f}%): {sweep_dir / 'genotype.json'}")
+            print(
+                f"sweep: chose complexity weight {p['complexity_weight']:g} ({p['params']:,} params, "
+                f"{p['flops']:,} FLOPs, val {100 * p['val_accuracy']:.2f}%): {sweep_dir / 'genotype.json'}"
+            )
         print(f"pareto: {sweep_dir / 'pareto.json'}")
     return 0
 

@@ -13,18 +13,18 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, set_seed
 from safetensors.torch import load_file, save_file
 
+from rkd.config import TrainConfig
 from rkd.run.artifacts import atomic_write
 from rkd.run.checkpoint import Checkpointer
-from rkd.config import TrainConfig
 from rkd.run.progress import progress_bar
 from rkd.run.tracking import log_record
 
@@ -34,8 +34,8 @@ class Step:
     """What an objective returns for one batch."""
 
     loss: torch.Tensor
-    logits: Optional[torch.Tensor] = None
-    labels: Optional[torch.Tensor] = None
+    logits: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
     terms: dict = field(default_factory=dict)
 
 
@@ -45,7 +45,7 @@ Objective = Callable[[torch.nn.Module, dict, bool], Step]
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/Inf; the last good checkpoint is kept on disk. ``loss`` and ``terms`` say what."""
 
-    def __init__(self, message: str, loss: float = math.nan, terms: Optional[dict] = None) -> None:
+    def __init__(self, message: str, loss: float = math.nan, terms: dict | None = None) -> None:
         super().__init__(message)
         self.loss, self.terms = loss, dict(terms or {})
 
@@ -54,8 +54,13 @@ class StopRequested(SystemExit):
     """A SIGTERM/SIGUSR1 arrived: a checkpoint was written and the process should exit."""
 
 
-def make_accelerator(mixed_precision: str = "auto", cpu: Optional[bool] = None, seed: int = 0,
-                     log_with: Optional[list] = None, project_dir: Optional[str] = None) -> Accelerator:
+def make_accelerator(
+    mixed_precision: str = "auto",
+    cpu: bool | None = None,
+    seed: int = 0,
+    log_with: list | None = None,
+    project_dir: str | None = None,
+) -> Accelerator:
     """An Accelerator with seedable samplers (so a resumed epoch replays the same order).
 
     ``mixed_precision="auto"`` leaves the choice to the launcher (``accelerate launch`` exports the
@@ -142,7 +147,7 @@ class _SignalFlag:
     SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
 
     def __init__(self) -> None:
-        self.received: Optional[int] = None
+        self.received: int | None = None
         self._previous = {}
 
     def __enter__(self):
@@ -178,9 +183,16 @@ def _unwrapped_state(accelerator: Accelerator, model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()} if state is not None else {}
 
 
-def train_step(accelerator: Accelerator, model: torch.nn.Module, objective: Objective, batch: dict,
-               optimizer: torch.optim.Optimizer, scheduler=None, global_step: int = 0,
-               grad_clip: Optional[float] = None) -> Step:
+def train_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    objective: Objective,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    scheduler=None,
+    global_step: int = 0,
+    grad_clip: float | None = None,
+) -> Step:
     """One weight update, exactly as ``fit`` takes it (benchmarks time this, not a copy of it).
 
     The objective's ``set_step(global_step)`` and ``before_update(model, batch, global_step)`` hooks run
@@ -212,9 +224,19 @@ def train_step(accelerator: Accelerator, model: torch.nn.Module, objective: Obje
 class _Run:
     """One ``fit`` call's state: the prepared objects, the progress record, the log and the progress bar."""
 
-    def __init__(self, accelerator: Accelerator, model: torch.nn.Module, objective: Objective, train_loader,
-                 val_loader, cfg: TrainConfig, out_dir: Path, desc: str, parameters: Optional[Iterable],
-                 checkpoint_objects: Sequence) -> None:
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        objective: Objective,
+        train_loader,
+        val_loader,
+        cfg: TrainConfig,
+        out_dir: Path,
+        desc: str,
+        parameters: Iterable | None,
+        checkpoint_objects: Sequence,
+    ) -> None:
         self.accelerator, self.objective, self.cfg, self.desc = accelerator, objective, cfg, desc
         self.out_dir = out_dir
         self.started = time.time()
@@ -229,8 +251,9 @@ class _Run:
             model, optimizer, train_loader, val_loader, scheduler
         )
         steps_per_epoch = len(self.train_loader)  # per process, after sharding
-        self.total_steps = (cfg.epochs * steps_per_epoch if cfg.max_steps is None
-                            else min(cfg.epochs * steps_per_epoch, cfg.max_steps))
+        self.total_steps = (
+            cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.epochs * steps_per_epoch, cfg.max_steps)
+        )
         self.checkpointer = Checkpointer(accelerator, out_dir, objective=objective, objects=checkpoint_objects)
         self.progress = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_val_accuracy": -1.0, "history": []}
         resumed = self.checkpointer.latest()
@@ -238,11 +261,17 @@ class _Run:
         if resumed is not None:
             self.checkpointer.load(resumed)
             self.progress = {k: resumed[k] for k in self.progress}
-            accelerator.print(f"[{desc}] resumed from {resumed['dir']} (step {self.progress['global_step']}/"
-                              f"{self.total_steps})")
+            accelerator.print(
+                f"[{desc}] resumed from {resumed['dir']} (step {self.progress['global_step']}/{self.total_steps})"
+            )
         self.log_path = out_dir / "log.jsonl"
-        self.bar = progress_bar(self.total_steps, desc, enabled=accelerator.is_local_main_process, unit="steps",
-                                initial=self.progress["global_step"])
+        self.bar = progress_bar(
+            self.total_steps,
+            desc,
+            enabled=accelerator.is_local_main_process,
+            unit="steps",
+            initial=self.progress["global_step"],
+        )
 
     def log(self, record: dict) -> None:
         if self.accelerator.is_main_process:
@@ -254,13 +283,23 @@ class _Run:
         """``train_step`` at the current global step; a non-finite loss is reported with where to resume from."""
         progress = self.progress
         try:
-            return train_step(self.accelerator, self.model, self.objective, batch, self.optimizer, self.scheduler,
-                              progress["global_step"], self.cfg.grad_clip)
+            return train_step(
+                self.accelerator,
+                self.model,
+                self.objective,
+                batch,
+                self.optimizer,
+                self.scheduler,
+                progress["global_step"],
+                self.cfg.grad_clip,
+            )
         except NonFiniteLossError as err:
             raise NonFiniteLossError(
                 f"[{self.desc}] non-finite loss {err.loss} at epoch {epoch}, step {progress['global_step']}; "
                 f"loss terms: {err.terms}. The last good checkpoint is kept in {self.checkpointer.root}; "
-                f"lower the learning rate or set grad_clip, then rerun to resume.", err.loss, err.terms
+                f"lower the learning rate or set grad_clip, then rerun to resume.",
+                err.loss,
+                err.terms,
             ) from None
 
     def train_epoch(self, flag: _SignalFlag) -> None:
@@ -278,9 +317,14 @@ class _Run:
             progress["step_in_epoch"] += 1
             self.bar.update(1)
             if progress["global_step"] % cfg.log_every == 0 or progress["global_step"] == 1:
-                record = {"stage": self.desc, "step": progress["global_step"], "epoch": epoch,
-                          "loss": float(step.loss.detach()), "lr": self.scheduler.get_last_lr()[0],
-                          "time": time.time() - self.started}
+                record = {
+                    "stage": self.desc,
+                    "step": progress["global_step"],
+                    "epoch": epoch,
+                    "loss": float(step.loss.detach()),
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "time": time.time() - self.started,
+                }
                 record.update({k: float(v) for k, v in step.terms.items()})
                 self.log(record)
                 self.bar.set_postfix(loss=f"{float(step.loss.detach()):.4f}")
@@ -288,8 +332,10 @@ class _Run:
             if flag.agreed(accelerator):
                 self.checkpointer.save(progress)
                 self.bar.close()
-                accelerator.print(f"[{self.desc}] signal {flag.received or 'on another process'}: checkpoint saved "
-                                  f"at step {progress['global_step']}; exiting")
+                accelerator.print(
+                    f"[{self.desc}] signal {flag.received or 'on another process'}: checkpoint saved "
+                    f"at step {progress['global_step']}; exiting"
+                )
                 raise StopRequested(0)
             if done:
                 break
@@ -301,8 +347,14 @@ class _Run:
         progress, accelerator = self.progress, self.accelerator
         epoch = progress["epoch"]
         metrics = evaluate(accelerator, self.model, self.objective, self.val_loader)
-        record = {"stage": self.desc, "epoch": epoch, "step": progress["global_step"],
-                  "val_accuracy": metrics["accuracy"], "val_loss": metrics["loss"], "time": time.time() - self.started}
+        record = {
+            "stage": self.desc,
+            "epoch": epoch,
+            "step": progress["global_step"],
+            "val_accuracy": metrics["accuracy"],
+            "val_loss": metrics["loss"],
+            "time": time.time() - self.started,
+        }
         self.log(record)
         progress["history"].append(record)
         self.bar.mark()  # in a job log: one progress line per epoch at least
@@ -326,9 +378,9 @@ def fit(
     cfg: TrainConfig,
     out_dir: Path,
     desc: str = "train",
-    parameters: Optional[Iterable] = None,
+    parameters: Iterable | None = None,
     checkpoint_objects: Sequence = (),
-    until_epoch: Optional[int] = None,
+    until_epoch: int | None = None,
 ) -> dict:
     """Train ``model`` with ``objective``; on return ``model`` holds the best-validation weights.
 
@@ -347,8 +399,9 @@ def fit(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(accelerator, model, objective, train_loader, val_loader, cfg, out_dir, desc, parameters,
-               checkpoint_objects)
+    run = _Run(
+        accelerator, model, objective, train_loader, val_loader, cfg, out_dir, desc, parameters, checkpoint_objects
+    )
     progress = run.progress
     run.model.train()
     last_epoch = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)

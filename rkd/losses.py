@@ -12,7 +12,7 @@ softmaxed architecture, read from ``outputs["arch_params"]`` / ``outputs["arch_f
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -100,8 +100,10 @@ class FeatureKD(LossTerm):
         student = outputs["projected"].float()
         teacher = batch["teacher_features"].detach().float()
         if student.shape != teacher.shape:
-            raise ValueError(f"FeatureKD: projected features {tuple(student.shape)} and teacher features "
-                             f"{tuple(teacher.shape)} differ in shape")
+            raise ValueError(
+                f"FeatureKD: projected features {tuple(student.shape)} and teacher features "
+                f"{tuple(teacher.shape)} differ in shape"
+            )
         if self.kind == "cosine":
             return (1.0 - F.cosine_similarity(student, teacher, dim=-1, eps=self.eps)).mean()
         rms = teacher.pow(2).mean(dim=-1, keepdim=True).add(self.eps).sqrt()
@@ -126,17 +128,19 @@ class ComplexityPenalty(LossTerm):
 
     metric_keys = {"params": "arch_params", "flops": "arch_flops"}
 
-    def __init__(self, metrics: Sequence[str], scale: Mapping[str, float],
-                 budget: Optional[Mapping[str, Optional[float]]] = None) -> None:
+    def __init__(
+        self, metrics: Sequence[str], scale: Mapping[str, float], budget: Mapping[str, float | None] | None = None
+    ) -> None:
         super().__init__()
         metrics = list(metrics)
         if not metrics or any(m not in self.metric_keys for m in metrics):
-            raise ValueError(f"complexity metrics {metrics!r} are invalid: expected a non-empty subset of "
-                             f"{sorted(self.metric_keys)}")
+            raise ValueError(
+                f"complexity metrics {metrics!r} are invalid: expected a non-empty subset of {sorted(self.metric_keys)}"
+            )
         budget = dict(budget or {})
         self.metrics = metrics
         self.scale: dict[str, float] = {}
-        self.budget: dict[str, Optional[float]] = {}
+        self.budget: dict[str, float | None] = {}
         for m in metrics:
             b = budget.get(m)
             if b is not None and not b > 0:
@@ -150,7 +154,7 @@ class ComplexityPenalty(LossTerm):
         self.requires = tuple(("outputs", self.metric_keys[m]) for m in metrics)
 
     def forward(self, outputs: Tensors, batch: Tensors) -> torch.Tensor:
-        total: Optional[torch.Tensor] = None
+        total: torch.Tensor | None = None
         for m in self.metrics:
             expected = outputs[self.metric_keys[m]].float()
             b = self.budget[m]
@@ -190,8 +194,10 @@ class CompositeLoss(nn.Module):
         sources = {"outputs": outputs, "batch": batch}
         for source, key in getattr(module, "requires", ()):
             if key not in sources[source]:
-                raise MissingInputError(f"loss term {name!r} needs {source}[{key!r}], which is missing "
-                                        f"({source} has keys {sorted(sources[source])})")
+                raise MissingInputError(
+                    f"loss term {name!r} needs {source}[{key!r}], which is missing "
+                    f"({source} has keys {sorted(sources[source])})"
+                )
 
     def forward(self, outputs: Tensors, batch: Tensors) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total: torch.Tensor | None = None
@@ -212,14 +218,22 @@ class CompositeLoss(nn.Module):
         return total, parts
 
 
-def build_kd_loss(task: float = 1.0, logit_kd: float = 1.0, feature_kd: float = 1.0, temperature: float = 4.0,
-                  feature_loss: str = "cosine", label_smoothing: float = 0.0,
-                  extra: Optional[Mapping[str, tuple[float, nn.Module]]] = None) -> CompositeLoss:
+def build_kd_loss(
+    task: float = 1.0,
+    logit_kd: float = 1.0,
+    feature_kd: float = 1.0,
+    temperature: float = 4.0,
+    feature_loss: str = "cosine",
+    label_smoothing: float = 0.0,
+    extra: Mapping[str, tuple[float, nn.Module]] | None = None,
+) -> CompositeLoss:
     """The stage-1/stage-2 objective: task CE + logit KD + feature KD, named as in ``LossConfig``;
     ``extra`` terms (e.g. the search's complexity penalty) follow them."""
-    return CompositeLoss({
-        "task": (task, TaskLoss(label_smoothing)),
-        "logit_kd": (logit_kd, LogitKD(temperature)),
-        "feature_kd": (feature_kd, FeatureKD(feature_loss)),
-        **(extra or {}),
-    })
+    return CompositeLoss(
+        {
+            "task": (task, TaskLoss(label_smoothing)),
+            "logit_kd": (logit_kd, LogitKD(temperature)),
+            "feature_kd": (feature_kd, FeatureKD(feature_loss)),
+            **(extra or {}),
+        }
+    )

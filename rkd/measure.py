@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -14,7 +14,7 @@ def count_params(*modules: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in seen.values())
 
 
-def count_flops(fn: Union[nn.Module, Callable], *args) -> int:
+def count_flops(fn: nn.Module | Callable, *args) -> int:
     """FLOPs of one forward call, counted by ``torch.utils.flop_counter`` (per image when args hold one image).
 
     A module is counted in eval mode and put back as it was. Autograd stays on: the counter's module

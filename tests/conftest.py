@@ -69,8 +69,13 @@ def data_cache_dir(tmp_path) -> Path:
 @pytest.fixture
 def fashion_cfg(fake_fashion_dir, data_cache_dir) -> DataConfig:
     """A DataConfig reading the fake IDX files, converting into a fresh per-test cache dir."""
-    return DataConfig(name="fashion-mnist", fashion_mnist_dir=str(fake_fashion_dir), cache_dir=str(data_cache_dir),
-                      val_fraction=0.2, split_seed=0)
+    return DataConfig(
+        name="fashion-mnist",
+        fashion_mnist_dir=str(fake_fashion_dir),
+        cache_dir=str(data_cache_dir),
+        val_fraction=0.2,
+        split_seed=0,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +83,13 @@ def fashion_bundle(fake_fashion_dir, tmp_path_factory):
     """The fake Fashion-MNIST loaded once per session (train 240 / val 60 / test 100)."""
     from rkd.data import load_data
 
-    cfg = DataConfig(name="fashion-mnist", fashion_mnist_dir=str(fake_fashion_dir),
-                     cache_dir=str(tmp_path_factory.mktemp("shared-dataset-cache")), val_fraction=0.2, split_seed=0)
+    cfg = DataConfig(
+        name="fashion-mnist",
+        fashion_mnist_dir=str(fake_fashion_dir),
+        cache_dir=str(tmp_path_factory.mktemp("shared-dataset-cache")),
+        val_fraction=0.2,
+        split_seed=0,
+    )
     return load_data(cfg)
 
 

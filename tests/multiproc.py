@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
@@ -26,17 +25,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_env(cpu: bool = True, threads: int = 1, extra: Optional[dict] = None) -> dict:
+def launch_env(cpu: bool = True, threads: int = 1, extra: dict | None = None) -> dict:
     """Environment for a launched run: offline hubs, the repo importable, fixed thread count.
 
     ``cpu=False`` is for DeepSpeed, which ACCELERATE_USE_CPU switches off.
     """
     env = dict(os.environ)
-    env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
-                "PYTHONPATH": os.pathsep.join([str(REPO), str(PROBE_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-                "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
-                "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])})  # accelerate, rkd
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "OMP_NUM_THREADS": str(threads),
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(PROBE_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        }
+    )  # accelerate, rkd
     env.pop("ACCELERATE_USE_CPU", None)
     if cpu:
         env["ACCELERATE_USE_CPU"] = "1"
@@ -44,21 +50,49 @@ def launch_env(cpu: bool = True, threads: int = 1, extra: Optional[dict] = None)
     return env
 
 
-def launch_cmd(target: list, nproc: int = 2, config: str = "launch_configs/cpu_2proc.yaml",
-               port: Optional[int] = None, extra_flags: Optional[list] = None) -> list:
+def launch_cmd(
+    target: list,
+    nproc: int = 2,
+    config: str = "launch_configs/cpu_2proc.yaml",
+    port: int | None = None,
+    extra_flags: list | None = None,
+) -> list:
     """`accelerate launch --config_file CONFIG --num_processes N --main_process_port P TARGET...`."""
-    return [ACCELERATE, "launch", "--config_file", str(REPO / config), "--num_processes", str(nproc),
-            "--main_process_port", str(port or free_port()), *(extra_flags or []), *map(str, target)]
+    return [
+        ACCELERATE,
+        "launch",
+        "--config_file",
+        str(REPO / config),
+        "--num_processes",
+        str(nproc),
+        "--main_process_port",
+        str(port or free_port()),
+        *(extra_flags or []),
+        *map(str, target),
+    ]
 
 
-def run_launch(target: list, log: Path, nproc: int = 2, config: str = "launch_configs/cpu_2proc.yaml",
-               cpu: bool = True, timeout: int = 900, extra_flags: Optional[list] = None,
-               extra_env: Optional[dict] = None) -> str:
+def run_launch(
+    target: list,
+    log: Path,
+    nproc: int = 2,
+    config: str = "launch_configs/cpu_2proc.yaml",
+    cpu: bool = True,
+    timeout: int = 900,
+    extra_flags: list | None = None,
+    extra_env: dict | None = None,
+) -> str:
     """Run a launch to completion, output to ``log``; fail with the log's tail when it exits non-zero."""
     cmd = launch_cmd(target, nproc, config, extra_flags=extra_flags)
     with open(log, "w") as handle:
-        proc = subprocess.run(cmd, cwd=REPO, env=launch_env(cpu, extra=extra_env), stdout=handle,
-                              stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(
+            cmd,
+            cwd=REPO,
+            env=launch_env(cpu, extra=extra_env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
     text = log.read_text(errors="replace")  # interleaved progress bars can split a character
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{tail(text)}"
     return text

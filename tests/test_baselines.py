@@ -8,17 +8,31 @@ import torch
 
 from rkd.baselines.conference import ConferenceAutoencoder, SNRScheduleObjective
 from rkd.baselines.deep_jscc import DeepJSCCClassifier
-from rkd.baselines.digital import (UniformQuantizer, capacity_bits, choose_bits, digital_sweep, fallback_predictions,
-                                   min_snr_for_bits)
+from rkd.baselines.digital import (
+    UniformQuantizer,
+    capacity_bits,
+    choose_bits,
+    digital_sweep,
+    fallback_predictions,
+    min_snr_for_bits,
+)
 from rkd.config import ConfigError, load_config
 
-SPECS = [{"name": "awgn"}, {"name": "rayleigh", "csi": "perfect"}, {"name": "rayleigh", "csi": "none"},
-         {"name": "rician", "csi": "perfect", "k_factor": 4.0}]
+SPECS = [
+    {"name": "awgn"},
+    {"name": "rayleigh", "csi": "perfect"},
+    {"name": "rayleigh", "csi": "none"},
+    {"name": "rician", "csi": "perfect", "k_factor": 4.0},
+]
 
 
 def draws(n, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return -10 + 30 * torch.rand(n, generator=gen), torch.randint(1, 17, (n,), generator=gen), torch.arange(n) % len(SPECS)
+    return (
+        -10 + 30 * torch.rand(n, generator=gen),
+        torch.randint(1, 17, (n,), generator=gen),
+        torch.arange(n) % len(SPECS),
+    )
 
 
 @pytest.mark.parametrize("adaptive", [False, True])
@@ -119,7 +133,7 @@ def test_capacity_arithmetic():
     q = UniformQuantizer(torch.zeros(3), torch.ones(3))
     x = torch.rand(100, 3)
     for bits in (1, 3, 6):
-        assert (q(x, bits) - x).abs().max() <= 0.5 / 2 ** bits + 1e-6
+        assert (q(x, bits) - x).abs().max() <= 0.5 / 2**bits + 1e-6
     assert q.indices(torch.tensor([[-1.0, 0.5, 2.0]]), 2).tolist() == [[0, 2, 3]]  # clamped to the range
 
 
@@ -134,24 +148,52 @@ def test_digital_sweep_cliff_and_outage():
         head.bias.zero_()
     q = UniformQuantizer.fit(features)
     fallback = fallback_predictions(n, 4, "prior", prior_class=0, seed=0)
-    records = digital_sweep(features, labels, head, q, [{"name": "awgn"}, {"name": "rayleigh", "csi": "perfect"}],
-                            snrs=[-10.0, 10.0], rates=[2], candidates=[1, 2], fallback=fallback, seed=0)
+    records = digital_sweep(
+        features,
+        labels,
+        head,
+        q,
+        [{"name": "awgn"}, {"name": "rayleigh", "csi": "perfect"}],
+        snrs=[-10.0, 10.0],
+        rates=[2],
+        candidates=[1, 2],
+        fallback=fallback,
+        seed=0,
+    )
     cell = {(r["channel_label"], r["snr_db"]): r for r in records}
     assert cell[("awgn", -10.0)]["bits"] == 0 and cell[("awgn", -10.0)]["accuracy"] == pytest.approx(0.25)
     assert cell[("awgn", -10.0)]["outage"] == 1.0
     # 10 dB: 2 uses carry 6.9 bits -> 1 bit/value (4 bits) fits, 2 (8 bits) does not
-    assert cell[("awgn", 10.0)]["bits"] == 1 and cell[("awgn", 10.0)]["accuracy"] == 1.0 and cell[("awgn", 10.0)]["outage"] == 0
+    assert (
+        cell[("awgn", 10.0)]["bits"] == 1
+        and cell[("awgn", 10.0)]["accuracy"] == 1.0
+        and cell[("awgn", 10.0)]["outage"] == 0
+    )
     # Rayleigh: outage when 2 log2(1 + |h|^2 * 10) < 4, i.e. |h|^2 < 0.3, probability 1 - exp(-0.3)
     ray = cell[("rayleigh-csi", 10.0)]
     assert ray["outage"] == pytest.approx(1 - math.exp(-0.3), abs=0.03)
     assert ray["accuracy"] == pytest.approx(1 - 0.75 * ray["outage"], abs=0.02)  # lost samples: class 0 right
-    assert set(records[0]) >= {"method", "channel", "csi", "channel_label", "snr_db", "channel_uses", "accuracy", "n_test"}
+    assert set(records[0]) >= {
+        "method",
+        "channel",
+        "csi",
+        "channel_label",
+        "snr_db",
+        "channel_uses",
+        "accuracy",
+        "n_test",
+    }
     uniform = fallback_predictions(1000, 10, "uniform", 0, seed=1)
     assert uniform.unique().numel() == 10
 
 
 def test_ablations_and_baselines_are_config_changes(tmp_path):
-    from rkd.baselines.variants import ablation_overrides, conference_student_overrides, derive_config, link_shared_stages
+    from rkd.baselines.variants import (
+        ablation_overrides,
+        conference_student_overrides,
+        derive_config,
+        link_shared_stages,
+    )
     from rkd.run.hashing import stage_hashes
 
     base = load_config(None, [f"runs_dir={tmp_path}", "name=main"])
@@ -159,16 +201,22 @@ def test_ablations_and_baselines_are_config_changes(tmp_path):
     for name in ("teacher", "cache", "stage1"):
         (base.run_dir / name).mkdir(parents=True)
         (base.run_dir / name / "stage.json").write_text(json.dumps({"hash": hashes[name]}))
-    expected_shared = {"no-kd": ["teacher", "cache"], "no-robust-kd": ["teacher", "cache", "stage1"],
-                       "robust-kd": ["teacher", "cache", "stage1"],
-                       "no-channel-training": ["teacher", "cache", "stage1"], "no-state": ["teacher", "cache", "stage1"],
-                       "fixed-length": ["teacher", "cache", "stage1"]}
+    expected_shared = {
+        "no-kd": ["teacher", "cache"],
+        "no-robust-kd": ["teacher", "cache", "stage1"],
+        "robust-kd": ["teacher", "cache", "stage1"],
+        "no-channel-training": ["teacher", "cache", "stage1"],
+        "no-state": ["teacher", "cache", "stage1"],
+        "fixed-length": ["teacher", "cache", "stage1"],
+    }
     for name, shared in expected_shared.items():
         variant = derive_config(base, ablation_overrides(name, base), name)
         assert variant.run_dir == base.run_dir / "ablations" / name
         assert link_shared_stages(base, variant) == shared
         assert (variant.run_dir / "teacher").is_symlink()
-    assert derive_config(base, ablation_overrides("fixed-length", base), "f").codec.train_rates == [base.codec.max_symbols]
+    assert derive_config(base, ablation_overrides("fixed-length", base), "f").codec.train_rates == [
+        base.codec.max_symbols
+    ]
     assert derive_config(base, ablation_overrides("no-state", base), "s").codec.use_state is False
     conference = derive_config(base, conference_student_overrides(base), "c")
     assert (conference.loss.task, conference.loss.logit_kd, conference.loss.feature_kd) == (0, 0, 1)
@@ -183,8 +231,9 @@ def test_registries_hold_exactly_the_configurable_names():
 
     assert tuple(METHODS) == BASELINE_METHODS and tuple(ABLATION_REGISTRY) == ABLATIONS
     assert len({m.label for m in METHODS.values()}) == len(METHODS)  # one results name per method
-    cfg = load_config(None, [f"baselines.methods=[{','.join(BASELINE_METHODS)}]",
-                             f"baselines.ablations=[{','.join(ABLATIONS)}]"])
+    cfg = load_config(
+        None, [f"baselines.methods=[{','.join(BASELINE_METHODS)}]", f"baselines.ablations=[{','.join(ABLATIONS)}]"]
+    )
     assert all(isinstance(ablation_overrides(name, cfg), list) for name in ABLATIONS)
     with pytest.raises(ValueError, match="unknown ablation 'no-such'; known: "):
         ablation_overrides("no-such", cfg)
@@ -198,9 +247,10 @@ def test_method_hash_follows_each_methods_own_settings(tmp_path):
     def hashes_of(*overrides):
         cfg = load_config(None, [f"runs_dir={tmp_path}", *overrides])
         ctx = Context(cfg, accelerator=None, run=None, run_stages=None, grid=comparison_grid(cfg))
-        return {name: method_hash(ctx, name, stage_hashes(cfg))
-                for name in ("rkd-sc", "deep-jscc", "adjscc", "conference", "conference-awgn", "digital",
-                             "label-digital")}
+        return {
+            name: method_hash(ctx, name, stage_hashes(cfg))
+            for name in ("rkd-sc", "deep-jscc", "adjscc", "conference", "conference-awgn", "digital", "label-digital")
+        }
 
     base = hashes_of()
     assert len(set(base.values())) == len(base)  # the name is part of every hash
@@ -228,35 +278,55 @@ def test_no_state_codec_ignores_the_state():
     from rkd.models.cat import CATDecoder, CATEncoder
 
     torch.manual_seed(0)
-    enc, dec = CATEncoder(8, d_model=16, depth=1, heads=2, max_symbols=4, use_state=False), \
-        CATDecoder(d_model=16, depth=1, heads=2, max_symbols=4, out_dim=8, use_state=False)
+    enc, dec = (
+        CATEncoder(8, d_model=16, depth=1, heads=2, max_symbols=4, use_state=False),
+        CATDecoder(d_model=16, depth=1, heads=2, max_symbols=4, out_dim=8, use_state=False),
+    )
     tokens, y, mask = torch.randn(2, 5, 8), torch.randn(2, 4, dtype=torch.complex64), torch.ones(2, 4, dtype=torch.bool)
     a, b = torch.zeros(2, 2), torch.full((2, 2), 15.0)
     assert torch.equal(enc(tokens, a), enc(tokens, b)) and torch.equal(dec(y, mask, a), dec(y, mask, b))
 
 
 SMALL_BASELINES = [
-    "baselines.jscc_channels=8", "baselines.jscc_decoder_channels=8", "baselines.jscc_hidden=16",
-    "baselines.jscc_train.epochs=1", "baselines.jscc_train.batch_size=32", "baselines.jscc_train.max_steps=3",
-    "baselines.conference_stage1.epochs=1", "baselines.conference_stage1.batch_size=32",
-    "baselines.conference_stage1.max_steps=3", "baselines.conference_snrs=[0,10]", "baselines.conference_train.epochs=2",
-    "baselines.conference_train.batch_size=32", "baselines.conference_tokens=4", "baselines.conference_d_model=8",
+    "baselines.jscc_channels=8",
+    "baselines.jscc_decoder_channels=8",
+    "baselines.jscc_hidden=16",
+    "baselines.jscc_train.epochs=1",
+    "baselines.jscc_train.batch_size=32",
+    "baselines.jscc_train.max_steps=3",
+    "baselines.conference_stage1.epochs=1",
+    "baselines.conference_stage1.batch_size=32",
+    "baselines.conference_stage1.max_steps=3",
+    "baselines.conference_snrs=[0,10]",
+    "baselines.conference_train.epochs=2",
+    "baselines.conference_train.batch_size=32",
+    "baselines.conference_tokens=4",
+    "baselines.conference_d_model=8",
     "baselines.conference_depth=1",
 ]
 
 
 def run_baselines_cli(tmp_path, fake_fashion_dir, extra):
-    from rkd.cli import main
     from test_pipeline import TINY
 
-    args = ["--runs-dir", str(tmp_path / "runs"), "--name", "tiny", f"data.fashion_mnist_dir={fake_fashion_dir}",
-            f"data.cache_dir={tmp_path / 'datasets'}", *TINY, *SMALL_BASELINES, *extra]
+    from rkd.cli import main
+
+    args = [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "tiny",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+        *SMALL_BASELINES,
+        *extra,
+    ]
     assert main(["baselines", *args]) == 0
     return tmp_path / "runs" / "tiny", args
 
 
 def check_comparison(run, methods):
-    from rkd.cli import main
 
     data = json.loads((run / "compare" / "results.json").read_text())
     assert set(data["methods"]) == set(methods)
@@ -275,8 +345,9 @@ def check_comparison(run, methods):
 
 @pytest.mark.slow  # the whole pipeline plus baselines: minutes on a shared 2-core machine
 def test_rkd_baselines_digital_and_one_ablation(tmp_path, fake_fashion_dir, capsys):
-    run, args = run_baselines_cli(tmp_path, fake_fashion_dir, ["baselines.methods=[digital]",
-                                                              "baselines.ablations=[no-state]"])
+    run, args = run_baselines_cli(
+        tmp_path, fake_fashion_dir, ["baselines.methods=[digital]", "baselines.ablations=[no-state]"]
+    )
     check_comparison(run, ["rkd-sc", "digital", "ablation:no-state"])
     digital = json.loads((run / "baselines" / "digital" / "results.json").read_text())
     assert all("bits" in r for r in digital["records"])
@@ -297,7 +368,8 @@ def test_rkd_baselines_digital_and_one_ablation(tmp_path, fake_fashion_dir, caps
 def test_rkd_baselines_every_method_and_ablation(tmp_path, fake_fashion_dir):
     run, _ = run_baselines_cli(tmp_path, fake_fashion_dir, [])
     methods = ["rkd-sc", "deep-jscc", "adjscc", "conference-rkd", "label-digital", "feature-digital", "digital"] + [
-        f"ablation:{a}" for a in ("no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length")]
+        f"ablation:{a}" for a in ("no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length")
+    ]
     check_comparison(run, methods)
     conference = json.loads((run / "baselines" / "conference" / "results.json").read_text())
     assert {r["channel_uses"] for r in conference["records"]} == {conference["summary"]["feature_dim"] // 2}
@@ -305,9 +377,16 @@ def test_rkd_baselines_every_method_and_ablation(tmp_path, fake_fashion_dir):
 
 @pytest.mark.slow  # the pipeline twice (two seeds) plus the digital schemes and the budget-matched Deep JSCC
 def test_rkd_baselines_two_seeds_paired(tmp_path, fake_fashion_dir):
-    run, _ = run_baselines_cli(tmp_path, fake_fashion_dir, [
-        "baselines.methods=[deep-jscc-budget,label-digital,feature-digital,digital]", "baselines.ablations=[]",
-        "baselines.seeds=[0,1]", "baselines.per_image=true"])
+    run, _ = run_baselines_cli(
+        tmp_path,
+        fake_fashion_dir,
+        [
+            "baselines.methods=[deep-jscc-budget,label-digital,feature-digital,digital]",
+            "baselines.ablations=[]",
+            "baselines.seeds=[0,1]",
+            "baselines.per_image=true",
+        ],
+    )
     text = check_comparison(run, ["rkd-sc", "deep-jscc-budget", "label-digital", "feature-digital", "digital"])
     assert (run / "seeds" / "seed-1" / "baselines" / "label-digital" / "correct.npz").exists()
     assert not (run / "baselines" / "digital" / "correct.npz").exists()  # the bound keeps no per-image data

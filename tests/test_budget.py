@@ -9,11 +9,22 @@ from rkd.config import load_config
 
 
 def test_costs_from_stage_records(tmp_path):
-    cfg = load_config(None, [f"runs_dir={tmp_path}", "name=b", "teacher.train.batch_size=64", "stage1.batch_size=32",
-                             "stage2.batch_size=16"])
-    for stage, summary in {"teacher": {"steps": 10, "seconds": 5.0}, "cache": {"seconds": 1.0},
-                           "stage1": {"steps": 4, "seconds": 2.0, "world_size": 2},
-                           "stage2": {"steps": 8, "seconds": 3.0}}.items():
+    cfg = load_config(
+        None,
+        [
+            f"runs_dir={tmp_path}",
+            "name=b",
+            "teacher.train.batch_size=64",
+            "stage1.batch_size=32",
+            "stage2.batch_size=16",
+        ],
+    )
+    for stage, summary in {
+        "teacher": {"steps": 10, "seconds": 5.0},
+        "cache": {"seconds": 1.0},
+        "stage1": {"steps": 4, "seconds": 2.0, "world_size": 2},
+        "stage2": {"steps": 8, "seconds": 3.0},
+    }.items():
         (cfg.run_dir / stage).mkdir(parents=True)
         (cfg.run_dir / stage / "stage.json").write_text(json.dumps({"summary": summary}))
     parts = pipeline_costs(cfg, cfg.run_dir, ("teacher", "cache", "search", "stage1", "stage2"), n_train=320)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from rkd.channels import get_channel
-from rkd.models.cat import CATDecoder, CATEncoder, sample_rates, symbol_mask
+from rkd.draws import sample_rates, symbol_mask
+from rkd.models.cat import CATDecoder, CATEncoder
 
 IN_DIM, MAX_SYMBOLS, OUT_DIM = 12, 16, 24
 

@@ -9,12 +9,12 @@ import torch
 
 from rkd.channels import (
     ChannelOutput,
-    SNRSampler,
     channel_from_spec,
     channel_label,
     get_channel,
     normalize_power,
 )
+from rkd.draws import SNRSampler
 
 N_SAMPLES = 20_000
 N_SYMBOLS = 64

@@ -5,11 +5,17 @@ import json
 
 import numpy as np
 import torch
-
-from rkd.evaluation.classwise import chosen_snrs, classwise_summary, confusion_matrix, csv_rows, per_class_accuracy, render_lines
-
 from test_export import TRANSFORM, images, tiny_system
 from test_pipeline import TINY
+
+from rkd.evaluation.classwise import (
+    chosen_snrs,
+    classwise_summary,
+    confusion_matrix,
+    csv_rows,
+    per_class_accuracy,
+    render_lines,
+)
 
 NAMES = ["zéro", "café", "class seven", "九 nine"]
 
@@ -67,8 +73,16 @@ def test_eval_outputs_name_the_classes(tmp_path, capsys):
     from rkd.cli import main
 
     root = _imagefolder(tmp_path / "digits")
-    args = ["--runs-dir", str(tmp_path / "runs"), "--name", "named", f"data.name=imagefolder:{root}",
-            f"data.cache_dir={tmp_path / 'datasets'}", *TINY, "eval.snr_step=15"]
+    args = [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "named",
+        f"data.name=imagefolder:{root}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+        "eval.snr_step=15",
+    ]
     assert main(["run", *args]) == 0
     out = tmp_path / "runs" / "named" / "eval"
     summary = json.loads((out / "results.json").read_text())["summary"]

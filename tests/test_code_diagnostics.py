@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from rkd.channels import get_channel
+from rkd.draws import sample_rates, symbol_mask
 from rkd.evaluation.diagnostics import effective_dimensions, participation_ratio, rate_gains, summarise_rate_gains
-from rkd.models.cat import CATDecoder, CATEncoder, sample_rates, symbol_mask
+from rkd.models.cat import CATDecoder, CATEncoder
 
 MAX_SYMBOLS, RATES = 16, [2, 4, 8, 16]
 
@@ -29,11 +30,16 @@ def test_participation_ratio_counts_independent_directions():
 
 def test_rate_gain_is_zero_for_an_energy_only_code_and_positive_otherwise():
     snrs = [-10.0, -4.0, 2.0, 8.0, 14.0, 20.0]
+
     def curve(shift: float) -> list:  # accuracy as a function of total energy: logistic in dB
         return [1 / (1 + math.exp(-(s + shift) / 4)) for s in snrs]
+
     energy_only = {4: curve(0.0), 16: curve(10 * math.log10(4))}
-    records = [{"method": "m", "channel_label": "awgn", "snr_db": s, "channel_uses": k, "accuracy": a}
-               for k, accs in energy_only.items() for s, a in zip(snrs, accs)]
+    records = [
+        {"method": "m", "channel_label": "awgn", "snr_db": s, "channel_uses": k, "accuracy": a}
+        for k, accs in energy_only.items()
+        for s, a in zip(snrs, accs)
+    ]
     gains = rate_gains(records, "m", "awgn")
     assert gains and all(abs(g["rate_gain"]) < 0.03 for g in gains)  # interpolation error only
     better = [dict(r, accuracy=r["accuracy"] + 0.1) if r["channel_uses"] == 16 else r for r in records]
@@ -85,7 +91,14 @@ def test_trained_toy_code_grows_in_dimension_and_beats_energy_only():
             for snr_db in (-6.0, -3.0, 0.0, 3.0, 6.0, 9.0, 12.0, 15.0):
                 snr = torch.full((3000,), snr_db)
                 pred = logits(tokens, torch.full((3000,), k), snr, torch.Generator().manual_seed(5)).argmax(-1)
-                records.append({"method": "toy", "channel_label": "awgn", "snr_db": snr_db, "channel_uses": k,
-                                "accuracy": float((pred == labels).float().mean())})
+                records.append(
+                    {
+                        "method": "toy",
+                        "channel_label": "awgn",
+                        "snr_db": snr_db,
+                        "channel_uses": k,
+                        "accuracy": float((pred == labels).float().mean()),
+                    }
+                )
     gains = summarise_rate_gains(rate_gains(records, "toy", "awgn"))
     assert gains[16]["mean"] > 0.05, (gains, records)  # k=16 beats k=2 given the same total energy

@@ -68,6 +68,8 @@ def test_stage_hashes_chain_downstream():
     base = stage_hashes(load_config(None))
     changed = stage_hashes(load_config(None, ["stage1.epochs=1"]))
     assert base["teacher"] == changed["teacher"] and base["cache"] == changed["cache"]
-    assert base["stage1"] != changed["stage1"] and base["stage2"] != changed["stage2"] and base["eval"] != changed["eval"]
+    assert (
+        base["stage1"] != changed["stage1"] and base["stage2"] != changed["stage2"] and base["eval"] != changed["eval"]
+    )
     only_eval = stage_hashes(load_config(None, ["eval.snr_step=5"]))
     assert only_eval["stage2"] == base["stage2"] and only_eval["eval"] != base["eval"]

@@ -12,12 +12,17 @@ from rkd.config import ConfigError, RunConfig, load_config
 SECTIONS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-10**6, max_value=10**6),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**6), max_value=10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
 )
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                      max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 def field_paths():
@@ -59,10 +64,14 @@ def test_random_values_load_or_fail_clearly(path, value):
 
 
 @settings(max_examples=150, deadline=None)
-@given(keys=st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=20), min_size=1, max_size=3),
-       value=scalars)
+@given(
+    keys=st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_.", min_size=1, max_size=20), min_size=1, max_size=3),
+    value=scalars,
+)
 def test_random_keys_load_or_fail_clearly(keys, value):
-    overrides = [f"{k}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}" for k in keys]
+    overrides = [
+        f"{k}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}" for k in keys
+    ]
     _check(overrides)
 
 

@@ -9,17 +9,20 @@ from rkd.config import ConfigError, RunConfig, SearchConfig, TrainConfig, config
 from rkd.nas.ops import OPS, PRIMITIVES
 
 
-@pytest.mark.parametrize("override, attr, expected", [
-    ("mixed_precision=no", ("mixed_precision",), "no"),  # YAML reads a bare `no` as False: it stays the word
-    ("teacher.finetune=no", ("teacher", "finetune"), False),
-    ("stage1.epochs=3.0", ("stage1", "epochs"), 3),
-    ("stage1.lr='1e-3'", ("stage1", "lr"), 0.001),
-    ("stage1.lr=1", ("stage1", "lr"), 1.0),
-    ("name=5", ("name",), "5"),
-    ("data.max_train=none", ("data", "max_train"), None),
-    ("codec.rates='[8, 16]'", ("codec", "rates"), [8, 16]),
-    ("search.sweep_weights=[0, 0.5]", ("search", "sweep_weights"), [0, 0.5]),
-])
+@pytest.mark.parametrize(
+    "override, attr, expected",
+    [
+        ("mixed_precision=no", ("mixed_precision",), "no"),  # YAML reads a bare `no` as False: it stays the word
+        ("teacher.finetune=no", ("teacher", "finetune"), False),
+        ("stage1.epochs=3.0", ("stage1", "epochs"), 3),
+        ("stage1.lr='1e-3'", ("stage1", "lr"), 0.001),
+        ("stage1.lr=1", ("stage1", "lr"), 1.0),
+        ("name=5", ("name",), "5"),
+        ("data.max_train=none", ("data", "max_train"), None),
+        ("codec.rates='[8, 16]'", ("codec", "rates"), [8, 16]),
+        ("search.sweep_weights=[0, 0.5]", ("search", "sweep_weights"), [0, 0.5]),
+    ],
+)
 def test_values_are_coerced_as_before(override, attr, expected):
     value = load_config(None, [override])
     for name in attr:
@@ -27,17 +30,26 @@ def test_values_are_coerced_as_before(override, attr, expected):
     assert value == expected and type(value) is type(expected)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("stage1.epochs=true", "config field 'stage1.epochs' = True is invalid: expected an integer"),
-    ("stage1.lr=.inf", "config field 'stage1.lr' = inf is invalid: expected a finite number"),
-    ("teacher.finetune=2", "'teacher.finetune' = 2 is invalid: expected true or false"),
-    ("codec.rates=[8,x]", "config field 'codec.rates[1]' = 'x' is invalid: expected an integer"),
-    ("stage1=5", "config field 'stage1' = 5 is invalid: expected a mapping of TrainConfig fields"),
-    ("channel.channels=[wifi]", "'channel.channels[0]' = 'wifi' is invalid: expected one of 'awgn'"),
-    ("channel.channels=[]", f"expected a non-empty list drawn from {CHANNEL_NAMES}"),
-    ("baselines.methods=[digital,digital]", "'baselines.methods' = ['digital', 'digital'] is invalid: expected distinct"),
-    ("search.loss.feature_loss=l1", "'search.loss.feature_loss' = 'l1' is invalid: expected one of 'cosine' or 'mse'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("stage1.epochs=true", "config field 'stage1.epochs' = True is invalid: expected an integer"),
+        ("stage1.lr=.inf", "config field 'stage1.lr' = inf is invalid: expected a finite number"),
+        ("teacher.finetune=2", "'teacher.finetune' = 2 is invalid: expected true or false"),
+        ("codec.rates=[8,x]", "config field 'codec.rates[1]' = 'x' is invalid: expected an integer"),
+        ("stage1=5", "config field 'stage1' = 5 is invalid: expected a mapping of TrainConfig fields"),
+        ("channel.channels=[wifi]", "'channel.channels[0]' = 'wifi' is invalid: expected one of 'awgn'"),
+        ("channel.channels=[]", f"expected a non-empty list drawn from {CHANNEL_NAMES}"),
+        (
+            "baselines.methods=[digital,digital]",
+            "'baselines.methods' = ['digital', 'digital'] is invalid: expected distinct",
+        ),
+        (
+            "search.loss.feature_loss=l1",
+            "'search.loss.feature_loss' = 'l1' is invalid: expected one of 'cosine' or 'mse'",
+        ),
+    ],
+)
 def test_errors_name_the_dotted_field_the_value_and_what_is_accepted(override, message):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])

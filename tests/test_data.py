@@ -10,12 +10,21 @@ import pytest
 import torch
 
 import rkd.data.fashion_mnist as fashion_mnist
-from rkd.run.artifacts import read_json, sha256_file
 from rkd.config import DataConfig
 from rkd.data import (
-    CHECKSUM_FILE, FASHION_MNIST_CLASSES, DataError, ImageTransform, Split, augment, load_data, make_loader, random_erase,
-    split_indices, student_transform,
+    CHECKSUM_FILE,
+    FASHION_MNIST_CLASSES,
+    DataError,
+    ImageTransform,
+    Split,
+    augment,
+    load_data,
+    make_loader,
+    random_erase,
+    split_indices,
+    student_transform,
 )
+from rkd.run.artifacts import read_json, sha256_file
 
 
 def _idx_array(path: Path) -> np.ndarray:
@@ -43,7 +52,9 @@ def _flip_byte(path: Path, offset: int = -100) -> None:
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
 
-def test_idx_conversion_writes_arrow_and_checksums(fashion_cfg, fake_fashion_dir, data_cache_dir, fashion_bundle, monkeypatch):
+def test_idx_conversion_writes_arrow_and_checksums(
+    fashion_cfg, fake_fashion_dir, data_cache_dir, fashion_bundle, monkeypatch
+):
     calls = _count_conversions(monkeypatch)
     bundle = load_data(fashion_cfg)
     assert calls == [1]
@@ -188,11 +199,13 @@ def _cifar_like(path: Path, with_test: bool = True) -> dict:
 
     rng = np.random.default_rng(0)
     fine = ["apple", "bee", "cloud", "dog"]
-    features = datasets.Features({
-        "img": datasets.Image(),
-        "coarse_label": datasets.ClassLabel(names=["food", "animal", "sky"]),
-        "fine_label": datasets.ClassLabel(names=fine),
-    })
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "coarse_label": datasets.ClassLabel(names=["food", "animal", "sky"]),
+            "fine_label": datasets.ClassLabel(names=fine),
+        }
+    )
     arrays = {}
     parts = {}
     for split, n in (("train", 40), ("test", 12)) if with_test else (("train", 40),):
@@ -200,7 +213,11 @@ def _cifar_like(path: Path, with_test: bool = True) -> dict:
         labels = np.arange(n) % 4
         arrays[split] = (pixels, labels)
         parts[split] = datasets.Dataset.from_dict(
-            {"img": [Image.fromarray(p) for p in pixels], "coarse_label": (labels % 3).tolist(), "fine_label": labels.tolist()},
+            {
+                "img": [Image.fromarray(p) for p in pixels],
+                "coarse_label": (labels % 3).tolist(),
+                "fine_label": labels.tolist(),
+            },
             features=features,
         )
     datasets.DatasetDict(parts).save_to_disk(str(path))
@@ -209,7 +226,9 @@ def _cifar_like(path: Path, with_test: bool = True) -> dict:
 
 def test_hf_save_to_disk_detects_columns(tmp_path):
     arrays = _cifar_like(tmp_path / "cifar")
-    cfg = DataConfig(name=f"hf:{tmp_path / 'cifar'}", cache_dir=str(tmp_path / "cache"), val_fraction=0.25, image_size=32)
+    cfg = DataConfig(
+        name=f"hf:{tmp_path / 'cifar'}", cache_dir=str(tmp_path / "cache"), val_fraction=0.25, image_size=32
+    )
     bundle = load_data(cfg)
     assert bundle.class_names == ["apple", "bee", "cloud", "dog"]  # fine_label, not coarse_label
     assert bundle.channels == 3 and bundle.image_shape == (32, 32, 3)
@@ -244,7 +263,9 @@ def test_hf_column_errors_list_columns(tmp_path):
     with pytest.raises(DataError) as info:
         load_data(cfg)
     assert "data.image_column" in str(info.value) and "'picture'" in str(info.value) and "fine_label" in str(info.value)
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"x": [1, 2], "y": [0, 1]})}).save_to_disk(str(tmp_path / "odd"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"x": [1, 2], "y": [0, 1]})}).save_to_disk(
+        str(tmp_path / "odd")
+    )
     with pytest.raises(DataError, match=r"no image column.*x \(Value\), y \(Value\)"):
         load_data(DataConfig(name=f"hf:{tmp_path / 'odd'}", cache_dir=str(tmp_path / "cache")))
 
@@ -254,7 +275,9 @@ def test_hf_array_column_and_plain_labels(tmp_path):
 
     rng = np.random.default_rng(1)
     pixels = rng.integers(0, 256, size=(30, 12, 12), dtype=np.uint8)
-    features = datasets.Features({"pixel_values": datasets.Array2D(shape=(12, 12), dtype="uint8"), "label": datasets.Value("int64")})
+    features = datasets.Features(
+        {"pixel_values": datasets.Array2D(shape=(12, 12), dtype="uint8"), "label": datasets.Value("int64")}
+    )
     ds = datasets.Dataset.from_dict({"pixel_values": pixels, "label": (np.arange(30) % 3).tolist()}, features=features)
     ds.save_to_disk(str(tmp_path / "arr"))  # a single Dataset, not a DatasetDict
     bundle = load_data(DataConfig(name=f"hf:{tmp_path / 'arr'}", cache_dir=str(tmp_path / "c"), val_fraction=0.2))

@@ -61,10 +61,12 @@ def test_mixed_modes_and_sizes_are_converted(tmp_path):
 def test_four_channel_arrays_are_refused(tmp_path):
     import datasets
 
-    features = datasets.Features({"pixel_values": datasets.Array3D(shape=(8, 8, 4), dtype="uint8"),
-                                  "label": datasets.Value("int64")})
-    datasets.Dataset.from_dict({"pixel_values": np.zeros((20, 8, 8, 4), np.uint8), "label": [0, 1] * 10},
-                               features=features).save_to_disk(str(tmp_path / "d"))
+    features = datasets.Features(
+        {"pixel_values": datasets.Array3D(shape=(8, 8, 4), dtype="uint8"), "label": datasets.Value("int64")}
+    )
+    datasets.Dataset.from_dict(
+        {"pixel_values": np.zeros((20, 8, 8, 4), np.uint8), "label": [0, 1] * 10}, features=features
+    ).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(DataError, match="images have 4 channels; rkd supports 1 .* or 3"):
         load_data(_cfg(tmp_path, f"hf:{tmp_path / 'd'}"))
 
@@ -74,9 +76,12 @@ def test_non_finite_float_pixels_are_refused(tmp_path):
 
     pixels = np.random.default_rng(0).random((20, 8, 8)).astype(np.float32)
     pixels[3, 2, 2] = np.inf
-    features = datasets.Features({"pixel_values": datasets.Array2D(shape=(8, 8), dtype="float32"),
-                                  "label": datasets.Value("int64")})
-    datasets.Dataset.from_dict({"pixel_values": pixels, "label": [0, 1] * 10}, features=features).save_to_disk(str(tmp_path / "d"))
+    features = datasets.Features(
+        {"pixel_values": datasets.Array2D(shape=(8, 8), dtype="float32"), "label": datasets.Value("int64")}
+    )
+    datasets.Dataset.from_dict({"pixel_values": pixels, "label": [0, 1] * 10}, features=features).save_to_disk(
+        str(tmp_path / "d")
+    )
     with pytest.raises(DataError, match=r"split 'train': row 3 has NaN or Inf"):
         load_data(_cfg(tmp_path, f"hf:{tmp_path / 'd'}"))
 
@@ -84,8 +89,9 @@ def test_non_finite_float_pixels_are_refused(tmp_path):
 def test_labels_out_of_range_are_refused(tmp_path):
     import datasets
 
-    datasets.Dataset.from_dict({"image": _images(18), "label": [0, 1, -1] * 6},
-                               features=_features("int")).save_to_disk(str(tmp_path / "d"))
+    datasets.Dataset.from_dict({"image": _images(18), "label": [0, 1, -1] * 6}, features=_features("int")).save_to_disk(
+        str(tmp_path / "d")
+    )
     with pytest.raises(DataError, match=r"labels span \[-1, 1\].*expected labels in \[0, 1\]"):
         load_data(_cfg(tmp_path, f"hf:{tmp_path / 'd'}"))
 
@@ -93,10 +99,14 @@ def test_labels_out_of_range_are_refused(tmp_path):
 def test_test_only_classes_are_warned_and_recorded(tmp_path):
     import datasets
 
-    datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"image": _images(18), "label": [0, 1] * 9}, features=_features("int")),
-        "test": datasets.Dataset.from_dict({"image": _images(6), "label": [0, 1, 5] * 2}, features=_features("int")),
-    }).save_to_disk(str(tmp_path / "d"))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"image": _images(18), "label": [0, 1] * 9}, features=_features("int")),
+            "test": datasets.Dataset.from_dict(
+                {"image": _images(6), "label": [0, 1, 5] * 2}, features=_features("int")
+            ),
+        }
+    ).save_to_disk(str(tmp_path / "d"))
     with pytest.warns(UserWarning, match=r"appear in test but not in train \(5\)"):
         bundle = load_data(_cfg(tmp_path, f"hf:{tmp_path / 'd'}"))
     assert bundle.num_classes == 6 and "cannot be learnt" in bundle.source
@@ -109,8 +119,12 @@ def test_empty_splits(tmp_path, empty):
     from rkd.data.hf import bundle_from_hf
 
     sizes = {"train": 18, "test": 6, empty: 0}
-    parts = {name: datasets.Dataset.from_dict({"image": _images(n), "label": [i % 2 for i in range(n)]},
-                                              features=_features()) for name, n in sizes.items()}
+    parts = {
+        name: datasets.Dataset.from_dict(
+            {"image": _images(n), "label": [i % 2 for i in range(n)]}, features=_features()
+        )
+        for name, n in sizes.items()
+    }
     cfg = _cfg(tmp_path, "hf:in-memory")
     if empty == "train":
         with pytest.raises(DataError, match="split 'train' is empty"):
@@ -127,14 +141,17 @@ def test_empty_splits(tmp_path, empty):
 def test_too_few_images_or_classes(tmp_path):
     import datasets
 
-    datasets.Dataset.from_dict({"image": _images(2), "label": [0, 1]}, features=_features()).save_to_disk(str(tmp_path / "two"))
+    datasets.Dataset.from_dict({"image": _images(2), "label": [0, 1]}, features=_features()).save_to_disk(
+        str(tmp_path / "two")
+    )
     with pytest.raises(DataError, match=r"data\.val_fraction.*nothing would be left"):
         load_data(_cfg(tmp_path, f"hf:{tmp_path / 'two'}"))
     one = _folder(tmp_path / "one", classes=("only",))
     with pytest.raises(DataError, match=r"1 class folder\(s\) with files \['only'\].*at least 2 classes"):
         load_data(_cfg(tmp_path, f"imagefolder:{one}"))
-    datasets.Dataset.from_dict({"image": _images(10), "label": [0] * 10},
-                               features=_features("int")).save_to_disk(str(tmp_path / "mono"))
+    datasets.Dataset.from_dict({"image": _images(10), "label": [0] * 10}, features=_features("int")).save_to_disk(
+        str(tmp_path / "mono")
+    )
     with pytest.raises(DataError, match="classification needs at least 2"):
         load_data(_cfg(tmp_path, f"hf:{tmp_path / 'mono'}"))
 
@@ -157,6 +174,10 @@ def test_empty_class_folder_is_ignored(tmp_path):
 def test_wrong_batch_shapes_at_the_model_input_are_refused():
     transform = ImageTransform(size=8, channels=1, mean=[0.5], std=[0.25])
     assert transform(torch.zeros(2, 20, 12, 3, dtype=torch.uint8)).shape == (2, 1, 8, 8)  # resized, luminance
-    for bad in (torch.zeros(2, 8, 8, 4, dtype=torch.uint8), torch.zeros(2, 8, 8, 1), torch.zeros(8, 8, 1, dtype=torch.uint8)):
+    for bad in (
+        torch.zeros(2, 8, 8, 4, dtype=torch.uint8),
+        torch.zeros(2, 8, 8, 1),
+        torch.zeros(8, 8, 1, dtype=torch.uint8),
+    ):
         with pytest.raises(ValueError, match=r"uint8 \[B, H, W, C\] batch with C in \(1, 3\)"):
             transform(bad)

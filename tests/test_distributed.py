@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from multiproc import REPO, launch_cmd, launch_env, logged_steps, run_launch, tail
 from test_pipeline import TINY
 
@@ -33,8 +32,9 @@ from test_pipeline import TINY
 def _tiny_cfg(fake_fashion_dir, tmp_path, extra=()):
     from rkd.config import load_config
 
-    return load_config(None, [*TINY, f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}",
-                              *extra])
+    return load_config(
+        None, [*TINY, f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}", *extra]
+    )
 
 
 class _FakeCache:
@@ -45,8 +45,10 @@ class _FakeCache:
 
     def targets(self, split, index):
         g = torch.Generator().manual_seed(int(index.sum()))
-        return {"teacher_logits": torch.randn(len(index), self.classes, generator=g) * 3,
-                "teacher_features": torch.randn(len(index), self.dim, generator=g)}
+        return {
+            "teacher_logits": torch.randn(len(index), self.classes, generator=g) * 3,
+            "teacher_features": torch.randn(len(index), self.dim, generator=g),
+        }
 
 
 def _stage2_system(cfg, bundle):
@@ -72,8 +74,8 @@ def fresh_accelerate_state():
 def test_stage2_trains_under_bf16_autocast_on_cpu(fashion_bundle, fake_fashion_dir, tmp_path, fresh_accelerate_state):
     """The CAT codec + student, prepared by an Accelerator with mixed_precision=bf16: finite, sane losses."""
     from rkd.data import make_loader, student_transform
-    from rkd.stages.objective import DistillObjective, kd_loss
     from rkd.engine import make_accelerator
+    from rkd.stages.objective import DistillObjective, kd_loss
 
     cfg = _tiny_cfg(fake_fashion_dir, tmp_path)
     batch = next(iter(make_loader(fashion_bundle.splits["train"], 32, shuffle=True, seed=0)))
@@ -85,8 +87,14 @@ def test_stage2_trains_under_bf16_autocast_on_cpu(fashion_bundle, fake_fashion_d
         accelerator = make_accelerator(precision, cpu=True, seed=0)
         assert accelerator.mixed_precision == precision
         system = _stage2_system(cfg, fashion_bundle)
-        objective = DistillObjective(student_transform(cfg.data, fashion_bundle), _FakeCache(),
-                                     kd_loss(cfg.stage2_loss), channel_cfg=cfg.channel, rates=cfg.codec.rates, seed=0)
+        objective = DistillObjective(
+            student_transform(cfg.data, fashion_bundle),
+            _FakeCache(),
+            kd_loss(cfg.stage2_loss),
+            channel_cfg=cfg.channel,
+            rates=cfg.codec.rates,
+            seed=0,
+        )
         model = accelerator.prepare(system)
         step = objective(model, batch, True)
         accelerator.backward(step.loss)
@@ -123,8 +131,8 @@ def test_deepspeed_launch_refuses_what_would_silently_disable_it(monkeypatch, fr
 def test_split_sweep_equals_one_process_sweep(fashion_bundle, fake_fashion_dir, tmp_path):
     """Round-robin SNR shares, swept separately and merged like the eval stage (rkd.stages.evaluate) does, give the same records."""
     from rkd.data import student_transform
-    from rkd.models.frozen_tokens import batched
     from rkd.evaluation.sweep import channel_sweep, my_share, snr_grid
+    from rkd.models.frozen_tokens import batched
 
     cfg = _tiny_cfg(fake_fashion_dir, tmp_path, ["eval.snr_step=6"])
     system = _stage2_system(cfg, fashion_bundle).eval()
@@ -136,8 +144,12 @@ def test_split_sweep_equals_one_process_sweep(fashion_bundle, fake_fashion_dir, 
     channels = cfg.eval.channels[1:3]  # the fading ones: their draws matter most
     whole = channel_sweep(system, tokens, labels, channels, grid, [2, 8], 30, cfg.eval.seed, progress=False)
     for world in (2, 4):
-        parts = [channel_sweep(system, tokens, labels, channels, my_share(grid, r, world), [2, 8], 30, cfg.eval.seed,
-                               progress=False) for r in range(world)]
+        parts = [
+            channel_sweep(
+                system, tokens, labels, channels, my_share(grid, r, world), [2, 8], 30, cfg.eval.seed, progress=False
+            )
+            for r in range(world)
+        ]
         assert sorted(sum((my_share(grid, r, world) for r in range(world)), [])) == sorted(grid)
         position = {float(s): i for i, s in enumerate(grid)}
         merged = sorted(sum(parts, []), key=lambda r: position[r["snr_db"]])
@@ -182,8 +194,17 @@ def _stage_summary(run: Path, stage: str) -> dict:
 def test_two_process_distill_and_evaluate(fake_fashion_dir, tmp_path):
     """`accelerate launch` x 2 CPU processes runs every stage; SNR buckets per rank follow the rule; the split
     evaluation gives exactly the records of a 1-process evaluation of the same stage-2 model."""
-    args = ["--runs-dir", tmp_path / "runs", "--name", "two", f"data.fashion_mnist_dir={fake_fashion_dir}",
-            f"data.cache_dir={tmp_path / 'datasets'}", *TINY, "stage2.max_steps=6", "stage2.epochs=2"]
+    args = [
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "two",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+        "stage2.max_steps=6",
+        "stage2.epochs=2",
+    ]
     run = tmp_path / "runs" / "two"
     run_launch(["rkd/distill.py", *args], tmp_path / "distill.log", nproc=2)
     for stage in ("teacher", "cache", "stage1", "stage2"):
@@ -216,7 +237,7 @@ def test_two_process_distill_and_evaluate(fake_fashion_dir, tmp_path):
     assert len(swept) == 4 * 4 * 2 and len({r["accuracy"] for r in swept}) > 1
 
 
-CACHE_JOB = '''
+CACHE_JOB = """
 import json, sys
 from pathlib import Path
 import torch
@@ -238,19 +259,23 @@ manifest = build_cache(load_trained_teacher(teacher_dir), bundle, Path(out), bat
                        accelerator=accelerator, progress=False)
 Path(out, f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world": world, "sum": total,
                                                     "splits": manifest["splits"]}))
-'''
+"""
 
 
 @pytest.mark.slow
 def test_two_process_teacher_cache_matches_one_process_and_resumes(fashion_bundle, fake_fashion_dir, tmp_path):
     from rkd.config import TeacherConfig
     from rkd.teacher.cache import build_cache, load_cache
-    from rkd.teacher.model import build_teacher
     from rkd.teacher.io import save_teacher
+    from rkd.teacher.model import build_teacher
 
     torch.manual_seed(3)
-    teacher = build_teacher(TeacherConfig(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),
-                            fashion_bundle.num_classes, fashion_bundle.class_names, fashion_bundle.channels)
+    teacher = build_teacher(
+        TeacherConfig(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),
+        fashion_bundle.num_classes,
+        fashion_bundle.class_names,
+        fashion_bundle.channels,
+    )
     save_teacher(teacher, tmp_path / "teacher")
     reference = build_cache(teacher, fashion_bundle, tmp_path / "cache1", batch_size=50, shard_size=64, progress=False)
     script = tmp_path / "cache_job.py"
@@ -262,8 +287,9 @@ def test_two_process_teacher_cache_matches_one_process_and_resumes(fashion_bundl
     assert [(r["rank"], r["world"], r["sum"]) for r in ranks] == [(0, 2, 3.0), (1, 2, 3.0)]
     assert ranks[0]["splits"] == ranks[1]["splits"]  # every process returns the merged manifest
     merged, ref = ranks[0]["splits"], reference["splits"]
-    assert {s: [(x["file"], x["start"], x["stop"]) for x in e["shards"]] for s, e in merged.items()} == \
-        {s: [(x["file"], x["start"], x["stop"]) for x in e["shards"]] for s, e in ref.items()}
+    assert {s: [(x["file"], x["start"], x["stop"]) for x in e["shards"]] for s, e in merged.items()} == {
+        s: [(x["file"], x["start"], x["stop"]) for x in e["shards"]] for s, e in ref.items()
+    }
     two, one = load_cache(out), load_cache(tmp_path / "cache1", expected_teacher=teacher.identity)
     for split in one.logits:
         assert torch.allclose(two.logits[split].float(), one.logits[split].float(), atol=2e-2, rtol=1e-2)
@@ -294,9 +320,20 @@ def test_deepspeed_zero2_stage2_checkpoints_and_resumes(fake_fashion_dir, tmp_pa
     """ZeRO stage 2 through Accelerate on 2 CPU processes (gloo): SIGUSR1 mid stage 2 -> partitioned
     checkpoint -> relaunch resumes and finishes."""
     pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install -c constraints.txt deepspeed)")
-    args = ["rkd/distill.py", "--runs-dir", tmp_path / "runs", "--name", "ds", f"data.fashion_mnist_dir={fake_fashion_dir}",
-            f"data.cache_dir={tmp_path / 'datasets'}", *TINY, "stage2.max_steps=40", "stage2.epochs=20",
-            "stage2.log_every=1", "stage2.checkpoint_every=1000"]
+    args = [
+        "rkd/distill.py",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--name",
+        "ds",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+        "stage2.max_steps=40",
+        "stage2.epochs=20",
+        "stage2.log_every=1",
+        "stage2.checkpoint_every=1000",
+    ]
     run = tmp_path / "runs" / "ds"
     cmd = launch_cmd(args, nproc=2, config="launch_configs/deepspeed_zero2.yaml")
     log = tmp_path / "ds-1.log"
@@ -332,12 +369,39 @@ def test_two_nodes_rendezvous_through_node_launch(tmp_path):
     port = free_port()
     procs = []
     for node in (0, 1):
-        env = launch_env(extra={"SLURM_NNODES": "2", "SLURM_NODEID": str(node), "MASTER_ADDR": "127.0.0.1",
-                                "MASTER_PORT": str(port), "NPROC_PER_NODE": "1", "GPUS_PER_NODE": "0",
-                                "RKD_LAUNCH_CONFIG": "launch_configs/cpu_2proc.yaml", "RKD_MODULE": "rkd_probe"})
+        env = launch_env(
+            extra={
+                "SLURM_NNODES": "2",
+                "SLURM_NODEID": str(node),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "NPROC_PER_NODE": "1",
+                "GPUS_PER_NODE": "0",
+                "RKD_LAUNCH_CONFIG": "launch_configs/cpu_2proc.yaml",
+                "RKD_MODULE": "rkd_probe",
+            }
+        )
         log = open(tmp_path / f"node{node}.log", "w")
-        procs.append((subprocess.Popen(["bash", str(REPO / "slurm" / "node_launch.sh"), "distill", "--runs-dir", str(tmp_path),
-                                        "--name", "nodes"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        procs.append(
+            (
+                subprocess.Popen(
+                    [
+                        "bash",
+                        str(REPO / "slurm" / "node_launch.sh"),
+                        "distill",
+                        "--runs-dir",
+                        str(tmp_path),
+                        "--name",
+                        "nodes",
+                    ],
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
     for proc, log in procs:
         rc = proc.wait(timeout=600)
         log.close()

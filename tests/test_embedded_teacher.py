@@ -6,18 +6,20 @@ import pytest
 import torch
 
 from rkd.config import ConfigError, RunConfig, TeacherConfig, load_config
-from rkd.teacher.embedded import EMBEDDED_FAMILIES, embedded_model_config
-from rkd.nas.network import Student
 from rkd.nas.genotype import load_genotype
+from rkd.nas.network import Student
 from rkd.teacher.cache import AUGMENTATION_FLIP, AUGMENTATION_NONE, build_cache, load_cache
-from rkd.teacher.model import build_teacher
+from rkd.teacher.embedded import EMBEDDED_FAMILIES, embedded_model_config
 from rkd.teacher.io import load_trained_teacher, save_teacher
+from rkd.teacher.model import build_teacher
 from rkd.teacher.training import TeacherObjective
 
 NAMES10 = [f"class{i}" for i in range(10)]
-TINY = {"resnet": dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),
-        "regnet": dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),
-        "convnext": dict(embedded_hidden_sizes=[8, 16, 32], embedded_depths=[1, 1, 1])}
+TINY = {
+    "resnet": dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),
+    "regnet": dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8),
+    "convnext": dict(embedded_hidden_sizes=[8, 16, 32], embedded_depths=[1, 1, 1]),
+}
 
 
 def _pixels(n: int = 3) -> torch.Tensor:
@@ -63,9 +65,14 @@ def test_unknown_family_is_refused_naming_the_field():
 def test_default_teacher_is_20x_the_default_student():
     cfg: RunConfig = load_config(["default"])
     teacher = build_teacher(cfg.teacher, 10, NAMES10, channels=1)
-    student = Student(load_genotype(cfg.student.genotype), in_channels=1, num_classes=10,
-                      init_channels=cfg.student.init_channels, layers=cfg.student.layers,
-                      stem_stride=cfg.student.stem_stride)
+    student = Student(
+        load_genotype(cfg.student.genotype),
+        in_channels=1,
+        num_classes=10,
+        init_channels=cfg.student.init_channels,
+        layers=cfg.student.layers,
+        stem_stride=cfg.student.stem_stride,
+    )
     n_student = sum(p.numel() for p in student.parameters())
     assert teacher.n_params >= 20 * n_student, (teacher.n_params, n_student)
 
@@ -92,8 +99,9 @@ def test_teacher_objective_bf16_autocast_and_random_erasing():
     assert half.loss.dtype == torch.float32  # the loss is computed in fp32
     torch.testing.assert_close(half.logits.float(), full.logits, rtol=0.1, atol=0.1)
     assert not torch.equal(half.logits.float(), full.logits)
-    erased = [float(TeacherObjective(True, seed=3, random_erasing=p)(teacher, batch, True).loss.detach())
-              for p in (0.0, 1.0)]
+    erased = [
+        float(TeacherObjective(True, seed=3, random_erasing=p)(teacher, batch, True).loss.detach()) for p in (0.0, 1.0)
+    ]
     assert erased[0] != erased[1]
     with pytest.raises(ValueError, match="precision = 'fp16'"):
         TeacherObjective(False, precision="fp16")
@@ -105,8 +113,9 @@ def test_flip_averaged_cache(fashion_bundle, tmp_path):
     torch.manual_seed(0)
     teacher = build_teacher(TeacherConfig(embedded_family="regnet", **TINY["regnet"]), 10, NAMES10, channels=1).eval()
     plain = build_cache(teacher, fashion_bundle, tmp_path / "cache", batch_size=50, shard_size=64, progress=False)
-    flipped = build_cache(teacher, fashion_bundle, tmp_path / "cache", batch_size=50, shard_size=64, progress=False,
-                          flip_average=True)
+    flipped = build_cache(
+        teacher, fashion_bundle, tmp_path / "cache", batch_size=50, shard_size=64, progress=False, flip_average=True
+    )
     assert plain["augmentation"] == AUGMENTATION_NONE and flipped["augmentation"] == AUGMENTATION_FLIP
     images = fashion_bundle.splits["test"].images
     with torch.no_grad():

@@ -81,8 +81,11 @@ def test_until_epoch_stops_on_the_whole_schedule_and_a_later_call_finishes_it(tm
     first = fit(accelerator, screened, Objective(), train, val, CFG, tmp_path / "run", until_epoch=1)
     assert first["steps"] == 16 and len(first["history"]) == 1
     assert first["history"][0] == {**whole["history"][0], "time": first["history"][0]["time"]}
-    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
-           if "lr" in json.loads(line)]
+    lrs = [
+        json.loads(line)["lr"]
+        for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+        if "lr" in json.loads(line)
+    ]
     assert lrs[-1] > 0.5 * CFG.lr  # a third of the way down the 3-epoch cosine, not at its end
     finished = fit(accelerator, model(), Objective(), train, val, CFG, tmp_path / "run")
     assert finished["steps"] == 48 and finished["best_val_accuracy"] == whole["best_val_accuracy"]
@@ -132,12 +135,28 @@ def test_checkpoint_objects_resume_with_their_stage_only(tmp_path):
     train, val = toy_data()
     counter = Counter()
     with pytest.raises(StopRequested):
-        fit(accelerator, model(), CountingObjective(counter, fault_at=23, fault="signal"), train, val, CFG,
-            tmp_path / "run", checkpoint_objects=[counter])
+        fit(
+            accelerator,
+            model(),
+            CountingObjective(counter, fault_at=23, fault="signal"),
+            train,
+            val,
+            CFG,
+            tmp_path / "run",
+            checkpoint_objects=[counter],
+        )
     assert counter.n == 24
     resumed = Counter()
-    fit(accelerator, model(), CountingObjective(resumed), train, val, CFG, tmp_path / "run",
-        checkpoint_objects=[resumed])
+    fit(
+        accelerator,
+        model(),
+        CountingObjective(resumed),
+        train,
+        val,
+        CFG,
+        tmp_path / "run",
+        checkpoint_objects=[resumed],
+    )
     assert resumed.n == 48  # 24 restored from the checkpoint, 24 more after the resume
     # a later fit on the same accelerator neither saves nor expects the object
     fit(accelerator, model(), Objective(), train, val, CFG, tmp_path / "next")
@@ -148,8 +167,16 @@ def test_checkpoint_objects_resume_with_their_stage_only(tmp_path):
 def test_checkpoint_objects_need_state_dict_methods(tmp_path):
     train, val = toy_data()
     with pytest.raises(TypeError, match=r"checkpoint_objects\[0\] = object .*state_dict\(\) and load_state_dict"):
-        fit(make_accelerator(cpu=True), model(), Objective(), train, val, CFG, tmp_path / "run",
-            checkpoint_objects=[object()])
+        fit(
+            make_accelerator(cpu=True),
+            model(),
+            Objective(),
+            train,
+            val,
+            CFG,
+            tmp_path / "run",
+            checkpoint_objects=[object()],
+        )
 
 
 def test_train_step_refuses_a_non_finite_loss_before_any_update():

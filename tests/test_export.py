@@ -9,17 +9,25 @@ import torch
 
 from rkd.channels import get_channel
 from rkd.data import ImageTransform
+from rkd.draws import symbol_mask
 from rkd.export.torchscript import Receiver, Transmitter, export_link
-from rkd.models.cat import symbol_mask
-from rkd.nas.network import Student
 from rkd.models.system import DistilledStudent, RKDSystem
+from rkd.nas.network import Student
 
 
 def tiny_system(max_symbols: int = 8) -> RKDSystem:
     torch.manual_seed(0)
     student = Student("default", in_channels=1, num_classes=10, init_channels=4, layers=3)
-    return RKDSystem(DistilledStudent(student, 16), [{"name": "awgn"}], d_model=16, encoder_depth=1, decoder_depth=1,
-                     heads=2, mlp_ratio=2.0, max_symbols=max_symbols).eval()
+    return RKDSystem(
+        DistilledStudent(student, 16),
+        [{"name": "awgn"}],
+        d_model=16,
+        encoder_depth=1,
+        decoder_depth=1,
+        heads=2,
+        mlp_ratio=2.0,
+        max_symbols=max_symbols,
+    ).eval()
 
 
 def images(n: int, seed: int = 0) -> torch.Tensor:
@@ -52,8 +60,9 @@ def test_exported_pair_matches_python_modules(exported):
         mask = symbol_mask(k, 8)
         power = sent.square().sum(-1).sum(-1) / k
         assert torch.allclose(power, torch.ones(3), atol=1e-4) and bool((sent[~mask] == 0).all())
-        out = get_channel("awgn").transmit(torch.view_as_complex(sent.contiguous()), snr, mask,
-                                           generator=torch.Generator().manual_seed(3))
+        out = get_channel("awgn").transmit(
+            torch.view_as_complex(sent.contiguous()), snr, mask, generator=torch.Generator().manual_seed(3)
+        )
         received = torch.view_as_real(out.y).contiguous()
         assert torch.allclose(rx(received, k, out.state), Receiver(system)(received, k, out.state), atol=1e-4)
         # and the same logits as the rkd modules used by the evaluation sweep
@@ -73,8 +82,8 @@ def test_exported_files_load_without_rkd(exported):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         import torch
-        tx = torch.jit.load({str(tmp_path / 'transmitter.pt')!r})
-        rx = torch.jit.load({str(tmp_path / 'receiver.pt')!r})
+        tx = torch.jit.load({str(tmp_path / "transmitter.pt")!r})
+        rx = torch.jit.load({str(tmp_path / "receiver.pt")!r})
         x = torch.zeros(2, 28, 28, 1, dtype=torch.uint8)
         k = torch.tensor([8, 4])
         symbols = tx(x, torch.tensor([0.0, 10.0]), k)
@@ -112,8 +121,9 @@ def test_onnx_pair_round_trip_matches_pytorch(exported_onnx):
         tokens = system.student(TRANSFORM(x))["tokens"]
         reference = torch.view_as_real(normalize_power(system.transmit(tokens, snr), mask))
         assert sent.shape == (5, 8, 2) and torch.allclose(sent, reference, atol=1e-5)
-        channel_out = get_channel("awgn").transmit(torch.view_as_complex(sent.contiguous()), snr, mask,
-                                                   generator=torch.Generator().manual_seed(5))
+        channel_out = get_channel("awgn").transmit(
+            torch.view_as_complex(sent.contiguous()), snr, mask, generator=torch.Generator().manual_seed(5)
+        )
         received = torch.view_as_real(channel_out.y).contiguous()
         logits = torch.from_numpy(run_onnx(out / "receiver.onnx", received, k, channel_out.state.float()))
         expected = system.classify(system.decoder(channel_out.y, mask, channel_out.state.float()))
@@ -132,8 +142,8 @@ def test_onnx_files_run_without_torch_or_rkd(exported_onnx):
         sys.meta_path.insert(0, Block())
         import numpy as np
         import onnxruntime as ort
-        tx = ort.InferenceSession({str(out / 'transmitter.onnx')!r})
-        rx = ort.InferenceSession({str(out / 'receiver.onnx')!r})
+        tx = ort.InferenceSession({str(out / "transmitter.onnx")!r})
+        rx = ort.InferenceSession({str(out / "receiver.onnx")!r})
         images = np.zeros((2, 28, 28, 1), dtype=np.uint8)
         snr = np.array([0.0, 10.0], dtype=np.float32)
         k = np.array([8, 4], dtype=np.int64)

@@ -30,7 +30,7 @@ def test_normal_approximation_known_values():
 def test_rate_properties():
     for snr in (-10.0, 0.0, 10.0, 20.0):
         capacity = math.log2(1 + 10 ** (snr / 10))
-        rates = [normal_approx_rate(k, snr, 1e-3) for k in (16, 64, 256, 4096, 10 ** 6)]
+        rates = [normal_approx_rate(k, snr, 1e-3) for k in (16, 64, 256, 4096, 10**6)]
         assert all(r < capacity for r in rates)
         assert rates == sorted(rates)  # more channel uses: closer to capacity
         assert capacity - rates[-1] < 0.01 * max(1.0, capacity)
@@ -59,9 +59,17 @@ def test_label_digital_reaches_low_snr_and_fades():
     right = torch.ones(n, dtype=torch.bool)  # a student that is always right
     fallback = torch.randint(10, (n,), generator=torch.Generator().manual_seed(3)) == labels
     keep = []
-    records = fbl_sweep(lambda b: right, fallback, lambda snr, k: (4, 4),
-                        [{"name": "awgn"}, {"name": "rayleigh", "csi": "perfect"}], [-20.0, -5.0, 0.0, 10.0], [32], seed=0,
-                        method="label-digital", keep=keep)
+    records = fbl_sweep(
+        lambda b: right,
+        fallback,
+        lambda snr, k: (4, 4),
+        [{"name": "awgn"}, {"name": "rayleigh", "csi": "perfect"}],
+        [-20.0, -5.0, 0.0, 10.0],
+        [32],
+        seed=0,
+        method="label-digital",
+        keep=keep,
+    )
     cell = {(r["channel_label"], r["snr_db"]): r for r in records}
     assert cell[("awgn", 10.0)]["accuracy"] == 1.0 and cell[("awgn", 0.0)]["accuracy"] == 1.0
     # -5 dB: margin (32 log2(1.316) + 3 - 4) / sqrt(64 * 0.44) = 2.2 -> eps = Q(2.2) = 1.4%, 90% of those wrong

@@ -6,13 +6,12 @@ import shutil
 import time
 
 import pytest
+from test_pipeline import TINY
 
 from rkd.config import load_config
-from rkd.run.fingerprint import file_digest, tree_digest
 from rkd.nas.genotype import DEFAULT, genotype_to_dict
+from rkd.run.fingerprint import file_digest, tree_digest
 from rkd.run.hashing import stage_hashes
-
-from test_pipeline import TINY
 
 
 def hashes(*overrides):
@@ -124,9 +123,18 @@ def test_edited_genotype_retrains_stage1(fake_fashion_dir, tmp_path, capsys):
     cells = genotype_to_dict(DEFAULT)
     path = tmp_path / "cells.json"
     path.write_text(json.dumps(cells))
-    args = ["--runs-dir", str(tmp_path / "runs"), "--name", "g", f"data.fashion_mnist_dir={fake_fashion_dir}",
-            f"data.cache_dir={tmp_path / 'datasets'}", f"student.genotype={path}", *TINY,
-            "stage2.max_steps=1", "teacher.train.max_steps=2"]
+    args = [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "g",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        f"student.genotype={path}",
+        *TINY,
+        "stage2.max_steps=1",
+        "teacher.train.max_steps=2",
+    ]
     assert main(["distill", *args]) == 0
     capsys.readouterr()
     moved = tmp_path / "moved.json"

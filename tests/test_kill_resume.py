@@ -16,24 +16,58 @@ pytestmark = pytest.mark.slow
 
 TINY = [
     "data.val_fraction=0.2",
-    "teacher.embedded_hidden_sizes=[8,16]", "teacher.embedded_depths=[1,1]", "teacher.embedded_embedding_size=8",
-    "teacher.train.epochs=3", "teacher.train.batch_size=32", "teacher.train.checkpoint_every=2",
-    "teacher.cache_shard_size=32", "teacher.cache_batch_size=16",
-    "search.enabled=true", "search.init_channels=4", "search.layers=3", "search.nodes=2", "search.train.epochs=2",
-    "search.train.batch_size=16", "search.train.checkpoint_every=2", "search.warmup_epochs=1", "search.arch_lr=0.05",
-    "search.max_train=64", "search.max_val=32",
-    "student.init_channels=4", "student.layers=3",
-    "stage1.epochs=2", "stage1.batch_size=32", "stage1.checkpoint_every=2",
-    "codec.d_model=16", "codec.heads=2", "codec.encoder_depth=1", "codec.decoder_depth=1",
-    "codec.max_symbols=8", "codec.rates=[2,8]",
-    "stage2.epochs=2", "stage2.batch_size=32", "stage2.checkpoint_every=2",
-    "eval.snr_step=5", "eval.batch_size=20",
+    "teacher.embedded_hidden_sizes=[8,16]",
+    "teacher.embedded_depths=[1,1]",
+    "teacher.embedded_embedding_size=8",
+    "teacher.train.epochs=3",
+    "teacher.train.batch_size=32",
+    "teacher.train.checkpoint_every=2",
+    "teacher.cache_shard_size=32",
+    "teacher.cache_batch_size=16",
+    "search.enabled=true",
+    "search.init_channels=4",
+    "search.layers=3",
+    "search.nodes=2",
+    "search.train.epochs=2",
+    "search.train.batch_size=16",
+    "search.train.checkpoint_every=2",
+    "search.warmup_epochs=1",
+    "search.arch_lr=0.05",
+    "search.max_train=64",
+    "search.max_val=32",
+    "student.init_channels=4",
+    "student.layers=3",
+    "stage1.epochs=2",
+    "stage1.batch_size=32",
+    "stage1.checkpoint_every=2",
+    "codec.d_model=16",
+    "codec.heads=2",
+    "codec.encoder_depth=1",
+    "codec.decoder_depth=1",
+    "codec.max_symbols=8",
+    "codec.rates=[2,8]",
+    "stage2.epochs=2",
+    "stage2.batch_size=32",
+    "stage2.checkpoint_every=2",
+    "eval.snr_step=5",
+    "eval.batch_size=20",
 ]
 
 
 def command(fake_fashion_dir, tmp_path, runs):
-    return [sys.executable, "-m", "rkd.cli", "run", "--runs-dir", str(runs), "--name", "k",
-            f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}", *TINY]
+    return [
+        sys.executable,
+        "-m",
+        "rkd.cli",
+        "run",
+        "--runs-dir",
+        str(runs),
+        "--name",
+        "k",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+    ]
 
 
 def env():
@@ -93,8 +127,11 @@ def test_sigkill_in_every_stage_resumes_to_identical_results(fake_fashion_dir, t
     # 2. the cache, once some (not all) shards are written
     assert kill_when(cmd, lambda: len(list((run / "cache").glob("*.safetensors"))) >= 2, logs / "2")
     # shards whose sidecar record was written are complete and must be reused as they are
-    written = {p.name: p.stat().st_mtime_ns for p in (run / "cache").glob("*.safetensors")
-               if p.with_name(p.name + ".json").exists()}
+    written = {
+        p.name: p.stat().st_mtime_ns
+        for p in (run / "cache").glob("*.safetensors")
+        if p.with_name(p.name + ".json").exists()
+    }
     assert not (run / "cache" / "stage.json").exists()
     # 3. the architecture search, after its weight-only warm-up (architecture updates have begun)
     assert kill_when(cmd, lambda: checkpoint_step(run / "search") >= 6, logs / "3s")
@@ -112,11 +149,17 @@ def test_sigkill_in_every_stage_resumes_to_identical_results(fake_fashion_dir, t
         assert f"[{stage}] resumed from" in out, stage
     ours, theirs = (json.loads((r / "search" / "genotype.json").read_text()) for r in (run, reference_runs / "k"))
     assert {k: v for k, v in ours.items() if k != "meta"} == {k: v for k, v in theirs.items() if k != "meta"}
-    final = [json.loads((r / "search" / "alphas.jsonl").read_text().splitlines()[-1]) for r in (run, reference_runs / "k")]
+    final = [
+        json.loads((r / "search" / "alphas.jsonl").read_text().splitlines()[-1]) for r in (run, reference_runs / "k")
+    ]
     assert {k: v for k, v in final[0].items() if k != "time"} == {k: v for k, v in final[1].items() if k != "time"}
     for name, mtime in written.items():  # verified shards were kept, not recomputed
         assert (run / "cache" / name).stat().st_mtime_ns == mtime, name
-    for stage, name in (("teacher", "model/model.safetensors"), ("stage1", "model.safetensors"), ("stage2", "model.safetensors")):
+    for stage, name in (
+        ("teacher", "model/model.safetensors"),
+        ("stage1", "model.safetensors"),
+        ("stage2", "model.safetensors"),
+    ):
         ours, theirs = load_file(str(run / stage / name)), load_file(str(reference_runs / "k" / stage / name))
         assert ours.keys() == theirs.keys()
         for key in ours:

@@ -4,11 +4,9 @@ really gives two synchronised processes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
-
 from multiproc import REPO, run_launch
 
 CONFIG_DIR = REPO / "launch_configs"
@@ -18,8 +16,14 @@ REQUIRED = ("compute_environment", "distributed_type", "num_machines", "num_proc
 
 def test_the_expected_configs_exist():
     names = {p.name for p in CONFIGS}
-    assert {"cpu_2proc.yaml", "gpu_1.yaml", "gpu_multi.yaml", "multi_node.yaml",
-            "deepspeed_zero2.yaml", "deepspeed_zero2_bf16.yaml"} <= names
+    assert {
+        "cpu_2proc.yaml",
+        "gpu_1.yaml",
+        "gpu_multi.yaml",
+        "multi_node.yaml",
+        "deepspeed_zero2.yaml",
+        "deepspeed_zero2_bf16.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -36,7 +40,9 @@ def test_config_loads_with_accelerate(path):
     if kind == "NO":
         assert cfg.num_processes == 1 and cfg.num_machines == 1
     if cfg.num_machines > 1:
-        assert raw.get("main_process_ip") and raw.get("main_process_port"), f"{path.name}: a multi-node config needs a rendezvous"
+        assert raw.get("main_process_ip") and raw.get("main_process_port"), (
+            f"{path.name}: a multi-node config needs a rendezvous"
+        )
     if kind == "DEEPSPEED":
         ds = raw["deepspeed_config"]
         assert (REPO / ds["deepspeed_config_file"]).is_file(), f"{path.name}: {ds['deepspeed_config_file']} is missing"
@@ -57,8 +63,13 @@ def _fill_auto(value, micro: int = 8):
     (DeepSpeedConfig checks train batch = micro batch x accumulation x world size, and without a
     process group the world size is 1.)
     """
-    filled = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": 1, "train_batch_size": micro,
-              "gradient_clipping": 1.0, "enabled": False}
+    filled = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": micro,
+        "gradient_clipping": 1.0,
+        "enabled": False,
+    }
     if isinstance(value, dict):
         return {k: (filled[k] if v == "auto" else _fill_auto(v, micro)) for k, v in value.items()}
     return value
@@ -73,8 +84,10 @@ def test_deepspeed_json_is_valid(name):
     if name.endswith("_bf16.json"):
         assert raw["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
         assert raw["bf16"]["enabled"] is False and raw["fp16"]["enabled"] is False
-    deepspeed_config = pytest.importorskip("deepspeed.runtime.config", reason="deepspeed is not installed "
-                                           "(pip install -c constraints.txt deepspeed): JSON checked only for its shape")
+    deepspeed_config = pytest.importorskip(
+        "deepspeed.runtime.config",
+        reason="deepspeed is not installed (pip install -c constraints.txt deepspeed): JSON checked only for its shape",
+    )
     config = deepspeed_config.DeepSpeedConfig(_fill_auto(raw))
     assert config.zero_optimization_stage == 2 and config.train_micro_batch_size_per_gpu == 8
     assert config.torch_autocast_enabled == name.endswith("_bf16.json")
@@ -82,7 +95,9 @@ def test_deepspeed_json_is_valid(name):
 
 def test_cpu_2proc_launch_gives_two_synchronised_ranks(tmp_path):
     """The launch config the tests and CPU SLURM jobs use: 2 processes, one gloo group (reduce of 1 + 2 is 3 on both)."""
-    run_launch(["-m", "rkd_probe", "check", "--runs-dir", tmp_path, "--name", "probe"], tmp_path / "launch.log", nproc=2)
+    run_launch(
+        ["-m", "rkd_probe", "check", "--runs-dir", tmp_path, "--name", "probe"], tmp_path / "launch.log", nproc=2
+    )
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "probe" / "probe").glob("check-0-rank*.json"))]
     assert [r["rank"] for r in records] == [0, 1]
     for r in records:

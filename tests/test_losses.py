@@ -24,11 +24,15 @@ torch.set_num_threads(1)
 
 def _batch(n: int = 6, classes: int = 5, dim: int = 8, seed: int = 0) -> tuple[dict, dict]:
     g = torch.Generator().manual_seed(seed)
-    outputs = {"logits": torch.randn(n, classes, generator=g, requires_grad=True),
-               "projected": torch.randn(n, dim, generator=g, requires_grad=True)}
-    batch = {"label": torch.randint(0, classes, (n,), generator=g),
-             "teacher_logits": torch.randn(n, classes, generator=g).half(),
-             "teacher_features": torch.randn(n, dim, generator=g).half()}
+    outputs = {
+        "logits": torch.randn(n, classes, generator=g, requires_grad=True),
+        "projected": torch.randn(n, dim, generator=g, requires_grad=True),
+    }
+    batch = {
+        "label": torch.randint(0, classes, (n,), generator=g),
+        "teacher_logits": torch.randn(n, classes, generator=g).half(),
+        "teacher_features": torch.randn(n, dim, generator=g).half(),
+    }
     return outputs, batch
 
 

@@ -8,8 +8,17 @@ from rkd.evaluation.paired import averaged_records, dominance, index_cells, load
 
 
 def record(method, label, acc, n, snr=0.0, k=8):
-    return {"method": method, "channel": label.split("-")[0], "csi": "n/a", "k_factor": None, "channel_label": label,
-            "snr_db": snr, "channel_uses": k, "accuracy": acc, "n_test": n}
+    return {
+        "method": method,
+        "channel": label.split("-")[0],
+        "csi": "n/a",
+        "k_factor": None,
+        "channel_label": label,
+        "snr_db": snr,
+        "channel_uses": k,
+        "accuracy": acc,
+        "n_test": n,
+    }
 
 
 def method(name, cells):
@@ -32,12 +41,14 @@ def test_paired_cell_pools_discordant_pairs_over_seeds():
     theirs[:6] = False  # seed 0: b = 6 (we right, they wrong), c = 0
     ours2, theirs2 = np.ones(n, dtype=bool), np.ones(n, dtype=bool)
     theirs2[:4] = False  # seed 1: b = 4
-    seeds = {0: {"rkd-sc": method("rkd-sc", [("awgn", 0.0, ours)]), "b": method("b", [("awgn", 0.0, theirs)])},
-             1: {"rkd-sc": method("rkd-sc", [("awgn", 0.0, ours2)]), "b": method("b", [("awgn", 0.0, theirs2)])}}
+    seeds = {
+        0: {"rkd-sc": method("rkd-sc", [("awgn", 0.0, ours)]), "b": method("b", [("awgn", 0.0, theirs)])},
+        1: {"rkd-sc": method("rkd-sc", [("awgn", 0.0, ours2)]), "b": method("b", [("awgn", 0.0, theirs2)])},
+    }
     cells = index_cells(seeds)
     result = paired_cell(cells[("rkd-sc", "awgn", 8, 0.0)], cells[("b", "awgn", 8, 0.0)])
     # pooled b = 10, c = 0: exact p = 2 / 2^10, mid-p = 1 / 2^10
-    assert (result["b"], result["c"]) == (10, 0) and result["p_mid"] == pytest.approx(2 ** -10)
+    assert (result["b"], result["c"]) == (10, 0) and result["p_mid"] == pytest.approx(2**-10)
     assert result["verdict"] == "win" and result["seeds"] == 2
     assert result["baseline"] == pytest.approx(0.95) and result["paired_t"]["mean_difference"] == pytest.approx(0.05)
     avg = {r["method"]: r for r in averaged_records(cells)}
@@ -52,10 +63,14 @@ def test_dominance_only_where_both_trained():
     worse[:30] = False  # 30 discordant pairs against us
     slightly = right.copy()
     slightly[:2] = False  # 2 discordant pairs: not significant
-    seeds = {0: {
-        "rkd-sc": method("rkd-sc", [("awgn", 0.0, worse), ("rayleigh-nocsi", 0.0, worse), ("awgn", 10.0, slightly)]),
-        "base": method("base", [("awgn", 0.0, right), ("rayleigh-nocsi", 0.0, right), ("awgn", 10.0, right)]),
-    }}
+    seeds = {
+        0: {
+            "rkd-sc": method(
+                "rkd-sc", [("awgn", 0.0, worse), ("rayleigh-nocsi", 0.0, worse), ("awgn", 10.0, slightly)]
+            ),
+            "base": method("base", [("awgn", 0.0, right), ("rayleigh-nocsi", 0.0, right), ("awgn", 10.0, right)]),
+        }
+    }
     trained = {"rkd-sc": ["awgn", "rayleigh-csi"], "base": ["awgn", "rayleigh-csi", "rayleigh-nocsi"]}
     check = dominance(index_cells(seeds), trained, "rkd-sc", ["base"], [8], ("awgn", "rayleigh"))
     assert check["compared"] == 2 and len(check["losses"]) == 1 and check["ties"] == 1 and not check["met"]
@@ -67,15 +82,20 @@ def test_dominance_only_where_both_trained():
     check = dominance(index_cells(seeds), trained, "rkd-sc", ["base"], [8], ("awgn", "rayleigh"))
     assert check["compared"] == 0 and not check["met"] and len(check["outside"]) == 3  # nothing comparable: not met
     trained["rkd-sc"] = ["awgn"]
-    seeds[0]["rkd-sc"] = method("rkd-sc", [("awgn", 0.0, slightly), ("rayleigh-nocsi", 0.0, worse),
-                                           ("awgn", 10.0, slightly)])
+    seeds[0]["rkd-sc"] = method(
+        "rkd-sc", [("awgn", 0.0, slightly), ("rayleigh-nocsi", 0.0, worse), ("awgn", 10.0, slightly)]
+    )
     check = dominance(index_cells(seeds), trained, "rkd-sc", ["base"], [8], ("awgn", "rayleigh"))
     assert check["met"] and check["ties"] == 2 and check["wins"] == 0
 
 
 def test_unpaired_fallback_without_per_image_data():
-    seeds = {0: {"rkd-sc": {**method("rkd-sc", [("awgn", 0.0, np.ones(1000, dtype=bool))]), "correct": None},
-                 "b": {**method("b", [("awgn", 0.0, np.zeros(1000, dtype=bool))]), "correct": None}}}
+    seeds = {
+        0: {
+            "rkd-sc": {**method("rkd-sc", [("awgn", 0.0, np.ones(1000, dtype=bool))]), "correct": None},
+            "b": {**method("b", [("awgn", 0.0, np.zeros(1000, dtype=bool))]), "correct": None},
+        }
+    }
     cells = index_cells(seeds)
     result = paired_cell(cells[("rkd-sc", "awgn", 8, 0.0)], cells[("b", "awgn", 8, 0.0)])
     assert result["test"].startswith("unpaired") and result["verdict"] == "win"

@@ -9,22 +9,43 @@ from rkd.config import load_config
 
 TINY = [
     "data.val_fraction=0.2",
-    "teacher.embedded_hidden_sizes=[8,16]", "teacher.embedded_depths=[1,1]", "teacher.embedded_embedding_size=8",
-    "teacher.train.epochs=1", "teacher.train.batch_size=32", "teacher.cache_shard_size=64",
-    "student.init_channels=4", "student.layers=3",
-    "stage1.epochs=1", "stage1.batch_size=32", "stage1.max_steps=4",
-    "codec.d_model=16", "codec.heads=2", "codec.encoder_depth=1", "codec.decoder_depth=1",
-    "codec.max_symbols=8", "codec.rates=[2,8]",
-    "stage2.epochs=1", "stage2.batch_size=32", "stage2.max_steps=4",
-    "eval.snr_step=10", "eval.batch_size=50",
+    "teacher.embedded_hidden_sizes=[8,16]",
+    "teacher.embedded_depths=[1,1]",
+    "teacher.embedded_embedding_size=8",
+    "teacher.train.epochs=1",
+    "teacher.train.batch_size=32",
+    "teacher.cache_shard_size=64",
+    "student.init_channels=4",
+    "student.layers=3",
+    "stage1.epochs=1",
+    "stage1.batch_size=32",
+    "stage1.max_steps=4",
+    "codec.d_model=16",
+    "codec.heads=2",
+    "codec.encoder_depth=1",
+    "codec.decoder_depth=1",
+    "codec.max_symbols=8",
+    "codec.rates=[2,8]",
+    "stage2.epochs=1",
+    "stage2.batch_size=32",
+    "stage2.max_steps=4",
+    "eval.snr_step=10",
+    "eval.batch_size=50",
     "search.enabled=false",  # the default searches; the tiny runs keep the hand cells (test_search covers the search)
 ]
 
 
 @pytest.fixture
 def tiny_args(fake_fashion_dir, tmp_path):
-    return ["--runs-dir", str(tmp_path / "runs"), "--name", "tiny",
-            f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}", *TINY]
+    return [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "tiny",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+    ]
 
 
 def test_end_to_end_run_skip_and_rerun(tiny_args, tmp_path, capsys):

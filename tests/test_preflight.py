@@ -5,13 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_pipeline import TINY
 
 from rkd.cli import main
 from rkd.config import ConfigError, TeacherConfig
 from rkd.nas.genotype import GENOTYPES, GenotypeError, genotype_to_dict
 from rkd.run.preflight import check_genotype, probe_teacher
-
-from test_pipeline import TINY
 
 
 def _save(config, path):
@@ -33,8 +32,9 @@ def tiny_convnext(tmp_path_factory):
 def tiny_swin(tmp_path_factory):
     from transformers import SwinConfig
 
-    config = SwinConfig(image_size=28, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=7,
-                        num_labels=10)
+    config = SwinConfig(
+        image_size=28, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=7, num_labels=10
+    )
     return _save(config, tmp_path_factory.mktemp("tiny-swin"))
 
 
@@ -87,8 +87,17 @@ def test_a_bad_genotype_stops_the_run_before_the_teacher_trains(fake_fashion_dir
     data["reduce"][0][1] = 7  # node 2 reads inputs 0 and 1 only
     path = tmp_path / "cells.json"
     path.write_text(json.dumps(data))
-    args = ["--runs-dir", str(tmp_path / "runs"), "--name", "bad", f"data.fashion_mnist_dir={fake_fashion_dir}",
-            f"data.cache_dir={tmp_path / 'datasets'}", *TINY, f"student.genotype={path}", "search.enabled=false"]
+    args = [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "bad",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+        f"student.genotype={path}",
+        "search.enabled=false",
+    ]
     for command in ("run", "distill"):
         assert main([command, *args]) == 2
         err = capsys.readouterr().err
@@ -96,11 +105,20 @@ def test_a_bad_genotype_stops_the_run_before_the_teacher_trains(fake_fashion_dir
     assert not (tmp_path / "runs" / "bad" / "teacher").exists()
 
 
-def test_a_teacher_that_cannot_take_its_size_stops_the_run_before_training(tiny_convnext, fake_fashion_dir, tmp_path,
-                                                                            capsys):
-    args = ["--runs-dir", str(tmp_path / "runs"), "--name", "cnx", f"data.fashion_mnist_dir={fake_fashion_dir}",
-            f"data.cache_dir={tmp_path / 'datasets'}", *TINY, f"teacher.source={tiny_convnext}",
-            "teacher.image_size=28"]
+def test_a_teacher_that_cannot_take_its_size_stops_the_run_before_training(
+    tiny_convnext, fake_fashion_dir, tmp_path, capsys
+):
+    args = [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "cnx",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+        f"teacher.source={tiny_convnext}",
+        "teacher.image_size=28",
+    ]
     assert main(["teacher", *args]) == 2
     err = capsys.readouterr().err
     assert "teacher.image_size = 28" in err and "convnext" in err

@@ -8,17 +8,42 @@ from rkd.evaluation.rate_policy import rate_policy, write_rate_policy
 
 
 def rec(label, snr, k, acc, method="rkd-sc"):
-    return {"method": method, "channel": label.split("-")[0], "csi": "perfect", "k_factor": None,
-            "channel_label": label, "snr_db": snr, "channel_uses": k, "accuracy": acc, "n_test": 100}
+    return {
+        "method": method,
+        "channel": label.split("-")[0],
+        "csi": "perfect",
+        "k_factor": None,
+        "channel_label": label,
+        "snr_db": snr,
+        "channel_uses": k,
+        "accuracy": acc,
+        "n_test": 100,
+    }
 
 
 RECORDS = [
-    rec("awgn", 0.0, 4, 0.50), rec("awgn", 0.0, 8, 0.70), rec("awgn", 0.0, 16, 0.795), rec("awgn", 0.0, 32, 0.80),
-    rec("awgn", 20.0, 4, 0.89), rec("awgn", 20.0, 8, 0.90), rec("awgn", 20.0, 16, 0.90), rec("awgn", 20.0, 32, 0.90),
-    rec("rayleigh-csi", 0.0, 4, 0.40), rec("rayleigh-csi", 0.0, 8, 0.40),
+    rec("awgn", 0.0, 4, 0.50),
+    rec("awgn", 0.0, 8, 0.70),
+    rec("awgn", 0.0, 16, 0.795),
+    rec("awgn", 0.0, 32, 0.80),
+    rec("awgn", 20.0, 4, 0.89),
+    rec("awgn", 20.0, 8, 0.90),
+    rec("awgn", 20.0, 16, 0.90),
+    rec("awgn", 20.0, 32, 0.90),
+    rec("rayleigh-csi", 0.0, 4, 0.40),
+    rec("rayleigh-csi", 0.0, 8, 0.40),
     rec("awgn", 0.0, 4, 0.99, method="other"),
-    {"method": "teacher", "channel": "clean", "csi": "n/a", "k_factor": None, "channel_label": "clean",
-     "snr_db": None, "channel_uses": None, "accuracy": 0.95, "n_test": 100},
+    {
+        "method": "teacher",
+        "channel": "clean",
+        "csi": "n/a",
+        "k_factor": None,
+        "channel_label": "clean",
+        "snr_db": None,
+        "channel_uses": None,
+        "accuracy": 0.95,
+        "n_test": 100,
+    },
 ]
 
 

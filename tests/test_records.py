@@ -12,8 +12,12 @@ def test_records_keep_one_key_order_and_name_csi_only_where_it_exists():
     assert list(awgn) == KEYS and (awgn["csi"], awgn["k_factor"], awgn["channel_label"]) == ("n/a", None, "awgn")
     assert isinstance(awgn["snr_db"], float) and isinstance(awgn["channel_uses"], int)
     blind = channel_record("m", {"name": "rayleigh", "csi": "none"}, -5.0, torch.tensor(4), 0.25, 100)
-    assert (blind["csi"], blind["k_factor"], blind["channel_label"], blind["channel_uses"]) == ("none", None,
-                                                                                                "rayleigh-nocsi", 4)
+    assert (blind["csi"], blind["k_factor"], blind["channel_label"], blind["channel_uses"]) == (
+        "none",
+        None,
+        "rayleigh-nocsi",
+        4,
+    )
     rician = channel_record("m", {"name": "rician", "k_factor": 4.0}, 0.0, 2, 0.1, 10, bits=3, outage=0.5)
     assert list(rician) == KEYS + ["bits", "outage"]  # a scheme's extras follow the common keys
     assert (rician["csi"], rician["k_factor"], rician["channel_label"]) == ("perfect", 4.0, "rician-k4-csi")

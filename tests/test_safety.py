@@ -1,22 +1,28 @@
 """Damaged files, untrusted code and secrets: rkd refuses them with an error that names the file or field and the fix."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from test_pipeline import TINY
 
-from rkd.run.artifacts import IntegrityError
 from rkd.cli import main
 from rkd.config import ConfigError, load_config
-from test_pipeline import TINY
+from rkd.run.artifacts import IntegrityError
 
 
 @pytest.fixture
 def tiny_args(fake_fashion_dir, tmp_path):
-    return ["--runs-dir", str(tmp_path / "runs"), "--name", "tiny",
-            f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}", *TINY]
+    return [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "tiny",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+    ]
 
 
 def flip_byte(path: Path, offset: int = -5) -> None:
@@ -89,8 +95,16 @@ def test_user_genotype_file_faults_name_the_file(tmp_path):
     path.write_text('{"normal": [["sep_conv_3x3", 0], ')
     with pytest.raises(GenotypeError, match=r"cells\.json.*not valid JSON"):
         load_genotype(path)
-    path.write_text(json.dumps({"normal": [["no_such_op", 0]] * 8, "normal_concat": [2, 3, 4, 5],
-                                "reduce": [["max_pool_3x3", 0]] * 8, "reduce_concat": [2, 3, 4, 5]}))
+    path.write_text(
+        json.dumps(
+            {
+                "normal": [["no_such_op", 0]] * 8,
+                "normal_concat": [2, 3, 4, 5],
+                "reduce": [["max_pool_3x3", 0]] * 8,
+                "reduce_concat": [2, 3, 4, 5],
+            }
+        )
+    )
     with pytest.raises(GenotypeError, match=r"cells\.json.*no_such_op"):
         load_genotype(path)
 
@@ -161,7 +175,7 @@ class Exploit:
 # ----------------------------------------------------------------------------- remote code
 
 
-CUSTOM_CONFIG = '''
+CUSTOM_CONFIG = """
 import os
 from pathlib import Path
 from transformers import ResNetConfig
@@ -171,9 +185,9 @@ Path(os.environ["RKD_TEST_REMOTE_MARKER"]).touch()  # proves this file was execu
 
 class TinyCustomConfig(ResNetConfig):
     model_type = "rkd-test-custom"
-'''
+"""
 
-CUSTOM_MODEL = '''
+CUSTOM_MODEL = """
 from transformers import ResNetForImageClassification
 
 from .configuration_custom import TinyCustomConfig
@@ -181,7 +195,7 @@ from .configuration_custom import TinyCustomConfig
 
 class TinyCustomClassifier(ResNetForImageClassification):
     config_class = TinyCustomConfig
-'''
+"""
 
 
 @pytest.fixture
@@ -195,9 +209,13 @@ def remote_code_teacher(tmp_path, monkeypatch):
     (path / "configuration_custom.py").write_text(CUSTOM_CONFIG)
     (path / "modeling_custom.py").write_text(CUSTOM_MODEL)
     data = json.loads((path / "config.json").read_text())
-    data.update(model_type="rkd-test-custom", auto_map={
-        "AutoConfig": "configuration_custom.TinyCustomConfig",
-        "AutoModelForImageClassification": "modeling_custom.TinyCustomClassifier"})
+    data.update(
+        model_type="rkd-test-custom",
+        auto_map={
+            "AutoConfig": "configuration_custom.TinyCustomConfig",
+            "AutoModelForImageClassification": "modeling_custom.TinyCustomClassifier",
+        },
+    )
     (path / "config.json").write_text(json.dumps(data))
     marker = tmp_path / "remote-code-ran"
     monkeypatch.setenv("RKD_TEST_REMOTE_MARKER", str(marker))
@@ -254,12 +272,15 @@ def test_tokens_in_the_environment_never_reach_run_files_or_output(tiny_args, tm
     assert leaked == []
 
 
-@pytest.mark.parametrize("field, value", [
-    ("teacher.source", SECRET),
-    ("data.name", "hf:" + SECRET),
-    ("teacher.source", "https://user:p4ssw0rd@example.com/model"),
-    ("data.cache_dir", "/tmp/ghp_" + "a1" * 15),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("teacher.source", SECRET),
+        ("data.name", "hf:" + SECRET),
+        ("teacher.source", "https://user:p4ssw0rd@example.com/model"),
+        ("data.cache_dir", "/tmp/ghp_" + "a1" * 15),
+    ],
+)
 def test_config_values_that_look_like_credentials_are_refused(field, value):
     with pytest.raises(ConfigError) as info:
         load_config(None, [f"{field}={value}"])

@@ -45,7 +45,7 @@ def inputs_only_betas(nodes: int = NODES) -> torch.Tensor:
     """Edge parameters that give each node's two cell-input edges all the edge weight."""
     betas = torch.full((num_edges(nodes),), -60.0)
     for s in node_slices(nodes):
-        betas[s.start:s.start + 2] = 60.0
+        betas[s.start : s.start + 2] = 60.0
     return betas
 
 
@@ -105,15 +105,18 @@ def test_expected_cost_is_the_softmax_weighted_sum_of_measured_op_costs(cost):
     value = cost(alphas, alphas, betas, betas)
     for metric in ("params", "flops"):
         fixed_part = getattr(fixed, metric)
-        expected = fixed_part + sum(float(p) * (getattr(measured[op], metric) - fixed_part) for p, op in zip(probs, real))
+        expected = fixed_part + sum(
+            float(p) * (getattr(measured[op], metric) - fixed_part) for p, op in zip(probs, real)
+        )
         assert value[metric].item() == pytest.approx(expected, rel=1e-5)
     # "none" is never derived, so its weight does not change the expected cost
     shifted = alphas.clone()
     shifted[:, 0] += 5.0
     assert cost(shifted, shifted, betas, betas)["params"].item() == pytest.approx(value["params"].item(), rel=1e-6)
     # the parameter count matches what the Student reports, the FLOPs are non-trivial
-    assert measured["sep_conv_5x5"].params == sum(p.numel() for p in Student(same_op_genotype("sep_conv_5x5"), 1, 10,
-                                                                              4, 3, 2).parameters())
+    assert measured["sep_conv_5x5"].params == sum(
+        p.numel() for p in Student(same_op_genotype("sep_conv_5x5"), 1, 10, 4, 3, 2).parameters()
+    )
     assert measured["sep_conv_5x5"].flops > measured["max_pool_3x3"].flops == fixed.flops
 
 
@@ -170,16 +173,28 @@ def weights_for(rows: dict, nodes: int = 3) -> torch.Tensor:
 def test_derivation_keeps_top_two_edges_by_strongest_real_op():
     layout = edge_layout(3)
     assert layout == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (2, 3)]
-    normal = weights_for({
-        0: {"none": 0.9, "sep_conv_3x3": 0.05},  # "none" is strongest but never kept
-        1: {"dil_conv_3x3": 0.3},
-        2: {"max_pool_3x3": 0.2}, 3: {"sep_conv_5x5": 0.6}, 4: {"avg_pool_3x3": 0.4},  # node 1: inputs 1 and 2
-        5: {"none": 0.99}, 6: {"skip_connect": 0.5}, 7: {"sep_conv_3x3": 0.45}, 8: {"dil_conv_5x5": 0.1},
-    })
+    normal = weights_for(
+        {
+            0: {"none": 0.9, "sep_conv_3x3": 0.05},  # "none" is strongest but never kept
+            1: {"dil_conv_3x3": 0.3},
+            2: {"max_pool_3x3": 0.2},
+            3: {"sep_conv_5x5": 0.6},
+            4: {"avg_pool_3x3": 0.4},  # node 1: inputs 1 and 2
+            5: {"none": 0.99},
+            6: {"skip_connect": 0.5},
+            7: {"sep_conv_3x3": 0.45},
+            8: {"dil_conv_5x5": 0.1},
+        }
+    )
     g = derive_genotype(normal, normal, PRIMITIVES, 3)
-    assert g.normal == [("dil_conv_3x3", 1), ("sep_conv_3x3", 0),
-                        ("sep_conv_5x5", 1), ("avg_pool_3x3", 2),
-                        ("skip_connect", 1), ("sep_conv_3x3", 2)]
+    assert g.normal == [
+        ("dil_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 1),
+        ("avg_pool_3x3", 2),
+        ("skip_connect", 1),
+        ("sep_conv_3x3", 2),
+    ]
     assert g.normal_concat == [2, 3, 4] and g.reduce == g.normal
     assert all(op != "none" for op, _ in g.normal + g.reduce)
     # edge normalisation decides which edges survive: weight node 1's edge from input 0 up
@@ -203,7 +218,7 @@ def test_skip_cap_prevents_skip_collapse():
     # the surviving skips are the two strongest (last node's edges have the largest skip weight)
     assert [i for i, (op, _) in enumerate(capped.normal) if op == SKIP] == [6, 7]
     # replaced edges keep their input and take their best op that is neither none nor skip
-    for (op, src), (old_op, old_src) in zip(capped.normal, uncapped.normal):
+    for (op, src), (_old_op, old_src) in zip(capped.normal, uncapped.normal):
         assert src == old_src and op not in ("none",)
     assert count_ops(derive_genotype(w, w, PRIMITIVES, 4, max_skips=0), SKIP) == {"normal": 0, "reduce": 0}
     # the same through a supernet whose alphas favour skips everywhere
@@ -232,8 +247,17 @@ def test_derived_genotype_round_trips_and_builds_a_student(tmp_path, cost):
 
 def test_supernet_outputs_and_frozen_architecture(cost):
     torch.manual_seed(0)
-    net = SuperNet(1, 10, PRIMITIVES, init_channels=4, layers=3, nodes=NODES, partial_channels=2,
-                   edge_normalization=True, cost=cost)
+    net = SuperNet(
+        1,
+        10,
+        PRIMITIVES,
+        init_channels=4,
+        layers=3,
+        nodes=NODES,
+        partial_channels=2,
+        edge_normalization=True,
+        cost=cost,
+    )
     out = net(torch.randn(3, 1, 12, 12))
     assert set(out) >= {"tokens", "features", "logits", "arch_params", "arch_flops"}
     assert out["logits"].shape == (3, 10) and out["tokens"].shape[0] == 3
@@ -242,16 +266,20 @@ def test_supernet_outputs_and_frozen_architecture(cost):
     assert all(p.grad is None for p in net.arch_parameters())
     assert len(list(net.weight_parameters())) + 4 == len(list(net.parameters()))
     with arch_gradients_enabled(net.arch_parameters()):
-        grads = torch.autograd.grad(net(torch.randn(2, 1, 12, 12))["logits"].pow(2).sum() + out["arch_params"].detach(),
-                                    net.arch_parameters(), allow_unused=True)
+        grads = torch.autograd.grad(
+            net(torch.randn(2, 1, 12, 12))["logits"].pow(2).sum() + out["arch_params"].detach(),
+            net.arch_parameters(),
+            allow_unused=True,
+        )
     assert all(not p.requires_grad for p in net.arch_parameters())
     assert grads[0] is not None and float(grads[0].abs().sum()) > 0
 
 
 def _tiny_net():
     torch.manual_seed(0)
-    return SuperNet(1, 10, ["none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"], init_channels=4, layers=2,
-                    nodes=NODES)
+    return SuperNet(
+        1, 10, ["none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"], init_channels=4, layers=2, nodes=NODES
+    )
 
 
 def _architect(net, order, unrolled_lr=0.0, reduce=None):
@@ -262,8 +290,15 @@ def _architect(net, order, unrolled_lr=0.0, reduce=None):
         return torch.nn.functional.cross_entropy(forward(batch["x"])["logits"], batch["y"])
 
     batches = lambda skip: iter([{"x": x.flip(0), "y": y.flip(0)}] * 10)  # noqa: E731
-    architect = Architect(net.arch_parameters(), loss_fn, batches, lr=0.1, order=order,
-                          unrolled_lr=lambda step: unrolled_lr, reduce=reduce)
+    architect = Architect(
+        net.arch_parameters(),
+        loss_fn,
+        batches,
+        lr=0.1,
+        order=order,
+        unrolled_lr=lambda step: unrolled_lr,
+        reduce=reduce,
+    )
     return architect, {"x": x, "y": y}
 
 
@@ -304,34 +339,73 @@ def test_architect_step_updates_alphas_through_the_cross_process_reduce():
 # ----------------------------------------------------------------------------- search, sweep, CLI
 
 TINY = [  # as in test_pipeline: a tiny teacher, student, codec and evaluation
-    "teacher.embedded_hidden_sizes=[8,16]", "teacher.embedded_depths=[1,1]", "teacher.embedded_embedding_size=8",
-    "teacher.train.epochs=1", "teacher.train.batch_size=32", "teacher.cache_shard_size=64",
-    "stage1.epochs=1", "stage1.batch_size=32", "stage1.max_steps=4",
-    "codec.d_model=16", "codec.heads=2", "codec.encoder_depth=1", "codec.decoder_depth=1",
-    "codec.max_symbols=8", "codec.rates=[2,8]",
-    "stage2.epochs=1", "stage2.batch_size=32", "stage2.max_steps=4",
+    "teacher.embedded_hidden_sizes=[8,16]",
+    "teacher.embedded_depths=[1,1]",
+    "teacher.embedded_embedding_size=8",
+    "teacher.train.epochs=1",
+    "teacher.train.batch_size=32",
+    "teacher.cache_shard_size=64",
+    "stage1.epochs=1",
+    "stage1.batch_size=32",
+    "stage1.max_steps=4",
+    "codec.d_model=16",
+    "codec.heads=2",
+    "codec.encoder_depth=1",
+    "codec.decoder_depth=1",
+    "codec.max_symbols=8",
+    "codec.rates=[2,8]",
+    "stage2.epochs=1",
+    "stage2.batch_size=32",
+    "stage2.max_steps=4",
     "eval.snr_step=10",
 ]
 SEARCH = [
-    "data.val_fraction=0.2", "data.image_size=16", "student.init_channels=4", "student.layers=3",
-    "search.init_channels=4", "search.layers=3", "search.nodes=2", "search.train.epochs=2",
-    "search.train.batch_size=16", "search.warmup_epochs=1", "search.arch_lr=0.05",
-    "search.max_train=48", "search.max_val=32", "eval.batch_size=50",
+    "data.val_fraction=0.2",
+    "data.image_size=16",
+    "student.init_channels=4",
+    "student.layers=3",
+    "search.init_channels=4",
+    "search.layers=3",
+    "search.nodes=2",
+    "search.train.epochs=2",
+    "search.train.batch_size=16",
+    "search.warmup_epochs=1",
+    "search.arch_lr=0.05",
+    "search.max_train=48",
+    "search.max_val=32",
+    "eval.batch_size=50",
 ]
 
 
 def tiny_cfg(fake_fashion_dir, tmp_path, extra=()):
-    return load_config(None, [f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}",
-                              f"runs_dir={tmp_path / 'runs'}", *SEARCH, *extra])
+    return load_config(
+        None,
+        [
+            f"data.fashion_mnist_dir={fake_fashion_dir}",
+            f"data.cache_dir={tmp_path / 'datasets'}",
+            f"runs_dir={tmp_path / 'runs'}",
+            *SEARCH,
+            *extra,
+        ],
+    )
 
 
-def test_tiny_search_changes_the_architecture_and_writes_its_outputs(fake_fashion_dir, fashion_bundle,
-                                                                     tiny_teacher_cache, tmp_path):
+def test_tiny_search_changes_the_architecture_and_writes_its_outputs(
+    fake_fashion_dir, fashion_bundle, tiny_teacher_cache, tmp_path
+):
     from rkd.engine import make_accelerator
     from rkd.stages.search import run_search
 
-    cfg = tiny_cfg(fake_fashion_dir, tmp_path, ["search.partial_channels=2", "search.train.log_every=1",
-                                                "search.edge_normalization=true", "search.complexity=both"])
+    cfg = tiny_cfg(
+        fake_fashion_dir,
+        tmp_path,
+        [
+            "search.partial_channels=2",
+            "search.train.log_every=1",
+            "search.edge_normalization=true",
+            "search.complexity=both",
+        ],
+    )
     summary = run_search(cfg, make_accelerator(seed=0), fashion_bundle, tiny_teacher_cache, tmp_path / "search")
     out = tmp_path / "search"
     records = [json.loads(line) for line in (out / "alphas.jsonl").read_text().splitlines()]
@@ -342,8 +416,10 @@ def test_tiny_search_changes_the_architecture_and_writes_its_outputs(fake_fashio
     assert summary["arch_steps"] == 3 and summary["steps"] == 6  # 48 rows / 16 = 3 steps per epoch
     data = json.loads((out / "genotype.json").read_text())
     genotype = load_genotype(out / "genotype.json")
-    assert data["meta"]["method"] == "KDL-DARTS" and data["meta"]["params"] == measure_network(
-        genotype, NetworkShape(1, 10, 16, 4, 3, 2)).params
+    assert (
+        data["meta"]["method"] == "KDL-DARTS"
+        and data["meta"]["params"] == measure_network(genotype, NetworkShape(1, 10, 16, 4, 3, 2)).params
+    )
     assert max(data["meta"]["skips"].values()) <= 2
     assert (out / "genotype.png").stat().st_size > 0
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -352,12 +428,13 @@ def test_tiny_search_changes_the_architecture_and_writes_its_outputs(fake_fashio
     assert ["arch_val_loss" in r for r in steps] == [False, False, False, True, True, True]
 
 
-def test_interrupted_search_resumes_to_the_same_architecture(fake_fashion_dir, fashion_bundle, tiny_teacher_cache,
-                                                            tmp_path, monkeypatch, capsys):
+def test_interrupted_search_resumes_to_the_same_architecture(
+    fake_fashion_dir, fashion_bundle, tiny_teacher_cache, tmp_path, monkeypatch, capsys
+):
     from accelerate.utils import set_seed
 
     from rkd.engine import make_accelerator
-    from rkd.stages.search import run_search, SearchObjective
+    from rkd.stages.search import SearchObjective, run_search
 
     cfg = tiny_cfg(fake_fashion_dir, tmp_path, ["search.warmup_epochs=0", "search.max_train=32"])  # 2 steps/epoch
     accelerator = make_accelerator(seed=0)
@@ -392,16 +469,29 @@ def test_sweep_points_pareto_and_budget(fake_fashion_dir, fashion_bundle, tiny_t
     from rkd.engine import make_accelerator
     from rkd.stages.sweep import pareto_front, pick_within_budget, run_sweep
 
-    points = [{"params": 100, "flops": 10, "val_accuracy": 0.5}, {"params": 200, "flops": 5, "val_accuracy": 0.7},
-              {"params": 300, "flops": 30, "val_accuracy": 0.6}]
+    points = [
+        {"params": 100, "flops": 10, "val_accuracy": 0.5},
+        {"params": 200, "flops": 5, "val_accuracy": 0.7},
+        {"params": 300, "flops": 30, "val_accuracy": 0.6},
+    ]
     assert pareto_front(points, "params") == [0, 1] and pareto_front(points, "flops") == [1]
     assert pick_within_budget(points, 150, "params") == 0 and pick_within_budget(points, None, "params") == 1
     assert pick_within_budget(points, 50, "params") is None
 
-    cfg = tiny_cfg(fake_fashion_dir, tmp_path, ["search.sweep_weights=[0.0,2.0]", "search.sweep_budget=1e9",
-                                                "search.train.epochs=1", "search.warmup_epochs=0",
-                                                "search.train.max_steps=2", "stage1.batch_size=32", "stage1.max_steps=1",
-                                                "search.sweep_train_epochs=1"])
+    cfg = tiny_cfg(
+        fake_fashion_dir,
+        tmp_path,
+        [
+            "search.sweep_weights=[0.0,2.0]",
+            "search.sweep_budget=1e9",
+            "search.train.epochs=1",
+            "search.warmup_epochs=0",
+            "search.train.max_steps=2",
+            "stage1.batch_size=32",
+            "stage1.max_steps=1",
+            "search.sweep_train_epochs=1",
+        ],
+    )
     accelerator = make_accelerator(seed=0)
     sweep = tmp_path / "sweep"
     assert run_sweep(cfg, accelerator, fashion_bundle, tiny_teacher_cache, sweep, index=1) is None  # point 0 missing
@@ -417,8 +507,16 @@ def test_sweep_points_pareto_and_budget(fake_fashion_dir, fashion_bundle, tiny_t
 
 
 def test_rkd_search_then_run_with_the_searched_cells(fake_fashion_dir, tmp_path, capsys):
-    args = ["--runs-dir", str(tmp_path / "runs"), "--name", "tiny", f"data.fashion_mnist_dir={fake_fashion_dir}",
-            f"data.cache_dir={tmp_path / 'datasets'}", *TINY, *SEARCH]
+    args = [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "tiny",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+        *SEARCH,
+    ]
     assert main(["search", *args]) == 0
     run = tmp_path / "runs" / "tiny"
     searched = load_genotype(run / "search" / "genotype.json")
@@ -452,26 +550,29 @@ def test_search_config_validation_and_hashes():
     assert off_changed["stage1"] == base["stage1"]  # a disabled search does not touch stage 1
 
 
-@pytest.mark.parametrize("override, field, accepted", [
-    ("search.order=third", "search.order", "second"),
-    ("search.primitives=[sep_conv_3x3,warp_conv]", "search.primitives", "distinct op names"),
-    ("search.primitives=[none]", "search.primitives", "other than 'none'"),
-    ("search.partial_channels=3", "search.partial_channels", "dividing search.init_channels"),
-    ("search.complexity=latency", "search.complexity", "both"),
-    ("search.complexity_weight=-1", "search.complexity_weight", ">= 0"),
-    ("search.param_budget=0", "search.param_budget", "> 0"),
-    ("search.max_skips=-1", "search.max_skips", "no cap"),
-    ("search.arch_betas=[0.5]", "search.arch_betas", "two numbers"),
-    ("search.sweep_weights=[]", "search.sweep_weights", "non-empty"),
-    ("search.train.optimizer=lion", "search.train.optimizer", "adamw"),
-])
+@pytest.mark.parametrize(
+    "override, field, accepted",
+    [
+        ("search.order=third", "search.order", "second"),
+        ("search.primitives=[sep_conv_3x3,warp_conv]", "search.primitives", "distinct op names"),
+        ("search.primitives=[none]", "search.primitives", "other than 'none'"),
+        ("search.partial_channels=3", "search.partial_channels", "dividing search.init_channels"),
+        ("search.complexity=latency", "search.complexity", "both"),
+        ("search.complexity_weight=-1", "search.complexity_weight", ">= 0"),
+        ("search.param_budget=0", "search.param_budget", "> 0"),
+        ("search.max_skips=-1", "search.max_skips", "no cap"),
+        ("search.arch_betas=[0.5]", "search.arch_betas", "two numbers"),
+        ("search.sweep_weights=[]", "search.sweep_weights", "non-empty"),
+        ("search.train.optimizer=lion", "search.train.optimizer", "adamw"),
+    ],
+)
 def test_bad_search_values_name_field_and_accepted(override, field, accepted):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert field in str(info.value) and accepted in str(info.value)
 
 
-SEARCH_JOB = '''
+SEARCH_JOB = """
 import json, sys
 from pathlib import Path
 import torch
@@ -504,7 +605,7 @@ def spy(self, model, batch, step):  # record this rank's own architecture loss a
 SearchObjective.before_update = spy
 run_search(cfg, accelerator, bundle, cache, out / "search")
 (out / f"rank{rank}.json").write_text(json.dumps({"world": world, "val_losses": losses, "latest": latest}))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -514,8 +615,13 @@ def test_two_processes_average_the_architecture_gradient(fake_fashion_dir, tmp_p
 
     job = tmp_path / "search_job.py"
     job.write_text(SEARCH_JOB)
-    args = [f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}", *SEARCH,
-            "search.warmup_epochs=0", "search.train.epochs=1"]
+    args = [
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *SEARCH,
+        "search.warmup_epochs=0",
+        "search.train.epochs=1",
+    ]
     run_launch([job, tmp_path, *args], tmp_path / "search.log", nproc=2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]

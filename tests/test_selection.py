@@ -4,17 +4,17 @@ import json
 
 import pytest
 import torch
+from test_search import one_thread, tiny_cfg  # noqa: F401 (one_thread: an autouse fixture)
 
 from rkd.config import ConfigError, load_config
-from rkd.run.hashing import stage_hashes
 from rkd.nas.complexity import NetworkShape, network_params
 from rkd.nas.derive import NONE, SKIP, count_ops, derive_genotype, node_slices, num_edges, sample_genotype
 from rkd.nas.genotype import genotype_to_dict, load_genotype
 from rkd.nas.ops import PRIMITIVES
 from rkd.nas.supernet import SuperNet
+from rkd.run.hashing import stage_hashes
 from rkd.stages import selection
 from rkd.stages.inputs import describe_search
-from test_search import one_thread, tiny_cfg  # noqa: F401 (one_thread: an autouse fixture)
 
 NODES = 3
 SHAPE = NetworkShape(in_channels=1, num_classes=10, image_size=12, init_channels=4, layers=3, stem_stride=2)
@@ -22,8 +22,9 @@ SHAPE = NetworkShape(in_channels=1, num_classes=10, image_size=12, init_channels
 
 def draws(weights, n, max_skips=None, seed=0, primitives=PRIMITIVES, nodes=NODES):
     generator = torch.Generator().manual_seed(seed)
-    return [sample_genotype(weights, weights, primitives, nodes, max_skips=max_skips, generator=generator)
-            for _ in range(n)]
+    return [
+        sample_genotype(weights, weights, primitives, nodes, max_skips=max_skips, generator=generator) for _ in range(n)
+    ]
 
 
 def test_peaked_weights_draw_the_derived_cells_and_uniform_ones_draw_many():
@@ -42,7 +43,7 @@ def test_peaked_weights_draw_the_derived_cells_and_uniform_ones_draw_many():
     assert NONE not in ops and {op for op in ops} == set(PRIMITIVES) - {NONE}
     for g in drawn:  # two distinct inputs per node, each an earlier state
         for node in range(NODES):
-            sources = [source for _, source in g.normal[2 * node:2 * node + 2]]
+            sources = [source for _, source in g.normal[2 * node : 2 * node + 2]]
             assert len(set(sources)) == 2 and all(0 <= s < 2 + node for s in sources)
     assert draws(uniform, 3, seed=7) == draws(uniform, 3, seed=7) != draws(uniform, 3, seed=8)
 
@@ -69,15 +70,26 @@ def test_proposals_start_with_the_derived_cells_are_distinct_and_fit_the_size_li
     assert selection.propose(net, derived, SHAPE, 6, limit, 2, seed=0) == proposals  # seeded
 
 
-def test_search_with_candidates_keeps_the_best_and_reads_finished_ones_back(fake_fashion_dir, fashion_bundle,
-                                                                          tiny_teacher_cache, tmp_path, monkeypatch):
+def test_search_with_candidates_keeps_the_best_and_reads_finished_ones_back(
+    fake_fashion_dir, fashion_bundle, tiny_teacher_cache, tmp_path, monkeypatch
+):
     from rkd.engine import make_accelerator
     from rkd.stages.search import run_search
 
-    cfg = tiny_cfg(fake_fashion_dir, tmp_path, [
-        "search.train.epochs=1", "search.warmup_epochs=0", "search.candidates=3", "search.candidate_epochs=1",
-        "search.candidate_max_train=64", "search.candidate_max_val=32", "search.param_budget=1e9",
-        "stage1.batch_size=32"])
+    cfg = tiny_cfg(
+        fake_fashion_dir,
+        tmp_path,
+        [
+            "search.train.epochs=1",
+            "search.warmup_epochs=0",
+            "search.candidates=3",
+            "search.candidate_epochs=1",
+            "search.candidate_max_train=64",
+            "search.candidate_max_val=32",
+            "search.param_budget=1e9",
+            "stage1.batch_size=32",
+        ],
+    )
     accelerator = make_accelerator(seed=0)
     out = tmp_path / "search"
     summary = run_search(cfg, accelerator, fashion_bundle, tiny_teacher_cache, out)
@@ -93,8 +105,10 @@ def test_search_with_candidates_keeps_the_best_and_reads_finished_ones_back(fake
     assert meta["selection"]["derived_genotype"] == record["records"][0]["genotype"]
     assert f"candidate {record['chosen']} of 3" in describe_search(meta)  # what the report says
     for i in range(3):  # every candidate trained into its own directory, on 64 rows of batch 32
-        log = [json.loads(line) for line in (out / "candidates" / f"candidate-{i:02d}" / "log.jsonl").read_text()
-               .splitlines()]
+        log = [
+            json.loads(line)
+            for line in (out / "candidates" / f"candidate-{i:02d}" / "log.jsonl").read_text().splitlines()
+        ]
         assert max(r.get("step", 0) for r in log) <= 2
 
     def no_training(*args, **kwargs):
@@ -105,15 +119,26 @@ def test_search_with_candidates_keeps_the_best_and_reads_finished_ones_back(fake
     assert again["genotype"] == summary["genotype"] and again["selection"]["chosen"] == record["chosen"]
 
 
-def test_screening_trains_only_the_survivors_to_the_end(fake_fashion_dir, fashion_bundle, tiny_teacher_cache,
-                                                       tmp_path):
+def test_screening_trains_only_the_survivors_to_the_end(fake_fashion_dir, fashion_bundle, tiny_teacher_cache, tmp_path):
     from rkd.engine import make_accelerator
     from rkd.stages.search import run_search
 
-    cfg = tiny_cfg(fake_fashion_dir, tmp_path, [
-        "search.train.epochs=1", "search.warmup_epochs=0", "search.candidates=4", "search.candidate_epochs=2",
-        "search.candidate_survivors=2", "search.candidate_screen_epochs=1", "search.candidate_max_train=64",
-        "search.candidate_max_val=32", "search.param_budget=1e9", "search.candidate_batch_size=32"])
+    cfg = tiny_cfg(
+        fake_fashion_dir,
+        tmp_path,
+        [
+            "search.train.epochs=1",
+            "search.warmup_epochs=0",
+            "search.candidates=4",
+            "search.candidate_epochs=2",
+            "search.candidate_survivors=2",
+            "search.candidate_screen_epochs=1",
+            "search.candidate_max_train=64",
+            "search.candidate_max_val=32",
+            "search.param_budget=1e9",
+            "search.candidate_batch_size=32",
+        ],
+    )
     out = tmp_path / "search"
     run_search(cfg, make_accelerator(seed=0), fashion_bundle, tiny_teacher_cache, out)
     record = json.loads((out / "candidates" / "candidates.json").read_text())
@@ -126,8 +151,10 @@ def test_screening_trains_only_the_survivors_to_the_end(fake_fashion_dir, fashio
     assert all(r["val_accuracy"] is None for r in records if not r["survived"])
     assert record["chosen"] == max(finals, key=lambda i: (finals[i], -records[i]["params"], -i))
     for r in records:  # 2 steps per epoch (64 rows, batches of 32): the screened-out stop at 2, survivors reach 4
-        log = [json.loads(line) for line in (out / "candidates" / f"candidate-{r['candidate']:02d}" / "log.jsonl")
-               .read_text().splitlines()]
+        log = [
+            json.loads(line)
+            for line in (out / "candidates" / f"candidate-{r['candidate']:02d}" / "log.jsonl").read_text().splitlines()
+        ]
         assert max(x.get("step", 0) for x in log) == (4 if r["survived"] else 2)
         assert finals.get(r["candidate"], screen[r["candidate"]]) >= screen[r["candidate"]]  # best of more epochs
     meta = json.loads((out / "genotype.json").read_text())["meta"]
@@ -143,8 +170,14 @@ def test_candidates_hash_stage_one_settings_and_are_validated():
     assert stage_hashes(load_config(None, ["stage1.lr=0.01"]))["search"] == off["search"]
     screened = stage_hashes(load_config(None, ["search.candidates=4", "search.candidate_survivors=2"]))
     assert screened["search"] != on["search"]
-    assert stage_hashes(load_config(None, ["search.candidates=4", "search.candidate_survivors=2",
-                                           "search.candidate_screen_epochs=2"]))["search"] != screened["search"]
+    assert (
+        stage_hashes(
+            load_config(
+                None, ["search.candidates=4", "search.candidate_survivors=2", "search.candidate_screen_epochs=2"]
+            )
+        )["search"]
+        != screened["search"]
+    )
     # without screening its epochs do not matter, and searches from before the screening keep their hash
     assert stage_hashes(load_config(None, ["search.candidates=4", "search.candidate_screen_epochs=2"])) == on
     with pytest.raises(ConfigError, match="search.candidates"):

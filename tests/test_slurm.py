@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from multiproc import REPO, logged_steps, tail
 from test_pipeline import TINY
 
@@ -30,11 +29,31 @@ pytestmark = pytest.mark.slow
 
 SETUP = REPO / "tests" / "slurm_ci" / "setup_slurm.sh"
 TEARDOWN = REPO / "tests" / "slurm_ci" / "teardown_slurm.sh"
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
-SEARCH_TINY = ["search.train.epochs=1", "search.train.batch_size=32", "search.train.max_steps=2", "search.init_channels=4",
-               "search.layers=2", "search.nodes=2", "search.warmup_epochs=0", "search.sweep_train_epochs=1",
-               "search.max_train=64", "search.max_val=32", "search.primitives=[none,max_pool_3x3,skip_connect,sep_conv_3x3]",
-               "search.sweep_weights=[0.0,1.0]"]
+FINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+}
+SEARCH_TINY = [
+    "search.train.epochs=1",
+    "search.train.batch_size=32",
+    "search.train.max_steps=2",
+    "search.init_channels=4",
+    "search.layers=2",
+    "search.nodes=2",
+    "search.warmup_epochs=0",
+    "search.sweep_train_epochs=1",
+    "search.max_train=64",
+    "search.max_val=32",
+    "search.primitives=[none,max_pool_3x3,skip_connect,sep_conv_3x3]",
+    "search.sweep_weights=[0.0,1.0]",
+]
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +92,10 @@ def _wait(job: str, timeout: float = 1200, log: Path | None = None) -> dict:
         if not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
             return _scontrol(job)
         time.sleep(1)
-    raise AssertionError(f"job {job} still queued after {timeout}s; state {_state(job)}\n"
-                         + (tail(_read(log)) if log and log.exists() else ""))
+    raise AssertionError(
+        f"job {job} still queued after {timeout}s; state {_state(job)}\n"
+        + (tail(_read(log)) if log and log.exists() else "")
+    )
 
 
 def _logs(directory: Path) -> str:
@@ -87,9 +108,18 @@ def job_env(fake_fashion_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm")
     overrides = [f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={root / 'datasets'}", *TINY]
     venv = Path(sys.prefix)
-    env = dict(os.environ, RKD_HOME=str(REPO), RKD_VENV=str(venv) if (venv / "bin" / "activate").exists() else "",
-               RKD_RUNS_DIR=str(root / "runs"), RKD_NAME="tiny", RKD_OVERRIDES=" ".join(overrides),
-               RKD_LOG_DIR=str(root / "logs"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = dict(
+        os.environ,
+        RKD_HOME=str(REPO),
+        RKD_VENV=str(venv) if (venv / "bin" / "activate").exists() else "",
+        RKD_RUNS_DIR=str(root / "runs"),
+        RKD_NAME="tiny",
+        RKD_OVERRIDES=" ".join(overrides),
+        RKD_LOG_DIR=str(root / "logs"),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     env.pop("ACCELERATE_USE_CPU", None)
     (root / "logs").mkdir()
     return env
@@ -104,8 +134,14 @@ def _sbatch(env: dict, *args) -> str:
 @pytest.fixture(scope="module")
 def pipeline_jobs(slurm_cluster, job_env):
     """slurm/pipeline.sh submitted once; the jobs' ids after all of them have left the queue."""
-    proc = subprocess.run(["bash", str(REPO / "slurm" / "pipeline.sh")], cwd=REPO, env=job_env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", str(REPO / "slurm" / "pipeline.sh")],
+        cwd=REPO,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     jobs = dict(re.findall(r"(\w+)=(\d+)", line))
@@ -118,7 +154,9 @@ def test_pipeline_chain_completes(pipeline_jobs, job_env):
     jobs, records = pipeline_jobs
     logs = Path(job_env["RKD_LOG_DIR"])
     for name, record in records.items():
-        assert record.get("JobState") == "COMPLETED" and record.get("ExitCode") == "0:0", f"{name}: {record}\n{_logs(logs)}"
+        assert record.get("JobState") == "COMPLETED" and record.get("ExitCode") == "0:0", (
+            f"{name}: {record}\n{_logs(logs)}"
+        )
     assert records["distill"]["Dependency"] == "(null)"  # satisfied and cleared
     # afterok: each job started only after the one before it ended
     assert records["distill"]["StartTime"] >= records["cache_teacher"]["EndTime"]
@@ -152,13 +190,17 @@ def test_search_array_runs_one_sweep_point_per_task(pipeline_jobs, job_env):
     if not real:
         env.update(RKD_MODULE="rkd_probe", PYTHONPATH=str(REPO / "tests" / "slurm_ci"))
     logs = Path(job_env["RKD_LOG_DIR"])
-    job = _sbatch(env, "--array=0-1", "--cpus-per-task=1", f"--output={logs}/%x-%A_%a.out", REPO / "slurm" / "search.sh")
+    job = _sbatch(
+        env, "--array=0-1", "--cpus-per-task=1", f"--output={logs}/%x-%A_%a.out", REPO / "slurm" / "search.sh"
+    )
     _wait(job, log=logs)
     run = Path(job_env["RKD_RUNS_DIR"]) / "tiny"
     for task in (0, 1):
         record = _scontrol(f"{job}_{task}")
         log = logs / f"rkd-search-{job}_{task}.out"
-        assert record.get("JobState") == "COMPLETED" and record.get("ExitCode") == "0:0", f"task {task}: {tail(_read(log))}"
+        assert record.get("JobState") == "COMPLETED" and record.get("ExitCode") == "0:0", (
+            f"task {task}: {tail(_read(log))}"
+        )
         text = _read(log)
         assert f"search --sweep-index {task}" in text
         if real:
@@ -173,11 +215,20 @@ def test_requeued_job_resumes_from_its_checkpoint(pipeline_jobs, job_env):
     """SIGUSR1 to the batch shell mid stage 2 -> the 2 processes checkpoint -> requeue -> resume -> finish."""
     logs = Path(job_env["RKD_LOG_DIR"])
     steps = 60
-    env = dict(job_env, NPROC_PER_NODE="2", RKD_OVERRIDES=job_env["RKD_OVERRIDES"] + f" stage2.max_steps={steps} "
-               "stage2.epochs=40 stage2.log_every=1 stage2.checkpoint_every=1000")
+    env = dict(
+        job_env,
+        NPROC_PER_NODE="2",
+        RKD_OVERRIDES=job_env["RKD_OVERRIDES"] + f" stage2.max_steps={steps} "
+        "stage2.epochs=40 stage2.log_every=1 stage2.checkpoint_every=1000",
+    )
     distill = _sbatch(env, f"--output={logs}/requeue-%j.out", REPO / "slurm" / "distill.sh")
-    evaluate = _sbatch(env, f"--output={logs}/requeue-eval-%j.out", f"--dependency=afterok:{distill}",
-                       "--kill-on-invalid-dep=yes", REPO / "slurm" / "evaluate.sh")
+    evaluate = _sbatch(
+        env,
+        f"--output={logs}/requeue-eval-%j.out",
+        f"--dependency=afterok:{distill}",
+        "--kill-on-invalid-dep=yes",
+        REPO / "slurm" / "evaluate.sh",
+    )
     log = logs / f"requeue-{distill}.out"
     train_log = Path(job_env["RKD_RUNS_DIR"]) / "tiny" / "stage2" / "log.jsonl"
     deadline = time.time() + 900

@@ -4,15 +4,26 @@ import math
 
 import pytest
 
-from rkd.evaluation.stats import (accuracy_interval, discordant, mcnemar, mean_interval, paired_t, t_quantile_975,
-                       two_proportion_p, verdict, wilson_interval)
+from rkd.evaluation.stats import (
+    accuracy_interval,
+    discordant,
+    mcnemar,
+    mean_interval,
+    paired_t,
+    t_quantile_975,
+    two_proportion_p,
+    verdict,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_hand_values():
     # 8 of 10: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10); textbook value (0.490, 0.943)
     low, high = wilson_interval(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
-    assert wilson_interval(0, 20)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(20, 20)[1] == pytest.approx(1.0)
+    assert wilson_interval(0, 20)[0] == pytest.approx(0.0, abs=1e-12) and wilson_interval(20, 20)[1] == pytest.approx(
+        1.0
+    )
     # 2000 images at 90%: half-width ~ 1.96 * sqrt(0.09 / 2000) = 1.31 points
     low, high = wilson_interval(1800, 2000)
     assert (high - low) / 2 == pytest.approx(1.96 * math.sqrt(0.09 / 2000), rel=0.02)

@@ -61,7 +61,7 @@ def test_no_import_cycle():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                pytest.fail("import cycle: " + " -> ".join(trail[trail.index(nxt):] + [node, nxt]))
+                pytest.fail("import cycle: " + " -> ".join(trail[trail.index(nxt) :] + [node, nxt]))
             if nxt not in state:
                 visit(nxt, trail + [node])
         state[node] = "done"
@@ -72,22 +72,37 @@ def test_no_import_cycle():
 
 
 def test_library_never_imports_the_top_floor():
-    offenders = [(name, target) for name in MODULES if name not in TOP_FLOOR
-                 for target, _ in IMPORTS[name] if target in TOP_FLOOR]
+    offenders = [
+        (name, target)
+        for name in MODULES
+        if name not in TOP_FLOOR
+        for target, _ in IMPORTS[name]
+        if target in TOP_FLOOR
+    ]
     assert not offenders, f"library modules importing the pipeline, CLI or entry scripts: {offenders}"
 
 
 def test_rkd_imports_are_at_module_top():
-    inside = [(name, target) for name in MODULES for target, in_function in IMPORTS[name]
-              if in_function and (name, target) not in LAZY_IMPORTS]
+    inside = [
+        (name, target)
+        for name in MODULES
+        for target, in_function in IMPORTS[name]
+        if in_function and (name, target) not in LAZY_IMPORTS
+    ]
     assert not inside, f"rkd imports inside functions (move them to the top of the module): {inside}"
 
 
 def test_modules_and_functions_are_short():
-    long_modules = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
-    long_functions = [(name, node.name, node.end_lineno - node.lineno + 1) for name, tree in TREES.items()
-                      for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                      and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    long_modules = {
+        name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    long_functions = [
+        (name, node.name, node.end_lineno - node.lineno + 1)
+        for name, tree in TREES.items()
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
     assert not long_modules, f"modules over {MAX_MODULE_LINES} lines: {long_modules}"
     assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
 

@@ -9,16 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from rkd.measure import count_params
-from rkd.nas.heads import ClassifierHead, FeatureProjector
 from rkd.nas.genotype import (
     GENOTYPES,
-    Genotype,
     GenotypeError,
     genotype_from_dict,
     genotype_to_dict,
     load_genotype,
     save_genotype,
 )
+from rkd.nas.heads import ClassifierHead, FeatureProjector
 from rkd.nas.network import AuxiliaryHead, Cell, Student
 from rkd.nas.ops import OPS, PRIMITIVES, FactorizedReduce, Identity, Zero
 from rkd.nas.skeleton import reduction_layers
@@ -30,8 +29,16 @@ torch.set_num_threads(1)  # the CI box is small and shared; tiny tensors gain no
 
 
 def test_primitives_are_the_darts_list_and_all_registered():
-    assert PRIMITIVES == ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
-                          "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"]
+    assert PRIMITIVES == [
+        "none",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+    ]
     assert set(PRIMITIVES) <= set(OPS)
 
 
@@ -101,8 +108,12 @@ def test_genotype_dict_and_json_round_trip(tmp_path):
 
 def test_genotype_from_dict_accepts_tuples_and_ranges():
     g = GENOTYPES["darts_v2"]
-    data = {"normal": tuple(tuple(e) for e in g.normal), "normal_concat": range(2, 6),
-            "reduce": [list(e) for e in g.reduce], "reduce_concat": (2, 3, 4, 5)}
+    data = {
+        "normal": tuple(tuple(e) for e in g.normal),
+        "normal_concat": range(2, 6),
+        "reduce": [list(e) for e in g.reduce],
+        "reduce_concat": (2, 3, 4, 5),
+    }
     assert genotype_from_dict(data) == g
 
 
@@ -112,19 +123,22 @@ def _bad(**changes):
     return data
 
 
-@pytest.mark.parametrize("data, needle", [
-    (_bad(normal=[["conv_9x9", 0], ["skip_connect", 1]]), "normal[0]: unknown op 'conv_9x9'"),
-    (_bad(reduce=[["skip_connect", 0], ["max_pool_3x3", 2]]), "reduce[1]: input index 2"),
-    (_bad(normal=[["skip_connect", 0], ["skip_connect", -1]]), "normal[1]: input index -1"),
-    (_bad(normal=[["skip_connect", 0], ["skip_connect", True]]), "input index True"),
-    (_bad(normal=[["skip_connect", 0]]), "normal: expected a non-empty, even number"),
-    (_bad(normal=[["skip_connect", 0, 1], ["skip_connect", 1]]), "normal[0]: expected an (op_name, input_index)"),
-    (_bad(normal_concat=[2, 3, 6]), "normal_concat: node index 6"),
-    (_bad(reduce_concat=[0, 2]), "reduce_concat: node index 0"),
-    (_bad(reduce_concat=[2, 2]), "reduce_concat: repeated"),
-    (_bad(reduce_concat=[]), "reduce_concat: expected a non-empty list"),
-    ({"normal": [], "reduce": []}, "missing field(s) ['normal_concat', 'reduce_concat']"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        (_bad(normal=[["conv_9x9", 0], ["skip_connect", 1]]), "normal[0]: unknown op 'conv_9x9'"),
+        (_bad(reduce=[["skip_connect", 0], ["max_pool_3x3", 2]]), "reduce[1]: input index 2"),
+        (_bad(normal=[["skip_connect", 0], ["skip_connect", -1]]), "normal[1]: input index -1"),
+        (_bad(normal=[["skip_connect", 0], ["skip_connect", True]]), "input index True"),
+        (_bad(normal=[["skip_connect", 0]]), "normal: expected a non-empty, even number"),
+        (_bad(normal=[["skip_connect", 0, 1], ["skip_connect", 1]]), "normal[0]: expected an (op_name, input_index)"),
+        (_bad(normal_concat=[2, 3, 6]), "normal_concat: node index 6"),
+        (_bad(reduce_concat=[0, 2]), "reduce_concat: node index 0"),
+        (_bad(reduce_concat=[2, 2]), "reduce_concat: repeated"),
+        (_bad(reduce_concat=[]), "reduce_concat: expected a non-empty list"),
+        ({"normal": [], "reduce": []}, "missing field(s) ['normal_concat', 'reduce_concat']"),
+    ],
+)
 def test_invalid_genotypes_name_the_problem(data, needle):
     with pytest.raises(GenotypeError) as info:
         genotype_from_dict(data)

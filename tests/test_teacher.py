@@ -12,18 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from rkd.run.artifacts import read_json
 from rkd.config import ConfigError, RunConfig, TeacherConfig, TrainConfig
+from rkd.run.artifacts import read_json
 from rkd.teacher.cache import MANIFEST, CacheError, build_cache, cache_is_valid, load_cache
-from rkd.teacher.model import Teacher, build_teacher
 from rkd.teacher.io import TEACHER_RECORD, load_trained_teacher, save_teacher
+from rkd.teacher.model import Teacher, build_teacher
 
 NAMES10 = [f"class{i}" for i in range(10)]
 TINY = dict(embedded_hidden_sizes=[8, 16], embedded_depths=[1, 1], embedded_embedding_size=8)
 
 
 def _pixels(n: int = 4, size: int = 28, channels: int = 1, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 256, (n, size, size, channels), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, 256, (n, size, size, channels), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def _tiny_embedded(seed: int = 0) -> Teacher:
@@ -40,8 +42,16 @@ def vit_dir(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     labels = ["a", "b", "c"]
-    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
-                       patch_size=8, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
     path = tmp_path_factory.mktemp("tiny-vit")
     ViTForImageClassification(config).save_pretrained(str(path))
     square_processor(32, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]).save_pretrained(str(path))
@@ -60,8 +70,15 @@ def clip_vision_dir(tmp_path_factory) -> Path:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
-    config = CLIPVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                              image_size=32, patch_size=8, projection_dim=16)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
     path = tmp_path_factory.mktemp("tiny-clip-vision")
     CLIPVisionModelWithProjection(config).save_pretrained(str(path))
     _clip_processor().save_pretrained(str(path))
@@ -75,8 +92,11 @@ def clip_full_dir(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     tower = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-    config = CLIPConfig(vision_config=dict(tower, image_size=32, patch_size=8), text_config=dict(tower, vocab_size=99),
-                        projection_dim=12)
+    config = CLIPConfig(
+        vision_config=dict(tower, image_size=32, patch_size=8),
+        text_config=dict(tower, vocab_size=99),
+        projection_dim=12,
+    )
     path = tmp_path_factory.mktemp("tiny-clip-full")
     CLIPModel(config).save_pretrained(str(path))
     _clip_processor().save_pretrained(str(path))
@@ -107,7 +127,9 @@ def test_embedded_default_teacher():
 def test_embedded_round_trip_identical(tmp_path):
     teacher = _tiny_embedded()
     save_teacher(teacher, tmp_path / "model")
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", TEACHER_RECORD} <= {p.name for p in (tmp_path / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", TEACHER_RECORD} <= {
+        p.name for p in (tmp_path / "model").iterdir()
+    }
     again = load_trained_teacher(tmp_path / "model").eval()
     pixels = _pixels(6)
     with torch.no_grad():
@@ -200,7 +222,9 @@ def test_clip_teacher(which, clip_vision_dir, clip_full_dir, tmp_path):
 def test_non_image_model_is_refused(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(str(tmp_path))
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(
+        str(tmp_path)
+    )
     with pytest.raises(ConfigError, match="'bert' model, which is neither an image classifier"):
         build_teacher(TeacherConfig(source=str(tmp_path)), 3, list("abc"), channels=3)
     with pytest.raises(ConfigError, match="does not exist"):
@@ -236,8 +260,14 @@ def test_cache_build_load_and_targets(cached, fashion_bundle):
     assert manifest["teacher"] == teacher.identity
     assert manifest["transform"] == teacher.transform.describe()
     assert {s: e["size"] for s, e in manifest["splits"].items()} == {"train": 240, "val": 60, "test": 100}
-    assert [s["file"] for s in manifest["splits"]["train"]["shards"]] == [f"train-{i:05d}.safetensors" for i in range(4)]
-    assert manifest["splits"]["test"]["shards"][1] == {**manifest["splits"]["test"]["shards"][1], "start": 64, "stop": 100}
+    assert [s["file"] for s in manifest["splits"]["train"]["shards"]] == [
+        f"train-{i:05d}.safetensors" for i in range(4)
+    ]
+    assert manifest["splits"]["test"]["shards"][1] == {
+        **manifest["splits"]["test"]["shards"][1],
+        "start": 64,
+        "stop": 100,
+    }
     cache = load_cache(cache_dir, expected_teacher=teacher.identity, expected_fingerprint=fashion_bundle.fingerprint)
     assert cache.logits["train"].dtype == torch.float16 and cache.logits["train"].shape == (240, 10)
     assert cache.features["test"].shape == (100, 16)
@@ -259,7 +289,9 @@ def _flip_byte(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "missing", "truncated-manifest", "no-manifest", "teacher", "fingerprint"])
+@pytest.mark.parametrize(
+    "damage", ["corrupt", "missing", "truncated-manifest", "no-manifest", "teacher", "fingerprint"]
+)
 def test_cache_damage_raises_cache_error(cache_copy, cached, fashion_bundle, damage):
     teacher = cached[0]
     expected_teacher, fingerprint = teacher.identity, fashion_bundle.fingerprint
@@ -349,8 +381,9 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
     replicas = [copy.deepcopy(teacher) for _ in range(2)]
 
     def run(rank: int) -> None:
-        results[rank] = build_cache(replicas[rank], fashion_bundle, cache_dir, 50, SHARD, accelerator=accelerators[rank],
-                                    progress=False)
+        results[rank] = build_cache(
+            replicas[rank], fashion_bundle, cache_dir, 50, SHARD, accelerator=accelerators[rank], progress=False
+        )
 
     threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
     for thread in threads:
@@ -362,12 +395,18 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
     assert results[0] == results[1]
 
     def layout(manifest):  # shard files and index ranges; checksums may differ in the last fp16 bit
-        return {split: [{k: v for k, v in shard.items() if k != "sha256"} for shard in info["shards"]]
-                if isinstance(info, dict) and "shards" in info else info for split, info in manifest["splits"].items()}
+        return {
+            split: [{k: v for k, v in shard.items() if k != "sha256"} for shard in info["shards"]]
+            if isinstance(info, dict) and "shards" in info
+            else info
+            for split, info in manifest["splits"].items()
+        }
 
     assert layout(results[0]) == layout(reference)
     ours = load_cache(cache_dir, expected_teacher=teacher.identity, expected_fingerprint=fashion_bundle.fingerprint)
-    theirs = load_cache(reference_dir, expected_teacher=teacher.identity, expected_fingerprint=fashion_bundle.fingerprint)
+    theirs = load_cache(
+        reference_dir, expected_teacher=teacher.identity, expected_fingerprint=fashion_bundle.fingerprint
+    )
     for split in ours.logits:  # threads share torch's pool, so reduction order (not the math) may differ
         assert torch.allclose(ours.logits[split].float(), theirs.logits[split].float(), atol=1e-2)
         assert torch.allclose(ours.features[split].float(), theirs.features[split].float(), atol=1e-2)
@@ -392,8 +431,9 @@ def test_train_teacher_tiny_run(fashion_bundle, tmp_path):
     from rkd.teacher.training import train_teacher
 
     cfg = RunConfig()
-    cfg.teacher = TeacherConfig(**TINY, train=TrainConfig(epochs=2, batch_size=32, lr=3e-3, max_steps=14,
-                                                         checkpoint_every=1000, log_every=5))
+    cfg.teacher = TeacherConfig(
+        **TINY, train=TrainConfig(epochs=2, batch_size=32, lr=3e-3, max_steps=14, checkpoint_every=1000, log_every=5)
+    )
     accelerator = make_accelerator(cpu=True, seed=0)
     summary = train_teacher(cfg, fashion_bundle, tmp_path / "teacher", accelerator)
     assert summary["steps"] == 14 and summary["finetuned"] and summary["n_params"] > 0

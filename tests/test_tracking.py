@@ -4,11 +4,10 @@ import json
 
 import pytest
 from accelerate.utils import LoggerType
+from test_pipeline import TINY
 
 from rkd.config import TRACKERS, ConfigError, load_config
 from rkd.run.tracking import accelerator_kwargs, flat_config
-
-from test_pipeline import TINY
 
 
 def test_tracker_names_are_accelerates():
@@ -39,9 +38,19 @@ def test_tensorboard_run_reads_back_the_log_jsonl_scalars(fake_fashion_dir, tmp_
 
     from rkd.cli import main
 
-    args = ["--runs-dir", str(tmp_path / "runs"), "--name", "tb", f"data.fashion_mnist_dir={fake_fashion_dir}",
-            f"data.cache_dir={tmp_path / 'datasets'}", *TINY, "teacher.train.epochs=2", "teacher.train.log_every=3",
-            "tracking.log_with=[tensorboard]", "tracking.project=rkdtest"]
+    args = [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--name",
+        "tb",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *TINY,
+        "teacher.train.epochs=2",
+        "teacher.train.log_every=3",
+        "tracking.log_with=[tensorboard]",
+        "tracking.project=rkdtest",
+    ]
     assert main(["teacher", *args]) == 0
     run = tmp_path / "runs" / "tb"
     events = EventAccumulator(str(run / "tracking" / "rkdtest"))

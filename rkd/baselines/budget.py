@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 from rkd.run.artifacts import read_json
 
@@ -28,8 +27,12 @@ def part_cost(steps: int, batch_size: int, world_size: int, seconds: float, n_tr
 
 
 def _stage_batch(cfg, stage: str) -> int:
-    return {"teacher": cfg.teacher.train.batch_size, "search": cfg.search.train.batch_size,
-            "stage1": cfg.stage1.batch_size, "stage2": cfg.stage2.batch_size}.get(stage, 0)
+    return {
+        "teacher": cfg.teacher.train.batch_size,
+        "search": cfg.search.train.batch_size,
+        "stage1": cfg.stage1.batch_size,
+        "stage2": cfg.stage2.batch_size,
+    }.get(stage, 0)
 
 
 def pipeline_costs(cfg, run_dir: Path, stages: tuple, n_train: int) -> dict:
@@ -42,16 +45,25 @@ def pipeline_costs(cfg, run_dir: Path, stages: tuple, n_train: int) -> dict:
         summary = read_json(record).get("summary", {})
         if summary.get("enabled") is False:
             continue
-        parts[stage] = part_cost(summary.get("steps", 0), _stage_batch(cfg, stage), summary.get("world_size", 1),
-                                 summary.get("seconds", 0.0), n_train)
+        parts[stage] = part_cost(
+            summary.get("steps", 0),
+            _stage_batch(cfg, stage),
+            summary.get("world_size", 1),
+            summary.get("seconds", 0.0),
+            n_train,
+        )
     return parts
 
 
 def total(parts: dict, n_train: int) -> dict:
     """A method's budget: its parts and their sums."""
     images = sum(p["images_seen"] for p in parts.values())
-    return {"parts": parts, "images_seen": images, "epochs": images / max(1, n_train),
-            "seconds": sum(p["seconds"] for p in parts.values())}
+    return {
+        "parts": parts,
+        "images_seen": images,
+        "epochs": images / max(1, n_train),
+        "seconds": sum(p["seconds"] for p in parts.values()),
+    }
 
 
 def fit_cost(fit_summary: dict, batch_size: int, world_size: int, n_train: int) -> dict:
@@ -61,13 +73,15 @@ def fit_cost(fit_summary: dict, batch_size: int, world_size: int, n_train: int) 
 def matched_schedule(target_images: int, batch_size: int, world_size: int, n_train: int) -> dict:
     """Epochs and a step cap that make a run see ``target_images`` training images (deep-jscc-budget)."""
     if target_images <= 0:
-        raise ValueError(f"target images seen = {target_images} is invalid: expected RKD-SC's finished budget (> 0); "
-                         f"run rkd-sc first")
+        raise ValueError(
+            f"target images seen = {target_images} is invalid: expected RKD-SC's finished budget (> 0); "
+            f"run rkd-sc first"
+        )
     per_step = batch_size * world_size
     steps = max(1, math.ceil(target_images / per_step))
     steps_per_epoch = max(1, n_train // per_step)
     return {"epochs": max(1, math.ceil(steps / steps_per_epoch)), "max_steps": steps}
 
 
-def rkd_budget(cfg, run_dir: Optional[Path], n_train: int) -> dict:
+def rkd_budget(cfg, run_dir: Path | None, n_train: int) -> dict:
     return total(pipeline_costs(cfg, run_dir or cfg.run_dir, PIPELINE_PARTS, n_train), n_train)

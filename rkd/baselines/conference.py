@@ -17,15 +17,15 @@ with it); here attention runs over the tokens of one sample only, so every sampl
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from rkd.baselines.link import LinkModel, pad_symbols
 from rkd.engine import Step
-from rkd.models.cat import Attention, FeedForward
 from rkd.evaluation.records import validation_batch_generator
+from rkd.models.cat import Attention, FeedForward
 
 
 class Block(nn.Module):
@@ -69,11 +69,20 @@ class ConferenceAutoencoder(LinkModel):
     the teacher's (``projected`` output, for the feature-MSE term) and classified by a linear head.
     """
 
-    def __init__(self, feature_dim: int, num_classes: int, channel_specs: Sequence[dict], tokens: int = 16,
-                 d_model: int = 32, depth: int = 2) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int,
+        channel_specs: Sequence[dict],
+        tokens: int = 16,
+        d_model: int = 32,
+        depth: int = 2,
+    ) -> None:
         if feature_dim % (2 * tokens) != 0:
-            raise ValueError(f"feature dimension {feature_dim} is invalid for the conference autoencoder: expected a "
-                             f"multiple of 2 * baselines.conference_tokens = {2 * tokens}; change conference_tokens")
+            raise ValueError(
+                f"feature dimension {feature_dim} is invalid for the conference autoencoder: expected a "
+                f"multiple of 2 * baselines.conference_tokens = {2 * tokens}; change conference_tokens"
+            )
         super().__init__(channel_specs, feature_dim // 2)
         self.feature_dim = feature_dim
         self.encoder = TokenTransformer(feature_dim, tokens, d_model, depth)
@@ -92,8 +101,14 @@ class ConferenceAutoencoder(LinkModel):
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
-    def forward(self, inputs: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor, channel_ids: torch.Tensor,
-                generator: Optional[torch.Generator] = None) -> dict:
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        snr_db: torch.Tensor,
+        k: torch.Tensor,
+        channel_ids: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> dict:
         out = super().forward(inputs, snr_db, k, channel_ids, generator)
         out["projected"] = out["features"]
         return out
@@ -114,8 +129,18 @@ class SNRScheduleObjective:
     best-epoch selection rewards the whole range, not the SNR of the epoch just trained.
     """
 
-    def __init__(self, features: dict, cache, loss, snrs: Sequence[float], steps_per_epoch: int, snr_min: float,
-                 snr_max: float, seed: int = 0, n_channels: int = 1) -> None:
+    def __init__(
+        self,
+        features: dict,
+        cache,
+        loss,
+        snrs: Sequence[float],
+        steps_per_epoch: int,
+        snr_min: float,
+        snr_max: float,
+        seed: int = 0,
+        n_channels: int = 1,
+    ) -> None:
         self.features = features
         self.cache = cache
         self.loss = loss
@@ -147,8 +172,11 @@ class SNRScheduleObjective:
         unwrapped = getattr(model, "module", model)
         k = torch.full((n,), unwrapped.max_symbols, dtype=torch.long)
         device = inputs.device
-        channel_ids = (torch.randint(0, self.n_channels, (n,), generator=gen) if self.n_channels > 1
-                       else torch.zeros(n, dtype=torch.long))  # AWGN only: the original draws, untouched
+        channel_ids = (
+            torch.randint(0, self.n_channels, (n,), generator=gen)
+            if self.n_channels > 1
+            else torch.zeros(n, dtype=torch.long)
+        )  # AWGN only: the original draws, untouched
         outputs = model(inputs, snr.to(device), k.to(device), channel_ids.to(device), generator=gen)
         targets = self.cache.targets(split, index)
         total, parts = self.loss(outputs, {"label": batch["label"], **targets})

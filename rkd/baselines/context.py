@@ -9,19 +9,20 @@ that needs neither never loads them).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 
-from rkd.run.artifacts import atomic_write_json, read_json
 from rkd.baselines import budget
-from rkd.evaluation.sweep import channel_sweep, snr_grid
-from rkd.channels import channel_label, training_channel_specs
+from rkd.channels import channel_label
 from rkd.config import RunConfig
 from rkd.data import student_transform
+from rkd.draws import training_channel_specs
+from rkd.evaluation.sweep import channel_sweep, snr_grid
 from rkd.measure import count_flops, count_params
+from rkd.run.artifacts import atomic_write_json, read_json
 from rkd.run.rundir import ResumableDir
 from rkd.stages.inputs import RunInputs
 
@@ -51,7 +52,7 @@ def ablation_label(name: str) -> str:
 class MethodDir(ResumableDir):
     """``runs/<name>/baselines/<dir>``: done when ``done.json`` holds the current hash (like a pipeline stage)."""
 
-    def done(self) -> Optional[dict]:
+    def done(self) -> dict | None:
         marker = self.path / "done.json"
         if marker.exists() and read_json(marker).get("hash") == self.hash and (self.path / "results.json").exists():
             return read_json(self.path / "results.json")
@@ -71,7 +72,7 @@ class Context:
     run: RunInputs
     run_stages: RunStages
     grid: list
-    kept: Optional[list] = None  # per-image correctness of each swept record (baselines.per_image)
+    kept: list | None = None  # per-image correctness of each swept record (baselines.per_image)
 
     @property
     def bundle(self):
@@ -110,14 +111,29 @@ class Context:
 
     def sweep(self, model, inputs, rates, method) -> list:
         e = self.cfg.eval
-        return channel_sweep(model, inputs, self.labels, e.channels, self.grid, rates, e.batch_size, e.seed,
-                             progress=self.accelerator.is_local_main_process, method=method, keep=self.kept)
+        return channel_sweep(
+            model,
+            inputs,
+            self.labels,
+            e.channels,
+            self.grid,
+            rates,
+            e.batch_size,
+            e.seed,
+            progress=self.accelerator.is_local_main_process,
+            method=method,
+            keep=self.kept,
+        )
 
 
 def link_sizes(tx_params: int, rx_params: int, tx_call: Callable, rx_call: Callable) -> dict:
     """Parameters and FLOPs per image of both ends of a link (each call runs on one image)."""
-    return {"tx_params": int(tx_params), "rx_params": int(rx_params),
-            "tx_flops": count_flops(tx_call), "rx_flops": count_flops(rx_call)}
+    return {
+        "tx_params": int(tx_params),
+        "rx_params": int(rx_params),
+        "tx_flops": count_flops(tx_call),
+        "rx_flops": count_flops(rx_call),
+    }
 
 
 def receiver_probe(model, z: torch.Tensor) -> Callable:

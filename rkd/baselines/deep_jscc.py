@@ -17,7 +17,7 @@ receiver's is (nominal SNR, effective SNR), the same inputs RKD-SC's CAT gets.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,8 +34,9 @@ class AFModule(nn.Module):
     def __init__(self, channels: int, state_dim: int = 2) -> None:
         super().__init__()
         hidden = max(8, channels // 2)
-        self.net = nn.Sequential(nn.Linear(channels + state_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels),
-                                 nn.Sigmoid())
+        self.net = nn.Sequential(
+            nn.Linear(channels + state_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels), nn.Sigmoid()
+        )
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         context = x.mean(dim=(2, 3))
@@ -65,26 +66,41 @@ class DeepJSCCClassifier(LinkModel):
     to 8x8 before the stride-2 last conv if needed).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, channel_specs: Sequence[dict], max_symbols: int,
-                 width: int = 40, decoder_width: int = 32, hidden: int = 64, adaptive: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        channel_specs: Sequence[dict],
+        max_symbols: int,
+        width: int = 40,
+        decoder_width: int = 32,
+        hidden: int = 64,
+        adaptive: bool = False,
+    ) -> None:
         super().__init__(channel_specs, max_symbols)
         if max_symbols % 8 != 0:
-            raise ValueError(f"argument 'max_symbols' = {max_symbols} is invalid for Deep JSCC: expected a multiple "
-                             f"of 8 (a 4x4 map of max_symbols/8 channels, 2 reals per symbol)")
+            raise ValueError(
+                f"argument 'max_symbols' = {max_symbols} is invalid for Deep JSCC: expected a multiple "
+                f"of 8 (a 4x4 map of max_symbols/8 channels, 2 reals per symbol)"
+            )
         self.adaptive = adaptive
         self.map_channels = 2 * max_symbols // (GRID * GRID)
-        self.encoder_stages = nn.ModuleList([
-            ConvStage(in_channels, width, 5, 2, adaptive),
-            ConvStage(width, width, 5, 2, adaptive),
-            ConvStage(width, width, 3, 1, adaptive),
-            ConvStage(width, width, 3, 1, adaptive),
-        ])
+        self.encoder_stages = nn.ModuleList(
+            [
+                ConvStage(in_channels, width, 5, 2, adaptive),
+                ConvStage(width, width, 5, 2, adaptive),
+                ConvStage(width, width, 3, 1, adaptive),
+                ConvStage(width, width, 3, 1, adaptive),
+            ]
+        )
         self.pool = nn.AdaptiveAvgPool2d(2 * GRID)
         self.to_symbols = nn.Conv2d(width, self.map_channels, 3, stride=2, padding=1)
-        self.decoder_stages = nn.ModuleList([
-            ConvStage(2 * self.map_channels, decoder_width, 3, 1, adaptive),
-            ConvStage(decoder_width, decoder_width, 3, 1, adaptive),
-        ])
+        self.decoder_stages = nn.ModuleList(
+            [
+                ConvStage(2 * self.map_channels, decoder_width, 3, 1, adaptive),
+                ConvStage(decoder_width, decoder_width, 3, 1, adaptive),
+            ]
+        )
         self.readout = nn.Sequential(nn.Flatten(), nn.Linear(decoder_width * GRID * GRID, hidden), nn.PReLU(hidden))
         self.head = nn.Linear(hidden, num_classes)
 

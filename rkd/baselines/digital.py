@@ -30,7 +30,7 @@ is right 1/C of the time; feature-digital: ``baselines.digital_fallback``).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -60,16 +60,16 @@ class UniformQuantizer:
         self.span = (hi.float() - lo.float()).clamp_min(1e-8)
 
     @classmethod
-    def fit(cls, features: torch.Tensor) -> "UniformQuantizer":
+    def fit(cls, features: torch.Tensor) -> UniformQuantizer:
         return cls(features.min(dim=0).values, features.max(dim=0).values)
 
     def indices(self, x: torch.Tensor, bits: int) -> torch.Tensor:
-        levels = 2 ** bits
+        levels = 2**bits
         unit = ((x.float() - self.lo) / self.span).clamp(0.0, 1.0)
         return torch.clamp((unit * levels).floor(), max=levels - 1).long()
 
     def dequantize(self, q: torch.Tensor, bits: int) -> torch.Tensor:
-        return self.lo + (q.float() + 0.5) / (2 ** bits) * self.span
+        return self.lo + (q.float() + 0.5) / (2**bits) * self.span
 
     def __call__(self, x: torch.Tensor, bits: int) -> torch.Tensor:
         return self.dequantize(self.indices(x, bits), bits)
@@ -84,9 +84,19 @@ def fallback_predictions(n: int, num_classes: int, mode: str, prior_class: int, 
 
 
 @torch.no_grad()
-def digital_sweep(features: torch.Tensor, labels: torch.Tensor, head, quantizer: UniformQuantizer,
-                  channel_specs: list, snrs: list, rates: list, candidates: Sequence[int], fallback: torch.Tensor,
-                  seed: int, method: str = "digital") -> list:
+def digital_sweep(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    head,
+    quantizer: UniformQuantizer,
+    channel_specs: list,
+    snrs: list,
+    rates: list,
+    candidates: Sequence[int],
+    fallback: torch.Tensor,
+    seed: int,
+    method: str = "digital",
+) -> list:
     """Records (``rkd.evaluation.sweep`` format plus ``bits``) for every channel x SNR x k.
 
     ``fallback``: the receiver's prediction per test sample when it gets nothing.
@@ -115,8 +125,18 @@ def digital_sweep(features: torch.Tensor, labels: torch.Tensor, head, quantizer:
                 else:
                     delivered = k * capacity_bits(torch.tensor(float(snr)), gain2) >= bits * dim - 1e-9
                 hit = torch.where(delivered, correct_at(bits) if bits else fallback_correct, fallback_correct)
-                records.append(channel_record(method, spec, snr, k, float(hit.float().mean()), n, bits=bits,
-                                              outage=float(1.0 - delivered.float().mean())))
+                records.append(
+                    channel_record(
+                        method,
+                        spec,
+                        snr,
+                        k,
+                        float(hit.float().mean()),
+                        n,
+                        bits=bits,
+                        outage=float(1.0 - delivered.float().mean()),
+                    )
+                )
     return records
 
 
@@ -145,8 +165,17 @@ def feature_bits_for(snr_db: float, channel_uses: int, dim: int, candidates: Seq
 
 
 @torch.no_grad()
-def fbl_sweep(correct_at, fallback_correct: torch.Tensor, choose, channel_specs: list, snrs: list, rates: list,
-              seed: int, method: str, keep: list | None = None) -> list:
+def fbl_sweep(
+    correct_at,
+    fallback_correct: torch.Tensor,
+    choose,
+    channel_specs: list,
+    snrs: list,
+    rates: list,
+    seed: int,
+    method: str,
+    keep: list | None = None,
+) -> list:
     """Records for a digital scheme sent at the finite-blocklength rate, per channel x SNR x k.
 
     ``choose(snr_db, k) -> (b, payload_bits)``; ``correct_at(b)``: per-image correctness when the packet
@@ -170,8 +199,19 @@ def fbl_sweep(correct_at, fallback_correct: torch.Tensor, choose, channel_specs:
                 hit = torch.where(lost, fallback_correct, correct_at(b))
                 if keep is not None:
                     keep.append(hit.clone())
-                records.append(channel_record(
-                    method, spec, snr, k, float(hit.float().mean()), n, bits=b, payload_bits=payload,
-                    packet_error=float(eps.mean()), lost=float(lost.float().mean()),
-                    outage=float(outage(payload, int(k), gain2 * 10.0 ** (float(snr) / 10.0)).float().mean())))
+                records.append(
+                    channel_record(
+                        method,
+                        spec,
+                        snr,
+                        k,
+                        float(hit.float().mean()),
+                        n,
+                        bits=b,
+                        payload_bits=payload,
+                        packet_error=float(eps.mean()),
+                        lost=float(lost.float().mean()),
+                        outage=float(outage(payload, int(k), gain2 * 10.0 ** (float(snr) / 10.0)).float().mean()),
+                    )
+                )
     return records

@@ -21,11 +21,17 @@ import torch
 
 from rkd.baselines import budget
 from rkd.baselines.context import Context, link_sizes, receiver_csi_labels, student_params
-from rkd.baselines.digital import (UniformQuantizer, digital_sweep, fallback_predictions, fbl_sweep, feature_bits_for,
-                                   label_bits)
-from rkd.models.frozen_tokens import batched
+from rkd.baselines.digital import (
+    UniformQuantizer,
+    digital_sweep,
+    fallback_predictions,
+    fbl_sweep,
+    feature_bits_for,
+    label_bits,
+)
 from rkd.measure import count_params
 from rkd.models.factory import load_stage1
+from rkd.models.frozen_tokens import batched
 
 
 def _student(ctx: Context):
@@ -36,8 +42,12 @@ def _student(ctx: Context):
 def _sizes(student, x: torch.Tensor) -> dict:
     one = x[:1]
     feature_one = student(one)["features"].detach()
-    return link_sizes(student_params(student), count_params(student.classifier),
-                      lambda: student(one)["features"], lambda: student.classifier(feature_one))
+    return link_sizes(
+        student_params(student),
+        count_params(student.classifier),
+        lambda: student(one)["features"],
+        lambda: student.classifier(feature_one),
+    )
 
 
 @torch.no_grad()
@@ -50,18 +60,39 @@ def label_digital_results(ctx: Context, method: str) -> dict:
     bits = label_bits(classes)
     right = preds == ctx.labels
     guess = fallback_predictions(right.shape[0], classes, "uniform", 0, cfg.eval.seed + 1) == ctx.labels
-    records = fbl_sweep(lambda b: right, guess, lambda snr, k: (bits, bits), cfg.eval.channels, ctx.grid, ctx.rates,
-                        cfg.eval.seed, method, keep=ctx.kept)
+    records = fbl_sweep(
+        lambda b: right,
+        guess,
+        lambda snr, k: (bits, bits),
+        cfg.eval.channels,
+        ctx.grid,
+        ctx.rates,
+        cfg.eval.seed,
+        method,
+        keep=ctx.kept,
+    )
     # the receiver maps the bits to a class name: no parameters, no FLOPs
-    sizes = link_sizes(student_params(student) + count_params(student.classifier), 0,
-                       lambda: student(x[:1])["logits"].argmax(-1), lambda: None)
-    return {"summary": {"method": method, "kind": "scheme", "rates": ctx.rates, "payload_bits": bits,
-                        "student_clean_accuracy": float(right.float().mean()), **sizes,
-                        "trained_on": receiver_csi_labels(cfg.eval.channels),
-                        "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
-                        "note": "label as ceil(log2 C) bits at the normal-approximation rate; receiver CSI; "
-                                "lost packet -> uniform random class"},
-            "records": records}
+    sizes = link_sizes(
+        student_params(student) + count_params(student.classifier),
+        0,
+        lambda: student(x[:1])["logits"].argmax(-1),
+        lambda: None,
+    )
+    return {
+        "summary": {
+            "method": method,
+            "kind": "scheme",
+            "rates": ctx.rates,
+            "payload_bits": bits,
+            "student_clean_accuracy": float(right.float().mean()),
+            **sizes,
+            "trained_on": receiver_csi_labels(cfg.eval.channels),
+            "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
+            "note": "label as ceil(log2 C) bits at the normal-approximation rate; receiver CSI; "
+            "lost packet -> uniform random class",
+        },
+        "records": records,
+    }
 
 
 @torch.no_grad()
@@ -87,15 +118,33 @@ def feature_digital_results(ctx: Context, method: str) -> dict:
         bits = feature_bits_for(snr, k, dim, b.digital_bits, b.digital_target_error)
         return bits, bits * dim
 
-    records = fbl_sweep(correct_at, fallback == ctx.labels, choose, cfg.eval.channels, ctx.grid, ctx.rates,
-                        cfg.eval.seed, method, keep=ctx.kept)
-    return {"summary": {"method": method, "kind": "scheme", "rates": ctx.rates, "feature_dim": dim,
-                        "candidate_bits": list(b.digital_bits), "target_error": b.digital_target_error,
-                        "fallback": b.digital_fallback, **_sizes(student, x),
-                        "trained_on": receiver_csi_labels(cfg.eval.channels),
-                        "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
-                        "note": "b-bit quantised feature at the normal-approximation rate; receiver CSI"},
-            "records": records}
+    records = fbl_sweep(
+        correct_at,
+        fallback == ctx.labels,
+        choose,
+        cfg.eval.channels,
+        ctx.grid,
+        ctx.rates,
+        cfg.eval.seed,
+        method,
+        keep=ctx.kept,
+    )
+    return {
+        "summary": {
+            "method": method,
+            "kind": "scheme",
+            "rates": ctx.rates,
+            "feature_dim": dim,
+            "candidate_bits": list(b.digital_bits),
+            "target_error": b.digital_target_error,
+            "fallback": b.digital_fallback,
+            **_sizes(student, x),
+            "trained_on": receiver_csi_labels(cfg.eval.channels),
+            "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
+            "note": "b-bit quantised feature at the normal-approximation rate; receiver CSI",
+        },
+        "records": records,
+    }
 
 
 def digital_results(ctx: Context, method: str) -> dict:
@@ -109,19 +158,42 @@ def digital_results(ctx: Context, method: str) -> dict:
     prior = int(torch.bincount(ctx.bundle.splits["train"].labels, minlength=ctx.bundle.num_classes).argmax())
     fallback = fallback_predictions(test.shape[0], ctx.bundle.num_classes, b.digital_fallback, prior, cfg.eval.seed)
     with torch.no_grad():
-        records = digital_sweep(test, ctx.labels, student.classifier, quantizer, cfg.eval.channels, ctx.grid,
-                                ctx.rates, b.digital_bits, fallback, cfg.eval.seed, method=method)
-        quantized = {str(bits): float((student.classifier(quantizer(test, bits)).argmax(-1) == ctx.labels).float().mean())
-                     for bits in b.digital_bits}
+        records = digital_sweep(
+            test,
+            ctx.labels,
+            student.classifier,
+            quantizer,
+            cfg.eval.channels,
+            ctx.grid,
+            ctx.rates,
+            b.digital_bits,
+            fallback,
+            cfg.eval.seed,
+            method=method,
+        )
+        quantized = {
+            str(bits): float((student.classifier(quantizer(test, bits)).argmax(-1) == ctx.labels).float().mean())
+            for bits in b.digital_bits
+        }
         fallback_acc = float((fallback == ctx.labels).float().mean())
-    return {"summary": {"method": method, "feature_dim": int(test.shape[1]), "rates": ctx.rates,
-                        "candidate_bits": list(b.digital_bits), "fallback": b.digital_fallback,
-                        "fallback_class": prior, "fallback_accuracy": fallback_acc,
-                        "quantized_clean_accuracy": quantized, **_sizes(student, x),
-                        "kind": "bound", "trained_on": receiver_csi_labels(cfg.eval.channels),
-                        "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
-                        "note": "ideal capacity-achieving code; receiver CSI assumed for decoding on every channel"},
-            "records": records}
+    return {
+        "summary": {
+            "method": method,
+            "feature_dim": int(test.shape[1]),
+            "rates": ctx.rates,
+            "candidate_bits": list(b.digital_bits),
+            "fallback": b.digital_fallback,
+            "fallback_class": prior,
+            "fallback_accuracy": fallback_acc,
+            "quantized_clean_accuracy": quantized,
+            **_sizes(student, x),
+            "kind": "bound",
+            "trained_on": receiver_csi_labels(cfg.eval.channels),
+            "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
+            "note": "ideal capacity-achieving code; receiver CSI assumed for decoding on every channel",
+        },
+        "records": records,
+    }
 
 
 def digital_settings(ctx: Context, hashes: dict, target_error: bool = True) -> tuple:

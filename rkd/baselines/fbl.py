@@ -46,7 +46,7 @@ def real_capacity(snr: torch.Tensor) -> torch.Tensor:
 def real_dispersion(snr: torch.Tensor) -> torch.Tensor:
     """Channel dispersion per real dimension (bits^2) at linear SNR ``snr``."""
     p = torch.as_tensor(snr, dtype=torch.float64)
-    return p * (p + 2.0) / (2.0 * (p + 1.0) ** 2) * LOG2E ** 2
+    return p * (p + 2.0) / (2.0 * (p + 1.0) ** 2) * LOG2E**2
 
 
 def normal_approx_rate(channel_uses: int, snr_db: float, eps: float) -> float:
@@ -66,8 +66,9 @@ def packet_error(payload_bits: int, channel_uses: int, snr_linear: torch.Tensor)
     A zero-dispersion point (SNR 0) is an error unless nothing is sent.
     """
     if payload_bits < 0 or channel_uses < 1:
-        raise ValueError(f"arguments 'payload_bits'/'channel_uses' = {payload_bits}/{channel_uses} are invalid: "
-                         f"expected >= 0 / >= 1")
+        raise ValueError(
+            f"arguments 'payload_bits'/'channel_uses' = {payload_bits}/{channel_uses} are invalid: expected >= 0 / >= 1"
+        )
     snr = torch.as_tensor(snr_linear, dtype=torch.float64).clamp_min(0.0)
     if payload_bits == 0:
         return torch.zeros_like(snr)

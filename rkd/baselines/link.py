@@ -9,17 +9,23 @@ on the same grid, with the same seeded noise as RKD-SC. ``forward`` sends each s
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from rkd.channels import channel_from_spec, send_per_sample
-from rkd.models.cat import symbol_mask
+from rkd.draws import symbol_mask
 
 
-def send(channels: Sequence[nn.Module], z: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor,
-         channel_ids: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
+def send(
+    channels: Sequence[nn.Module],
+    z: torch.Tensor,
+    snr_db: torch.Tensor,
+    k: torch.Tensor,
+    channel_ids: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple:
     """The first ``k[b]`` symbols of sample ``b`` through channel ``channel_ids[b]``: ``(y, mask, state)``."""
     mask = symbol_mask(k, z.shape[-1]).to(z.device)
     y, state, data_mask = send_per_sample(channels, z, snr_db, mask, channel_ids, generator)
@@ -43,8 +49,14 @@ class LinkModel(nn.Module):
     def classify(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, inputs: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor, channel_ids: torch.Tensor,
-                generator: Optional[torch.Generator] = None) -> dict:
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        snr_db: torch.Tensor,
+        k: torch.Tensor,
+        channel_ids: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> dict:
         z = self.transmit(inputs, snr_db)
         y, mask, state = send(self.channels, z, snr_db, k, channel_ids, generator)
         features = self.decoder(y, mask, state)
@@ -55,8 +67,10 @@ def pad_symbols(y: torch.Tensor, mask: torch.Tensor, max_symbols: int) -> tuple:
     """Accept a prefix of ``n <= max_symbols`` received symbols (as the sweep sends) and pad to full length."""
     n = y.shape[-1]
     if n > max_symbols or n < 1 or mask.shape != y.shape:
-        raise ValueError(f"arguments 'y'/'mask' have shapes {tuple(y.shape)}/{tuple(mask.shape)}: expected both "
-                         f"[batch, n] with 1 <= n <= max_symbols={max_symbols}")
+        raise ValueError(
+            f"arguments 'y'/'mask' have shapes {tuple(y.shape)}/{tuple(mask.shape)}: expected both "
+            f"[batch, n] with 1 <= n <= max_symbols={max_symbols}"
+        )
     if n < max_symbols:
         y = torch.cat([y, y.new_zeros(y.shape[0], max_symbols - n)], dim=1)
         mask = torch.cat([mask.bool(), mask.new_zeros(mask.shape[0], max_symbols - n, dtype=torch.bool)], dim=1)

@@ -6,21 +6,27 @@ looks names up. The ablations have their own registry, ``rkd.baselines.variants.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict
 
 from rkd.baselines.conference_method import conference_results, conference_settings
 from rkd.baselines.context import Context
 from rkd.baselines.deep_jscc_method import deep_jscc_results, deep_jscc_settings
-from rkd.baselines.digital_schemes import (digital_results, digital_settings, feature_digital_results,
-                                           label_digital_results)
+from rkd.baselines.digital_schemes import (
+    digital_results,
+    digital_settings,
+    feature_digital_results,
+    label_digital_results,
+)
 
 
 @dataclass(frozen=True)
 class Method:
-    run: Callable[[Context, Path, str], dict]  # (ctx, out_dir, label) -> {"summary", "records"}; {} off the main process
+    run: Callable[
+        [Context, Path, str], dict
+    ]  # (ctx, out_dir, label) -> {"summary", "records"}; {} off the main process
     settings: Callable[[Context, dict], tuple]  # (ctx, stage hashes) -> what its results depend on beyond the sweep
     label: str  # its name in results and the comparison
 
@@ -30,14 +36,18 @@ def _without_dir(results: Callable[[Context, str], dict]) -> Callable[[Context, 
     return lambda ctx, out_dir, label: results(ctx, label)
 
 
-METHODS: Dict[str, Method] = {
+METHODS: dict[str, Method] = {
     "deep-jscc": Method(partial(deep_jscc_results, adaptive=False), deep_jscc_settings, "deep-jscc"),
     "adjscc": Method(partial(deep_jscc_results, adaptive=True), deep_jscc_settings, "adjscc"),
-    "deep-jscc-budget": Method(partial(deep_jscc_results, adaptive=False, budget_matched=True),
-                               partial(deep_jscc_settings, budget_matched=True), "deep-jscc-budget"),
+    "deep-jscc-budget": Method(
+        partial(deep_jscc_results, adaptive=False, budget_matched=True),
+        partial(deep_jscc_settings, budget_matched=True),
+        "deep-jscc-budget",
+    ),
     "conference": Method(conference_results, conference_settings, "conference-rkd"),
-    "conference-awgn": Method(partial(conference_results, awgn_only=True), partial(conference_settings, awgn_only=True),
-                              "conference-rkd-awgn"),
+    "conference-awgn": Method(
+        partial(conference_results, awgn_only=True), partial(conference_settings, awgn_only=True), "conference-rkd-awgn"
+    ),
     "label-digital": Method(_without_dir(label_digital_results), digital_settings, "label-digital"),
     "feature-digital": Method(_without_dir(feature_digital_results), digital_settings, "feature-digital"),
     "digital": Method(_without_dir(digital_results), partial(digital_settings, target_error=False), "digital"),

@@ -14,17 +14,24 @@ under ``accelerate launch``; the sweeps run on the main process. Methods are loo
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
-from rkd.baselines.context import (RKD_METHOD, Context, MethodDir, RunStages, ablation_label, comparison_grid,
-                                   method_path)
+from rkd.baselines.context import (
+    RKD_METHOD,
+    Context,
+    MethodDir,
+    RunStages,
+    ablation_label,
+    comparison_grid,
+    method_path,
+)
 from rkd.baselines.registry import METHODS
 from rkd.baselines.rkd_sc import rkd_system_results
 from rkd.baselines.variants import ablation_overrides, derive_config, run_variant, seed_config
-from rkd.evaluation.compare import write_comparison
 from rkd.config import RunConfig, config_hash
-from rkd.run.hashing import stage_hashes
+from rkd.evaluation.compare import write_comparison
 from rkd.evaluation.paired import save_correct
+from rkd.run.hashing import stage_hashes
 
 
 def method_hash(ctx: Context, name: str, hashes: dict) -> str:
@@ -78,8 +85,9 @@ def run_job(ctx: Context, directory: MethodDir, name: str, runner: Callable) -> 
     return results
 
 
-def run_baselines(cfg: RunConfig, accelerator, run_stages: RunStages, only: Optional[list] = None,
-                  report: bool = True) -> dict:
+def run_baselines(
+    cfg: RunConfig, accelerator, run_stages: RunStages, only: list | None = None, report: bool = True
+) -> dict:
     """Main pipeline up to eval, every configured method and ablation, each extra seed, then the comparison report.
 
     ``run_stages(cfg, until)`` runs a config's pipeline stages up to ``until`` and returns its inputs
@@ -105,8 +113,12 @@ def run_baselines(cfg: RunConfig, accelerator, run_stages: RunStages, only: Opti
             accelerator.print(f"[rkd] seed {seed}: every method retrained and swept in {cfg.run_dir / 'seeds'}")
             run_baselines(seed_config(cfg, seed), accelerator, run_stages, only, report=False)
     if accelerator.is_main_process and (cfg.run_dir / "eval" / "results.json").exists():
-        path = write_comparison(cfg.run_dir, cfg.baselines.compare_k or max(cfg.codec.rates), cfg.eval.rate_margin,
-                                seeds=cfg.baselines.seeds or [cfg.seed])
+        path = write_comparison(
+            cfg.run_dir,
+            cfg.baselines.compare_k or max(cfg.codec.rates),
+            cfg.eval.rate_margin,
+            seeds=cfg.baselines.seeds or [cfg.seed],
+        )
         accelerator.print(f"[rkd] comparison: {path}")
     accelerator.wait_for_everyone()
     return summaries

@@ -23,8 +23,8 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict
 
 from rkd.baselines.context import RunStages
 from rkd.config import RunConfig, load_config, save_config, to_dict
@@ -37,12 +37,16 @@ STAGE2_KD = ["stage2_loss.logit_kd=1", "stage2_loss.feature_kd=1"]
 
 # the ablation registry: name -> the config changes that make it (see the module docstring); its keys are
 # rkd.baselines.names.ABLATIONS, so adding an ablation is one entry here and its name there
-ABLATIONS: Dict[str, Callable[[RunConfig], list]] = {
+ABLATIONS: dict[str, Callable[[RunConfig], list]] = {
     "no-kd": lambda cfg: NO_TEACHER + NO_STAGE2_KD,
     "no-robust-kd": lambda cfg: NO_STAGE2_KD,
     "robust-kd": lambda cfg: STAGE2_KD,
-    "no-channel-training": lambda cfg: ["channel.channels=[awgn]", "channel.snr_min=40", "channel.snr_max=41",
-                                        "codec.use_state=false"],
+    "no-channel-training": lambda cfg: [
+        "channel.channels=[awgn]",
+        "channel.snr_min=40",
+        "channel.snr_max=41",
+        "codec.use_state=false",
+    ],
     "no-state": lambda cfg: ["codec.use_state=false"],
     "fixed-length": lambda cfg: [f"codec.train_rates=[{cfg.codec.max_symbols}]"],
 }
@@ -57,8 +61,13 @@ def ablation_overrides(name: str, cfg: RunConfig) -> list:
 
 def conference_student_overrides(cfg: RunConfig) -> list:
     """Stage 1 of the conference design: feature MSE to the teacher only, with its own schedule."""
-    return ["loss.task=0", "loss.logit_kd=0", "loss.feature_kd=1", "loss.feature_loss=mse",
-            f"stage1={json.dumps(to_dict(cfg.baselines.conference_stage1))}"]
+    return [
+        "loss.task=0",
+        "loss.logit_kd=0",
+        "loss.feature_kd=1",
+        "loss.feature_loss=mse",
+        f"stage1={json.dumps(to_dict(cfg.baselines.conference_stage1))}",
+    ]
 
 
 def derive_config(cfg: RunConfig, overrides: list, name: str, parent: str = "ablations") -> RunConfig:
@@ -117,5 +126,14 @@ def seed_config(cfg: RunConfig, seed: int) -> RunConfig:
     stage (the teacher included: its stage hash has the seed), and the sweep's test channel draws
     are reseeded (``eval.seed`` shifted by the same amount). Ablations stay on the main seed.
     """
-    return derive_config(cfg, [f"seed={seed}", f"eval.seed={cfg.eval.seed + seed - cfg.seed}", "baselines.ablations=[]",
-                               "baselines.seeds=null"], f"seed-{seed}", parent="seeds")
+    return derive_config(
+        cfg,
+        [
+            f"seed={seed}",
+            f"eval.seed={cfg.eval.seed + seed - cfg.seed}",
+            "baselines.ablations=[]",
+            "baselines.seeds=null",
+        ],
+        f"seed-{seed}",
+        parent="seeds",
+    )

@@ -9,7 +9,8 @@ carries the accepted form, which ``rkd.config.loading`` puts into the ConfigErro
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BeforeValidator, PlainValidator
@@ -45,7 +46,7 @@ def _to_int(value: Any) -> int:
     reject("an integer")
 
 
-def _finite(value: Any) -> Optional[float]:
+def _finite(value: Any) -> float | None:
     """``value`` as a finite float (numbers, numeric strings), else None."""
     number = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -65,7 +66,7 @@ def _to_float(value: Any) -> float:
     return number
 
 
-def _to_number(value: Any) -> Union[int, float]:
+def _to_number(value: Any) -> int | float:
     """A list entry such as an SNR or a weight: an int or a float kept as written (hashes see it so)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         reject("a finite number")
@@ -113,7 +114,7 @@ def _null_text(value: Any) -> Any:
 
 Int = Annotated[int, PlainValidator(_to_int)]
 Float = Annotated[float, PlainValidator(_to_float)]
-Number = Annotated[Union[int, float], PlainValidator(_to_number)]
+Number = Annotated[int | float, PlainValidator(_to_number)]
 Bool = Annotated[bool, PlainValidator(_to_bool)]
 Str = Annotated[str, PlainValidator(_str)]
 YamlList = BeforeValidator(_yaml_list)  # metadata for a list field: Annotated[list[Int], YamlList]
@@ -122,7 +123,7 @@ Word = BeforeValidator(_to_str)  # metadata for a Literal field: a YAML bool or 
 
 def nullable(typ: Any) -> Any:
     """``Optional[typ]`` that also reads the text 'null' / 'none' (any case) as None."""
-    return Annotated[Optional[typ], BeforeValidator(_null_text)]
+    return Annotated[typ | None, BeforeValidator(_null_text)]
 
 
 NonNegInt = Annotated[Int, accepts("an integer >= 0", lambda v: v >= 0)]

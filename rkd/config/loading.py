@@ -12,14 +12,14 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from rkd.run.artifacts import atomic_write_text
 from rkd.config.schema import LossConfig, RunConfig
 from rkd.config.validation import ConfigError, validate
+from rkd.run.artifacts import atomic_write_text
 
 # the search's loss terms were SearchConfig fields until the search got its own `loss` section
 _MOVED_TO_SEARCH_LOSS = tuple(f.name for f in dataclasses.fields(LossConfig))
@@ -45,7 +45,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def _read_yaml(path: Union[str, Path]) -> dict:
+def _read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.exists() and not str(path).endswith((".yaml", ".yml")):
         p = packaged_config_path(str(path))
@@ -62,7 +62,8 @@ def _read_yaml(path: Union[str, Path]) -> dict:
         raise ConfigError(
             f"config field 'teacher.trust_remote_code' = true in {str(path)!r} is refused: remote code runs "
             f"with your privileges, so only the command line may switch it on. Remove it from the file and pass "
-            f"--trust-remote-code (or the override teacher.trust_remote_code=true) if you trust the checkpoint")
+            f"--trust-remote-code (or the override teacher.trust_remote_code=true) if you trust the checkpoint"
+        )
     return loaded
 
 
@@ -83,7 +84,8 @@ def _refuse_moved_keys(values: dict) -> None:
             raise ConfigError(
                 f"config key 'search.{key}' moved to 'search.loss.{key}' (the search's loss terms are a `loss` "
                 f"section, like stage 1's); accepted: search.loss.{key}={search[key]!r} on the command line, or "
-                f"`loss: {{{key}: ...}}` under `search:` in a YAML file")
+                f"`loss: {{{key}: ...}}` under `search:` in a YAML file"
+            )
 
 
 def _dotted(loc: tuple) -> str:
@@ -114,8 +116,11 @@ def _as_config_error(exc: ValidationError) -> ConfigError:
         where = f"section '{_dotted(section)}'" if section else "the top level"
         accepted = sorted(f.name for f in dataclasses.fields(node))
         return ConfigError(f"unknown config key(s) {keys} in {where}; accepted keys: {accepted}")
-    return ConfigError("; ".join(f"config field '{_dotted(e['loc'])}' = {e['input']!r} is invalid: expected "
-                                 f"{_accepted(e)}" for e in errors))
+    return ConfigError(
+        "; ".join(
+            f"config field '{_dotted(e['loc'])}' = {e['input']!r} is invalid: expected {_accepted(e)}" for e in errors
+        )
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,7 +137,7 @@ def _build(values: dict) -> RunConfig:
         raise _as_config_error(exc) from None
 
 
-def load_config(paths: Optional[Union[str, Path, list]] = None, overrides: Optional[list[str]] = None) -> RunConfig:
+def load_config(paths: str | Path | list | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Built-in defaults, then YAML files in order (paths or packaged names), then ``a.b=c`` overrides."""
     values: dict = {}
     if paths is not None and not isinstance(paths, (list, tuple)):
@@ -159,5 +164,5 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def save_config(cfg: RunConfig, path: Union[str, Path]) -> None:
+def save_config(cfg: RunConfig, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -9,15 +9,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BeforeValidator, ConfigDict, with_config
 
 from rkd.baselines.names import ABLATIONS, BASELINE_METHODS
 from rkd.channels import CHANNEL_NAMES, CSI_MODES
-from rkd.config.coerce import (Bool, Float, ImageSize, Int, LearningRate, NonNegFloat, NonNegInt, Number, PosInt,
-                               Probability, Stride, Str, Weight, Word, YamlList, accepts, nullable, reject)
+from rkd.config.coerce import (
+    Bool,
+    Float,
+    ImageSize,
+    Int,
+    LearningRate,
+    NonNegFloat,
+    NonNegInt,
+    Number,
+    PosInt,
+    Probability,
+    Str,
+    Stride,
+    Weight,
+    Word,
+    YamlList,
+    accepts,
+    nullable,
+    reject,
+)
 from rkd.nas.ops import PRIMITIVES
 
 
@@ -26,7 +44,7 @@ def section(cls: type) -> type:
     return with_config(ConfigDict(extra="forbid"))(dataclass(cls))
 
 
-def _csi_setting(value: Any) -> Union[str, list]:
+def _csi_setting(value: Any) -> str | list:
     if isinstance(value, str) and value.startswith("["):  # a list given as text on the command line
         try:
             value = yaml.safe_load(value)
@@ -42,8 +60,9 @@ def _distinct(values: list) -> bool:
     return len(set(values)) == len(values)
 
 
-NonEmptyInts = Annotated[list[Int], YamlList, accepts("a non-empty list of positive integers",
-                                                      lambda v: bool(v) and all(k >= 1 for k in v))]
+NonEmptyInts = Annotated[
+    list[Int], YamlList, accepts("a non-empty list of positive integers", lambda v: bool(v) and all(k >= 1 for k in v))
+]
 Numbers = Annotated[list[Number], YamlList]
 PositiveOrNull = nullable(Annotated[Float, accepts("a number > 0, or null for none", lambda v: v > 0)])
 SplitCap = nullable(Annotated[Int, accepts("an integer >= 1, or null for the whole split", lambda v: v >= 1)])
@@ -53,8 +72,13 @@ SplitCap = nullable(Annotated[Int, accepts("an integer >= 1, or null for the who
 class DataConfig:
     # "fashion-mnist" (Debian's IDX files, converted once), "hf:<hub id or save_to_disk dir>",
     # or "imagefolder:<dir>" (one sub-folder per class, optional train/ and test/ splits)
-    name: Annotated[Str, accepts("'fashion-mnist', 'hf:<hub id or save_to_disk dir>' or 'imagefolder:<dir>'",
-                                 lambda v: v == "fashion-mnist" or v.startswith(("hf:", "imagefolder:")))] = "fashion-mnist"
+    name: Annotated[
+        Str,
+        accepts(
+            "'fashion-mnist', 'hf:<hub id or save_to_disk dir>' or 'imagefolder:<dir>'",
+            lambda v: v == "fashion-mnist" or v.startswith(("hf:", "imagefolder:")),
+        ),
+    ] = "fashion-mnist"
     cache_dir: Str = "~/.cache/rkd/datasets"  # where converted datasets live
     fashion_mnist_dir: Str = "/usr/share/datasets/fashion-mnist"
     image_column: nullable(Str) = None  # auto-detected when None
@@ -154,10 +178,11 @@ class CodecConfig:
 
 @section
 class ChannelTrainConfig:
-    channels: Annotated[list[Literal[CHANNEL_NAMES]], YamlList, accepts(
-        f"a non-empty list drawn from {CHANNEL_NAMES}", bool)] = field(default_factory=lambda: list(CHANNEL_NAMES))
+    channels: Annotated[
+        list[Literal[CHANNEL_NAMES]], YamlList, accepts(f"a non-empty list drawn from {CHANNEL_NAMES}", bool)
+    ] = field(default_factory=lambda: list(CHANNEL_NAMES))
     # perfect | pilot | none, or a list of them: every fading channel is trained in each listed mode
-    csi: Annotated[Union[str, list], BeforeValidator(_csi_setting)] = "perfect"
+    csi: Annotated[str | list, BeforeValidator(_csi_setting)] = "perfect"
     pilots: Annotated[Int, accepts("an integer >= 1 (pilot symbols per packet)", lambda v: v >= 1)] = 1  # counted in k
     k_factor: Annotated[Float, accepts("a Rician K factor >= 0", lambda v: v >= 0)] = 4.0  # Rician K
     snr_min: Float = -10.0
@@ -183,15 +208,18 @@ class EvalConfig:
     batch_size: PosInt = 1000
     seed: Int = 1234
     # rate policy: the fewest k whose accuracy is within this of the best k's
-    rate_margin: Annotated[Float, accepts("an accuracy margin in [0, 1), e.g. 0.01 for one point",
-                                          lambda v: 0 <= v < 1)] = 0.01
+    rate_margin: Annotated[
+        Float, accepts("an accuracy margin in [0, 1), e.g. 0.01 for one point", lambda v: 0 <= v < 1)
+    ] = 0.01
 
 
 @section
 class SearchConfig:
     """KDL-DARTS: the distillation-guided, complexity-penalised architecture search for the student's cells."""
 
-    enabled: Bool = False  # False: stage 1 uses student.genotype; True: the search stage runs and stage 1 uses its cells
+    enabled: Bool = (
+        False  # False: stage 1 uses student.genotype; True: the search stage runs and stage 1 uses its cells
+    )
     init_channels: PosInt = 8  # the search network (the derived cells are priced in the student's own shape)
     layers: PosInt = 5
     nodes: PosInt = 4  # intermediate nodes per cell
@@ -202,15 +230,19 @@ class SearchConfig:
     edge_normalization: Bool = False  # PC-DARTS beta weights per edge
     order: Literal["first", "second"] = "first"  # second: one-step unrolled, finite-difference Hessian-vector product
     # weights: DARTS's SGD, lr 0.025 cosine, wd 3e-4, clip 5
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=3, batch_size=64, lr=0.025, weight_decay=3e-4, optimizer="sgd", scheduler="cosine", grad_clip=5.0))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=3, batch_size=64, lr=0.025, weight_decay=3e-4, optimizer="sgd", scheduler="cosine", grad_clip=5.0
+        )
+    )
     max_train: SplitCap = None  # search on a seeded subset of the train split (weights) ...
     max_val: SplitCap = None  # ... and of the val split (architecture); null = whole split
     warmup_epochs: NonNegInt = 1  # weight-only epochs before the first architecture update
     arch_lr: LearningRate = 3e-4  # DARTS's Adam for the architecture parameters
-    arch_betas: Annotated[Numbers, accepts("two numbers in [0, 1), e.g. [0.5, 0.999]",
-                                           lambda v: len(v) == 2 and all(0 <= b < 1 for b in v))] = \
-        field(default_factory=lambda: [0.5, 0.999])
+    arch_betas: Annotated[
+        Numbers,
+        accepts("two numbers in [0, 1), e.g. [0.5, 0.999]", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v)),
+    ] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: NonNegFloat = 1e-3
     # the loss: task + KD against the cached teacher (the same terms as stage 1) + complexity penalty
     loss: LossConfig = field(default_factory=LossConfig)
@@ -230,13 +262,14 @@ class SearchConfig:
     candidate_max_val: SplitCap = 2048
     # screening (successive halving): after candidate_screen_epochs epochs only the candidate_survivors
     # best go on to candidate_epochs (same schedule, resumed); null = every candidate trains them all
-    candidate_survivors: nullable(Annotated[Int, accepts("an integer >= 1, or null for no screening",
-                                                         lambda v: v >= 1)]) = None
+    candidate_survivors: nullable(
+        Annotated[Int, accepts("an integer >= 1, or null for no screening", lambda v: v >= 1)]
+    ) = None
     candidate_screen_epochs: PosInt = 1
     # the Pareto sweep (rkd search --sweep): one independent search per weight, each briefly trained
-    sweep_weights: Annotated[Numbers, accepts("a non-empty list of complexity weights >= 0",
-                                              lambda v: bool(v) and all(w >= 0 for w in v))] = \
-        field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0])
+    sweep_weights: Annotated[
+        Numbers, accepts("a non-empty list of complexity weights >= 0", lambda v: bool(v) and all(w >= 0 for w in v))
+    ] = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0])
     sweep_budget: PositiveOrNull = None  # pick the best val accuracy within this budget (null: best overall)
     sweep_budget_metric: Literal["params", "flops"] = "params"
     sweep_train_epochs: PosInt = 2  # stage-1 epochs per derived genotype
@@ -246,18 +279,31 @@ class SearchConfig:
 class BaselinesConfig:
     """What `rkd baselines` trains and sweeps beside RKD-SC (rkd.baselines); no pipeline stage reads it."""
 
-    methods: Annotated[list[Literal[BASELINE_METHODS]], YamlList, accepts(
-        f"distinct names from {BASELINE_METHODS} (an empty list runs none)", _distinct)] = field(
-        default_factory=lambda: ["deep-jscc", "adjscc", "conference", "label-digital", "feature-digital", "digital"])
+    methods: Annotated[
+        list[Literal[BASELINE_METHODS]],
+        YamlList,
+        accepts(f"distinct names from {BASELINE_METHODS} (an empty list runs none)", _distinct),
+    ] = field(
+        default_factory=lambda: ["deep-jscc", "adjscc", "conference", "label-digital", "feature-digital", "digital"]
+    )
     # training seeds: each a full retrain of every method (seed -> init, data order, train and test
     # channel draws); null = [seed]. Seeds other than `seed` run in <run>/seeds/seed-<s>/ (methods only)
-    seeds: nullable(Annotated[list[Int], YamlList, accepts(
-        "null (= [seed]) or a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]",
-        lambda v: bool(v) and all(s >= 0 for s in v) and _distinct(v))]) = None
+    seeds: nullable(
+        Annotated[
+            list[Int],
+            YamlList,
+            accepts(
+                "null (= [seed]) or a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]",
+                lambda v: bool(v) and all(s >= 0 for s in v) and _distinct(v),
+            ),
+        ]
+    ) = None
     per_image: Bool = False  # keep per-image correctness (correct.npz) for the paired test of rkd.evaluation.compare
-    ablations: Annotated[list[Literal[ABLATIONS]], YamlList, accepts(
-        f"distinct names from {ABLATIONS} (an empty list runs none)", _distinct)] = field(
-        default_factory=lambda: ["no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length"])
+    ablations: Annotated[
+        list[Literal[ABLATIONS]],
+        YamlList,
+        accepts(f"distinct names from {ABLATIONS} (an empty list runs none)", _distinct),
+    ] = field(default_factory=lambda: ["no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length"])
     extra_snrs: Numbers = field(default_factory=lambda: [-5.0, 5.0])  # added to the eval grid for the comparison
     compare_k: nullable(Int) = None  # k of the comparison table and figure; null = max(codec.rates)
     # Deep JSCC / ADJSCC: conv encoder (width jscc_channels) -> codec.max_symbols symbols; conv+MLP receiver
@@ -267,17 +313,24 @@ class BaselinesConfig:
     jscc_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3))
     # the conference RKD-SC: feature-MSE student, then a per-sample attention autoencoder, one epoch per SNR (AWGN)
     conference_snrs: Annotated[Numbers, accepts("a non-empty list of SNRs in dB, one per epoch", bool)] = field(
-        default_factory=lambda: [-5.0, -2.0, 0.0, 5.0, 10.0, 15.0, 20.0])
+        default_factory=lambda: [-5.0, -2.0, 0.0, 5.0, 10.0, 15.0, 20.0]
+    )
     conference_stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=3e-3))
     conference_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=7, lr=1e-3))
     conference_tokens: PosInt = 16  # the feature vector is cut into this many tokens for attention
     conference_d_model: Annotated[PosInt, accepts("a multiple of 4 (the attention heads)", lambda v: v % 4 == 0)] = 32
     conference_depth: PosInt = 2
     # separate source/channel coding: b-bit uniform quantiser + ideal capacity-achieving code
-    digital_bits: Annotated[list[Int], YamlList, accepts(  # candidate b; largest that fits
-        "a non-empty list of bit depths in [1, 16]", lambda v: bool(v) and all(1 <= b <= 16 for b in v))] = field(
-        default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
-    digital_fallback: Literal["prior", "uniform"] = "prior"  # prior (most frequent train class) | uniform (a seeded random guess)
+    digital_bits: Annotated[
+        list[Int],
+        YamlList,
+        accepts(  # candidate b; largest that fits
+            "a non-empty list of bit depths in [1, 16]", lambda v: bool(v) and all(1 <= b <= 16 for b in v)
+        ),
+    ] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
+    digital_fallback: Literal["prior", "uniform"] = (
+        "prior"  # prior (most frequent train class) | uniform (a seeded random guess)
+    )
     # feature-digital: largest b whose packet error <= this at the nominal SNR
     digital_target_error: Annotated[Float, accepts("a packet error probability in (0, 1)", lambda v: 0 < v < 1)] = 1e-3
 
@@ -296,8 +349,13 @@ class TrackingConfig:
 
 @section
 class RunConfig:
-    name: Annotated[Str, accepts("a non-empty run name without '/' that does not start with '.'",
-                                 lambda v: bool(v) and "/" not in v and not v.startswith("."))] = "default"
+    name: Annotated[
+        Str,
+        accepts(
+            "a non-empty run name without '/' that does not start with '.'",
+            lambda v: bool(v) and "/" not in v and not v.startswith("."),
+        ),
+    ] = "default"
     runs_dir: Str = "runs"
     seed: Int = 0
     # auto: whatever the launcher says (accelerate config file / --mixed_precision), else no;

@@ -36,8 +36,11 @@ def _check_codec_and_channel(cfg: RunConfig) -> None:
     if not c.rates or any(not 1 <= k <= c.max_symbols for k in c.rates):
         fail("codec.rates", c.rates, f"a non-empty list of integers in [1, codec.max_symbols={c.max_symbols}]")
     if c.train_rates is not None and (not c.train_rates or any(not 1 <= k <= c.max_symbols for k in c.train_rates)):
-        fail("codec.train_rates", c.train_rates,
-             f"null (= codec.rates) or a non-empty list of integers in [1, codec.max_symbols={c.max_symbols}]")
+        fail(
+            "codec.train_rates",
+            c.train_rates,
+            f"null (= codec.rates) or a non-empty list of integers in [1, codec.max_symbols={c.max_symbols}]",
+        )
     modes = ch.csi if isinstance(ch.csi, list) else [ch.csi]
     if "pilot" in modes and ch.pilots >= min(c.train_rates or c.rates):
         fail("channel.pilots", ch.pilots, f"fewer pilots than the smallest trained k ({min(c.train_rates or c.rates)})")
@@ -48,7 +51,11 @@ def _check_codec_and_channel(cfg: RunConfig) -> None:
 def _check_eval(e: EvalConfig, codec: CodecConfig) -> None:
     for i, spec in enumerate(e.channels):
         if not isinstance(spec, dict) or spec.get("name") not in CHANNEL_NAMES:
-            fail(f"eval.channels[{i}]", spec, f"a mapping with 'name' in {CHANNEL_NAMES} (and optional csi, k_factor, pilots)")
+            fail(
+                f"eval.channels[{i}]",
+                spec,
+                f"a mapping with 'name' in {CHANNEL_NAMES} (and optional csi, k_factor, pilots)",
+            )
         extra = set(spec) - {"name", "csi", "k_factor", "pilots"}
         if extra:
             fail(f"eval.channels[{i}]", spec, "only the keys name, csi, k_factor, pilots")
@@ -58,7 +65,12 @@ def _check_eval(e: EvalConfig, codec: CodecConfig) -> None:
         if isinstance(pilots, bool) or not isinstance(pilots, int) or pilots < 1:
             fail(f"eval.channels[{i}].pilots", pilots, "an integer >= 1")
         k_factor = spec.get("k_factor", 0.0)
-        if isinstance(k_factor, bool) or not isinstance(k_factor, (int, float)) or not math.isfinite(k_factor) or k_factor < 0:
+        if (
+            isinstance(k_factor, bool)
+            or not isinstance(k_factor, (int, float))
+            or not math.isfinite(k_factor)
+            or k_factor < 0
+        ):
             fail(f"eval.channels[{i}].k_factor", k_factor, "a finite Rician K factor >= 0")
     if not e.snr_step > 0 or not e.snr_min <= e.snr_max:
         fail("eval.snr_step", e.snr_step, "a step > 0 with eval.snr_min <= eval.snr_max")
@@ -73,26 +85,41 @@ def _check_search(s: SearchConfig) -> None:
     if all(p == "none" for p in s.primitives):
         fail("search.primitives", s.primitives, "at least one op other than 'none'")
     if s.partial_channels < 1 or s.init_channels % s.partial_channels != 0:
-        fail("search.partial_channels", s.partial_channels,
-             f"an integer >= 1 dividing search.init_channels ({s.init_channels}); 1 = off")
-    _check_loss("search.loss", s.loss,
-                "at least one accuracy term with weight > 0 (the complexity penalty alone would pick empty cells)")
+        fail(
+            "search.partial_channels",
+            s.partial_channels,
+            f"an integer >= 1 dividing search.init_channels ({s.init_channels}); 1 = off",
+        )
+    _check_loss(
+        "search.loss",
+        s.loss,
+        "at least one accuracy term with weight > 0 (the complexity penalty alone would pick empty cells)",
+    )
     if s.candidate_survivors is not None and s.candidate_screen_epochs >= s.candidate_epochs:
-        fail("search.candidate_screen_epochs", s.candidate_screen_epochs,
-             f"fewer than search.candidate_epochs ({s.candidate_epochs}) when search.candidate_survivors is set, "
-             "or candidate_survivors: null for no screening")
+        fail(
+            "search.candidate_screen_epochs",
+            s.candidate_screen_epochs,
+            f"fewer than search.candidate_epochs ({s.candidate_epochs}) when search.candidate_survivors is set, "
+            "or candidate_survivors: null for no screening",
+        )
 
 
 def _check_baselines(b: BaselinesConfig, codec: CodecConfig) -> None:
     if b.compare_k is not None and b.compare_k not in codec.rates:
         fail("baselines.compare_k", b.compare_k, f"one of codec.rates {codec.rates}, or null for the largest")
     if {"deep-jscc", "adjscc", "deep-jscc-budget"} & set(b.methods) and codec.max_symbols % 8 != 0:
-        fail("codec.max_symbols", codec.max_symbols,
-             "a multiple of 8 when baselines.methods has deep-jscc/adjscc (their encoder emits a 4x4 map "
-             "of max_symbols/8 channels, 2 reals per symbol); or drop those methods")
+        fail(
+            "codec.max_symbols",
+            codec.max_symbols,
+            "a multiple of 8 when baselines.methods has deep-jscc/adjscc (their encoder emits a 4x4 map "
+            "of max_symbols/8 channels, 2 reals per symbol); or drop those methods",
+        )
     if b.conference_train.epochs != len(b.conference_snrs):
-        fail("baselines.conference_train.epochs", b.conference_train.epochs,
-             f"len(baselines.conference_snrs) = {len(b.conference_snrs)}: one epoch per training SNR")
+        fail(
+            "baselines.conference_train.epochs",
+            b.conference_train.epochs,
+            f"len(baselines.conference_snrs) = {len(b.conference_snrs)}: one epoch per training SNR",
+        )
 
 
 # Shapes of common access tokens. A config is copied into every run directory (config.yaml) and
@@ -119,7 +146,8 @@ def _check_no_secrets(values: Any, path: str = "") -> None:
         raise ConfigError(
             f"config field '{path}' = '{shown}' looks like an access token or a password: it is refused because "
             f"configs are copied into the run directory, records and reports. Give credentials through the "
-            f"environment instead (e.g. HF_TOKEN, or `hf auth login` once)")
+            f"environment instead (e.g. HF_TOKEN, or `hf auth login` once)"
+        )
 
 
 def validate(cfg: RunConfig) -> RunConfig:

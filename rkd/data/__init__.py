@@ -14,7 +14,24 @@ from rkd.data.sources import load_data
 from rkd.data.transforms import ImageTransform, augment, channel_stats, random_erase, student_transform
 
 __all__ = [
-    "DataError", "Split", "DataBundle", "ImageTransform", "augment", "channel_stats", "random_erase", "student_transform",
-    "IndexedImages", "make_loader", "subset_indices", "subset_loader", "split_indices", "load_data", "read_idx",
-    "describe", "FASHION_MNIST_CLASSES", "FASHION_MNIST_FILES", "CHECKSUM_FILE", "SPLITS",
+    "DataError",
+    "Split",
+    "DataBundle",
+    "ImageTransform",
+    "augment",
+    "channel_stats",
+    "random_erase",
+    "student_transform",
+    "IndexedImages",
+    "make_loader",
+    "subset_indices",
+    "subset_loader",
+    "split_indices",
+    "load_data",
+    "read_idx",
+    "describe",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_FILES",
+    "CHECKSUM_FILE",
+    "SPLITS",
 ]

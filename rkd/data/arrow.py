@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ def arrow_array(dataset: Any, column: str) -> np.ndarray:
     array = arrow_column(dataset, column).combine_chunks()
     if isinstance(array, pa.ExtensionArray):  # datasets' ArrayND features
         array = array.storage
-    dims: list[Optional[int]] = []
+    dims: list[int | None] = []
     kind = array.type
     while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         dims.append(kind.list_size if pa.types.is_fixed_size_list(kind) else None)

@@ -15,7 +15,6 @@ import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
@@ -40,7 +39,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"Split.images must be a uint8 [N, H, W, C] tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+            raise DataError(
+                f"Split.images must be a uint8 [N, H, W, C] tensor, got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise DataError(
                 f"Split.labels must be int64 [N={self.images.shape[0]}], got {self.labels.dtype} {tuple(self.labels.shape)}"
@@ -71,17 +72,21 @@ def _seeded_perm(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
 
 
-def split_indices(n: int, fraction: float, seed: int, what: str = "data.val_fraction") -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(
+    n: int, fraction: float, seed: int, what: str = "data.val_fraction"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded (kept, carved) index sets, each sorted; ``carved`` holds round(n * fraction) >= 1 rows."""
     carved_n = max(1, int(round(n * fraction)))
     if carved_n >= n:
-        raise DataError(f"cannot carve {fraction:.3f} ({what}) of a split with {n} images: nothing would be left "
-                        f"to train on; the dataset needs more labelled images")
+        raise DataError(
+            f"cannot carve {fraction:.3f} ({what}) of a split with {n} images: nothing would be left "
+            f"to train on; the dataset needs more labelled images"
+        )
     perm = _seeded_perm(n, seed)
     return perm[carved_n:].sort().values, perm[:carved_n].sort().values
 
 
-def _cap(split: Split, limit: Optional[int], seed: int) -> Split:
+def _cap(split: Split, limit: int | None, seed: int) -> Split:
     if limit is None or limit >= len(split):
         return split
     return take_rows(split, _seeded_perm(len(split), seed)[:limit].sort().values)
@@ -124,8 +129,10 @@ def finish_bundle(
         raise DataError(f"{source}: {len(class_names)} class(es) {class_names}; classification needs at least 2")
     for name, split in splits.items():
         if len(split) == 0:
-            raise DataError(f"{source}: the {name} split is empty after carving and caps; raise data.max_{name} "
-                            f"or data.val_fraction, or give the dataset more images")
+            raise DataError(
+                f"{source}: the {name} split is empty after carving and caps; raise data.max_{name} "
+                f"or data.val_fraction, or give the dataset more images"
+            )
     unseen = sorted(set(splits["test"].labels.unique().tolist()) - set(splits["train"].labels.unique().tolist()))
     if unseen:
         shown = ", ".join(class_names[i] for i in unseen[:10]) + (", ..." if len(unseen) > 10 else "")
@@ -134,9 +141,16 @@ def finish_bundle(
         warnings.warn(f"{source}: {note}", stacklevel=2)
         source = f"{source} [{note}]"
     fingerprint = _fingerprint(source_checksum, cfg, splits, class_names)
-    return DataBundle(splits=splits, num_classes=len(class_names), class_names=list(class_names),
-                      channels=int(image_shape[-1]), image_shape=tuple(int(v) for v in image_shape),
-                      fingerprint=fingerprint, source=source, notes=notes)
+    return DataBundle(
+        splits=splits,
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        channels=int(image_shape[-1]),
+        image_shape=tuple(int(v) for v in image_shape),
+        fingerprint=fingerprint,
+        source=source,
+        notes=notes,
+    )
 
 
 def digest_split(split: Split) -> str:

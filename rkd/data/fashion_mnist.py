@@ -11,21 +11,30 @@ import hashlib
 import json
 import struct
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from rkd.run.artifacts import atomic_write_json, read_json, sha256_file
 from rkd.config import DataConfig
 from rkd.data.arrow import arrow_array, label_tensor
 from rkd.data.bundle import DataBundle, DataError, Split, finish_bundle
+from rkd.run.artifacts import atomic_write_json, read_json, sha256_file
 from rkd.run.rundir import atomic_directory
 
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -42,7 +51,9 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path} is not an IDX file: only {len(raw)} bytes")
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
-        raise DataError(f"{path} is not an unsigned-byte IDX file (magic {raw[:4].hex()}); expected 00000801 or 00000803")
+        raise DataError(
+            f"{path} is not an unsigned-byte IDX file (magic {raw[:4].hex()}); expected 00000801 or 00000803"
+        )
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -66,7 +77,7 @@ def _arrow_checksums(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*.arrow"))}
 
 
-def _converted_is_valid(root: Path, source_shas: Optional[dict[str, str]]) -> bool:
+def _converted_is_valid(root: Path, source_shas: dict[str, str] | None) -> bool:
     """The converted Arrow dir exists, matches its checksum file and (if known) the current IDX files."""
     record_path = root / CHECKSUM_FILE
     if not record_path.is_file():
@@ -134,20 +145,27 @@ def _convert_fashion_mnist(sources: dict[str, Path], source_shas: dict[str, str]
             images = read_idx(sources[image_file])
             labels = read_idx(sources[label_file]).astype(np.int64)
             if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-                raise DataError(f"Fashion-MNIST {split}: {image_file} {images.shape} and {label_file} {labels.shape} do not pair up")
-            features = datasets.Features({
-                "image": _uint8_image_feature((*images.shape[1:], 1)),
-                "label": datasets.ClassLabel(names=FASHION_MNIST_CLASSES),
-            })
+                raise DataError(
+                    f"Fashion-MNIST {split}: {image_file} {images.shape} and {label_file} {labels.shape} do not pair up"
+                )
+            features = datasets.Features(
+                {
+                    "image": _uint8_image_feature((*images.shape[1:], 1)),
+                    "label": datasets.ClassLabel(names=FASHION_MNIST_CLASSES),
+                }
+            )
             table = pa.table({"image": _uint8_image_column(images[..., None]), "label": pa.array(labels, pa.int64())})
             parts[split] = datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
         datasets.DatasetDict(parts).save_to_disk(str(tmp))
-        atomic_write_json(tmp / CHECKSUM_FILE, {
-            "format": CONVERSION_FORMAT,
-            "sources": source_shas,
-            "arrow": _arrow_checksums(tmp),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })
+        atomic_write_json(
+            tmp / CHECKSUM_FILE,
+            {
+                "format": CONVERSION_FORMAT,
+                "sources": source_shas,
+                "arrow": _arrow_checksums(tmp),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
 
 
 def load_fashion_mnist(cfg: DataConfig) -> DataBundle:
@@ -178,5 +196,12 @@ def load_fashion_mnist(cfg: DataConfig) -> DataBundle:
         images = torch.from_numpy(np.array(arrow_array(dd[split], "image"), copy=True))  # writable, off the mmap
         parts[split] = Split(images, label_tensor(dd[split], "label"))
     source_checksum = hashlib.sha256(json.dumps(record["sources"], sort_keys=True).encode()).hexdigest()
-    return finish_bundle(cfg, parts["train"], parts["test"], FASHION_MNIST_CLASSES, f"fashion-mnist ({converted})",
-                         source_checksum, notes)
+    return finish_bundle(
+        cfg,
+        parts["train"],
+        parts["test"],
+        FASHION_MNIST_CLASSES,
+        f"fashion-mnist ({converted})",
+        source_checksum,
+        notes,
+    )

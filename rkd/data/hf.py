@@ -10,8 +10,9 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,9 @@ def load_hf(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
     import datasets
 
     if not spec:
-        raise DataError("data.name = 'hf:' names no dataset: expected 'hf:<hub id>' (e.g. hf:uoft-cs/cifar100) or 'hf:<save_to_disk dir>'")
+        raise DataError(
+            "data.name = 'hf:' names no dataset: expected 'hf:<hub id>' (e.g. hf:uoft-cs/cifar100) or 'hf:<save_to_disk dir>'"
+        )
     path = Path(spec).expanduser()
     if _is_save_to_disk_dir(path):
         try:
@@ -43,11 +46,14 @@ def load_hf(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
             raise DataError(
                 f"data.name = 'hf:{spec}': datasets could not read the save_to_disk directory {str(path)!r} "
                 f"({type(exc).__name__}: {exc}). Re-save it with Dataset(Dict).save_to_disk; datasets cannot "
-                f"reload a split saved with no rows, so drop empty splits first") from exc
+                f"reload a split saved with no rows, so drop empty splits first"
+            ) from exc
         origin = f"hf:{spec} (save_to_disk dir)"
     elif spec.startswith(("/", "./", "../", "~")) and not path.exists():
-        raise DataError(f"data.name = 'hf:{spec}': directory {str(path)!r} does not exist; expected a "
-                        f"datasets.save_to_disk directory or a hub id such as hf:uoft-cs/cifar100")
+        raise DataError(
+            f"data.name = 'hf:{spec}': directory {str(path)!r} does not exist; expected a "
+            f"datasets.save_to_disk directory or a hub id such as hf:uoft-cs/cifar100"
+        )
     else:
         try:
             loaded = datasets.load_dataset(str(path) if path.is_dir() else spec)
@@ -61,7 +67,7 @@ def load_hf(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
     return bundle_from_hf(cfg, loaded, origin, test_fraction)
 
 
-def _detect_columns(features: Any, image_column: Optional[str], label_column: Optional[str], origin: str) -> tuple[str, str]:
+def _detect_columns(features: Any, image_column: str | None, label_column: str | None, origin: str) -> tuple[str, str]:
     import datasets
 
     columns = list(features)
@@ -73,8 +79,10 @@ def _detect_columns(features: Any, image_column: Optional[str], label_column: Op
         images = [c for c in columns if isinstance(features[c], datasets.Image)]
         images += [c for c in IMAGE_COLUMN_NAMES if c in features and c not in images]
         if not images:
-            raise DataError(f"{origin}: no image column found (looked for an Image feature or the names "
-                            f"{IMAGE_COLUMN_NAMES}); set data.image_column. Available columns: {described}")
+            raise DataError(
+                f"{origin}: no image column found (looked for an Image feature or the names "
+                f"{IMAGE_COLUMN_NAMES}); set data.image_column. Available columns: {described}"
+            )
         image_column = images[0]
     if label_column is None:
         class_labels = [c for c in columns if isinstance(features[c], datasets.ClassLabel)]
@@ -82,8 +90,10 @@ def _detect_columns(features: Any, image_column: Optional[str], label_column: Op
         named = [c for c in LABEL_COLUMN_NAMES if c in features]
         candidates = preferred or class_labels or named
         if not candidates:
-            raise DataError(f"{origin}: no label column found (looked for a ClassLabel feature or the names "
-                            f"{LABEL_COLUMN_NAMES}); set data.label_column. Available columns: {described}")
+            raise DataError(
+                f"{origin}: no label column found (looked for a ClassLabel feature or the names "
+                f"{LABEL_COLUMN_NAMES}); set data.label_column. Available columns: {described}"
+            )
         label_column = candidates[0]
     return image_column, label_column
 
@@ -129,25 +139,34 @@ def bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: flo
     arrays = _decode_images({n: loaded[n] for n in names}, image_col, cfg.image_size, notes)
     labels = {n: label_tensor(loaded[n], label_col) for n in names}
     if class_names is None:
-        top = max(int(l.max()) for l in labels.values())
+        top = max(int(column.max()) for column in labels.values())
         class_names = [str(i) for i in range(top + 1)]
         notes.append(f"label column {label_col!r} is not a ClassLabel; class names are the integers 0..{top}")
     train = Split(arrays[train_name], labels[train_name])
     test = Split(arrays[test_name], labels[test_name]) if test_name is not None else None
     # the source's own content (paths and datasets' cache fingerprints move; pixels do not)
-    source_checksum = hashlib.sha256(json.dumps({
-        "train": digest_split(train),
-        "test": digest_split(test) if test is not None else None,
-        "carved_test_fraction": None if test is not None else test_fraction,
-    }, sort_keys=True).encode()).hexdigest()
+    source_checksum = hashlib.sha256(
+        json.dumps(
+            {
+                "train": digest_split(train),
+                "test": digest_split(test) if test is not None else None,
+                "carved_test_fraction": None if test is not None else test_fraction,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     if test is not None:
         if test_name != "test":
             notes.append(f"split {test_name!r} used as test")
     else:
-        kept, carved = split_indices(len(train), test_fraction, cfg.split_seed + 7919, what="a test split, as the data has none")
+        kept, carved = split_indices(
+            len(train), test_fraction, cfg.split_seed + 7919, what="a test split, as the data has none"
+        )
         train, test = take_rows(train, kept), take_rows(train, carved)
-        notes.append(f"no labelled test split: carved {len(test)} images ({test_fraction:.0%}) from train, "
-                     f"seeded by data.split_seed")
+        notes.append(
+            f"no labelled test split: carved {len(test)} images ({test_fraction:.0%}) from train, "
+            f"seeded by data.split_seed"
+        )
     source = origin + (f" [{'; '.join(notes)}]" if notes else "")
     return finish_bundle(cfg, train, test, class_names, source, source_checksum, notes)
 
@@ -183,8 +202,10 @@ def _pil_images(ds: Any, column: str) -> Iterator[Any]:
                 image = feature.decode_example({"bytes": blob, "path": path})
             image.load()
         except Exception as exc:  # PIL raises several types for truncated or non-image files
-            raise DataError(f"image column {column!r}, row {row}{f' ({path})' if path else ''} is not a readable image "
-                            f"({type(exc).__name__}: {exc}); remove or replace it") from None
+            raise DataError(
+                f"image column {column!r}, row {row}{f' ({path})' if path else ''} is not a readable image "
+                f"({type(exc).__name__}: {exc}); remove or replace it"
+            ) from None
         yield image
 
 
@@ -201,14 +222,18 @@ def _decode_images(parts: dict[str, Any], column: str, image_size: int, notes: l
         else:
             array = arrow_array(ds, column)
             if array.ndim not in (3, 4):
-                raise DataError(f"image column {column!r} holds arrays of shape {array.shape[1:]}; expected [H, W] or [H, W, C]")
+                raise DataError(
+                    f"image column {column!r} holds arrays of shape {array.shape[1:]}; expected [H, W] or [H, W, C]"
+                )
             if array.ndim == 4 and array.shape[1] in (1, 3) and array.shape[-1] not in (1, 3):
                 array = array.transpose(0, 2, 3, 1)  # channels-first -> channels-last
             if np.issubdtype(array.dtype, np.floating):
                 if array.size and not np.isfinite(array).all():
                     bad = int(np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0][0])
-                    raise DataError(f"image column {column!r} of split {name!r}: row {bad} has NaN or Inf pixel "
-                                    f"values; fix or drop those rows")
+                    raise DataError(
+                        f"image column {column!r} of split {name!r}: row {bad} has NaN or Inf pixel "
+                        f"values; fix or drop those rows"
+                    )
                 array = array * 255.0 if array.max() <= 1.0 else array
             decoded[name] = list(np.clip(array, 0, 255).astype(np.uint8))
     sizes = {a.shape[:2] for arrays in decoded.values() for a in arrays}
@@ -227,5 +252,9 @@ def _decode_images(parts: dict[str, Any], column: str, image_size: int, notes: l
             if a.ndim == 2:
                 a = np.repeat(a[..., None], 3, axis=-1) if color else a[..., None]
             fixed.append(a)
-        out[name] = torch.from_numpy(np.stack(fixed)) if fixed else torch.zeros((0, image_size, image_size, 3 if color else 1), dtype=torch.uint8)
+        out[name] = (
+            torch.from_numpy(np.stack(fixed))
+            if fixed
+            else torch.zeros((0, image_size, image_size, 3 if color else 1), dtype=torch.uint8)
+        )
     return out

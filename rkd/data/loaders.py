@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -20,27 +18,44 @@ class IndexedImages(Dataset):
         return len(self.split)
 
     def __getitem__(self, i: int) -> dict:
-        return {"pixels": self.split.images[i], "label": self.split.labels[i], "index": torch.tensor(i, dtype=torch.int64)}
+        return {
+            "pixels": self.split.images[i],
+            "label": self.split.labels[i],
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
 
 
 def make_loader(split: Split, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False) -> DataLoader:
     """A single-process DataLoader whose shuffling is fixed by ``seed`` (data is already in memory)."""
     generator = torch.Generator().manual_seed(int(seed))
-    return DataLoader(IndexedImages(split), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      generator=generator, num_workers=0)
+    return DataLoader(
+        IndexedImages(split),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        generator=generator,
+        num_workers=0,
+    )
 
 
-def subset_indices(n: int, limit: Optional[int], seed: int) -> torch.Tensor:
+def subset_indices(n: int, limit: int | None, seed: int) -> torch.Tensor:
     """A seeded, sorted choice of ``limit`` rows of a split (all rows when ``limit`` is None or larger)."""
     if limit is None or limit >= n:
         return torch.arange(n)
     return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:limit].sort().values
 
 
-def subset_loader(split: Split, indices: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
-                  drop_last: bool = False) -> DataLoader:
+def subset_loader(
+    split: Split, indices: torch.Tensor, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False
+) -> DataLoader:
     """Like ``rkd.data.make_loader`` on some rows; a batch's ``index`` stays the row in the full split
     (the teacher cache's key)."""
     dataset = Subset(IndexedImages(split), indices.tolist())
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      generator=torch.Generator().manual_seed(int(seed)), num_workers=0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(int(seed)),
+        num_workers=0,
+    )

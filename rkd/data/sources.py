@@ -21,5 +21,7 @@ def load_data(cfg: DataConfig, test_fraction: float = 0.1) -> DataBundle:
     if name.startswith("hf:"):
         return load_hf(cfg, name[3:], test_fraction)
     if name.startswith("imagefolder:"):
-        return load_imagefolder(cfg, name[len("imagefolder:"):], test_fraction)
-    raise DataError(f"data.name = {name!r} is not supported: expected 'fashion-mnist', 'hf:<hub id or dir>' or 'imagefolder:<dir>'")
+        return load_imagefolder(cfg, name[len("imagefolder:") :], test_fraction)
+    raise DataError(
+        f"data.name = {name!r} is not supported: expected 'fashion-mnist', 'hf:<hub id or dir>' or 'imagefolder:<dir>'"
+    )

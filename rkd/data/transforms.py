@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,9 @@ def _per_channel(name: str, values: Any, channels: int) -> tuple[float, ...]:
     return tuple(values)
 
 
-def augment(pixels: torch.Tensor, generator: torch.Generator, padding: Optional[int] = None, flip: bool = True) -> torch.Tensor:
+def augment(
+    pixels: torch.Tensor, generator: torch.Generator, padding: int | None = None, flip: bool = True
+) -> torch.Tensor:
     """Random crop after zero padding, plus random horizontal flip, on a uint8 ``[B, H, W, C]`` batch.
 
     One gather per batch, on the batch's device; random numbers come from ``generator`` (CPU) so
@@ -100,8 +102,13 @@ def augment(pixels: torch.Tensor, generator: torch.Generator, padding: Optional[
     return padded[batch, rows[:, :, None], cols[:, None, :]]
 
 
-def random_erase(pixels: torch.Tensor, generator: torch.Generator, probability: float,
-                 area: tuple[float, float] = (0.02, 0.25), aspect: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+def random_erase(
+    pixels: torch.Tensor,
+    generator: torch.Generator,
+    probability: float,
+    area: tuple[float, float] = (0.02, 0.25),
+    aspect: tuple[float, float] = (0.3, 3.3),
+) -> torch.Tensor:
     """Random erasing (Zhong et al. 2020) on a uint8 ``[B, H, W, C]`` batch: with ``probability``, one
     rectangle per image, of ``area`` of the image and log-uniform ``aspect``, is set to random noise.
 
@@ -121,9 +128,13 @@ def random_erase(pixels: torch.Tensor, generator: torch.Generator, probability: 
     left = (torch.rand(b, generator=generator) * (w - ew + 1)).long()
     chosen = torch.rand(b, generator=generator) < probability
     rows, cols = torch.arange(h), torch.arange(w)
-    inside = ((rows[None, :, None] >= top[:, None, None]) & (rows[None, :, None] < (top + eh)[:, None, None])
-              & (cols[None, None, :] >= left[:, None, None]) & (cols[None, None, :] < (left + ew)[:, None, None])
-              & chosen[:, None, None])
+    inside = (
+        (rows[None, :, None] >= top[:, None, None])
+        & (rows[None, :, None] < (top + eh)[:, None, None])
+        & (cols[None, None, :] >= left[:, None, None])
+        & (cols[None, None, :] < (left + ew)[:, None, None])
+        & chosen[:, None, None]
+    )
     noise = torch.randint(0, 256, (b, h, w, c), generator=generator, dtype=torch.uint8)
     mask = inside[..., None].to(pixels.device)
     return torch.where(mask, noise.to(pixels.device), pixels)

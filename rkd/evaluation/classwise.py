@@ -11,7 +11,6 @@ predictions come from the system's public ``transmit``/``receive`` with a genera
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -23,9 +22,15 @@ LOW_SNR_DB = 0.0  # the confusion matrix's SNR when the grid reaches it; else th
 def dataset_description(bundle, student_size: int) -> dict:
     """Source, class names, split sizes and image size, for results.json and the report."""
     h, w, c = bundle.image_shape
-    return {"source": bundle.source, "num_classes": bundle.num_classes, "class_names": list(bundle.class_names),
-            "splits": {name: len(split) for name, split in bundle.splits.items()},
-            "image_shape": [h, w, c], "student_input_size": int(student_size), "notes": list(bundle.notes)}
+    return {
+        "source": bundle.source,
+        "num_classes": bundle.num_classes,
+        "class_names": list(bundle.class_names),
+        "splits": {name: len(split) for name, split in bundle.splits.items()},
+        "image_shape": [h, w, c],
+        "student_input_size": int(student_size),
+        "notes": list(bundle.notes),
+    }
 
 
 def chosen_snrs(grid: list) -> tuple[list, float]:
@@ -52,7 +57,7 @@ def rkd_predictions(system, tokens: torch.Tensor, snr: float, k: int, batch_size
     index = _channel_index(system)
     preds = []
     for start in range(0, tokens.shape[0], batch_size):
-        t = tokens[start:start + batch_size]
+        t = tokens[start : start + batch_size]
         n = t.shape[0]
         snr_b = torch.full((n,), float(snr))
         z = system.transmit(t, snr_b)
@@ -76,8 +81,17 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
     return flat.view(num_classes, num_classes).tolist()
 
 
-def classwise_summary(system, tokens: torch.Tensor, labels: torch.Tensor, student_preds: torch.Tensor,
-                      class_names: list, grid: list, rates: list, batch_size: int, seed: int) -> dict:
+def classwise_summary(
+    system,
+    tokens: torch.Tensor,
+    labels: torch.Tensor,
+    student_preds: torch.Tensor,
+    class_names: list,
+    grid: list,
+    rates: list,
+    batch_size: int,
+    seed: int,
+) -> dict:
     """Per-class accuracy (student clean; RKD-SC at a few SNRs) and the two confusion matrices."""
     n = len(class_names)
     snrs, low = chosen_snrs(grid)
@@ -85,31 +99,53 @@ def classwise_summary(system, tokens: torch.Tensor, labels: torch.Tensor, studen
     system = system.eval()
     channel = system.channels[_channel_index(system)]
 
-    def entry(method: str, snr: Optional[float], preds: torch.Tensor) -> dict:
+    def entry(method: str, snr: float | None, preds: torch.Tensor) -> dict:
         label = "student (clean)" if snr is None else f"RKD-SC {snr:g} dB"
-        return {"label": label, "method": method, "snr_db": snr, "accuracy": int((preds == labels).sum()) / labels.numel(),
-                "per_class": per_class_accuracy(preds, labels, n), "matrix": confusion_matrix(preds, labels, n)}
+        return {
+            "label": label,
+            "method": method,
+            "snr_db": snr,
+            "accuracy": int((preds == labels).sum()) / labels.numel(),
+            "per_class": per_class_accuracy(preds, labels, n),
+            "matrix": confusion_matrix(preds, labels, n),
+        }
 
     entries = [entry("student", None, student_preds)]
     entries += [entry("rkd-sc", float(snr), rkd_predictions(system, tokens, snr, k, batch_size, seed)) for snr in snrs]
     for e in entries:  # matrices for the clean student and the low SNR only
         if e["snr_db"] not in (None, float(low)):
             del e["matrix"]
-    return {"class_names": list(class_names), "test_counts": torch.bincount(labels.long(), minlength=n).tolist(),
-            "channel": channel.name, "csi": getattr(channel, "csi", "n/a") if channel.name != "awgn" else "n/a",
-            "channel_uses": int(k), "low_snr_db": float(low), "seed": int(seed), "entries": entries}
+    return {
+        "class_names": list(class_names),
+        "test_counts": torch.bincount(labels.long(), minlength=n).tolist(),
+        "channel": channel.name,
+        "csi": getattr(channel, "csi", "n/a") if channel.name != "awgn" else "n/a",
+        "channel_uses": int(k),
+        "low_snr_db": float(low),
+        "seed": int(seed),
+        "entries": entries,
+    }
 
 
-def csv_rows(classwise: Optional[dict]) -> list:
+def csv_rows(classwise: dict | None) -> list:
     """Per-class rows for results.csv, named in its ``class`` column (the overall rows leave it empty)."""
     rows = []
     for e in (classwise or {}).get("entries", []):
         clean = e["snr_db"] is None
         for name, count, acc in zip(classwise["class_names"], classwise["test_counts"], e["per_class"]):
-            rows.append({"method": e["method"], "channel": "clean" if clean else classwise["channel"],
-                         "csi": "n/a" if clean else classwise["csi"], "channel_label": "clean" if clean else classwise["channel"],
-                         "snr_db": e["snr_db"], "channel_uses": None if clean else classwise["channel_uses"],
-                         "accuracy": acc, "n_test": count, "class": name})
+            rows.append(
+                {
+                    "method": e["method"],
+                    "channel": "clean" if clean else classwise["channel"],
+                    "csi": "n/a" if clean else classwise["csi"],
+                    "channel_label": "clean" if clean else classwise["channel"],
+                    "snr_db": e["snr_db"],
+                    "channel_uses": None if clean else classwise["channel_uses"],
+                    "accuracy": acc,
+                    "n_test": count,
+                    "class": name,
+                }
+            )
     return rows
 
 
@@ -119,8 +155,10 @@ def describe_dataset(d: dict) -> str:
     shown = ", ".join(f"`{n}`" for n in names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
     splits = " / ".join(f"{k} {v:,}" for k, v in d["splits"].items())
     h, w, c = d["image_shape"]
-    return (f"Dataset: `{d['source']}`; {d['num_classes']} classes: {shown}; images {splits}; "
-            f"{h}x{w}x{c} pixels (student input {d['student_input_size']} px).")
+    return (
+        f"Dataset: `{d['source']}`; {d['num_classes']} classes: {shown}; images {splits}; "
+        f"{h}x{w}x{c} pixels (student input {d['student_input_size']} px)."
+    )
 
 
 def render_lines(cw: dict, most: int = 20) -> list:
@@ -131,21 +169,30 @@ def render_lines(cw: dict, most: int = 20) -> list:
     if len(names) > most:
         order = sorted(order, key=lambda i: (low["per_class"][i] is None, low["per_class"][i] or 0.0))[:most]
     channel = cw["channel"] + (f", csi {cw['csi']}" if cw["csi"] != "n/a" else "")
-    lines = ["## Per-class accuracy (%)", "",
-             f"RKD-SC over {channel}, k = {cw['channel_uses']}, noise seeded with {cw['seed']}"
-             + (f"; the {most} classes lowest at {cw['low_snr_db']:g} dB of {len(names)}" if len(names) > most else "")
-             + ". Confusion matrices (clean student; RKD-SC at "
-             f"{cw['low_snr_db']:g} dB): `confusion_matrix.png`.", "",
-             "| class | test images | " + " | ".join(e["label"] for e in entries) + " |",
-             "|---|---:|" + "---:|" * len(entries)]
+    lines = [
+        "## Per-class accuracy (%)",
+        "",
+        f"RKD-SC over {channel}, k = {cw['channel_uses']}, noise seeded with {cw['seed']}"
+        + (f"; the {most} classes lowest at {cw['low_snr_db']:g} dB of {len(names)}" if len(names) > most else "")
+        + ". Confusion matrices (clean student; RKD-SC at "
+        f"{cw['low_snr_db']:g} dB): `confusion_matrix.png`.",
+        "",
+        "| class | test images | " + " | ".join(e["label"] for e in entries) + " |",
+        "|---|---:|" + "---:|" * len(entries),
+    ]
     for i in order:
         cells = " | ".join("" if e["per_class"][i] is None else f"{100 * e['per_class'][i]:.1f}" for e in entries)
         lines.append(f"| {names[i]} | {cw['test_counts'][i]} | {cells} |")
-    lines.append("| **all** | " + f"{sum(cw['test_counts'])} | " + " | ".join(f"{100 * e['accuracy']:.1f}" for e in entries) + " |")
+    lines.append(
+        "| **all** | "
+        + f"{sum(cw['test_counts'])} | "
+        + " | ".join(f"{100 * e['accuracy']:.1f}" for e in entries)
+        + " |"
+    )
     return lines + [""]
 
 
-def plot_confusion(out_dir: Path, cw: Optional[dict]) -> list:
+def plot_confusion(out_dir: Path, cw: dict | None) -> list:
     """``confusion_matrix.png``: row-normalised matrices side by side, classes named on both axes."""
     if not cw:
         return []

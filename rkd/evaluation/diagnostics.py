@@ -13,14 +13,14 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from rkd.channels import normalize_power
+from rkd.draws import symbol_mask
 from rkd.models.frozen_tokens import batched
-from rkd.models.cat import symbol_mask
 
 
 def participation_ratio(samples: torch.Tensor) -> float:
@@ -32,8 +32,9 @@ def participation_ratio(samples: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def effective_dimensions(transmit, inputs: torch.Tensor, rates: Sequence[int], snr_db: float,
-                         batch_size: int = 1000) -> dict:
+def effective_dimensions(
+    transmit, inputs: torch.Tensor, rates: Sequence[int], snr_db: float, batch_size: int = 1000
+) -> dict:
     """Effective dimension of the first ``k`` symbols, per ``k`` in ``rates``, at nominal ``snr_db``.
 
     ``transmit(inputs, snr)`` returns complex symbols ``[B, L]``; each sample is power-normalised
@@ -54,7 +55,9 @@ def rate_gains(records: Sequence[dict], method: str, channel_label: str) -> list
     The prediction interpolates the shortest code's accuracy over SNR (linear in dB); points whose
     shifted SNR lies outside the measured grid are skipped, not extrapolated.
     """
-    rows = [r for r in records if r["method"] == method and r["channel_label"] == channel_label and r["snr_db"] is not None]
+    rows = [
+        r for r in records if r["method"] == method and r["channel_label"] == channel_label and r["snr_db"] is not None
+    ]
     if not rows:
         return []
     k_min = min(r["channel_uses"] for r in rows)
@@ -69,12 +72,19 @@ def rate_gains(records: Sequence[dict], method: str, channel_label: str) -> list
         if shifted > snrs[-1] + 1e-9:
             continue
         predicted = float(np.interp(shifted, snrs, accs))
-        out.append({"channel_uses": k, "snr_db": r["snr_db"], "accuracy": r["accuracy"],
-                    "energy_only_prediction": predicted, "rate_gain": r["accuracy"] - predicted})
+        out.append(
+            {
+                "channel_uses": k,
+                "snr_db": r["snr_db"],
+                "accuracy": r["accuracy"],
+                "energy_only_prediction": predicted,
+                "rate_gain": r["accuracy"] - predicted,
+            }
+        )
     return out
 
 
-def summarise_rate_gains(gains: Sequence[dict]) -> Optional[dict]:
+def summarise_rate_gains(gains: Sequence[dict]) -> dict | None:
     """Mean and minimum gain per ``k`` (None when nothing could be compared)."""
     if not gains:
         return None

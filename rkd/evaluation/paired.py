@@ -16,12 +16,11 @@ separately as ``outside``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-from rkd.run.artifacts import atomic_write, read_json
 from rkd.evaluation.stats import ALPHA, accuracy_interval, mcnemar, paired_t, two_proportion_p, verdict
+from rkd.run.artifacts import atomic_write, read_json
 
 CORRECT_FILE = "correct.npz"
 
@@ -39,7 +38,7 @@ def save_correct(directory: Path, kept: list) -> Path:
     return path
 
 
-def load_correct(directory: Path) -> Optional[np.ndarray]:
+def load_correct(directory: Path) -> np.ndarray | None:
     """``[records, n]`` bools, or None where the method kept no per-image correctness."""
     path = Path(directory) / CORRECT_FILE
     if not path.exists():
@@ -85,12 +84,21 @@ def averaged_records(cells: dict) -> list:
         first = entries[0][1]
         accs = [r["accuracy"] for _, r, _ in entries]
         ci = accuracy_interval(accs, int(first["n_test"]))
-        out.append({**first, "accuracy": ci["mean"], "low": ci["low"], "high": ci["high"], "seeds": ci["seeds"],
-                    "interval": ci["interval"], "per_seed": {str(s): r["accuracy"] for s, r, _ in entries}})
+        out.append(
+            {
+                **first,
+                "accuracy": ci["mean"],
+                "low": ci["low"],
+                "high": ci["high"],
+                "seeds": ci["seeds"],
+                "interval": ci["interval"],
+                "per_seed": {str(s): r["accuracy"] for s, r, _ in entries},
+            }
+        )
     return out
 
 
-def paired_cell(ours: list, theirs: list, alpha: float = ALPHA) -> Optional[dict]:
+def paired_cell(ours: list, theirs: list, alpha: float = ALPHA) -> dict | None:
     """RKD-SC (``ours``) vs a baseline in one cell over the seeds both have; None when they share none."""
     mine = {seed: (record, row) for seed, record, row in ours}
     shared = [(seed, mine[seed], (record, row)) for seed, record, row in theirs if seed in mine]
@@ -111,12 +119,26 @@ def paired_cell(ours: list, theirs: list, alpha: float = ALPHA) -> Optional[dict
     ours_mean = sum(a[0]["accuracy"] for _, a, _ in shared) / len(shared)
     theirs_mean = sum(o[0]["accuracy"] for _, _, o in shared) / len(shared)
     t = paired_t([a[0]["accuracy"] - o[0]["accuracy"] for _, a, o in shared])
-    return {"rkd_sc": ours_mean, "baseline": theirs_mean, "seeds": len(shared), "p": p, **test, "paired_t": t,
-            "verdict": verdict(ours_mean, theirs_mean, p, alpha)}
+    return {
+        "rkd_sc": ours_mean,
+        "baseline": theirs_mean,
+        "seeds": len(shared),
+        "p": p,
+        **test,
+        "paired_t": t,
+        "verdict": verdict(ours_mean, theirs_mean, p, alpha),
+    }
 
 
-def dominance(cells: dict, trained: dict, rkd: str, baselines: list, k_values: list, channels: tuple,
-              snr_range: tuple = (-10.0, 20.0)) -> dict:
+def dominance(
+    cells: dict,
+    trained: dict,
+    rkd: str,
+    baselines: list,
+    k_values: list,
+    channels: tuple,
+    snr_range: tuple = (-10.0, 20.0),
+) -> dict:
     """The paired verdict in every (baseline, channel, k, SNR) cell, split into trained-for and outside cells.
 
     ``trained``: ``{method: [channel labels]}`` (missing: nothing counts as trained for it).
@@ -137,6 +159,12 @@ def dominance(cells: dict, trained: dict, rkd: str, baselines: list, k_values: l
             both = label in ours_trained and label in set(trained.get(baseline) or [])
             (inside if both else outside).append(row)
     losses = [r for r in inside if r["verdict"] == "loss"]
-    return {"cells": inside, "outside": outside, "compared": len(inside), "losses": losses,
-            "wins": sum(r["verdict"] == "win" for r in inside), "ties": sum(r["verdict"] == "tie" for r in inside),
-            "met": bool(inside) and not losses}
+    return {
+        "cells": inside,
+        "outside": outside,
+        "compared": len(inside),
+        "losses": losses,
+        "wins": sum(r["verdict"] == "win" for r in inside),
+        "ties": sum(r["verdict"] == "tie" for r in inside),
+        "met": bool(inside) and not losses,
+    }

@@ -9,12 +9,11 @@ The table is what a deployed transmitter would look up given the SNR it was told
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from rkd.run.artifacts import atomic_write_json
 
 
-def rate_policy(records: list, margin: float, method: Optional[str] = None) -> dict:
+def rate_policy(records: list, margin: float, method: str | None = None) -> dict:
     """``{channel_label: [{"snr_db", "k", "accuracy", "best_k", "best_accuracy"}, ...]}`` in SNR order.
 
     ``records`` are evaluation records (see ``rkd.evaluation.sweep``); only those of ``method`` (all when
@@ -28,7 +27,9 @@ def rate_policy(records: list, margin: float, method: Optional[str] = None) -> d
             continue
         if method is not None and r.get("method") != method:
             continue
-        cells.setdefault(r["channel_label"], {}).setdefault(float(r["snr_db"]), {})[int(r["channel_uses"])] = float(r["accuracy"])
+        cells.setdefault(r["channel_label"], {}).setdefault(float(r["snr_db"]), {})[int(r["channel_uses"])] = float(
+            r["accuracy"]
+        )
     policy: dict = {}
     for label, by_snr in cells.items():
         rows = []
@@ -42,11 +43,14 @@ def rate_policy(records: list, margin: float, method: Optional[str] = None) -> d
     return policy
 
 
-def write_rate_policy(path: Path, records: list, margin: float, method: Optional[str] = None) -> dict:
+def write_rate_policy(path: Path, records: list, margin: float, method: str | None = None) -> dict:
     """Write ``rate_policy.json``: the margin, the method, and the per-channel table."""
     table = rate_policy(records, margin, method)
-    data = {"margin": margin, "method": method,
-            "rule": "fewest channel uses k whose accuracy >= best accuracy over k - margin, per channel and SNR",
-            "policy": table}
+    data = {
+        "margin": margin,
+        "method": method,
+        "rule": "fewest channel uses k whose accuracy >= best accuracy over k - margin, per channel and SNR",
+        "policy": table,
+    }
     atomic_write_json(Path(path), data)
     return data

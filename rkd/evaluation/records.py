@@ -12,27 +12,66 @@ import torch
 from rkd.channels import channel_label
 
 
-def accuracy_record(*, method: str, channel: str, csi: str, k_factor, channel_label: str, snr_db, channel_uses,
-                    accuracy: float, n_test: int, **extra) -> dict:
+def accuracy_record(
+    *,
+    method: str,
+    channel: str,
+    csi: str,
+    k_factor,
+    channel_label: str,
+    snr_db,
+    channel_uses,
+    accuracy: float,
+    n_test: int,
+    **extra,
+) -> dict:
     """The record's keys in their fixed order; ``extra`` (e.g. a digital scheme's ``bits``) follows them."""
-    return {"method": method, "channel": channel, "csi": csi, "k_factor": k_factor, "channel_label": channel_label,
-            "snr_db": snr_db, "channel_uses": channel_uses, "accuracy": accuracy, "n_test": n_test, **extra}
+    return {
+        "method": method,
+        "channel": channel,
+        "csi": csi,
+        "k_factor": k_factor,
+        "channel_label": channel_label,
+        "snr_db": snr_db,
+        "channel_uses": channel_uses,
+        "accuracy": accuracy,
+        "n_test": n_test,
+        **extra,
+    }
 
 
-def channel_record(method: str, spec: dict, snr_db: float, channel_uses: int, accuracy: float, n_test: int,
-                   **extra) -> dict:
+def channel_record(
+    method: str, spec: dict, snr_db: float, channel_uses: int, accuracy: float, n_test: int, **extra
+) -> dict:
     """A swept cell: CSI and Rician K named only where the channel has them (AWGN: csi ``n/a``)."""
     name = spec["name"]
-    return accuracy_record(method=method, channel=name, csi=spec.get("csi", "perfect") if name != "awgn" else "n/a",
-                           k_factor=spec.get("k_factor") if name == "rician" else None,
-                           channel_label=channel_label(spec), snr_db=float(snr_db), channel_uses=int(channel_uses),
-                           accuracy=accuracy, n_test=n_test, **extra)
+    return accuracy_record(
+        method=method,
+        channel=name,
+        csi=spec.get("csi", "perfect") if name != "awgn" else "n/a",
+        k_factor=spec.get("k_factor") if name == "rician" else None,
+        channel_label=channel_label(spec),
+        snr_db=float(snr_db),
+        channel_uses=int(channel_uses),
+        accuracy=accuracy,
+        n_test=n_test,
+        **extra,
+    )
 
 
 def clean_record(method: str, accuracy: float, n_test: int) -> dict:
     """A noiseless reference row (the teacher, the stage-1 student)."""
-    return accuracy_record(method=method, channel="clean", csi="n/a", k_factor=None, channel_label="clean",
-                           snr_db=None, channel_uses=None, accuracy=accuracy, n_test=n_test)
+    return accuracy_record(
+        method=method,
+        channel="clean",
+        csi="n/a",
+        k_factor=None,
+        channel_label="clean",
+        snr_db=None,
+        channel_uses=None,
+        accuracy=accuracy,
+        n_test=n_test,
+    )
 
 
 def cell_generator(seed: int) -> torch.Generator:

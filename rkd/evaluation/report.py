@@ -9,16 +9,26 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rkd.run.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
 from rkd.evaluation.classwise import csv_rows, describe_dataset, plot_confusion
 from rkd.evaluation.classwise import render_lines as render_classwise
+from rkd.run.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 
 def write_outputs(out_dir: Path, records: list, summary: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "results.json", {"summary": summary, "records": records})
-    fields = ["method", "channel", "csi", "k_factor", "channel_label", "snr_db", "channel_uses", "accuracy", "n_test",
-              "class"]  # empty on the overall rows; the per-class rows (rkd.evaluation.classwise) name their class
+    fields = [
+        "method",
+        "channel",
+        "csi",
+        "k_factor",
+        "channel_label",
+        "snr_db",
+        "channel_uses",
+        "accuracy",
+        "n_test",
+        "class",
+    ]  # empty on the overall rows; the per-class rows (rkd.evaluation.classwise) name their class
 
     def write_csv(path: Path) -> None:
         with open(path, "w", newline="") as handle:
@@ -46,7 +56,9 @@ def plot_results(out_dir: Path, records: list, summary: dict) -> list:
         rows = [r for r in channel_records if r["channel_label"] == label]
         for method in dict.fromkeys(r["method"] for r in rows):
             for k in sorted({r["channel_uses"] for r in rows if r["method"] == method}):
-                pts = sorted((r["snr_db"], r["accuracy"]) for r in rows if r["method"] == method and r["channel_uses"] == k)
+                pts = sorted(
+                    (r["snr_db"], r["accuracy"]) for r in rows if r["method"] == method and r["channel_uses"] == k
+                )
                 ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=3, label=f"{method} k={k}")
         ax.axhline(100 * summary["teacher_accuracy"], color="k", ls="--", lw=1, label="teacher (clean)")
         ax.axhline(100 * summary["student_accuracy"], color="gray", ls=":", lw=1, label="student (clean)")
@@ -80,16 +92,26 @@ def plot_results(out_dir: Path, records: list, summary: dict) -> list:
 def render_code_diagnostics(d: dict) -> list:
     """The report's section that shows whether extra symbols carry new information."""
     dims = d["effective_dimension"]
-    lines = ["## Does the code use its symbols?", "",
-             f"Effective dimension (participation ratio of the 2k reals sent, test set, nominal "
-             f"{d['effective_dimension_snr_db']:g} dB): a repetition code stays near 2 for every k.", "",
-             "| k | " + " | ".join(str(k) for k in dims) + " |", "|---|" + "---:|" * len(dims),
-             "| effective dimension | " + " | ".join(f"{v:.1f}" for v in dims.values()) + " |", ""]
+    lines = [
+        "## Does the code use its symbols?",
+        "",
+        f"Effective dimension (participation ratio of the 2k reals sent, test set, nominal "
+        f"{d['effective_dimension_snr_db']:g} dB): a repetition code stays near 2 for every k.",
+        "",
+        "| k | " + " | ".join(str(k) for k in dims) + " |",
+        "|---|" + "---:|" * len(dims),
+        "| effective dimension | " + " | ".join(f"{v:.1f}" for v in dims.values()) + " |",
+        "",
+    ]
     gains = d.get("awgn_rate_gain")
     if gains:
-        lines += ["AWGN accuracy minus the energy-only prediction (the shortest code at the same total energy, "
-                  "SNR + 10 log10(k / k_min)), in points, over the SNRs where it can be read off the grid:", "",
-                  "| k | mean gain | min gain | SNRs |", "|---:|---:|---:|---:|"]
+        lines += [
+            "AWGN accuracy minus the energy-only prediction (the shortest code at the same total energy, "
+            "SNR + 10 log10(k / k_min)), in points, over the SNRs where it can be read off the grid:",
+            "",
+            "| k | mean gain | min gain | SNRs |",
+            "|---:|---:|---:|---:|",
+        ]
         lines += [f"| {k} | {100 * g['mean']:+.2f} | {100 * g['min']:+.2f} | {g['n_snrs']} |" for k, g in gains.items()]
         lines.append("")
     return lines
@@ -122,20 +144,35 @@ def render_report(records: list, summary: dict) -> str:
     channel_records = [r for r in records if r["snr_db"] is not None]
     snrs = sorted({r["snr_db"] for r in channel_records})
     shown = [v for v in (-10, -6, -2, 0, 4, 10, 20) if v in snrs] or snrs
-    lines += ["## Accuracy (%) over the channel", "",
-              "CSI: `csi` = perfect means the receiver equalises with the true fading gain; pilot means it estimates "
-              "the gain from pilot symbols counted in k (LMMSE) and MMSE-equalises; none means it does not equalise.", "",
-              "| method | channel | csi | k (channel uses) | " + " | ".join(f"{v:g} dB" for v in shown) + " |",
-              "|---|---|---|---:|" + "---:|" * len(shown)]
-    keys = list(dict.fromkeys((r["method"], r["channel_label"], r["channel"], r["csi"], r["channel_uses"]) for r in channel_records))
-    for method, label, channel, csi, k in keys:
-        row = {r["snr_db"]: r["accuracy"] for r in channel_records
-               if (r["method"], r["channel_label"], r["channel_uses"]) == (method, label, k)}
+    lines += [
+        "## Accuracy (%) over the channel",
+        "",
+        "CSI: `csi` = perfect means the receiver equalises with the true fading gain; pilot means it estimates "
+        "the gain from pilot symbols counted in k (LMMSE) and MMSE-equalises; none means it does not equalise.",
+        "",
+        "| method | channel | csi | k (channel uses) | " + " | ".join(f"{v:g} dB" for v in shown) + " |",
+        "|---|---|---|---:|" + "---:|" * len(shown),
+    ]
+    keys = list(
+        dict.fromkeys(
+            (r["method"], r["channel_label"], r["channel"], r["csi"], r["channel_uses"]) for r in channel_records
+        )
+    )
+    for method, label, _channel, csi, k in keys:
+        row = {
+            r["snr_db"]: r["accuracy"]
+            for r in channel_records
+            if (r["method"], r["channel_label"], r["channel_uses"]) == (method, label, k)
+        }
         cells = " | ".join(f"{100 * row[v]:.2f}" if v in row else "" for v in shown)
         lines.append(f"| {method} | {label} | {csi} | {k} | {cells} |")
     if "classwise" in s:
         lines += [""] + render_classwise(s["classwise"])[:-1]
-    lines += ["", "Plots: `accuracy_vs_snr.png` (all channels) and one `accuracy_vs_snr_<channel>.png` per channel.", ""]
+    lines += [
+        "",
+        "Plots: `accuracy_vs_snr.png` (all channels) and one `accuracy_vs_snr_<channel>.png` per channel.",
+        "",
+    ]
     if "code_diagnostics" in s:
         lines += render_code_diagnostics(s["code_diagnostics"])
     return "\n".join(lines)

@@ -22,16 +22,45 @@ No scipy: the t quantiles for ``df <= 30`` are tabulated, above that a Cornish-F
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
-from typing import Optional, Sequence
 
 ALPHA = 0.05
 Z95 = NormalDist().inv_cdf(1 - ALPHA / 2)
 
 # Student-t 0.975 quantiles, df = 1..30
-_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
-         2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
-         2.0518, 2.0484, 2.0452, 2.0423)
+_T975 = (
+    12.7062,
+    4.3027,
+    3.1824,
+    2.7764,
+    2.5706,
+    2.4469,
+    2.3646,
+    2.3060,
+    2.2622,
+    2.2281,
+    2.2010,
+    2.1788,
+    2.1604,
+    2.1448,
+    2.1314,
+    2.1199,
+    2.1098,
+    2.1009,
+    2.0930,
+    2.0860,
+    2.0796,
+    2.0739,
+    2.0687,
+    2.0639,
+    2.0595,
+    2.0555,
+    2.0518,
+    2.0484,
+    2.0452,
+    2.0423,
+)
 
 
 def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple:
@@ -52,7 +81,7 @@ def t_quantile_975(df: int) -> float:
     if df <= len(_T975):
         return _T975[df - 1]
     z = Z95  # Cornish-Fisher: error < 1e-4 for df > 30
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 def mean_interval(values: Sequence[float]) -> tuple:
@@ -109,7 +138,7 @@ def discordant(a_correct, b_correct) -> tuple:
     return sum(x and not y for x, y in zip(a, b_)), sum(y and not x for x, y in zip(a, b_))
 
 
-def paired_t(differences: Sequence[float]) -> Optional[dict]:
+def paired_t(differences: Sequence[float]) -> dict | None:
     """Paired t over seeds of (A - B) accuracy differences; None with fewer than 2 seeds."""
     diffs = [float(d) for d in differences]
     if len(diffs) < 2:

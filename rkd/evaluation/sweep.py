@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from rkd.channels import channel_from_spec
+from rkd.evaluation.records import cell_generator, channel_record
 from rkd.models.frozen_tokens import batched
 from rkd.run.progress import progress_bar
-from rkd.evaluation.records import cell_generator, channel_record
 
 METHOD = "rkd-sc"
 
@@ -30,9 +30,19 @@ def my_share(items: list, rank: int, world_size: int) -> list:
 
 
 @torch.no_grad()
-def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_specs: list, snrs: list, rates: list,
-                  batch_size: int, seed: int, progress: bool = True, method: str = METHOD,
-                  keep: list | None = None) -> list:
+def channel_sweep(
+    system,
+    tokens: torch.Tensor,
+    labels: torch.Tensor,
+    channel_specs: list,
+    snrs: list,
+    rates: list,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+    method: str = METHOD,
+    keep: list | None = None,
+) -> list:
     """Accuracy records of an RKD system for every channel x SNR x k, on precomputed student tokens.
 
     Any model with ``transmit(inputs, snr)``, ``decoder(y, mask, state)`` and ``classify(features)``
@@ -48,19 +58,19 @@ def channel_sweep(system, tokens: torch.Tensor, labels: torch.Tensor, channel_sp
     bar = progress_bar(len(snrs) * len(channels) * len(rates), "evaluate", enabled=progress, unit="cells")
     for snr in snrs:
         snr_all = torch.full((n,), float(snr), device=device)
-        z = batched(lambda t: system.transmit(t, snr_all[: t.shape[0]]), tokens, batch_size)
+        z = batched(lambda t: system.transmit(t, snr_all[: t.shape[0]]), tokens, batch_size)  # noqa: B023 - called at once, inside the loop
         for spec, channel in zip(channel_specs, channels):
             for k in rates:
                 generator = cell_generator(seed)
                 correct, hits = 0, []
                 for start in range(0, n, batch_size):
-                    zb = z[start:start + batch_size, :k]
-                    snr_b = snr_all[start:start + zb.shape[0]]
+                    zb = z[start : start + batch_size, :k]
+                    snr_b = snr_all[start : start + zb.shape[0]]
                     mask = torch.ones(zb.shape, dtype=torch.bool, device=device)
                     out = channel.transmit(zb, snr_b, mask, generator=generator)
                     features = system.decoder(out.y, out.mask, out.state.float())
                     preds = system.classify(features).argmax(-1)
-                    hit = preds == labels[start:start + zb.shape[0]]
+                    hit = preds == labels[start : start + zb.shape[0]]
                     correct += int(hit.sum())
                     hits.append(hit.cpu())
                 if keep is not None:

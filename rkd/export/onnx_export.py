@@ -42,8 +42,10 @@ def onnx_available() -> bool:
 def _require() -> None:
     missing = _missing()
     if missing:
-        raise OnnxUnavailable(f"ONNX export needs {', '.join(missing)}: pip install -e '.[onnx]' "
-                              f"(with -c constraints.txt so torch stays pinned)")
+        raise OnnxUnavailable(
+            f"ONNX export needs {', '.join(missing)}: pip install -e '.[onnx]' "
+            f"(with -c constraints.txt so torch stays pinned)"
+        )
 
 
 def export_module(module: torch.nn.Module, args: tuple, path: Path, end: str) -> Path:
@@ -52,9 +54,17 @@ def export_module(module: torch.nn.Module, args: tuple, path: Path, end: str) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
-        torch.onnx.export(module, args, str(path), dynamo=True, input_names=list(INPUTS[end]),
-                          output_names=list(OUTPUTS[end]), dynamic_shapes=tuple({0: batch} for _ in args),
-                          external_data=False, verbose=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=True,
+            input_names=list(INPUTS[end]),
+            output_names=list(OUTPUTS[end]),
+            dynamic_shapes=tuple({0: batch} for _ in args),
+            external_data=False,
+            verbose=False,
+        )
     return path
 
 
@@ -72,8 +82,10 @@ def export_onnx_pair(tx: torch.nn.Module, rx: torch.nn.Module, tx_args: tuple, r
     """Export both ends, then run the files with onnxruntime on the same inputs as the PyTorch modules."""
     _require()
     out_dir = Path(out_dir)
-    paths = {"transmitter": export_module(tx, tx_args, out_dir / "transmitter.onnx", "transmitter"),
-             "receiver": export_module(rx, rx_args, out_dir / "receiver.onnx", "receiver")}
+    paths = {
+        "transmitter": export_module(tx, tx_args, out_dir / "transmitter.onnx", "transmitter"),
+        "receiver": export_module(rx, rx_args, out_dir / "receiver.onnx", "receiver"),
+    }
     diffs = {}
     for end, module, args in (("transmitter", tx, tx_args), ("receiver", rx, rx_args)):
         diffs[f"{end}_max_abs_diff"] = float(np.abs(run_onnx(paths[end], *args) - module(*args).numpy()).max())

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rkd.run.artifacts import atomic_write_json
 from rkd.channels import _EPS as POWER_EPS
 from rkd.channels import get_channel
 from rkd.data import student_transform
+from rkd.draws import symbol_mask
 from rkd.export.onnx_export import export_onnx_pair, onnx_available
-from rkd.models.cat import symbol_mask
 from rkd.models.factory import load_stage2
+from rkd.run.artifacts import atomic_write_json
 
 
 def normalize_pairs(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,8 +82,9 @@ def example_inputs(images: torch.Tensor, max_symbols: int, seed: int = 0) -> tup
 
 
 @torch.no_grad()
-def export_link(system, transform, images: torch.Tensor, out_dir: Path, channel=None, seed: int = 0,
-                onnx: bool = False) -> dict:
+def export_link(
+    system, transform, images: torch.Tensor, out_dir: Path, channel=None, seed: int = 0, onnx: bool = False
+) -> dict:
     """Trace both ends on ``images`` (uint8, a few), save them, reload and compare with the Python modules.
 
     The comparison sends the Python transmitter's symbols through ``channel`` (AWGN by default) with
@@ -97,8 +98,12 @@ def export_link(system, transform, images: torch.Tensor, out_dir: Path, channel=
     snr, k = example_inputs(images, system.max_symbols, seed)
     sent = tx(images, snr, k)
     channel = channel if channel is not None else get_channel("awgn")
-    out = channel.transmit(torch.view_as_complex(sent.contiguous()), snr, symbol_mask(k, system.max_symbols),
-                           generator=torch.Generator().manual_seed(seed))
+    out = channel.transmit(
+        torch.view_as_complex(sent.contiguous()),
+        snr,
+        symbol_mask(k, system.max_symbols),
+        generator=torch.Generator().manual_seed(seed),
+    )
     received = torch.view_as_real(out.y).contiguous()
     state = out.state.float()
     paths = {"transmitter": out_dir / "transmitter.pt", "receiver": out_dir / "receiver.pt"}
@@ -108,37 +113,69 @@ def export_link(system, transform, images: torch.Tensor, out_dir: Path, channel=
         torch.jit.save(torch.jit.trace(rx, (received, k, state), check_trace=False), str(paths["receiver"]))
     tx_loaded, rx_loaded = torch.jit.load(str(paths["transmitter"])), torch.jit.load(str(paths["receiver"]))
     logits = rx(received, k, state)
-    diffs = {"transmitter_max_abs_diff": float((tx_loaded(images, snr, k) - sent).abs().max()),
-             "receiver_max_abs_diff": float((rx_loaded(received, k, state) - logits).abs().max()),
-             "n_checked": int(images.shape[0])}
+    diffs = {
+        "transmitter_max_abs_diff": float((tx_loaded(images, snr, k) - sent).abs().max()),
+        "receiver_max_abs_diff": float((rx_loaded(received, k, state) - logits).abs().max()),
+        "n_checked": int(images.shape[0]),
+    }
     result = {"paths": {key: str(p) for key, p in paths.items()}, "check": diffs}
     if onnx:
         onnx_result = export_onnx_pair(tx, rx, (images, snr, k), (received, k, state), out_dir)
-        result["onnx"] = {"paths": onnx_result["paths"], "check": {**onnx_result["check"], "n_checked": diffs["n_checked"]}}
+        result["onnx"] = {
+            "paths": onnx_result["paths"],
+            "check": {**onnx_result["check"], "n_checked": diffs["n_checked"]},
+        }
     return result
 
 
 def export_trained(cfg, inputs, out_dir: Path) -> dict:
     """The run's trained stage-2 link (``inputs``: its ``RunInputs``) into ``out_dir``, with ``export.json``."""
     bundle, cache = inputs.bundle, inputs.cache
-    system = load_stage2(cfg, bundle, int(cache.features["test"].shape[1]), inputs.path("stage1"), inputs.path("stage2"))
+    system = load_stage2(
+        cfg, bundle, int(cache.features["test"].shape[1]), inputs.path("stage1"), inputs.path("stage2")
+    )
     images = bundle.splits["test"].images[:16]
-    result = export_link(system, student_transform(cfg.data, bundle), images, out_dir, seed=cfg.eval.seed,
-                         onnx=onnx_available())
+    result = export_link(
+        system, student_transform(cfg.data, bundle), images, out_dir, seed=cfg.eval.seed, onnx=onnx_available()
+    )
     if "onnx" not in result:
         print("export: ONNX files skipped (pip install -e '.[onnx]' -c constraints.txt to get them)")
     h, w, c = bundle.image_shape
-    atomic_write_json(out_dir / "export.json", {
-        "format": "TorchScript (torch.jit.trace); load with torch.jit.load, no rkd needed",
-        "transmitter": {"file": "transmitter.pt", "inputs": {"images": f"uint8 [B, {h}, {w}, {c}]", "snr_db": "float [B]",
-                                                             "k": f"long [B], 1..{cfg.codec.max_symbols}"},
-                        "output": f"float [B, {cfg.codec.max_symbols}, 2]: (re, im), unit mean power over the first k"},
-        "receiver": {"file": "receiver.pt", "inputs": {"received": f"float [B, {cfg.codec.max_symbols}, 2]",
-                                                       "k": "long [B]", "state": "float [B, 2]: nominal, effective SNR (dB)"},
-                     "output": f"float [B, {bundle.num_classes}] logits"},
-        "rates": cfg.codec.rates, "max_symbols": cfg.codec.max_symbols, "class_names": bundle.class_names,
-        "check": result["check"],
-        "onnx": ({"files": ["transmitter.onnx", "receiver.onnx"], "runtime": "onnxruntime; same inputs and outputs, "
-                  "dynamic batch", "check": result["onnx"]["check"]} if "onnx" in result else None),
-    })
+    atomic_write_json(
+        out_dir / "export.json",
+        {
+            "format": "TorchScript (torch.jit.trace); load with torch.jit.load, no rkd needed",
+            "transmitter": {
+                "file": "transmitter.pt",
+                "inputs": {
+                    "images": f"uint8 [B, {h}, {w}, {c}]",
+                    "snr_db": "float [B]",
+                    "k": f"long [B], 1..{cfg.codec.max_symbols}",
+                },
+                "output": f"float [B, {cfg.codec.max_symbols}, 2]: (re, im), unit mean power over the first k",
+            },
+            "receiver": {
+                "file": "receiver.pt",
+                "inputs": {
+                    "received": f"float [B, {cfg.codec.max_symbols}, 2]",
+                    "k": "long [B]",
+                    "state": "float [B, 2]: nominal, effective SNR (dB)",
+                },
+                "output": f"float [B, {bundle.num_classes}] logits",
+            },
+            "rates": cfg.codec.rates,
+            "max_symbols": cfg.codec.max_symbols,
+            "class_names": bundle.class_names,
+            "check": result["check"],
+            "onnx": (
+                {
+                    "files": ["transmitter.onnx", "receiver.onnx"],
+                    "runtime": "onnxruntime; same inputs and outputs, dynamic batch",
+                    "check": result["onnx"]["check"],
+                }
+                if "onnx" in result
+                else None
+            ),
+        },
+    )
     return {"dir": out_dir, **result}

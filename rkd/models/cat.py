@@ -17,7 +17,6 @@ sample's output does not depend on what else is in the batch.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,38 +27,6 @@ STATE_SCALE_DB = 20.0  # SNRs in dB are divided by this so the conditioning MLP 
 
 
 # ----------------------------------------------------------------------------- rates
-
-
-def symbol_mask(k: torch.Tensor, max_symbols: int) -> torch.Tensor:
-    """Bool ``[B, max_symbols]``, True for the first ``k[b]`` symbols (those actually sent)."""
-    positions = torch.arange(max_symbols, device=k.device)
-    return positions[None, :] < k[:, None]
-
-
-def sample_rates(
-    batch_size: int,
-    rates: Sequence[int],
-    generator: Optional[torch.Generator] = None,
-    device: Optional[Union[torch.device, str]] = None,
-    proportional: bool = False,
-) -> torch.Tensor:
-    """Per-sample symbol counts ``k`` (LongTensor ``[B]``) drawn from ``rates``, so one batch trains all rates.
-
-    Uniform over ``rates`` by default; ``proportional=True`` draws ``k`` with probability ``k / sum(rates)``:
-    the symbols past the shortest prefix are only trained by the longer codes, so those get more samples.
-    """
-    if len(rates) == 0:
-        raise ValueError(f"argument 'rates' = {list(rates)!r} is invalid: expected a non-empty list of symbol counts")
-    table = torch.as_tensor(list(rates), dtype=torch.long)
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    if proportional:
-        weights = table.to(device=gen_device, dtype=torch.float).clamp_min(1e-6)
-        index = torch.multinomial(weights.expand(batch_size, -1), 1, generator=generator).squeeze(1).cpu()
-        out = table[index]
-        return out.to(device) if device is not None else out
-    index = torch.randint(len(table), (batch_size,), generator=generator, device=gen_device).cpu()
-    out = table[index]
-    return out.to(device) if device is not None else out
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -113,19 +80,25 @@ class Attention(nn.Module):
         self.to_kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         context = x if context is None else context
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k, v = rearrange(self.to_kv(context), "b m (two h d) -> two b h m d", two=2, h=self.heads)
         attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.out(rearrange(out, "b h n d -> b n (h d)"))
 
 
 class FeedForward(nn.Sequential):
     def __init__(self, dim: int, mlp_ratio: float, dropout: float) -> None:
         hidden = max(1, int(round(dim * mlp_ratio)))
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        super().__init__(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
 
 
 class ConditionedBlock(nn.Module):
@@ -147,8 +120,8 @@ class ConditionedBlock(nn.Module):
         self,
         x: torch.Tensor,
         cond: torch.Tensor,
-        context: Optional[torch.Tensor] = None,
-        key_mask: Optional[torch.Tensor] = None,
+        context: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h = self.attn_norm(x, cond)
         x = x + self.attn_drop(self.attn(h, context if context is not None else h, key_mask))
@@ -214,7 +187,9 @@ class CATEncoder(nn.Module):
         self.use_state = use_state  # False: the state input is zeroed (the no-state ablation)
         self.in_proj = nn.Linear(in_dim, d_model)
         self.state_embed = StateEmbedding(state_dim, cond_dim)
-        self.blocks = nn.ModuleList(ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth)
+        )
         self.token_norm = nn.LayerNorm(d_model)
         # unit-scale queries: distinct from the start, so the cross-attention reads differ per symbol
         self.queries = nn.Parameter(torch.randn(max_symbols, d_model))
@@ -289,7 +264,9 @@ class CATDecoder(nn.Module):
         self.position = nn.Parameter(torch.randn(max_symbols, d_model))
         self.summary = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
         self.state_embed = StateEmbedding(state_dim, cond_dim)
-        self.blocks = nn.ModuleList(ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            ConditionedBlock(d_model, cond_dim, heads, mlp_ratio, dropout) for _ in range(depth)
+        )
         self.out_norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, out_dim)
         self.linear_decode = nn.Linear(2 * max_symbols, out_dim)
@@ -307,7 +284,9 @@ class CATDecoder(nn.Module):
         mask = mask.to(torch.bool)
         y = y.to(torch.complex128 if y.dtype == torch.complex128 else torch.complex64)
         # torch.where, not a product: NaN/inf at an unsent position must not leak into the output
-        received = torch.where(mask[..., None], torch.view_as_real(y), torch.zeros((), device=y.device, dtype=y.real.dtype))
+        received = torch.where(
+            mask[..., None], torch.view_as_real(y), torch.zeros((), device=y.device, dtype=y.real.dtype)
+        )
         received = received.to(dtype)
         x = self.symbol_proj(received) + self.position[:n].to(dtype)
         x = torch.cat([self.summary.to(dtype).expand(x.shape[0], -1, -1), x], dim=1)

@@ -12,21 +12,29 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from rkd.run.artifacts import atomic_write, read_json
-from rkd.channels import training_channel_specs
 from rkd.config import RunConfig
 from rkd.data import DataBundle
-from rkd.nas.network import Student
+from rkd.draws import training_channel_specs
 from rkd.models.system import DistilledStudent, RKDSystem
 from rkd.nas.genotype import genotype_from_dict, load_genotype
+from rkd.nas.network import Student
+from rkd.run.artifacts import atomic_write, read_json
 
 
-def create_stage1_model(cfg: RunConfig, bundle: DataBundle, teacher_feature_dim: int, genotype=None) -> DistilledStudent:
+def create_stage1_model(
+    cfg: RunConfig, bundle: DataBundle, teacher_feature_dim: int, genotype=None
+) -> DistilledStudent:
     """The student (``genotype``, or ``student.genotype``) with a projector into the teacher's feature space."""
     genotype = genotype if genotype is not None else load_genotype(cfg.student.genotype)
-    student = Student(genotype, in_channels=bundle.channels, num_classes=bundle.num_classes,
-                      init_channels=cfg.student.init_channels, layers=cfg.student.layers,
-                      stem_stride=cfg.student.stem_stride, drop_path=cfg.student.drop_path)
+    student = Student(
+        genotype,
+        in_channels=bundle.channels,
+        num_classes=bundle.num_classes,
+        init_channels=cfg.student.init_channels,
+        layers=cfg.student.layers,
+        stem_stride=cfg.student.stem_stride,
+        drop_path=cfg.student.drop_path,
+    )
     return DistilledStudent(student, teacher_feature_dim)
 
 
@@ -34,9 +42,18 @@ def create_stage2_model(cfg: RunConfig, stage1: DistilledStudent) -> RKDSystem:
     """Stage 1's model joined to a CAT codec sized by ``codec`` for the channels in ``channel``."""
     specs = training_channel_specs(cfg.channel)
     c = cfg.codec
-    return RKDSystem(stage1, specs, d_model=c.d_model, encoder_depth=c.encoder_depth, decoder_depth=c.decoder_depth,
-                     heads=c.heads, mlp_ratio=c.mlp_ratio, max_symbols=c.max_symbols, dropout=c.dropout,
-                     use_state=c.use_state)
+    return RKDSystem(
+        stage1,
+        specs,
+        d_model=c.d_model,
+        encoder_depth=c.encoder_depth,
+        decoder_depth=c.decoder_depth,
+        heads=c.heads,
+        mlp_ratio=c.mlp_ratio,
+        max_symbols=c.max_symbols,
+        dropout=c.dropout,
+        use_state=c.use_state,
+    )
 
 
 def save_model(model: torch.nn.Module, path: Path) -> None:

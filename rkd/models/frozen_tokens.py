@@ -17,7 +17,9 @@ class IndexedTokens(Dataset):
 
     def __init__(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
         if tokens.shape[0] != labels.shape[0]:
-            raise ValueError(f"argument 'tokens' has {tokens.shape[0]} rows but 'labels' has {labels.shape[0]}: expected one token set per label")
+            raise ValueError(
+                f"argument 'tokens' has {tokens.shape[0]} rows but 'labels' has {labels.shape[0]}: expected one token set per label"
+            )
         self.tokens = tokens
         self.labels = labels
 
@@ -32,13 +34,14 @@ class IndexedTokens(Dataset):
 def batched(fn, inputs: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
     """``fn`` over ``inputs`` in chunks (moved to ``device`` when given); the result comes back on the CPU."""
     if device is None:
-        return torch.cat([fn(inputs[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
-    return torch.cat([fn(inputs[i:i + batch_size].to(device)).cpu() for i in range(0, inputs.shape[0], batch_size)])
+        return torch.cat([fn(inputs[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
+    return torch.cat([fn(inputs[i : i + batch_size].to(device)).cpu() for i in range(0, inputs.shape[0], batch_size)])
 
 
 @torch.no_grad()
-def student_tokens(student: torch.nn.Module, transform, images: torch.Tensor, batch_size: int = 1000,
-                   device=None) -> torch.Tensor:
+def student_tokens(
+    student: torch.nn.Module, transform, images: torch.Tensor, batch_size: int = 1000, device=None
+) -> torch.Tensor:
     """The student's semantic tokens ``[N, n_tokens, token_dim]`` for uint8 ``images``, in eval mode, on the CPU."""
     was_training = student.training
     student.eval()
@@ -48,12 +51,19 @@ def student_tokens(student: torch.nn.Module, transform, images: torch.Tensor, ba
     return tokens
 
 
-def token_loader(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int,
-                 drop_last: bool = False) -> DataLoader:
+def token_loader(
+    tokens: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False
+) -> DataLoader:
     """A seeded single-process loader over precomputed tokens (shuffle order fixed by ``seed``, as for images)."""
     generator = torch.Generator().manual_seed(int(seed))
-    return DataLoader(IndexedTokens(tokens, labels), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      generator=generator, num_workers=0)
+    return DataLoader(
+        IndexedTokens(tokens, labels),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        generator=generator,
+        num_workers=0,
+    )
 
 
 def freeze(module: torch.nn.Module) -> None:

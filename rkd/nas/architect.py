@@ -21,7 +21,7 @@ concatenated global batch.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -41,12 +41,19 @@ class Architect:
     a resumed search sees the batches an uninterrupted one would have.
     """
 
-    def __init__(self, arch_params: Sequence[nn.Parameter], loss_fn: LossFn,
-                 val_batches: Callable[[int], Iterator[dict]],
-                 lr: float = 3e-4, betas: Sequence[float] = (0.5, 0.999), weight_decay: float = 1e-3,
-                 order: str = "first", unrolled_lr: Optional[Callable[[int], float]] = None,
-                 unrolled_weight_decay: float = 0.0,
-                 reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+    def __init__(
+        self,
+        arch_params: Sequence[nn.Parameter],
+        loss_fn: LossFn,
+        val_batches: Callable[[int], Iterator[dict]],
+        lr: float = 3e-4,
+        betas: Sequence[float] = (0.5, 0.999),
+        weight_decay: float = 1e-3,
+        order: str = "first",
+        unrolled_lr: Callable[[int], float] | None = None,
+        unrolled_weight_decay: float = 0.0,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         if order not in ORDERS:
             raise ValueError(f"order = {order!r} is invalid: expected one of {ORDERS}")
         if order == "second" and unrolled_lr is None:
@@ -54,17 +61,17 @@ class Architect:
         self.arch_params = list(arch_params)
         self.loss_fn = loss_fn
         self.make_val_batches = val_batches  # called with the number of batches already used (> 0 on resume)
-        self.val_batches: Optional[Iterator[dict]] = None
+        self.val_batches: Iterator[dict] | None = None
         self.order = order
         self.unrolled_lr = unrolled_lr
         self.unrolled_weight_decay = unrolled_weight_decay
         self.reduce = reduce
         self.optimizer = torch.optim.Adam(self.arch_params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         self.steps = 0
-        self.last_val_loss: Optional[float] = None
+        self.last_val_loss: float | None = None
         # the architecture after the latest update: a trainer that restores its best-validation state
         # at the end would otherwise hand back an older architecture (even the untrained one)
-        self.latest: Optional[list[torch.Tensor]] = None
+        self.latest: list[torch.Tensor] | None = None
 
     # the search checkpoints and resumes it through these two (rkd.engine.fit's checkpoint_objects)
     def state_dict(self) -> dict:
@@ -104,8 +111,9 @@ class Architect:
         self.steps += 1
         self.latest = [p.detach().cpu().clone() for p in self.arch_params]
 
-    def _second_order(self, model: nn.Module, train_batch: dict, val_batch: dict,
-                      global_step: int) -> tuple[torch.Tensor, Sequence[Optional[torch.Tensor]]]:
+    def _second_order(
+        self, model: nn.Module, train_batch: dict, val_batch: dict, global_step: int
+    ) -> tuple[torch.Tensor, Sequence[torch.Tensor | None]]:
         arch_ids = {id(p) for p in self.arch_params}
         named = [(n, p) for n, p in model.named_parameters() if id(p) not in arch_ids and p.requires_grad]
         names = [n for n, _ in named]
@@ -120,12 +128,14 @@ class Architect:
         wd = self.unrolled_weight_decay
         train_loss = self.loss_fn(with_weights(weights), train_batch, "train")
         grad_w = torch.autograd.grad(train_loss, weights, allow_unused=True)
-        virtual = [(w.detach() - xi * ((torch.zeros_like(w) if g is None else g) + wd * w.detach())).requires_grad_()
-                   for w, g in zip(weights, grad_w)]
+        virtual = [
+            (w.detach() - xi * ((torch.zeros_like(w) if g is None else g) + wd * w.detach())).requires_grad_()
+            for w, g in zip(weights, grad_w)
+        ]
         val_loss = self.loss_fn(with_weights(virtual), val_batch, "val")
         grads = torch.autograd.grad(val_loss, [*self.arch_params, *virtual], allow_unused=True)
         d_alpha = grads[: len(self.arch_params)]
-        d_w = [torch.zeros_like(v) if g is None else g for v, g in zip(virtual, grads[len(self.arch_params):])]
+        d_w = [torch.zeros_like(v) if g is None else g for v, g in zip(virtual, grads[len(self.arch_params) :])]
         norm = torch.cat([g.reshape(-1) for g in d_w]).norm()
         if xi == 0.0 or float(norm) == 0.0:
             return val_loss, d_alpha
@@ -159,5 +169,7 @@ def cycle_batches(loader, device: torch.device, skip: int = 0) -> Iterator[dict]
                 continue
             yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         if empty:
-            raise ValueError("the architecture's validation loader yields no batches (is the val split smaller "
-                             "than one batch with drop_last?)")
+            raise ValueError(
+                "the architecture's validation loader yields no batches (is the val split smaller "
+                "than one batch with drop_last?)"
+            )

@@ -22,9 +22,9 @@ cost is exactly the measured cost of the derived ``Student``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Optional, Sequence
+from functools import cache
 
 import torch
 from torch import nn
@@ -59,14 +59,20 @@ class NetworkShape:
     stem_stride: int = 2
 
     def build(self, genotype: Genotype) -> Student:
-        return Student(genotype, in_channels=self.in_channels, num_classes=self.num_classes,
-                       init_channels=self.init_channels, layers=self.layers, stem_stride=self.stem_stride)
+        return Student(
+            genotype,
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            init_channels=self.init_channels,
+            layers=self.layers,
+            stem_stride=self.stem_stride,
+        )
 
     def dummy_input(self) -> torch.Tensor:
         return torch.zeros(1, self.in_channels, self.image_size, self.image_size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def measure_op(name: str, channels: int, stride: int, height: int, width: int) -> Cost:
     """Parameters and FLOPs of op ``name`` on a ``[1, channels, height, width]`` input, as a Student builds it."""
     with torch.random.fork_rng(devices=[]):  # building an op draws initial weights; the caller's RNG must not move
@@ -112,8 +118,10 @@ def cell_resolutions(shape: NetworkShape, nodes: int) -> list[tuple[bool, int, t
         student.eval()(shape.dummy_input())
     for hook in hooks:
         hook.remove()
-    return [(cell.reduction, int(c), (int(h), int(w)), (int(out[0]), int(out[1])))
-            for cell, (c, h, w), out in zip(student.cells, inputs, outputs)]
+    return [
+        (cell.reduction, int(c), (int(h), int(w)), (int(out[0]), int(out[1])))
+        for cell, (c, h, w), out in zip(student.cells, inputs, outputs)
+    ]
 
 
 class ExpectedCost(nn.Module):
@@ -133,8 +141,10 @@ class ExpectedCost(nn.Module):
             raise ValueError(f"primitives {self.primitives} hold only 'none': nothing to price")
         self.register_buffer("real", real, persistent=False)
         layout = edge_layout(nodes)
-        tables = {False: torch.zeros(len(METRICS), len(layout), len(self.primitives), dtype=torch.float64),
-                  True: torch.zeros(len(METRICS), len(layout), len(self.primitives), dtype=torch.float64)}
+        tables = {
+            False: torch.zeros(len(METRICS), len(layout), len(self.primitives), dtype=torch.float64),
+            True: torch.zeros(len(METRICS), len(layout), len(self.primitives), dtype=torch.float64),
+        }
         for reduction, channels, input_hw, node_hw in cell_resolutions(shape, nodes):
             for e, (_, source) in enumerate(layout):
                 reads_input = source < 2
@@ -148,22 +158,32 @@ class ExpectedCost(nn.Module):
         self.register_buffer("costs_reduce", tables[True].float(), persistent=False)
         self.fixed = measure_network(empty_genotype(nodes), shape)
 
-    def _edge_factors(self, betas: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    def _edge_factors(self, betas: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         if betas is not None:
             return 2.0 * normalize_edges(betas, self.nodes)
-        return torch.cat([torch.full((s.stop - s.start,), 2.0 / (s.stop - s.start), dtype=like.dtype, device=like.device)
-                          for s in node_slices(self.nodes)])
+        return torch.cat(
+            [
+                torch.full((s.stop - s.start,), 2.0 / (s.stop - s.start), dtype=like.dtype, device=like.device)
+                for s in node_slices(self.nodes)
+            ]
+        )
 
     def op_probabilities(self, alphas: torch.Tensor) -> torch.Tensor:
         """Softmax over the ops other than ``none`` (``none`` gets probability 0)."""
         return alphas.masked_fill(~self.real, float("-inf")).softmax(dim=-1)
 
-    def forward(self, alphas_normal: torch.Tensor, alphas_reduce: torch.Tensor,
-                betas_normal: Optional[torch.Tensor] = None,
-                betas_reduce: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        alphas_normal: torch.Tensor,
+        alphas_reduce: torch.Tensor,
+        betas_normal: torch.Tensor | None = None,
+        betas_reduce: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         total = alphas_normal.new_zeros(len(METRICS))
-        for alphas, betas, costs in ((alphas_normal, betas_normal, self.costs_normal),
-                                     (alphas_reduce, betas_reduce, self.costs_reduce)):
+        for alphas, betas, costs in (
+            (alphas_normal, betas_normal, self.costs_normal),
+            (alphas_reduce, betas_reduce, self.costs_reduce),
+        ):
             weights = self._edge_factors(betas, alphas)[:, None] * self.op_probabilities(alphas)
             total = total + (costs * weights).sum(dim=(1, 2))
         return {"params": total[0] + self.fixed.params, "flops": total[1] + self.fixed.flops}

@@ -22,7 +22,7 @@ that the search's candidate selection (``rkd.stages.selection``) trains and rank
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -56,12 +56,19 @@ def num_edges(nodes: int) -> int:
 def normalize_edges(betas: torch.Tensor, nodes: int) -> torch.Tensor:
     """PC-DARTS edge weights: a softmax over each node's incoming edges (so they sum to 1 per node)."""
     if betas.shape != (num_edges(nodes),):
-        raise ValueError(f"edge parameters have shape {tuple(betas.shape)}, expected ({num_edges(nodes)},) for {nodes} nodes")
+        raise ValueError(
+            f"edge parameters have shape {tuple(betas.shape)}, expected ({num_edges(nodes)},) for {nodes} nodes"
+        )
     return torch.cat([torch.softmax(betas[s], dim=-1) for s in node_slices(nodes)])
 
 
-def _derive_cell(weights: torch.Tensor, primitives: Sequence[str], nodes: int, edge_weights: Optional[torch.Tensor],
-                 max_skips: Optional[int]) -> list[tuple[str, int]]:
+def _derive_cell(
+    weights: torch.Tensor,
+    primitives: Sequence[str],
+    nodes: int,
+    edge_weights: torch.Tensor | None,
+    max_skips: int | None,
+) -> list[tuple[str, int]]:
     weights = weights.detach().float().cpu()
     if edge_weights is not None:
         weights = weights * edge_weights.detach().float().cpu()[:, None]
@@ -70,7 +77,7 @@ def _derive_cell(weights: torch.Tensor, primitives: Sequence[str], nodes: int, e
     if not real:
         raise ValueError(f"primitives {names} hold only 'none': no op can be derived")
     chosen: list[tuple[int, int, int]] = []  # (edge row, op column, input index)
-    for node, rows in enumerate(node_slices(nodes)):
+    for rows in node_slices(nodes):
         strengths = [(float(weights[row, real].max()), row) for row in range(rows.start, rows.stop)]
         # strongest first; ties keep the lower input index (a stable sort on the negated strength)
         top = sorted(strengths, key=lambda item: -item[0])[:2]
@@ -89,26 +96,44 @@ def _derive_cell(weights: torch.Tensor, primitives: Sequence[str], nodes: int, e
     return [(names[column], source) for _, column, source in chosen]
 
 
-def derive_genotype(normal: torch.Tensor, reduce: torch.Tensor, primitives: Sequence[str], nodes: int,
-                    normal_edges: Optional[torch.Tensor] = None, reduce_edges: Optional[torch.Tensor] = None,
-                    max_skips: Optional[int] = None) -> Genotype:
+def derive_genotype(
+    normal: torch.Tensor,
+    reduce: torch.Tensor,
+    primitives: Sequence[str],
+    nodes: int,
+    normal_edges: torch.Tensor | None = None,
+    reduce_edges: torch.Tensor | None = None,
+    max_skips: int | None = None,
+) -> Genotype:
     """The discrete cells of softmaxed op weights ``[edges, ops]`` (and optional normalised edge weights)."""
     expected = (num_edges(nodes), len(primitives))
     for field, table in (("normal", normal), ("reduce", reduce)):
         if tuple(table.shape) != expected:
-            raise ValueError(f"{field} architecture weights have shape {tuple(table.shape)}, expected {expected} "
-                             f"({nodes} nodes x {len(primitives)} primitives)")
+            raise ValueError(
+                f"{field} architecture weights have shape {tuple(table.shape)}, expected {expected} "
+                f"({nodes} nodes x {len(primitives)} primitives)"
+            )
     if max_skips is not None and max_skips < 0:
         raise ValueError(f"max_skips = {max_skips!r} is invalid: expected an integer >= 0, or None for no cap")
     concat = list(range(2, 2 + nodes))
-    return validate_genotype(Genotype(
-        normal=_derive_cell(normal, primitives, nodes, normal_edges, max_skips), normal_concat=concat,
-        reduce=_derive_cell(reduce, primitives, nodes, reduce_edges, max_skips), reduce_concat=concat,
-    ))
+    return validate_genotype(
+        Genotype(
+            normal=_derive_cell(normal, primitives, nodes, normal_edges, max_skips),
+            normal_concat=concat,
+            reduce=_derive_cell(reduce, primitives, nodes, reduce_edges, max_skips),
+            reduce_concat=concat,
+        )
+    )
 
 
-def _sample_cell(weights: torch.Tensor, primitives: Sequence[str], nodes: int, edge_weights: Optional[torch.Tensor],
-                 max_skips: Optional[int], generator: torch.Generator) -> list[tuple[str, int]]:
+def _sample_cell(
+    weights: torch.Tensor,
+    primitives: Sequence[str],
+    nodes: int,
+    edge_weights: torch.Tensor | None,
+    max_skips: int | None,
+    generator: torch.Generator,
+) -> list[tuple[str, int]]:
     weights = weights.detach().float().cpu()
     if edge_weights is not None:
         weights = weights * edge_weights.detach().float().cpu()[:, None]
@@ -140,9 +165,16 @@ def _sample_cell(weights: torch.Tensor, primitives: Sequence[str], nodes: int, e
     return edges
 
 
-def sample_genotype(normal: torch.Tensor, reduce: torch.Tensor, primitives: Sequence[str], nodes: int,
-                    normal_edges: Optional[torch.Tensor] = None, reduce_edges: Optional[torch.Tensor] = None,
-                    max_skips: Optional[int] = None, generator: Optional[torch.Generator] = None) -> Genotype:
+def sample_genotype(
+    normal: torch.Tensor,
+    reduce: torch.Tensor,
+    primitives: Sequence[str],
+    nodes: int,
+    normal_edges: torch.Tensor | None = None,
+    reduce_edges: torch.Tensor | None = None,
+    max_skips: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Genotype:
     """A genotype drawn from the architecture weights ``derive_genotype`` takes the top of.
 
     Per node, two distinct inputs in proportion to their strongest real op (times the edge weight),
@@ -152,13 +184,19 @@ def sample_genotype(normal: torch.Tensor, reduce: torch.Tensor, primitives: Sequ
     """
     concat = list(range(2, 2 + nodes))
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    return validate_genotype(Genotype(
-        normal=_sample_cell(normal, primitives, nodes, normal_edges, max_skips, generator), normal_concat=concat,
-        reduce=_sample_cell(reduce, primitives, nodes, reduce_edges, max_skips, generator), reduce_concat=concat,
-    ))
+    return validate_genotype(
+        Genotype(
+            normal=_sample_cell(normal, primitives, nodes, normal_edges, max_skips, generator),
+            normal_concat=concat,
+            reduce=_sample_cell(reduce, primitives, nodes, reduce_edges, max_skips, generator),
+            reduce_concat=concat,
+        )
+    )
 
 
 def count_ops(genotype: Genotype, name: str) -> dict[str, int]:
     """How many edges of each cell use op ``name`` (e.g. to check the skip cap)."""
-    return {"normal": sum(op == name for op, _ in genotype.normal),
-            "reduce": sum(op == name for op, _ in genotype.reduce)}
+    return {
+        "normal": sum(op == name for op, _ in genotype.normal),
+        "reduce": sum(op == name for op, _ in genotype.reduce),
+    }

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter, namedtuple
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
-from rkd.run.artifacts import atomic_write_json
 from rkd.nas.ops import OPS
+from rkd.run.artifacts import atomic_write_json
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 
@@ -40,8 +41,9 @@ def _check_edges(field: str, edges: Any) -> list[tuple[str, int]]:
             raise GenotypeError(f"{where}: unknown op {name!r}; known ops: {sorted(OPS)}")
         node = 2 + position // 2  # the node this edge feeds may read the inputs and earlier nodes
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < node:
-            raise GenotypeError(f"{where}: input index {index!r} of op {name!r} must be an integer in [0, {node})"
-                                f" for node {node}")
+            raise GenotypeError(
+                f"{where}: input index {index!r} of op {name!r} must be an integer in [0, {node}) for node {node}"
+            )
         checked.append((str(name), int(index)))
     return checked
 
@@ -58,7 +60,7 @@ def _check_concat(field: str, concat: Any, n_nodes: int) -> list[int]:
     return [int(i) for i in concat]
 
 
-def validate_genotype(genotype: Union[Genotype, Mapping[str, Any]]) -> Genotype:
+def validate_genotype(genotype: Genotype | Mapping[str, Any]) -> Genotype:
     """Check every field and return a normalised ``Genotype`` (tuples for pairs, lists for concat)."""
     data = genotype._asdict() if isinstance(genotype, Genotype) else genotype
     if not isinstance(data, Mapping):
@@ -94,9 +96,10 @@ def genotype_from_dict(data: Mapping[str, Any]) -> Genotype:
 
 def describe_cells(genotype: Genotype) -> str:
     """One line naming every op and its input, node by node (``|`` between nodes), for reports and logs."""
+
     def cell(edges: list) -> str:
         pairs = [f"{name}@{index}" for name, index in edges]
-        return " | ".join(" + ".join(pairs[i:i + 2]) for i in range(0, len(pairs), 2))
+        return " | ".join(" + ".join(pairs[i : i + 2]) for i in range(0, len(pairs), 2))
 
     genotype = validate_genotype(genotype)
     return f"normal [{cell(genotype.normal)}], reduce [{cell(genotype.reduce)}]"
@@ -117,14 +120,14 @@ def shared_edges(genotypes: Sequence[Genotype], ignore_inputs: bool = False) -> 
         if len({len(edges) for edges in cells}) != 1:
             raise GenotypeError(f"{cell}: the genotypes have different edge counts {[len(e) for e in cells]}")
         for start in range(0, len(cells[0]), 2):
-            common = Counter(name if ignore_inputs else (name, index) for name, index in cells[0][start:start + 2])
+            common = Counter(name if ignore_inputs else (name, index) for name, index in cells[0][start : start + 2])
             for edges in cells[1:]:
-                common &= Counter(name if ignore_inputs else (name, index) for name, index in edges[start:start + 2])
+                common &= Counter(name if ignore_inputs else (name, index) for name, index in edges[start : start + 2])
             shared += sum(common.values())
     return shared
 
 
-def save_genotype(genotype: Genotype, path: Union[str, Path], meta: Optional[Mapping[str, Any]] = None) -> Path:
+def save_genotype(genotype: Genotype, path: str | Path, meta: Mapping[str, Any] | None = None) -> Path:
     """Write a genotype as JSON, with optional provenance (search run, seed, scores) under "meta"."""
     data: dict[str, Any] = genotype_to_dict(genotype)
     if meta is not None:
@@ -132,14 +135,16 @@ def save_genotype(genotype: Genotype, path: Union[str, Path], meta: Optional[Map
     return atomic_write_json(path, data)
 
 
-def load_genotype(name_or_path: Union[str, Path]) -> Genotype:
+def load_genotype(name_or_path: str | Path) -> Genotype:
     """A registered name (see ``GENOTYPES``) or a path to a JSON file written by ``save_genotype``."""
     if isinstance(name_or_path, str) and name_or_path in GENOTYPES:
         return GENOTYPES[name_or_path]
     path = Path(name_or_path).expanduser()
     if not path.is_file():
-        raise GenotypeError(f"genotype {str(name_or_path)!r} is neither a registered name {sorted(GENOTYPES)}"
-                            f" nor an existing .json file")
+        raise GenotypeError(
+            f"genotype {str(name_or_path)!r} is neither a registered name {sorted(GENOTYPES)}"
+            f" nor an existing .json file"
+        )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -158,17 +163,25 @@ def load_genotype(name_or_path: Union[str, Path]) -> Genotype:
 # No avg_pool: on CPU its backward (count_include_pad=False) costs more than a dilated conv.
 DEFAULT = Genotype(
     normal=[
-        ("sep_conv_3x3", 1), ("skip_connect", 0),
-        ("sep_conv_3x3", 2), ("skip_connect", 1),
-        ("dil_conv_3x3", 2), ("skip_connect", 0),
-        ("dil_conv_3x3", 3), ("skip_connect", 2),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 0),
+        ("sep_conv_3x3", 2),
+        ("skip_connect", 1),
+        ("dil_conv_3x3", 2),
+        ("skip_connect", 0),
+        ("dil_conv_3x3", 3),
+        ("skip_connect", 2),
     ],
     normal_concat=[2, 3, 4, 5],
     reduce=[
-        ("max_pool_3x3", 0), ("sep_conv_3x3", 1),
-        ("max_pool_3x3", 1), ("skip_connect", 2),
-        ("dil_conv_3x3", 3), ("skip_connect", 2),
-        ("sep_conv_3x3", 4), ("skip_connect", 3),
+        ("max_pool_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("max_pool_3x3", 1),
+        ("skip_connect", 2),
+        ("dil_conv_3x3", 3),
+        ("skip_connect", 2),
+        ("sep_conv_3x3", 4),
+        ("skip_connect", 3),
     ],
     reduce_concat=[2, 3, 4, 5],
 )
@@ -176,17 +189,25 @@ DEFAULT = Genotype(
 # DARTS (second order) CIFAR-10 cell, Liu et al. 2019, as published.
 DARTS_V2 = Genotype(
     normal=[
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-        ("sep_conv_3x3", 1), ("skip_connect", 0),
-        ("skip_connect", 0), ("dil_conv_3x3", 2),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 0),
+        ("skip_connect", 0),
+        ("dil_conv_3x3", 2),
     ],
     normal_concat=[2, 3, 4, 5],
     reduce=[
-        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
-        ("skip_connect", 2), ("max_pool_3x3", 1),
-        ("max_pool_3x3", 0), ("skip_connect", 2),
-        ("skip_connect", 2), ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0),
+        ("skip_connect", 2),
+        ("skip_connect", 2),
+        ("max_pool_3x3", 1),
     ],
     reduce_concat=[2, 3, 4, 5],
 )

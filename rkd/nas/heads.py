@@ -6,13 +6,11 @@ layer (with LayerNorm, which is batch-size independent, unlike BatchNorm) is ava
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
 
-def _mlp(in_dim: int, out_dim: int, hidden: Optional[int], dropout: float) -> nn.Module:
+def _mlp(in_dim: int, out_dim: int, hidden: int | None, dropout: float) -> nn.Module:
     layers: list[nn.Module] = []
     if hidden is None:
         if dropout > 0:
@@ -33,7 +31,7 @@ class FeatureProjector(nn.Module):
     keeps a compact feature that later feeds the semantic transmitter.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: Optional[int] = None) -> None:
+    def __init__(self, in_dim: int, out_dim: int, hidden: int | None = None) -> None:
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
         self.net = _mlp(in_dim, out_dim, hidden, 0.0)
@@ -45,7 +43,7 @@ class FeatureProjector(nn.Module):
 class ClassifierHead(nn.Module):
     """Pooled features -> class logits (a Linear unless ``hidden`` is given)."""
 
-    def __init__(self, in_dim: int, num_classes: int, hidden: Optional[int] = None, dropout: float = 0.0) -> None:
+    def __init__(self, in_dim: int, num_classes: int, hidden: int | None = None, dropout: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")

@@ -12,15 +12,15 @@ those tokens, not just the pooled vector.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
 
-from rkd.nas.heads import ClassifierHead
 from rkd.nas.genotype import Genotype, load_genotype, validate_genotype
+from rkd.nas.heads import ClassifierHead
 from rkd.nas.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 from rkd.nas.skeleton import build_stem, readout, reduction_layers, stack_cells, stem_forward
 
@@ -45,8 +45,9 @@ class Cell(nn.Module):
     In a reduction cell, the ops reading the cell inputs (index 0 or 1) use stride 2.
     """
 
-    def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
-                 reduction_prev: bool) -> None:
+    def __init__(
+        self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool
+    ) -> None:
         super().__init__()
         self.reduction = reduction
         if reduction_prev:
@@ -58,9 +59,7 @@ class Cell(nn.Module):
         self.concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
         self.steps = len(edges) // 2
         self.indices = [index for _, index in edges]
-        self.ops = nn.ModuleList(
-            build_op(name, C, 2 if reduction and index < 2 else 1, True) for name, index in edges
-        )
+        self.ops = nn.ModuleList(build_op(name, C, 2 if reduction and index < 2 else 1, True) for name, index in edges)
         self.multiplier = len(self.concat)
         self.out_channels = self.multiplier * C
 
@@ -106,9 +105,18 @@ class Student(nn.Module):
     epochs as DARTS does.
     """
 
-    def __init__(self, genotype: Union[Genotype, Mapping, str, Path], in_channels: int, num_classes: int,
-                 init_channels: int = 8, layers: int = 5, stem_stride: int = 2, stem_multiplier: int = 3,
-                 drop_path: float = 0.0, auxiliary: bool = False) -> None:
+    def __init__(
+        self,
+        genotype: Genotype | Mapping | str | Path,
+        in_channels: int,
+        num_classes: int,
+        init_channels: int = 8,
+        layers: int = 5,
+        stem_stride: int = 2,
+        stem_multiplier: int = 3,
+        drop_path: float = 0.0,
+        auxiliary: bool = False,
+    ) -> None:
         super().__init__()
         if layers < 1 or init_channels < 1:
             raise ValueError(f"layers and init_channels must be >= 1, got {layers} and {init_channels}")
@@ -127,7 +135,7 @@ class Student(nn.Module):
         self.cells = stack_cells(layers, C_stem, init_channels, partial(Cell, self.genotype))
         self.reduction_indices = reduction_layers(layers)
         aux_index = 2 * layers // 3  # always < layers: the head reads the cell at 2/3 depth
-        self.auxiliary_head: Optional[AuxiliaryHead] = (
+        self.auxiliary_head: AuxiliaryHead | None = (
             AuxiliaryHead(self.cells[aux_index].out_channels, num_classes) if auxiliary else None
         )
         self.aux_index = aux_index

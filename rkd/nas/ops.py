@@ -15,7 +15,7 @@ Genotype validation looks names up in ``OPS`` at call time, so registered ops ar
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +27,7 @@ OpBuilder = Callable[[int, int, bool], nn.Module]
 class ReLUConvBN(nn.Module):
     """ReLU -> conv -> BN: the pre-activation order DARTS uses so a cell's summed outputs stay linear."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
-                 affine: bool = True) -> None:
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True) -> None:
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
@@ -43,13 +42,15 @@ class ReLUConvBN(nn.Module):
 class DilConv(nn.Module):
     """ReLU -> (dilated) depthwise conv -> pointwise conv -> BN: a wide receptive field for few FLOPs."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, dilation: int,
-                 affine: bool = True) -> None:
+    def __init__(
+        self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, dilation: int, affine: bool = True
+    ) -> None:
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                      groups=C_in, bias=False),
+            nn.Conv2d(
+                C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=C_in, bias=False
+            ),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
@@ -61,8 +62,7 @@ class DilConv(nn.Module):
 class SepConv(nn.Module):
     """Two stacked depthwise-separable blocks (only the first strided), as in DARTS's sep_conv ops."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
-                 affine: bool = True) -> None:
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True) -> None:
         super().__init__()
         self.op = nn.Sequential(
             DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
 
-from rkd.run.artifacts import atomic_write
 from rkd.nas.genotype import Genotype, validate_genotype
+from rkd.run.artifacts import atomic_write
 
 _INPUT_NAMES = ("c_{k-2}", "c_{k-1}")
 
@@ -28,25 +27,45 @@ def _draw_cell(ax, edges: list[tuple[str, int]], concat: list[int], title: str) 
         target = 2 + position // 2
         (x0, y0), (x1, y1) = pos[source], pos[target]
         rad = 0.25 if position % 2 == 0 else -0.25
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=1,
-                    arrowprops=dict(arrowstyle="-|>", lw=1.1, color="#444", shrinkA=12, shrinkB=12,
-                                    connectionstyle=f"arc3,rad={rad}"))
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            zorder=1,
+            arrowprops=dict(
+                arrowstyle="-|>", lw=1.1, color="#444", shrinkA=12, shrinkB=12, connectionstyle=f"arc3,rad={rad}"
+            ),
+        )
         # the label sits on the curve's midpoint: arc3's control point is mid + rad * (dy, -dx), and a
         # quadratic Bezier passes halfway to it
         mx, my = (x0 + x1) / 2, (y0 + y1) / 2
         dx, dy = x1 - x0, y1 - y0
-        ax.text(mx + rad * dy * 0.5, my - rad * dx * 0.5, op, ha="center", va="center", fontsize=7,
-                color="#7a1f1f", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8), zorder=2)
+        ax.text(
+            mx + rad * dy * 0.5,
+            my - rad * dx * 0.5,
+            op,
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="#7a1f1f",
+            bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8),
+            zorder=2,
+        )
     for index in concat:
-        ax.annotate("", xy=out_xy, xytext=pos[index], zorder=0,
-                    arrowprops=dict(arrowstyle="-|>", lw=0.8, color="#999", ls="--", shrinkA=12, shrinkB=12))
+        ax.annotate(
+            "",
+            xy=out_xy,
+            xytext=pos[index],
+            zorder=0,
+            arrowprops=dict(arrowstyle="-|>", lw=0.8, color="#999", ls="--", shrinkA=12, shrinkB=12),
+        )
     ax.set_title(title)
     ax.set_xlim(-1.0, out_xy[0] + 1.0)
     ax.set_ylim(-2.6, 2.6)
     ax.axis("off")
 
 
-def plot_genotype(genotype: Genotype, path: Union[str, Path], title: Optional[str] = None) -> Path:
+def plot_genotype(genotype: Genotype, path: str | Path, title: str | None = None) -> Path:
     """Draw the normal cell above the reduction cell into a PNG."""
     import matplotlib
 

@@ -8,7 +8,7 @@ created them (stem, then cells in depth order), so initial weights do not depend
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from einops import rearrange
@@ -28,8 +28,11 @@ def build_stem(in_channels: int, C: int, stride: int) -> nn.Sequential:
         return nn.Sequential(nn.Conv2d(in_channels, C, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(C))
     if stride == 4:
         return nn.Sequential(
-            nn.Conv2d(in_channels, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C), nn.ReLU(inplace=True),
-            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C),
+            nn.Conv2d(in_channels, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
         )
     raise ValueError(f"stem_stride must be 1, 2 or 4, got {stride}")
 

@@ -23,18 +23,18 @@ architect switches them on only for its own update (``arch_gradients_enabled``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator, Optional, Sequence
 
 import torch
 from einops import rearrange
 from torch import nn
 
-from rkd.nas.heads import ClassifierHead
 from rkd.nas.complexity import ExpectedCost
 from rkd.nas.derive import derive_genotype, edge_layout, normalize_edges, num_edges
 from rkd.nas.genotype import Genotype
+from rkd.nas.heads import ClassifierHead
 from rkd.nas.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, Zero, build_op
 from rkd.nas.skeleton import build_stem, readout, reduction_layers, stack_cells, stem_forward
 
@@ -52,8 +52,10 @@ class MixedOp(nn.Module):
     def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_channels: int = 1) -> None:
         super().__init__()
         if partial_channels < 1 or C % partial_channels != 0:
-            raise ValueError(f"partial_channels = {partial_channels!r} is invalid for an edge with {C} channels: "
-                             f"expected an integer >= 1 that divides {C}")
+            raise ValueError(
+                f"partial_channels = {partial_channels!r} is invalid for an edge with {C} channels: "
+                f"expected an integer >= 1 that divides {C}"
+            )
         self.k = partial_channels
         self.stride = stride
         channels = C // partial_channels
@@ -69,7 +71,7 @@ class MixedOp(nn.Module):
         self.bypass = nn.MaxPool2d(2, 2, ceil_mode=True) if partial_channels > 1 and stride == 2 else None
 
     def _mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        out: Optional[torch.Tensor] = None
+        out: torch.Tensor | None = None
         for w, op, zero in zip(weights, self.ops, self.is_zero):
             if zero:
                 continue
@@ -91,8 +93,17 @@ class MixedOp(nn.Module):
 class SearchCell(nn.Module):
     """A cell whose ``nodes`` intermediate nodes sum one mixed op per earlier state."""
 
-    def __init__(self, nodes: int, C_prev_prev: int, C_prev: int, C: int, reduction: bool, reduction_prev: bool,
-                 primitives: Sequence[str], partial_channels: int = 1) -> None:
+    def __init__(
+        self,
+        nodes: int,
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        primitives: Sequence[str],
+        partial_channels: int = 1,
+    ) -> None:
         super().__init__()
         self.reduction = reduction
         self.nodes = nodes
@@ -107,8 +118,9 @@ class SearchCell(nn.Module):
         )
         self.out_channels = nodes * C
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                edge_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.nodes):
@@ -129,10 +141,20 @@ class SuperNet(nn.Module):
     parameters (what ``rkd.losses.ComplexityPenalty`` reads).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, primitives: Sequence[str] = PRIMITIVES,
-                 init_channels: int = 8, layers: int = 5, nodes: int = 4, stem_stride: int = 2,
-                 stem_multiplier: int = 3, partial_channels: int = 1, edge_normalization: bool = False,
-                 cost: Optional[ExpectedCost] = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        primitives: Sequence[str] = PRIMITIVES,
+        init_channels: int = 8,
+        layers: int = 5,
+        nodes: int = 4,
+        stem_stride: int = 2,
+        stem_multiplier: int = 3,
+        partial_channels: int = 1,
+        edge_normalization: bool = False,
+        cost: ExpectedCost | None = None,
+    ) -> None:
         super().__init__()
         if layers < 1 or init_channels < 1 or nodes < 1:
             raise ValueError(f"layers, init_channels and nodes must be >= 1, got {layers}, {init_channels}, {nodes}")
@@ -145,8 +167,12 @@ class SuperNet(nn.Module):
         C_stem = stem_multiplier * init_channels
         self.stem = build_stem(in_channels, C_stem, stem_stride)
         self.reduction_indices = reduction_layers(layers)
-        self.cells = stack_cells(layers, C_stem, init_channels, partial(SearchCell, nodes, primitives=self.primitives,
-                                                                         partial_channels=partial_channels))
+        self.cells = stack_cells(
+            layers,
+            C_stem,
+            init_channels,
+            partial(SearchCell, nodes, primitives=self.primitives, partial_channels=partial_channels),
+        )
         self.out_channels = self.cells[-1].out_channels
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = ClassifierHead(self.out_channels, num_classes)
@@ -164,8 +190,10 @@ class SuperNet(nn.Module):
                 module.running_mean = module.running_var = module.num_batches_tracked = None
         self.cost = cost
         if cost is not None and (cost.primitives != self.primitives or cost.nodes != nodes):
-            raise ValueError(f"the ExpectedCost prices primitives {cost.primitives} with {cost.nodes} nodes, "
-                             f"the supernet searches {self.primitives} with {nodes} nodes")
+            raise ValueError(
+                f"the ExpectedCost prices primitives {cost.primitives} with {cost.nodes} nodes, "
+                f"the supernet searches {self.primitives} with {nodes} nodes"
+            )
 
     # -- parameter groups ------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -179,7 +207,7 @@ class SuperNet(nn.Module):
         return (p for p in self.parameters() if id(p) not in arch)
 
     # -- architecture weights --------------------------------------------------------------------
-    def arch_weights(self) -> dict[str, Optional[torch.Tensor]]:
+    def arch_weights(self) -> dict[str, torch.Tensor | None]:
         """Softmaxed op weights per edge and, with edge normalisation, normalised edge weights."""
         return {
             "normal": self.alphas_normal.softmax(dim=-1),
@@ -193,12 +221,13 @@ class SuperNet(nn.Module):
             raise RuntimeError("this SuperNet was built without an ExpectedCost (pass cost=...)")
         return self.cost(self.alphas_normal, self.alphas_reduce, self.betas_normal, self.betas_reduce)
 
-    def genotype(self, max_skips: Optional[int] = None) -> Genotype:
+    def genotype(self, max_skips: int | None = None) -> Genotype:
         """Derive the discrete cells from the current architecture (see ``rkd.nas.derive``)."""
         with torch.no_grad():
             w = self.arch_weights()
-            return derive_genotype(w["normal"], w["reduce"], self.primitives, self.nodes,
-                                   w["normal_edges"], w["reduce_edges"], max_skips)
+            return derive_genotype(
+                w["normal"], w["reduce"], self.primitives, self.nodes, w["normal_edges"], w["reduce_edges"], max_skips
+            )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.arch_weights()

@@ -6,10 +6,11 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -73,8 +74,10 @@ def verify_checksums(root: PathLike, recorded: dict[str, str], what: str, fix: s
             raise IntegrityError(f"{path} is missing; {what} lists it. {fix}")
         actual = sha256_file(path)
         if actual != expected:
-            raise IntegrityError(f"{path} was changed or truncated after rkd wrote it (sha256 {actual[:12]}..., "
-                                 f"recorded {expected[:12]}... in {what}). {fix}")
+            raise IntegrityError(
+                f"{path} was changed or truncated after rkd wrote it (sha256 {actual[:12]}..., "
+                f"recorded {expected[:12]}... in {what}). {fix}"
+            )
 
 
 def read_record(path: PathLike, fix: str) -> Any:

@@ -8,14 +8,21 @@ refused before anything in it is deserialised.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from rkd.run.artifacts import IntegrityError, atomic_write, atomic_write_json, file_checksums, read_record, verify_checksums
+from rkd.run.artifacts import (
+    IntegrityError,
+    atomic_write,
+    atomic_write_json,
+    file_checksums,
+    read_record,
+    verify_checksums,
+)
 
 
 class Checkpointer:
@@ -27,8 +34,9 @@ class Checkpointer:
     stage's checkpoints save and expect them.
     """
 
-    def __init__(self, accelerator: Accelerator, out_dir: Path, keep: int = 1, objective=None,
-                 objects: Sequence = ()) -> None:
+    def __init__(
+        self, accelerator: Accelerator, out_dir: Path, keep: int = 1, objective=None, objects: Sequence = ()
+    ) -> None:
         self.accelerator = accelerator
         self.root = out_dir / "checkpoints"
         self.keep = keep
@@ -37,8 +45,10 @@ class Checkpointer:
         self.generator = getattr(objective, "generator", None)
         for index, obj in enumerate(objects):
             if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
-                raise TypeError(f"checkpoint_objects[{index}] = {type(obj).__name__} cannot be checkpointed: "
-                                f"expected an object with state_dict() and load_state_dict(state) methods")
+                raise TypeError(
+                    f"checkpoint_objects[{index}] = {type(obj).__name__} cannot be checkpointed: "
+                    f"expected an object with state_dict() and load_state_dict(state) methods"
+                )
         self.objects = list(objects)
 
     def _generator_file(self, directory: Path) -> Path:
@@ -50,10 +60,12 @@ class Checkpointer:
         return directory / f"checkpoint-object-{index}.pt"
 
     def _fix(self) -> str:
-        return (f"rkd will not load it. To restart this stage from its beginning, delete {self.root} "
-                f"(the stage's other files and the stages before it are kept) and rerun the same command.")
+        return (
+            f"rkd will not load it. To restart this stage from its beginning, delete {self.root} "
+            f"(the stage's other files and the stages before it are kept) and rerun the same command."
+        )
 
-    def latest(self) -> Optional[dict]:
+    def latest(self) -> dict | None:
         pointer = self.root / "latest.json"
         if not pointer.exists():
             return None
@@ -74,7 +86,7 @@ class Checkpointer:
         if self.accelerator.is_main_process:
             for index, obj in enumerate(self.objects):
                 object_state = obj.state_dict()
-                atomic_write(self._object_file(target, index), lambda p: torch.save(object_state, p))
+                atomic_write(self._object_file(target, index), lambda p: torch.save(object_state, p))  # noqa: B023 - called at once, inside the loop
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             # every rank's files, hashed once they all exist; the pointer (written last) carries them
@@ -95,6 +107,8 @@ class Checkpointer:
         for index, obj in enumerate(self.objects):
             path = self._object_file(directory, index)
             if not path.is_file():
-                raise IntegrityError(f"{directory} holds no {path.name}: it was not written with this stage's "
-                                     f"{len(self.objects)} checkpointed object(s). {self._fix()}")
+                raise IntegrityError(
+                    f"{directory} holds no {path.name}: it was not written with this stage's "
+                    f"{len(self.objects)} checkpointed object(s). {self._fix()}"
+                )
             obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

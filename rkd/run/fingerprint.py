@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from rkd.config import DataConfig, RunConfig, to_dict
 from rkd.data import FASHION_MNIST_FILES
@@ -56,7 +55,7 @@ def tree_digest(root: Path, recursive: bool = True, keep: Callable[[Path], bool]
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-def _local(text: str) -> Optional[Path]:
+def _local(text: str) -> Path | None:
     path = Path(text).expanduser()
     return path if path.exists() else None
 
@@ -93,10 +92,11 @@ def data_input(cfg: DataConfig) -> dict:
     if cfg.name == "fashion-mnist":
         idx_dir = Path(cfg.fashion_mnist_dir).expanduser()
         files = sorted(f for pair in FASHION_MNIST_FILES.values() for f in pair)
-        data["name"] = {"fashion-mnist": {f: file_digest(idx_dir / f) if (idx_dir / f).is_file() else None
-                                          for f in files}}
+        data["name"] = {
+            "fashion-mnist": {f: file_digest(idx_dir / f) if (idx_dir / f).is_file() else None for f in files}
+        }
     for prefix in ("imagefolder:", "hf:"):
-        path = _local(cfg.name[len(prefix):]) if cfg.name.startswith(prefix) else None
+        path = _local(cfg.name[len(prefix) :]) if cfg.name.startswith(prefix) else None
         if path is not None and path.is_dir():
             data["name"] = {prefix.rstrip(":"): tree_digest(path)}
     return data
@@ -104,6 +104,8 @@ def data_input(cfg: DataConfig) -> dict:
 
 def input_fingerprints(cfg: RunConfig) -> dict:
     """What the stage hashes use in place of the data, teacher and student sections (paths -> contents)."""
-    return {"data": data_input(cfg.data),
-            "teacher": to_dict(cfg.teacher) | {"source": teacher_input(cfg.teacher.source)},
-            "student": to_dict(cfg.student) | {"genotype": genotype_input(cfg.student.genotype)}}
+    return {
+        "data": data_input(cfg.data),
+        "teacher": to_dict(cfg.teacher) | {"source": teacher_input(cfg.teacher.source)},
+        "student": to_dict(cfg.student) | {"genotype": genotype_input(cfg.student.genotype)},
+    }

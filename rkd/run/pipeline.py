@@ -15,21 +15,27 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from accelerate.utils import set_seed
 
-from rkd.run.artifacts import IntegrityError, atomic_write_json, file_checksums, read_record, verify_checksums
 from rkd.config import RunConfig, save_config
+from rkd.run.artifacts import IntegrityError, atomic_write_json, file_checksums, read_record, verify_checksums
 from rkd.run.hashing import STAGES, git_commit, stage_hashes
 from rkd.run.preflight import check_inputs
 from rkd.run.rundir import ResumableDir
 from rkd.stages import cache, evaluate, search, stage1, stage2, sweep, teacher
 from rkd.stages.inputs import RunInputs
 
-STAGE_FUNCTIONS = {"teacher": teacher.run, "cache": cache.run, "search": search.run, "stage1": stage1.run,
-                   "stage2": stage2.run, "eval": evaluate.run}
+STAGE_FUNCTIONS = {
+    "teacher": teacher.run,
+    "cache": cache.run,
+    "search": search.run,
+    "stage1": stage1.run,
+    "stage2": stage2.run,
+    "eval": evaluate.run,
+}
 # The cache checks its own shards against its manifest and is rebuilt when they do not match,
 # so its stage record does not hash them a second time.
 SELF_VERIFYING = ("cache",)
@@ -38,8 +44,12 @@ SELF_VERIFYING = ("cache",)
 def _not_an_output(rel: Path) -> bool:
     """Files a finished stage's checksums leave out: records, checkpoints (they carry their own),
     renderings that ``rkd report`` rewrites, and the sweep that ``rkd search --sweep`` adds later."""
-    return (rel.parts[0] in ("checkpoints", "sweep") or rel.name in ("stage.json", "started.json")
-            or rel.suffix in (".png", ".md") or rel.name.startswith("."))
+    return (
+        rel.parts[0] in ("checkpoints", "sweep")
+        or rel.name in ("stage.json", "started.json")
+        or rel.suffix in (".png", ".md")
+        or rel.name.startswith(".")
+    )
 
 
 class RunDirectory:
@@ -59,10 +69,12 @@ class RunDirectory:
         return self.root / stage
 
     def _redo(self, stage: str) -> str:
-        return (f"rkd will not use it. To redo the stage, move or delete {self.path(stage)} and rerun the same "
-                f"command: the stages before it are kept.")
+        return (
+            f"rkd will not use it. To redo the stage, move or delete {self.path(stage)} and rerun the same "
+            f"command: the stages before it are kept."
+        )
 
-    def record(self, stage: str) -> Optional[dict]:
+    def record(self, stage: str) -> dict | None:
         path = self.path(stage) / "stage.json"
         return read_record(path, self._redo(stage)) if path.exists() else None
 
@@ -76,8 +88,10 @@ class RunDirectory:
             return False
         if stage not in SELF_VERIFYING:
             if not isinstance(record.get("files"), dict):
-                raise IntegrityError(f"{self.path(stage) / 'stage.json'} has no checksums of the stage's outputs "
-                                     f"(written by an older rkd, or edited). {self._redo(stage)}")
+                raise IntegrityError(
+                    f"{self.path(stage) / 'stage.json'} has no checksums of the stage's outputs "
+                    f"(written by an older rkd, or edited). {self._redo(stage)}"
+                )
             verify_checksums(self.path(stage), record["files"], str(self.path(stage) / "stage.json"), self._redo(stage))
         return True
 
@@ -85,17 +99,27 @@ class RunDirectory:
         """Prepare the stage directory: keep a same-hash partial run (to resume), move a stale one aside."""
         if self.is_main:
             ResumableDir(self.path(stage), self.hashes[stage]).begin(
-                log=lambda stale: self.log(f"[rkd] {stage}: config or input files changed, previous output moved to {stale}"))
+                log=lambda stale: self.log(
+                    f"[rkd] {stage}: config or input files changed, previous output moved to {stale}"
+                )
+            )
         return self.path(stage)
 
     def finish(self, stage: str, summary: dict) -> None:
         """Write ``stage.json`` last, with the checksums of the stage's outputs."""
         if self.is_main:
             files = {} if stage in SELF_VERIFYING else file_checksums(self.path(stage), skip=_not_an_output)
-            atomic_write_json(self.path(stage) / "stage.json", {
-                "stage": stage, "hash": self.hashes[stage], "git_commit": git_commit(),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "summary": summary, "files": files,
-            })
+            atomic_write_json(
+                self.path(stage) / "stage.json",
+                {
+                    "stage": stage,
+                    "hash": self.hashes[stage],
+                    "git_commit": git_commit(),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "summary": summary,
+                    "files": files,
+                },
+            )
 
     def invalidate(self, stage: str) -> None:
         if self.is_main:
@@ -113,8 +137,9 @@ class Pipeline:
         self.accelerator = accelerator
         self.run_dir = RunDirectory(cfg, accelerator.is_main_process, log=accelerator.print)
         accelerator.wait_for_everyone()
-        self.inputs = RunInputs(cfg, accelerator, self.run_dir.root, self.run_dir.hashes,
-                                rebuild_cache=self._rebuild_cache)
+        self.inputs = RunInputs(
+            cfg, accelerator, self.run_dir.root, self.run_dir.hashes, rebuild_cache=self._rebuild_cache
+        )
         self._checked = False
         self.summaries: dict = {}
 
@@ -126,8 +151,9 @@ class Pipeline:
 
     def _run_stage(self, stage: str) -> dict:
         if stage == "search" and not self.cfg.search.enabled:
-            self.accelerator.print(f"[rkd] search: off (search.enabled=false); stage 1 uses genotype "
-                                   f"{self.cfg.student.genotype!r}")
+            self.accelerator.print(
+                f"[rkd] search: off (search.enabled=false); stage 1 uses genotype {self.cfg.student.genotype!r}"
+            )
             return {"enabled": False, "genotype": self.cfg.student.genotype}
         if self.run_dir.is_done(stage):
             self.accelerator.print(f"[rkd] {stage}: done for this config, skipping ({self.run_dir.path(stage)})")
@@ -150,7 +176,7 @@ class Pipeline:
         self.accelerator.wait_for_everyone()
         return summary
 
-    def sweep(self, index: Optional[int] = None) -> Optional[dict]:
+    def sweep(self, index: int | None = None) -> dict | None:
         """The Pareto sweep (all points, or point ``index``) into ``search/sweep``; None until every point is done.
 
         The sweep lives in the search stage's directory, so a change of search settings moves it aside too.
@@ -158,8 +184,14 @@ class Pipeline:
         self.run(until="cache")
         self.run_dir.begin("search")
         self.accelerator.wait_for_everyone()
-        return sweep.run_sweep(self.cfg, self.accelerator, self.inputs.bundle, self.inputs.cache,
-                               self.run_dir.path("search") / "sweep", index)
+        return sweep.run_sweep(
+            self.cfg,
+            self.accelerator,
+            self.inputs.bundle,
+            self.inputs.cache,
+            self.run_dir.path("search") / "sweep",
+            index,
+        )
 
     def run(self, until: str = "eval") -> dict:
         if until not in STAGES:
@@ -167,7 +199,9 @@ class Pipeline:
         stages = STAGES[: STAGES.index(until) + 1]
         if not self._checked:  # seconds of checks before minutes of training (rkd.run.preflight)
             record = self.run_dir.record("teacher")
-            check_inputs(self.cfg, stages, teacher_done=bool(record) and record.get("hash") == self.run_dir.hashes["teacher"])
+            check_inputs(
+                self.cfg, stages, teacher_done=bool(record) and record.get("hash") == self.run_dir.hashes["teacher"]
+            )
             self._checked = True
         for stage in stages:
             self.summaries[stage] = self._run_stage(stage)
@@ -180,6 +214,7 @@ def stage_runner(accelerator) -> Callable[[RunConfig, str], RunInputs]:
     How ``rkd.baselines`` runs the main run and its variants (ablations, the conference student,
     other seeds) without importing this module.
     """
+
     def run_stages(cfg: RunConfig, until: str) -> RunInputs:
         pipeline = Pipeline(cfg, accelerator)
         pipeline.run(until=until)

@@ -9,15 +9,21 @@ once by ``Pipeline.run`` before its first stage; each check names the config fie
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from rkd.config import ConfigError, RunConfig, TeacherConfig
 from rkd.nas.genotype import Genotype, GenotypeError, load_genotype
-from rkd.teacher.model import (CLIP_MODEL_TYPES, Teacher, build_teacher, load_processor, load_teacher_config,
-                         transform_from_processor)
+from rkd.teacher.model import (
+    CLIP_MODEL_TYPES,
+    Teacher,
+    build_teacher,
+    load_processor,
+    load_teacher_config,
+    transform_from_processor,
+)
 
 PROBE_SIZES = (32, 64, 224)  # the alternatives tried when the configured size fails
 PROBE_CLASSES = ["class-0", "class-1"]  # the probe checks shapes; the head's width does not matter
@@ -58,17 +64,25 @@ def probe_teacher(cfg: TeacherConfig) -> None:
     error = _forward_error(teacher, size)
     if error is None:
         return
-    passed = [s for s in sorted({*PROBE_SIZES, *_native_sizes(teacher)} - {size})
-              if _forward_error(_resized(teacher, s), s) is None]
-    works = (f"sizes that passed the same probe: {', '.join(map(str, passed))}; set teacher.image_size to one of them"
-             if passed else f"none of {sorted({*PROBE_SIZES} - {size})} passed either: the {model_type!r} config itself "
-             f"does not fit (check its patch/window/stage sizes), or pick another teacher.source")
+    passed = [
+        s
+        for s in sorted({*PROBE_SIZES, *_native_sizes(teacher)} - {size})
+        if _forward_error(_resized(teacher, s), s) is None
+    ]
+    works = (
+        f"sizes that passed the same probe: {', '.join(map(str, passed))}; set teacher.image_size to one of them"
+        if passed
+        else f"none of {sorted({*PROBE_SIZES} - {size})} passed either: the {model_type!r} config itself "
+        f"does not fit (check its patch/window/stage sizes), or pick another teacher.source"
+    )
     configured = cfg.image_size if cfg.image_size is not None else f"null (the processor's {size})"
-    raise ConfigError(f"teacher.image_size = {configured}: the {model_type!r} teacher ({cfg.source}) cannot take a "
-                      f"{size}x{size} input ({_first_line(error)}); {works}")
+    raise ConfigError(
+        f"teacher.image_size = {configured}: the {model_type!r} teacher ({cfg.source}) cannot take a "
+        f"{size}x{size} input ({_first_line(error)}); {works}"
+    )
 
 
-def _forward_error(teacher: Teacher, size: int) -> Optional[Exception]:
+def _forward_error(teacher: Teacher, size: int) -> Exception | None:
     pixels = torch.zeros(1, teacher.transform.channels, size, size)
     try:
         with torch.no_grad():
@@ -86,8 +100,13 @@ def _native_sizes(teacher: Teacher) -> set:
 
 def _resized(teacher: Teacher, size: int) -> Teacher:
     """The same model behind a transform of another size (position-embedding interpolation re-decided)."""
-    return Teacher(teacher.model, dataclasses.replace(teacher.transform, size=size), teacher.kind, teacher.source,
-                   head=teacher.head)
+    return Teacher(
+        teacher.model,
+        dataclasses.replace(teacher.transform, size=size),
+        teacher.kind,
+        teacher.source,
+        head=teacher.head,
+    )
 
 
 def config_only_teacher(cfg: TeacherConfig) -> tuple[Teacher, str]:
@@ -99,14 +118,17 @@ def config_only_teacher(cfg: TeacherConfig) -> tuple[Teacher, str]:
     model_type = str(getattr(config, "model_type", "?"))
     kind = cfg.kind if cfg.kind != "auto" else ("clip" if model_type in CLIP_MODEL_TYPES else "classifier")
     try:
-        model, head = (_clip_from_config(config) if kind == "clip"
-                       else _classifier_from_config(config, cfg.trust_remote_code))
+        model, head = (
+            _clip_from_config(config) if kind == "clip" else _classifier_from_config(config, cfg.trust_remote_code)
+        )
         processor = load_processor(ref, cfg.trust_remote_code)
         transform = transform_from_processor(processor, model.config, kind, cfg.image_size)
         teacher = Teacher(model, transform, kind, cfg.source, head=head)
     except Exception as exc:  # building the wrapper runs the model once when it has no linear head
-        raise ConfigError(f"teacher.source = {cfg.source!r}: a {model_type!r} model built from its config does not "
-                          f"work at teacher.image_size = {cfg.image_size} ({_first_line(exc)})") from exc
+        raise ConfigError(
+            f"teacher.source = {cfg.source!r}: a {model_type!r} model built from its config does not "
+            f"work at teacher.image_size = {cfg.image_size} ({_first_line(exc)})"
+        ) from exc
     return teacher.eval(), model_type
 
 
@@ -126,4 +148,3 @@ def _clip_from_config(config: Any) -> tuple[nn.Module, nn.Linear]:
         vision = config
     model = CLIPVisionModelWithProjection(vision)
     return model, nn.Linear(int(vision.projection_dim), len(PROBE_CLASSES))
-

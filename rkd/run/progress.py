@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from datetime import timedelta
-from typing import Optional, TextIO
+from typing import TextIO
 
 from tqdm.auto import tqdm
 
@@ -47,8 +47,15 @@ def _clock(seconds: float) -> str:
 class LineProgress:
     """tqdm's ``update`` / ``set_postfix`` / ``close`` as occasional log lines."""
 
-    def __init__(self, total: Optional[int], desc: str, unit: str, initial: int = 0, interval: float = 60.0,
-                 file: Optional[TextIO] = None) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        unit: str,
+        initial: int = 0,
+        interval: float = 60.0,
+        file: TextIO | None = None,
+    ) -> None:
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
         self.interval, self.file = interval, file
         self.postfix = ""
@@ -59,8 +66,12 @@ class LineProgress:
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
         rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
-        done = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)" if self.total else f"{self.n} {self.unit}"
-        eta = (f", ETA {_clock((self.total - self.n) / rate)}" if self.total and rate > 0 else "")
+        done = (
+            f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
+            if self.total
+            else f"{self.n} {self.unit}"
+        )
+        eta = f", ETA {_clock((self.total - self.n) / rate)}" if self.total and rate > 0 else ""
         postfix = f", {self.postfix}" if self.postfix else ""
         return f"[{self.desc}] {done}, {rate:.2f} {self.unit}/s, elapsed {_clock(elapsed)}{eta}{postfix}"
 
@@ -100,8 +111,14 @@ class _Bar(tqdm):
         """A live bar already shows where it is."""
 
 
-def progress_bar(total: Optional[int], desc: str, enabled: bool = True, unit: str = "it", initial: int = 0,
-             stream: Optional[TextIO] = None):
+def progress_bar(
+    total: int | None,
+    desc: str,
+    enabled: bool = True,
+    unit: str = "it",
+    initial: int = 0,
+    stream: TextIO | None = None,
+):
     """The one progress helper: a bar on a TTY, lines in a log, nothing when ``enabled`` is False."""
     mode = _mode()
     if not enabled or mode == "off":

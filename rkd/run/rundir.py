@@ -12,8 +12,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 from rkd.run.artifacts import atomic_write_json, read_json
 
@@ -32,14 +32,14 @@ class ResumableDir:
         self.path = Path(path)
         self.hash = hash_
 
-    def started_hash(self) -> Optional[str]:
+    def started_hash(self) -> str | None:
         started = self.path / self.STARTED
         try:
             return read_json(started).get("hash") if started.exists() else None
         except (OSError, ValueError, AttributeError):  # unreadable: the directory counts as stale
             return None
 
-    def begin(self, log: Optional[Callable[[Path], None]] = None, **record) -> Path:
+    def begin(self, log: Callable[[Path], None] | None = None, **record) -> Path:
         """Prepare the directory (main process only); ``log`` is told where a stale directory was moved.
 
         ``record`` is written into ``started.json`` beside the hash (e.g. a sweep point's weight).

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import accelerate.utils
 
@@ -33,8 +32,10 @@ def accelerator_kwargs(cfg: RunConfig) -> dict:
         return {}
     for name in names:
         if name != "all" and not getattr(accelerate.utils, f"is_{name}_available", lambda: False)():
-            raise ConfigError(f"config field 'tracking.log_with' names {name!r}, but its Python package is not "
-                              f"installed: pip install -c constraints.txt {name.replace('_', '-')} (or drop it)")
+            raise ConfigError(
+                f"config field 'tracking.log_with' names {name!r}, but its Python package is not "
+                f"installed: pip install -c constraints.txt {name.replace('_', '-')} (or drop it)"
+            )
     return {"log_with": names, "project_dir": str(tracking_dir(cfg))}
 
 
@@ -60,18 +61,24 @@ def start_tracking(accelerator, cfg: RunConfig) -> None:
     if not cfg.tracking.log_with:
         return
     names = {"wandb": {"name": cfg.name}, "mlflow": {"run_name": cfg.name}, "aim": {"run_name": cfg.name}}
-    accelerator.init_trackers(cfg.tracking.project, config=flat_config(cfg),
-                              init_kwargs={k: v for k, v in names.items() if k in cfg.tracking.log_with})
+    accelerator.init_trackers(
+        cfg.tracking.project,
+        config=flat_config(cfg),
+        init_kwargs={k: v for k, v in names.items() if k in cfg.tracking.log_with},
+    )
 
 
-def log_record(accelerator, record: dict, step: Optional[int] = None) -> None:
+def log_record(accelerator, record: dict, step: int | None = None) -> None:
     """One ``log.jsonl`` record's numbers to every open tracker, as ``<stage>/<key>``."""
     trackers = getattr(accelerator, "trackers", None) or []
     if not trackers:
         return
     stage = record.get("stage", "train")
-    values = {f"{stage}/{k}": v for k, v in record.items()
-              if k not in ("stage", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    values = {
+        f"{stage}/{k}": v
+        for k, v in record.items()
+        if k not in ("stage", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     step = record.get("step") if step is None else step
     for tracker in trackers:
         if tracker.name in RUN_WIDE_STEP:

@@ -14,19 +14,19 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object
 
-from rkd.run.artifacts import read_json
-from rkd.evaluation.sweep import METHOD, channel_sweep, my_share, snr_grid
-from rkd.evaluation.classwise import classwise_summary, dataset_description
-from rkd.evaluation.diagnostics import effective_dimensions, rate_gains, summarise_rate_gains
 from rkd.config import RunConfig
 from rkd.data import student_transform
-from rkd.models.frozen_tokens import batched
-from rkd.measure import count_flops, count_params
-from rkd.models.cat import symbol_mask
-from rkd.models.factory import load_stage1, load_stage2
+from rkd.draws import symbol_mask
+from rkd.evaluation.classwise import classwise_summary, dataset_description
+from rkd.evaluation.diagnostics import effective_dimensions, rate_gains, summarise_rate_gains
 from rkd.evaluation.rate_policy import write_rate_policy
 from rkd.evaluation.records import clean_record
 from rkd.evaluation.report import write_outputs
+from rkd.evaluation.sweep import METHOD, channel_sweep, my_share, snr_grid
+from rkd.measure import count_flops, count_params
+from rkd.models.factory import load_stage1, load_stage2
+from rkd.models.frozen_tokens import batched
+from rkd.run.artifacts import read_json
 from rkd.stages.inputs import RunInputs
 
 CODE_DIAGNOSTIC_SNR = 10.0  # nominal SNR (dB) the transmitter is told while its code's dimension is measured
@@ -48,9 +48,17 @@ def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
     tokens = batched(lambda t: system.student(t)["tokens"], x, cfg.eval.batch_size, accelerator.device)
     rates = cfg.eval.rates or cfg.codec.rates
     grid = snr_grid(cfg.eval)
-    swept = channel_sweep(system, tokens, test.labels, cfg.eval.channels,
-                          my_share(grid, accelerator.process_index, accelerator.num_processes), rates,
-                          cfg.eval.batch_size, cfg.eval.seed, progress=accelerator.is_local_main_process)
+    swept = channel_sweep(
+        system,
+        tokens,
+        test.labels,
+        cfg.eval.channels,
+        my_share(grid, accelerator.process_index, accelerator.num_processes),
+        rates,
+        cfg.eval.batch_size,
+        cfg.eval.seed,
+        progress=accelerator.is_local_main_process,
+    )
     if accelerator.num_processes > 1:
         swept = gather_object(swept)
     summary: dict = {}
@@ -64,8 +72,9 @@ def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
     return read_json(out_dir / "results.json")["summary"]
 
 
-def summarise(cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, tokens: torch.Tensor, swept: list,
-              out_dir: Path) -> dict:
+def summarise(
+    cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, tokens: torch.Tensor, swept: list, out_dir: Path
+) -> dict:
     """Main process: clean accuracies, sizes, FLOPs and diagnostics beside the swept records; write everything."""
     bundle, cache = inputs.bundle, inputs.cache
     labels = bundle.splits["test"].labels
@@ -96,15 +105,25 @@ def summarise(cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, tokens
     }
     summary["compression_ratio"] = summary["teacher_params"] / max(1, summary["student_params"])
     summary["dataset"] = dataset_description(bundle, cfg.data.image_size)
-    summary["classwise"] = classwise_summary(system, tokens, labels, student_logits.argmax(-1), bundle.class_names,
-                                             snr_grid(cfg.eval), rates, cfg.eval.batch_size, cfg.eval.seed)
+    summary["classwise"] = classwise_summary(
+        system,
+        tokens,
+        labels,
+        student_logits.argmax(-1),
+        bundle.class_names,
+        snr_grid(cfg.eval),
+        rates,
+        cfg.eval.batch_size,
+        cfg.eval.seed,
+    )
     write_outputs(out_dir, records, summary)
     write_rate_policy(out_dir / "rate_policy.json", records, cfg.eval.rate_margin, method=METHOD)
     return summary
 
 
-def model_costs(cfg: RunConfig, teacher, system, one_image: torch.Tensor, one_x: torch.Tensor,
-                one_tokens: torch.Tensor) -> dict:
+def model_costs(
+    cfg: RunConfig, teacher, system, one_image: torch.Tensor, one_x: torch.Tensor, one_tokens: torch.Tensor
+) -> dict:
     """Parameters and FLOPs per image of the teacher, the student, and each end of the link."""
     z = system.transmit(one_tokens, torch.zeros(1))
     mask = symbol_mask(torch.tensor([cfg.codec.max_symbols]), cfg.codec.max_symbols)

@@ -7,14 +7,14 @@ directory the earlier stages wrote.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
-from rkd.run.artifacts import read_json
-from rkd.teacher.cache import CacheError, load_cache
 from rkd.config import RunConfig
 from rkd.data import load_data
 from rkd.nas.genotype import GENOTYPES, describe_cells, load_genotype
+from rkd.run.artifacts import read_json
+from rkd.teacher.cache import CacheError, load_cache
 from rkd.teacher.io import load_trained_teacher
 
 
@@ -25,8 +25,14 @@ class RunInputs:
     reruns the cache stage); the cache is then read again.
     """
 
-    def __init__(self, cfg: RunConfig, accelerator, root: Path, hashes: dict,
-                 rebuild_cache: Optional[Callable[[Exception], None]] = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        accelerator,
+        root: Path,
+        hashes: dict,
+        rebuild_cache: Callable[[Exception], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.accelerator = accelerator
         self.root = Path(root)
@@ -64,8 +70,9 @@ class RunInputs:
         return self._cache
 
     def _load_cache(self):
-        return load_cache(self.path("cache"), expected_teacher=self.teacher().identity,
-                          expected_fingerprint=self.bundle.fingerprint)
+        return load_cache(
+            self.path("cache"), expected_teacher=self.teacher().identity, expected_fingerprint=self.bundle.fingerprint
+        )
 
     def forget_cache(self) -> None:
         """Read the cache from disk again next time (it was just rebuilt)."""
@@ -90,7 +97,11 @@ class RunInputs:
             return {"source": "search", "genotype": str(path), "how": describe_search(meta), "meta": meta}
         name = self.cfg.student.genotype
         if name in GENOTYPES:
-            return {"source": "config", "genotype": name, "how": f"the packaged genotype {name!r} (rkd.nas.genotype), no search"}
+            return {
+                "source": "config",
+                "genotype": name,
+                "how": f"the packaged genotype {name!r} (rkd.nas.genotype), no search",
+            }
         meta = read_json(Path(name).expanduser()).get("meta", {}) if Path(name).expanduser().is_file() else {}
         if "method" in meta:  # e.g. the sweep's chosen cells, passed as student.genotype
             return {"source": "file", "genotype": name, "how": describe_search(meta), "meta": meta}
@@ -99,19 +110,32 @@ class RunInputs:
 
 def describe_search(meta: dict) -> str:
     """One sentence on how searched cells were found, from their genotype file's ``meta``."""
-    sweep = (f", chosen by the sweep at val accuracy {100 * meta['sweep_val_accuracy']:.2f}%"
-             if "sweep_val_accuracy" in meta else "")
+    sweep = (
+        f", chosen by the sweep at val accuracy {100 * meta['sweep_val_accuracy']:.2f}%"
+        if "sweep_val_accuracy" in meta
+        else ""
+    )
     selection = meta.get("selection")
     if selection:
         derived = selection["derived_val_accuracy"]
-        versus = (f"vs {100 * derived:.2f}% for the derived cells" if derived is not None
-                  else "the derived cells did not pass the screening")
-        screening = (f"; {selection['survivors']} passed a {selection['screen_epochs']}-epoch screening"
-                     if selection.get("screened") else "")
-        sweep = (f", then candidate {selection['chosen']} of {selection['candidates']} "
-                 f"({selection['chosen_source']}), the best after {selection['epochs']} epochs of brief training "
-                 f"(val {100 * selection['chosen_val_accuracy']:.2f}%, {versus}{screening})") + sweep
-    return (f"searched by {meta.get('method', 'KDL-DARTS')} ({meta.get('order', '?')} order, complexity "
-            f"{meta.get('complexity', '?')} x {meta.get('complexity_weight', '?')}, cells "
-            f"{meta.get('params', 0):,} params / {meta.get('flops', 0):,} FLOPs, supernet val accuracy "
-            f"{100 * meta.get('supernet_val_accuracy', 0.0):.2f}%, {meta.get('seconds', 0.0):.0f} s{sweep})")
+        versus = (
+            f"vs {100 * derived:.2f}% for the derived cells"
+            if derived is not None
+            else "the derived cells did not pass the screening"
+        )
+        screening = (
+            f"; {selection['survivors']} passed a {selection['screen_epochs']}-epoch screening"
+            if selection.get("screened")
+            else ""
+        )
+        sweep = (
+            f", then candidate {selection['chosen']} of {selection['candidates']} "
+            f"({selection['chosen_source']}), the best after {selection['epochs']} epochs of brief training "
+            f"(val {100 * selection['chosen_val_accuracy']:.2f}%, {versus}{screening})"
+        ) + sweep
+    return (
+        f"searched by {meta.get('method', 'KDL-DARTS')} ({meta.get('order', '?')} order, complexity "
+        f"{meta.get('complexity', '?')} x {meta.get('complexity_weight', '?')}, cells "
+        f"{meta.get('params', 0):,} params / {meta.get('flops', 0):,} FLOPs, supernet val accuracy "
+        f"{100 * meta.get('supernet_val_accuracy', 0.0):.2f}%, {meta.get('seconds', 0.0):.0f} s{sweep})"
+    )

@@ -12,19 +12,24 @@ from pathlib import Path
 import torch
 from accelerate.utils import gather_object
 
-from rkd.run.artifacts import atomic_write_json
-from rkd.channels import SNRSampler, training_channel_specs
+from rkd.draws import SNRSampler, sample_rates, training_channel_specs
 from rkd.engine import Step
-from rkd.losses import build_kd_loss
-from rkd.models.cat import sample_rates
 from rkd.evaluation.records import validation_batch_generator
+from rkd.losses import build_kd_loss
+from rkd.run.artifacts import atomic_write_json
 
 
 def kd_loss(loss_cfg, label_smoothing: float = 0.0, extra=None):
     """The weighted task + logit KD + feature KD loss a ``loss``-style config section describes (+ ``extra`` terms)."""
-    return build_kd_loss(task=loss_cfg.task, logit_kd=loss_cfg.logit_kd, feature_kd=loss_cfg.feature_kd,
-                         temperature=loss_cfg.temperature, feature_loss=loss_cfg.feature_loss,
-                         label_smoothing=label_smoothing, extra=extra)
+    return build_kd_loss(
+        task=loss_cfg.task,
+        logit_kd=loss_cfg.logit_kd,
+        feature_kd=loss_cfg.feature_kd,
+        temperature=loss_cfg.temperature,
+        feature_loss=loss_cfg.feature_loss,
+        label_smoothing=label_smoothing,
+        extra=extra,
+    )
 
 
 class DistillObjective:
@@ -35,8 +40,18 @@ class DistillObjective:
     bucket at this step), channel type and channel uses k per sample.
     """
 
-    def __init__(self, transform, cache, loss, channel_cfg=None, rates=None, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, proportional_rates: bool = False) -> None:
+    def __init__(
+        self,
+        transform,
+        cache,
+        loss,
+        channel_cfg=None,
+        rates=None,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        proportional_rates: bool = False,
+    ) -> None:
         self.transform = transform
         self.cache = cache
         self.loss = loss
@@ -49,8 +64,9 @@ class DistillObjective:
         self.seed = seed
         self.bucket_log: list = []  # [step, [buckets], min SNR, max SNR] per training batch (see write_snr_bucket_log)
         if channel_cfg is not None:
-            self.sampler = SNRSampler(channel_cfg.snr_min, channel_cfg.snr_max, channel_cfg.snr_buckets,
-                                      rank=rank, world_size=world_size)
+            self.sampler = SNRSampler(
+                channel_cfg.snr_min, channel_cfg.snr_max, channel_cfg.snr_buckets, rank=rank, world_size=world_size
+            )
         self.generator = torch.Generator().manual_seed(seed * 1000 + rank)
 
     def set_step(self, step: int) -> None:
@@ -81,8 +97,9 @@ class DistillObjective:
             snr, k, channel_ids, gen = self.channel_draw(batch["label"].shape[0], train, int(batch["index"][0]))
             device = batch["label"].device
             extra = {} if tokens is None else {"tokens": tokens}  # the baselines' links take images only
-            outputs = model(x, snr.to(device), k.to(device), channel_ids.to(device),
-                            generator=None if train else gen, **extra)
+            outputs = model(
+                x, snr.to(device), k.to(device), channel_ids.to(device), generator=None if train else gen, **extra
+            )
         full_batch = {"label": batch["label"], **targets}
         total, parts = self.loss(outputs, full_batch)
         return Step(loss=total, logits=outputs["logits"], labels=batch["label"], terms=parts)
@@ -102,6 +119,13 @@ def write_snr_bucket_log(accelerator, objective: DistillObjective, path: Path) -
     everyone = gather_object([mine]) if accelerator.num_processes > 1 else [mine]
     if accelerator.is_main_process:
         sampler = objective.sampler
-        atomic_write_json(path, {"world_size": accelerator.num_processes, "n_buckets": sampler.n_buckets,
-                                 "edges": sampler.buckets(), "rule": "bucket = (rank + step * world_size) mod n_buckets",
-                                 "ranks": sorted(everyone, key=lambda r: r["rank"])})
+        atomic_write_json(
+            path,
+            {
+                "world_size": accelerator.num_processes,
+                "n_buckets": sampler.n_buckets,
+                "edges": sampler.buckets(),
+                "rule": "bucket = (rank + step * world_size) mod n_buckets",
+                "ranks": sorted(everyone, key=lambda r: r["rank"]),
+            },
+        )

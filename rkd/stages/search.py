@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,12 +29,12 @@ from torch import nn
 from rkd.config import RunConfig, SearchConfig
 from rkd.data import DataBundle, student_transform, subset_indices, subset_loader
 from rkd.engine import Step, build_scheduler, fit
-from rkd.losses import CompositeLoss, ComplexityPenalty
-from rkd.nas.heads import FeatureProjector
+from rkd.losses import ComplexityPenalty, CompositeLoss
 from rkd.nas.architect import Architect, cycle_batches
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
 from rkd.nas.derive import SKIP, count_ops
 from rkd.nas.genotype import Genotype, genotype_to_dict, save_genotype
+from rkd.nas.heads import FeatureProjector
 from rkd.nas.plot import plot_genotype
 from rkd.nas.supernet import SuperNet
 from rkd.stages.inputs import RunInputs
@@ -76,22 +77,37 @@ class SearchNetwork(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
-    def genotype(self, max_skips: Optional[int] = None) -> Genotype:
+    def genotype(self, max_skips: int | None = None) -> Genotype:
         return self.supernet.genotype(max_skips)
 
 
 def student_shape(cfg: RunConfig, bundle: DataBundle) -> NetworkShape:
     """The student the derived cells will be trained in: what the complexity penalty prices."""
-    return NetworkShape(in_channels=bundle.channels, num_classes=bundle.num_classes, image_size=cfg.data.image_size,
-                        init_channels=cfg.student.init_channels, layers=cfg.student.layers,
-                        stem_stride=cfg.student.stem_stride)
+    return NetworkShape(
+        in_channels=bundle.channels,
+        num_classes=bundle.num_classes,
+        image_size=cfg.data.image_size,
+        init_channels=cfg.student.init_channels,
+        layers=cfg.student.layers,
+        stem_stride=cfg.student.stem_stride,
+    )
 
 
-def build_search_network(s: SearchConfig, bundle: DataBundle, teacher_feature_dim: int,
-                         cost: Optional[ExpectedCost]) -> SearchNetwork:
-    supernet = SuperNet(bundle.channels, bundle.num_classes, s.primitives, init_channels=s.init_channels,
-                        layers=s.layers, nodes=s.nodes, stem_stride=s.stem_stride,
-                        partial_channels=s.partial_channels, edge_normalization=s.edge_normalization, cost=cost)
+def build_search_network(
+    s: SearchConfig, bundle: DataBundle, teacher_feature_dim: int, cost: ExpectedCost | None
+) -> SearchNetwork:
+    supernet = SuperNet(
+        bundle.channels,
+        bundle.num_classes,
+        s.primitives,
+        init_channels=s.init_channels,
+        layers=s.layers,
+        nodes=s.nodes,
+        stem_stride=s.stem_stride,
+        partial_channels=s.partial_channels,
+        edge_normalization=s.edge_normalization,
+        cost=cost,
+    )
     return SearchNetwork(supernet, teacher_feature_dim)
 
 
@@ -101,8 +117,11 @@ def complexity_metrics(kind: str) -> list[str]:
 
 def build_search_loss(s: SearchConfig, cost: ExpectedCost, complexity_weight: float) -> CompositeLoss:
     """Task + logit KD + feature KD (the stage-1 terms) + the complexity penalty, scaled by the uniform cost."""
-    penalty = ComplexityPenalty(complexity_metrics(s.complexity), scale=cost.uniform(),
-                                budget={"params": s.param_budget, "flops": s.flops_budget})
+    penalty = ComplexityPenalty(
+        complexity_metrics(s.complexity),
+        scale=cost.uniform(),
+        budget={"params": s.param_budget, "flops": s.flops_budget},
+    )
     return kd_loss(s.loss, s.train.label_smoothing, extra={"complexity": (complexity_weight, penalty)})
 
 
@@ -123,9 +142,17 @@ class SearchObjective:
     at every epoch start and, after the warm-up, lets the architect take one step on a val batch.
     """
 
-    def __init__(self, transform, cache, loss: CompositeLoss, warmup_steps: int, steps_per_epoch: int,
-                 unwrap: Callable[[nn.Module], nn.Module], alpha_log: Optional[Path] = None,
-                 max_skips: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        transform,
+        cache,
+        loss: CompositeLoss,
+        warmup_steps: int,
+        steps_per_epoch: int,
+        unwrap: Callable[[nn.Module], nn.Module],
+        alpha_log: Path | None = None,
+        max_skips: int | None = None,
+    ) -> None:
         self.transform = transform
         self.cache = cache
         self.loss = loss
@@ -134,7 +161,7 @@ class SearchObjective:
         self.unwrap = unwrap
         self.alpha_log = alpha_log
         self.max_skips = max_skips
-        self.architect: Optional[Architect] = None
+        self.architect: Architect | None = None
 
     def evaluate(self, forward: Callable[[torch.Tensor], dict], batch: dict, split: str) -> tuple:
         x = self.transform(batch["pixels"])
@@ -168,9 +195,14 @@ class SearchObjective:
             return
         with torch.no_grad():
             w = model.supernet.arch_weights()
-            record = {"epoch": epoch, "step": step, "primitives": model.supernet.primitives,
-                      "normal": w["normal"].cpu().tolist(), "reduce": w["reduce"].cpu().tolist(),
-                      "genotype": genotype_to_dict(model.genotype(self.max_skips))}
+            record = {
+                "epoch": epoch,
+                "step": step,
+                "primitives": model.supernet.primitives,
+                "normal": w["normal"].cpu().tolist(),
+                "reduce": w["reduce"].cpu().tolist(),
+                "genotype": genotype_to_dict(model.genotype(self.max_skips)),
+            }
             if w["normal_edges"] is not None:
                 record["normal_edges"] = w["normal_edges"].cpu().tolist()
                 record["reduce_edges"] = w["reduce_edges"].cpu().tolist()
@@ -184,8 +216,61 @@ class SearchObjective:
 # ----------------------------------------------------------------------------- one search
 
 
-def run_search(cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_dir: Path,
-               complexity_weight: Optional[float] = None) -> dict:
+def search_loaders(cfg: RunConfig, accelerator, bundle: DataBundle) -> tuple:
+    """The search's seeded subsets and loaders: weights on train rows, architecture on val rows.
+
+    Returns ``(train_rows, val_rows, train_loader, val_loader, arch_batches)``; ``arch_batches(skip)``
+    cycles this process's shard of the val rows, reshuffled every pass.
+    """
+    s = cfg.search
+    rank, world = accelerator.process_index, accelerator.num_processes
+    train_split, val_split = bundle.splits["train"], bundle.splits["val"]
+    train_rows = subset_indices(len(train_split), s.max_train, cfg.seed)
+    val_rows = subset_indices(len(val_split), s.max_val, cfg.seed + 1)
+    train_loader = subset_loader(
+        train_split,
+        train_rows,
+        s.train.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=len(train_rows) >= s.train.batch_size,
+    )
+    val_loader = subset_loader(val_split, val_rows, cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
+    # the architecture's own val batches: this process's shard, reshuffled every pass; with the gradient
+    # averaged across processes, N shards of B act like one global batch of N*B
+    shard = val_rows[rank::world]
+
+    def arch_batches(skip: int):
+        loader = subset_loader(
+            val_split,
+            shard,
+            s.train.batch_size,
+            shuffle=True,
+            seed=cfg.seed + 1000 + rank,
+            drop_last=len(shard) >= s.train.batch_size,
+        )
+        return cycle_batches(loader, accelerator.device, skip)
+
+    return train_rows, val_rows, train_loader, val_loader, arch_batches
+
+
+def choose_cells(cfg: RunConfig, accelerator, bundle: DataBundle, cache, model, shape, out_dir: Path) -> tuple:
+    """The derived cells, or the candidate selection's winner among them and cells drawn from the weights.
+
+    Returns ``(genotype, selection record or None)``.
+    """
+    s = cfg.search
+    derived = model.genotype(s.max_skips)
+    if s.candidates <= 1:
+        return derived, None
+    chosen, selection = select(cfg, accelerator, bundle, cache, model.supernet, derived, shape, out_dir / "candidates")
+    selection = {k: v for k, v in selection.items() if k != "records"} | {"derived_genotype": genotype_to_dict(derived)}
+    return chosen, selection
+
+
+def run_search(
+    cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_dir: Path, complexity_weight: float | None = None
+) -> dict:
     """Search the student's cells; write genotype.json/.png and alphas.jsonl into ``out_dir``; return a summary.
 
     ``complexity_weight`` overrides ``cfg.search.complexity_weight`` (the sweep's knob).
@@ -194,66 +279,88 @@ def run_search(cfg: RunConfig, accelerator, bundle: DataBundle, cache, out_dir: 
     weight = s.complexity_weight if complexity_weight is None else float(complexity_weight)
     out_dir = Path(out_dir)
     started = time.time()
-    rank, world = accelerator.process_index, accelerator.num_processes
+    world = accelerator.num_processes
     teacher_dim = cache.features["train"].shape[1]
     shape = student_shape(cfg, bundle)
     cost = ExpectedCost(s.primitives, s.nodes, shape)
     model = build_search_network(s, bundle, teacher_dim, cost)
     loss = build_search_loss(s, cost, weight)
 
-    train_split, val_split = bundle.splits["train"], bundle.splits["val"]
-    train_rows = subset_indices(len(train_split), s.max_train, cfg.seed)
-    val_rows = subset_indices(len(val_split), s.max_val, cfg.seed + 1)
-    train_loader = subset_loader(train_split, train_rows, s.train.batch_size, shuffle=True, seed=cfg.seed,
-                                 drop_last=len(train_rows) >= s.train.batch_size)
-    val_loader = subset_loader(val_split, val_rows, cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
-    # the architecture's own val batches: this process's shard, reshuffled every pass; with the gradient
-    # averaged across processes, N shards of B act like one global batch of N*B
-    shard = val_rows[rank::world]
-
-    def arch_batches(skip: int):
-        loader = subset_loader(val_split, shard, s.train.batch_size, shuffle=True, seed=cfg.seed + 1000 + rank,
-                               drop_last=len(shard) >= s.train.batch_size)
-        return cycle_batches(loader, accelerator.device, skip)
-
+    train_rows, val_rows, train_loader, val_loader, arch_batches = search_loaders(cfg, accelerator, bundle)
     steps_per_epoch = math.ceil(len(train_loader) / world)
     total_steps = s.train.epochs * steps_per_epoch
     if s.train.max_steps is not None:
         total_steps = min(total_steps, s.train.max_steps)
-    objective = SearchObjective(student_transform(cfg.data, bundle), cache, loss,
-                                warmup_steps=s.warmup_epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
-                                unwrap=accelerator.unwrap_model,
-                                alpha_log=out_dir / "alphas.jsonl" if accelerator.is_main_process else None,
-                                max_skips=s.max_skips)
+    objective = SearchObjective(
+        student_transform(cfg.data, bundle),
+        cache,
+        loss,
+        warmup_steps=s.warmup_epochs * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        unwrap=accelerator.unwrap_model,
+        alpha_log=out_dir / "alphas.jsonl" if accelerator.is_main_process else None,
+        max_skips=s.max_skips,
+    )
     reduce = (lambda g: accelerator.reduce(g, reduction="mean")) if world > 1 else None
     objective.architect = Architect(
-        model.arch_parameters(), objective.loss_of, arch_batches,
-        lr=s.arch_lr, betas=s.arch_betas, weight_decay=s.arch_weight_decay, order=s.order,
-        unrolled_lr=weight_lr_schedule(s.train, total_steps), unrolled_weight_decay=s.train.weight_decay,
-        reduce=reduce)
+        model.arch_parameters(),
+        objective.loss_of,
+        arch_batches,
+        lr=s.arch_lr,
+        betas=s.arch_betas,
+        weight_decay=s.arch_weight_decay,
+        order=s.order,
+        unrolled_lr=weight_lr_schedule(s.train, total_steps),
+        unrolled_weight_decay=s.train.weight_decay,
+        reduce=reduce,
+    )
     # checkpoints carry the architecture optimiser too, so a resumed search continues exactly
-    summary = fit(accelerator, model, objective, train_loader, val_loader, s.train, out_dir, desc="search",
-                  parameters=model.weight_parameters(), checkpoint_objects=[objective.architect])
+    summary = fit(
+        accelerator,
+        model,
+        objective,
+        train_loader,
+        val_loader,
+        s.train,
+        out_dir,
+        desc="search",
+        parameters=model.weight_parameters(),
+        checkpoint_objects=[objective.architect],
+    )
 
     model = accelerator.unwrap_model(model)
     objective.architect.restore_latest()
-    derived = model.genotype(s.max_skips)
-    selection = None
-    if s.candidates > 1:
-        chosen, selection = select(cfg, accelerator, bundle, cache, model.supernet, derived, shape,
-                                   out_dir / "candidates")
-        selection = {k: v for k, v in selection.items() if k != "records"} | {
-            "derived_genotype": genotype_to_dict(derived)}
-    else:
-        chosen = derived
-    return record(cfg, accelerator, model, objective, summary, shape, weight,
-                  {"train_rows": int(len(train_rows)), "val_rows": int(len(val_rows))}, chosen, selection, out_dir,
-                  started)
+    chosen, selection = choose_cells(cfg, accelerator, bundle, cache, model, shape, out_dir)
+    return record(
+        cfg,
+        accelerator,
+        model,
+        objective,
+        summary,
+        shape,
+        weight,
+        {"train_rows": int(len(train_rows)), "val_rows": int(len(val_rows))},
+        chosen,
+        selection,
+        out_dir,
+        started,
+    )
 
 
-def record(cfg: RunConfig, accelerator, model: SearchNetwork, objective: SearchObjective, summary: dict,
-           shape: NetworkShape, weight: float, rows: dict, genotype: Genotype, selection: Optional[dict],
-           out_dir: Path, started: float) -> dict:
+def record(
+    cfg: RunConfig,
+    accelerator,
+    model: SearchNetwork,
+    objective: SearchObjective,
+    summary: dict,
+    shape: NetworkShape,
+    weight: float,
+    rows: dict,
+    genotype: Genotype,
+    selection: dict | None,
+    out_dir: Path,
+    started: float,
+) -> dict:
     """The searched cells measured, recorded in genotype.json/.png, summarised."""
     s = cfg.search
     uncapped = model.genotype(None)
@@ -262,23 +369,39 @@ def record(cfg: RunConfig, accelerator, model: SearchNetwork, objective: SearchO
         expected = {k: float(v) for k, v in model.supernet.expected_cost().items()}
     objective.log_architecture(model, summary["steps"], epoch="final")
     meta = {
-        "method": METHOD, "complexity": s.complexity, "complexity_weight": weight,
-        "param_budget": s.param_budget, "flops_budget": s.flops_budget,
-        "expected_params": expected["params"], "expected_flops": expected["flops"],
-        "params": measured.params, "flops": measured.flops,
-        "supernet_val_accuracy": summary["best_val_accuracy"], "order": s.order,
-        "partial_channels": s.partial_channels, "edge_normalization": s.edge_normalization,
-        "max_skips": s.max_skips, "skips_before_cap": count_ops(uncapped, SKIP), "skips": count_ops(genotype, SKIP),
+        "method": METHOD,
+        "complexity": s.complexity,
+        "complexity_weight": weight,
+        "param_budget": s.param_budget,
+        "flops_budget": s.flops_budget,
+        "expected_params": expected["params"],
+        "expected_flops": expected["flops"],
+        "params": measured.params,
+        "flops": measured.flops,
+        "supernet_val_accuracy": summary["best_val_accuracy"],
+        "order": s.order,
+        "partial_channels": s.partial_channels,
+        "edge_normalization": s.edge_normalization,
+        "max_skips": s.max_skips,
+        "skips_before_cap": count_ops(uncapped, SKIP),
+        "skips": count_ops(genotype, SKIP),
         "loss_weights": {"task": s.loss.task, "logit_kd": s.loss.logit_kd, "feature_kd": s.loss.feature_kd},
-        **rows, "steps": summary["steps"], "arch_steps": objective.architect.steps,
-        "selection": selection, "seconds": time.time() - started,
+        **rows,
+        "steps": summary["steps"],
+        "arch_steps": objective.architect.steps,
+        "selection": selection,
+        "seconds": time.time() - started,
     }
     if accelerator.is_main_process:
         save_genotype(genotype, out_dir / "genotype.json", meta=meta)
-        plot_genotype(genotype, out_dir / "genotype.png",
-                      title=f"{METHOD}: complexity weight {weight:g}, {measured.params:,} params, "
-                            f"{measured.flops:,} FLOPs/image")
+        plot_genotype(
+            genotype,
+            out_dir / "genotype.png",
+            title=f"{METHOD}: complexity weight {weight:g}, {measured.params:,} params, {measured.flops:,} FLOPs/image",
+        )
     accelerator.wait_for_everyone()
-    accelerator.print(f"[search] searched cells: {measured.params:,} params, {measured.flops:,} FLOPs/image; "
-                      f"{out_dir / 'genotype.json'}")
+    accelerator.print(
+        f"[search] searched cells: {measured.params:,} params, {measured.flops:,} FLOPs/image; "
+        f"{out_dir / 'genotype.json'}"
+    )
     return {**meta, "genotype": genotype_to_dict(genotype), "history": summary["history"]}

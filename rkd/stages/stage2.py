@@ -13,9 +13,9 @@ from pathlib import Path
 from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform
 from rkd.engine import fit
-from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
 from rkd.measure import count_params
 from rkd.models.factory import create_stage2_model, load_stage1, save_model
+from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
 from rkd.stages.inputs import RunInputs
 from rkd.stages.objective import DistillObjective, kd_loss, write_snr_bucket_log
 
@@ -32,20 +32,46 @@ def train_codec(cfg: RunConfig, accelerator, bundle: DataBundle, cache, stage1_d
     for part in (system.student, system.projector):
         freeze(part)
     transform = student_transform(cfg.data, bundle)
-    tokens = {split: student_tokens(system.student, transform, bundle.splits[split].images, cfg.eval.batch_size)
-              for split in ("train", "val")}
+    tokens = {
+        split: student_tokens(system.student, transform, bundle.splits[split].images, cfg.eval.batch_size)
+        for split in ("train", "val")
+    }
     if cfg.codec.principal_init:
         system.encoder.init_principal(tokens["train"].mean(dim=1))
-    objective = DistillObjective(None, cache, kd_loss(cfg.stage2_loss, cfg.stage2.label_smoothing), channel_cfg=cfg.channel,
-                                 rates=cfg.codec.train_rates or cfg.codec.rates, rank=accelerator.process_index,
-                                 world_size=accelerator.num_processes, seed=cfg.seed,
-                                 proportional_rates=cfg.codec.rate_sampling == "proportional")
-    train_loader = token_loader(tokens["train"], bundle.splits["train"].labels, cfg.stage2.batch_size, shuffle=True,
-                                seed=cfg.seed + 1, drop_last=True)
-    val_loader = token_loader(tokens["val"], bundle.splits["val"].labels, cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
+    objective = DistillObjective(
+        None,
+        cache,
+        kd_loss(cfg.stage2_loss, cfg.stage2.label_smoothing),
+        channel_cfg=cfg.channel,
+        rates=cfg.codec.train_rates or cfg.codec.rates,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        seed=cfg.seed,
+        proportional_rates=cfg.codec.rate_sampling == "proportional",
+    )
+    train_loader = token_loader(
+        tokens["train"],
+        bundle.splits["train"].labels,
+        cfg.stage2.batch_size,
+        shuffle=True,
+        seed=cfg.seed + 1,
+        drop_last=True,
+    )
+    val_loader = token_loader(
+        tokens["val"], bundle.splits["val"].labels, cfg.eval.batch_size, shuffle=False, seed=cfg.seed
+    )
     trainable = [p for p in system.parameters() if p.requires_grad]
-    summary = fit(accelerator, system, objective, train_loader, val_loader, cfg.stage2, out_dir, desc="stage2",
-                  parameters=trainable)
+    summary = fit(
+        accelerator,
+        system,
+        objective,
+        train_loader,
+        val_loader,
+        cfg.stage2,
+        out_dir,
+        desc="stage2",
+        parameters=trainable,
+    )
     write_snr_bucket_log(accelerator, objective, out_dir / "snr_buckets.json")
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(system), out_dir / "model.safetensors")

@@ -17,13 +17,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from rkd.run.artifacts import PathLike, atomic_write, atomic_write_json, read_json, sha256_file
 from rkd.data import SPLITS, DataBundle
+from rkd.run.artifacts import PathLike, atomic_write, atomic_write_json, read_json, sha256_file
 from rkd.run.progress import progress_bar
 from rkd.teacher.model import Teacher
 
@@ -82,8 +82,14 @@ def _shard_is_current(cache_dir: Path, shard: _Shard, expected: dict) -> bool:
     return sha256_file(path) == record.get("sha256")
 
 
-def _teacher_pass(teacher: Teacher, images: torch.Tensor, batch_size: int, device: torch.device,
-                  accelerator: Any, flip_average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _teacher_pass(
+    teacher: Teacher,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    accelerator: Any,
+    flip_average: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits, features = [], []
     autocast = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
     with torch.no_grad(), autocast:
@@ -101,8 +107,16 @@ def _teacher_pass(teacher: Teacher, images: torch.Tensor, batch_size: int, devic
     return logits_t.clamp(-FP16_MAX, FP16_MAX).half(), features_t.clamp(-FP16_MAX, FP16_MAX).half()
 
 
-def build_cache(teacher: Teacher, bundle: DataBundle, cache_dir: PathLike, batch_size: int, shard_size: int,
-                accelerator: Any = None, progress: bool = True, flip_average: bool = False) -> dict:
+def build_cache(
+    teacher: Teacher,
+    bundle: DataBundle,
+    cache_dir: PathLike,
+    batch_size: int,
+    shard_size: int,
+    accelerator: Any = None,
+    progress: bool = True,
+    flip_average: bool = False,
+) -> dict:
     """One frozen, un-augmented teacher pass over every split into fp16 safetensors shards; returns the manifest.
 
     ``flip_average`` stores the mean of each image's and its mirror's outputs (a 2x longer pass,
@@ -124,8 +138,11 @@ def build_cache(teacher: Teacher, bundle: DataBundle, cache_dir: PathLike, batch
     was_training = teacher.training
     teacher.eval()
     identity = teacher.identity
-    expected = {"teacher_sha256": identity["weights_sha256"], "dataset_fingerprint": bundle.fingerprint,
-                "transform": teacher.transform.describe()}
+    expected = {
+        "teacher_sha256": identity["weights_sha256"],
+        "dataset_fingerprint": bundle.fingerprint,
+        "transform": teacher.transform.describe(),
+    }
     if flip_average:  # only then: caches built before the option stay valid
         expected["augmentation"] = AUGMENTATION_FLIP
     plan = _plan(bundle, shard_size)
@@ -139,13 +156,24 @@ def build_cache(teacher: Teacher, bundle: DataBundle, cache_dir: PathLike, batch
         if not _shard_is_current(cache_dir, shard, expected):
             images = bundle.splits[shard.split].images[shard.start : shard.stop]
             logits, features = _teacher_pass(teacher, images, batch_size, device, accelerator, flip_average)
-            tensors = {"logits": logits, "features": features,
-                       "index": torch.arange(shard.start, shard.stop, dtype=torch.int64)}
+            tensors = {
+                "logits": logits,
+                "features": features,
+                "index": torch.arange(shard.start, shard.stop, dtype=torch.int64),
+            }
             # one key: safetensors writes metadata from a hash map, so several keys come out in random order
-            metadata = {"rkd": json.dumps({"split": shard.split, "start": shard.start, "stop": shard.stop}, sort_keys=True)}
-            atomic_write(cache_dir / shard.file, lambda p: save_file(tensors, str(p), metadata=metadata))
-            record = {"file": shard.file, "split": shard.split, "start": shard.start, "stop": shard.stop,
-                      "sha256": sha256_file(cache_dir / shard.file), **expected}
+            metadata = {
+                "rkd": json.dumps({"split": shard.split, "start": shard.start, "stop": shard.stop}, sort_keys=True)
+            }
+            atomic_write(cache_dir / shard.file, lambda p: save_file(tensors, str(p), metadata=metadata))  # noqa: B023 - called at once, inside the loop
+            record = {
+                "file": shard.file,
+                "split": shard.split,
+                "start": shard.start,
+                "stop": shard.stop,
+                "sha256": sha256_file(cache_dir / shard.file),
+                **expected,
+            }
             atomic_write_json(cache_dir / shard.sidecar, record)
         bar.update(shard.stop - shard.start)
     bar.close()
@@ -164,16 +192,26 @@ def _barrier(accelerator: Any) -> None:
         accelerator.wait_for_everyone()
 
 
-def _write_manifest(cache_dir: Path, plan: list[_Shard], expected: dict, identity: dict, bundle: DataBundle,
-                    teacher: Teacher, shard_size: int) -> dict:
+def _write_manifest(
+    cache_dir: Path,
+    plan: list[_Shard],
+    expected: dict,
+    identity: dict,
+    bundle: DataBundle,
+    teacher: Teacher,
+    shard_size: int,
+) -> dict:
     splits: dict[str, dict] = {s: {"size": len(bundle.splits[s]), "shards": []} for s in SPLITS}
     for shard in plan:
         if not _shard_is_current(cache_dir, shard, expected):
-            raise CacheError(f"{cache_dir / shard.file}: missing or not matching its sidecar after the build "
-                             f"(did a process fail?); rerun build_cache")
+            raise CacheError(
+                f"{cache_dir / shard.file}: missing or not matching its sidecar after the build "
+                f"(did a process fail?); rerun build_cache"
+            )
         record = read_json(cache_dir / shard.sidecar)
-        splits[shard.split]["shards"].append({"file": shard.file, "start": shard.start, "stop": shard.stop,
-                                              "sha256": record["sha256"]})
+        splits[shard.split]["shards"].append(
+            {"file": shard.file, "start": shard.start, "stop": shard.stop, "sha256": record["sha256"]}
+        )
     wanted = {s.file for s in plan} | {s.sidecar for s in plan}
     for stale in cache_dir.glob("*.safetensors*"):  # shards of an earlier, larger dataset
         if stale.name not in wanted:
@@ -216,29 +254,42 @@ class TeacherCache:
             "teacher_features": self.features[split][rows].to(index.device).float(),
         }
 
-    def to(self, device: Union[str, torch.device]) -> "TeacherCache":
+    def to(self, device: str | torch.device) -> TeacherCache:
         """Move every tensor (e.g. to the GPU, so ``targets`` gathers there without a copy per batch)."""
-        return TeacherCache({k: v.to(device) for k, v in self.logits.items()},
-                            {k: v.to(device) for k, v in self.features.items()}, self.manifest, self.path)
+        return TeacherCache(
+            {k: v.to(device) for k, v in self.logits.items()},
+            {k: v.to(device) for k, v in self.features.items()},
+            self.manifest,
+            self.path,
+        )
 
 
 _REBUILD = "delete the cache directory or rerun the pipeline to rebuild it"
 
 
-def verify_cache(cache_dir: PathLike, expected_teacher: Optional[dict] = None,
-                 expected_fingerprint: Optional[str] = None) -> dict:
+def verify_cache(
+    cache_dir: PathLike, expected_teacher: dict | None = None, expected_fingerprint: str | None = None
+) -> dict:
     """Check manifest, coverage, shard checksums and (if given) teacher identity and data fingerprint."""
     cache_dir = Path(cache_dir)
     path = cache_dir / MANIFEST
     if not path.is_file():
-        raise CacheError(f"{path} is missing: the teacher cache in {cache_dir} was never completed "
-                         f"(the manifest is written last); {_REBUILD}")
+        raise CacheError(
+            f"{path} is missing: the teacher cache in {cache_dir} was never completed "
+            f"(the manifest is written last); {_REBUILD}"
+        )
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, OSError) as exc:
         raise CacheError(f"{path} is not valid JSON ({exc}); it is truncated or corrupt; {_REBUILD}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT or manifest.get("version") != CACHE_VERSION:
-        found = (manifest.get("format"), manifest.get("version")) if isinstance(manifest, dict) else type(manifest).__name__
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != CACHE_FORMAT
+        or manifest.get("version") != CACHE_VERSION
+    ):
+        found = (
+            (manifest.get("format"), manifest.get("version")) if isinstance(manifest, dict) else type(manifest).__name__
+        )
         raise CacheError(f"{path}: format {found} is not {(CACHE_FORMAT, CACHE_VERSION)}; {_REBUILD}")
     if expected_teacher is not None:
         recorded = manifest.get("teacher") or {}
@@ -247,8 +298,10 @@ def verify_cache(cache_dir: PathLike, expected_teacher: Optional[dict] = None,
             shown = "; ".join(f"{k}: cache has {a!r}, expected {b!r}" for k, (a, b) in differing.items())
             raise CacheError(f"{path}: built by a different teacher ({shown}); {_REBUILD}")
     if expected_fingerprint is not None and manifest.get("dataset_fingerprint") != expected_fingerprint:
-        raise CacheError(f"{path}: built for dataset fingerprint {manifest.get('dataset_fingerprint')!r}, expected "
-                         f"{expected_fingerprint!r} (the data, its split or its caps changed); {_REBUILD}")
+        raise CacheError(
+            f"{path}: built for dataset fingerprint {manifest.get('dataset_fingerprint')!r}, expected "
+            f"{expected_fingerprint!r} (the data, its split or its caps changed); {_REBUILD}"
+        )
     splits = manifest.get("splits")
     if not isinstance(splits, dict) or set(SPLITS) - set(splits):
         raise CacheError(f"{path}: expected splits {list(SPLITS)}, found {sorted(splits or {})}; {_REBUILD}")
@@ -257,24 +310,31 @@ def verify_cache(cache_dir: PathLike, expected_teacher: Optional[dict] = None,
         cursor = 0
         for shard in sorted(entry.get("shards", []), key=lambda s: s["start"]):
             if shard["start"] != cursor or shard["stop"] <= shard["start"]:
-                raise CacheError(f"{path}: split {split!r} shard {shard['file']} covers [{shard['start']}, {shard['stop']}) "
-                                 f"but the next index is {cursor}; {_REBUILD}")
+                raise CacheError(
+                    f"{path}: split {split!r} shard {shard['file']} covers [{shard['start']}, {shard['stop']}) "
+                    f"but the next index is {cursor}; {_REBUILD}"
+                )
             cursor = shard["stop"]
             shard_path = cache_dir / shard["file"]
             if not shard_path.is_file():
                 raise CacheError(f"{shard_path} is missing (listed in {path}); {_REBUILD}")
             found = sha256_file(shard_path)
             if found != shard["sha256"]:
-                raise CacheError(f"{shard_path}: sha256 {found[:16]}... does not match the manifest's "
-                                 f"{shard['sha256'][:16]}...; the file is corrupt or from another build; {_REBUILD}")
+                raise CacheError(
+                    f"{shard_path}: sha256 {found[:16]}... does not match the manifest's "
+                    f"{shard['sha256'][:16]}...; the file is corrupt or from another build; {_REBUILD}"
+                )
         if cursor != entry.get("size"):
-            raise CacheError(f"{path}: split {split!r} shards cover [0, {cursor}) but the split has {entry.get('size')} "
-                             f"samples; {_REBUILD}")
+            raise CacheError(
+                f"{path}: split {split!r} shards cover [0, {cursor}) but the split has {entry.get('size')} "
+                f"samples; {_REBUILD}"
+            )
     return manifest
 
 
-def load_cache(cache_dir: PathLike, expected_teacher: Optional[dict] = None,
-               expected_fingerprint: Optional[str] = None) -> TeacherCache:
+def load_cache(
+    cache_dir: PathLike, expected_teacher: dict | None = None, expected_fingerprint: str | None = None
+) -> TeacherCache:
     """Verify (see ``verify_cache``) and load every split's logits and features into memory."""
     cache_dir = Path(cache_dir)
     manifest = verify_cache(cache_dir, expected_teacher, expected_fingerprint)
@@ -289,13 +349,18 @@ def load_cache(cache_dir: PathLike, expected_teacher: Optional[dict] = None,
             except Exception as exc:
                 raise CacheError(f"{shard_path}: unreadable safetensors file ({exc}); {_REBUILD}") from exc
             n = shard["stop"] - shard["start"]
-            ok = (set(tensors) >= {"logits", "features", "index"} and tuple(tensors["logits"].shape) == (n, k)
-                  and tuple(tensors["features"].shape) == (n, d)
-                  and torch.equal(tensors["index"], torch.arange(shard["start"], shard["stop"])))
+            ok = (
+                set(tensors) >= {"logits", "features", "index"}
+                and tuple(tensors["logits"].shape) == (n, k)
+                and tuple(tensors["features"].shape) == (n, d)
+                and torch.equal(tensors["index"], torch.arange(shard["start"], shard["stop"]))
+            )
             if not ok:
                 shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-                raise CacheError(f"{shard_path}: tensors {shapes} do not match indices [{shard['start']}, {shard['stop']}) "
-                                 f"with {k} classes and {d} features; {_REBUILD}")
+                raise CacheError(
+                    f"{shard_path}: tensors {shapes} do not match indices [{shard['start']}, {shard['stop']}) "
+                    f"with {k} classes and {d} features; {_REBUILD}"
+                )
             parts_l.append(tensors["logits"])
             parts_f.append(tensors["features"])
         logits[split] = torch.cat(parts_l) if parts_l else torch.zeros(0, k, dtype=torch.float16)
@@ -303,8 +368,9 @@ def load_cache(cache_dir: PathLike, expected_teacher: Optional[dict] = None,
     return TeacherCache(logits, features, manifest, cache_dir)
 
 
-def cache_is_valid(cache_dir: PathLike, expected_teacher: Optional[dict] = None,
-                   expected_fingerprint: Optional[str] = None) -> bool:
+def cache_is_valid(
+    cache_dir: PathLike, expected_teacher: dict | None = None, expected_fingerprint: str | None = None
+) -> bool:
     """True when ``verify_cache`` passes (cheap: checks checksums, loads no tensors)."""
     try:
         verify_cache(cache_dir, expected_teacher, expected_fingerprint)

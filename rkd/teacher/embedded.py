@@ -26,22 +26,38 @@ import torch.nn as nn
 EMBEDDED_FAMILIES = ("resnet", "regnet", "convnext")
 
 
-def embedded_model_config(family: str, hidden_sizes: list, depths: list, embedding_size: int,
-                          groups_width: int, labels: dict) -> Any:
+def embedded_model_config(
+    family: str, hidden_sizes: list, depths: list, embedding_size: int, groups_width: int, labels: dict
+) -> Any:
     """The HF config of an embedded teacher; ``labels`` holds num_labels, id2label, label2id."""
     from transformers import ConvNextConfig, RegNetConfig, ResNetConfig
 
     hidden = [int(v) for v in hidden_sizes]
     depth = [int(v) for v in depths]
     if family == "resnet":
-        return ResNetConfig(num_channels=3, embedding_size=int(embedding_size), hidden_sizes=hidden, depths=depth,
-                            layer_type="basic", **labels)
+        return ResNetConfig(
+            num_channels=3,
+            embedding_size=int(embedding_size),
+            hidden_sizes=hidden,
+            depths=depth,
+            layer_type="basic",
+            **labels,
+        )
     if family == "regnet":
-        return RegNetConfig(num_channels=3, embedding_size=int(embedding_size), hidden_sizes=hidden, depths=depth,
-                            layer_type="x", groups_width=int(groups_width), downsample_in_first_stage=False, **labels)
+        return RegNetConfig(
+            num_channels=3,
+            embedding_size=int(embedding_size),
+            hidden_sizes=hidden,
+            depths=depth,
+            layer_type="x",
+            groups_width=int(groups_width),
+            downsample_in_first_stage=False,
+            **labels,
+        )
     if family == "convnext":
-        return ConvNextConfig(num_channels=3, patch_size=2, num_stages=len(hidden), hidden_sizes=hidden, depths=depth,
-                              **labels)
+        return ConvNextConfig(
+            num_channels=3, patch_size=2, num_stages=len(hidden), hidden_sizes=hidden, depths=depth, **labels
+        )
     raise ValueError(f"teacher.embedded_family = {family!r} is invalid: expected one of {', '.join(EMBEDDED_FAMILIES)}")
 
 
@@ -50,8 +66,14 @@ def build_embedded_model(cfg: Any, num_classes: int, id2label: dict, label2id: d
     from transformers import AutoModelForImageClassification
 
     labels = {"num_labels": num_classes, "id2label": id2label, "label2id": label2id}
-    config = embedded_model_config(cfg.embedded_family, cfg.embedded_hidden_sizes, cfg.embedded_depths,
-                                   cfg.embedded_embedding_size, cfg.embedded_groups_width, labels)
+    config = embedded_model_config(
+        cfg.embedded_family,
+        cfg.embedded_hidden_sizes,
+        cfg.embedded_depths,
+        cfg.embedded_embedding_size,
+        cfg.embedded_groups_width,
+        labels,
+    )
     model = AutoModelForImageClassification.from_config(config)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

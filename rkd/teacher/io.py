@@ -12,9 +12,9 @@ from pathlib import Path
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from rkd.run.artifacts import PathLike, atomic_write_json, read_json
 from rkd.config import ConfigError
 from rkd.data import ImageTransform
+from rkd.run.artifacts import PathLike, atomic_write_json, read_json
 from rkd.run.rundir import atomic_directory
 from rkd.teacher.model import Teacher, load_processor, square_processor, transform_from_processor
 
@@ -36,19 +36,23 @@ def save_teacher(teacher: Teacher, model_dir: PathLike) -> Path:
             clip_head = CLIP_HEAD_FILE
             state = {k: v.detach().cpu().contiguous() for k, v in teacher.head.state_dict().items()}
             save_file(state, str(tmp / CLIP_HEAD_FILE))
-        atomic_write_json(tmp / TEACHER_RECORD, {
-            "version": TEACHER_RECORD_VERSION,
-            "kind": teacher.kind,
-            "source": teacher.source,
-            "trust_remote_code": teacher.trust_remote_code,
-            "num_classes": teacher.num_classes,
-            "class_names": [teacher.model.config.id2label[i] for i in range(teacher.num_classes)]
-            if teacher.kind == "classifier" else None,
-            "feature_dim": teacher.feature_dim,
-            "transform": teacher.transform.describe(),
-            "clip_head": clip_head,
-            "identity": teacher.identity,
-        })
+        atomic_write_json(
+            tmp / TEACHER_RECORD,
+            {
+                "version": TEACHER_RECORD_VERSION,
+                "kind": teacher.kind,
+                "source": teacher.source,
+                "trust_remote_code": teacher.trust_remote_code,
+                "num_classes": teacher.num_classes,
+                "class_names": [teacher.model.config.id2label[i] for i in range(teacher.num_classes)]
+                if teacher.kind == "classifier"
+                else None,
+                "feature_dim": teacher.feature_dim,
+                "transform": teacher.transform.describe(),
+                "clip_head": clip_head,
+                "identity": teacher.identity,
+            },
+        )
     return model_dir
 
 
@@ -71,16 +75,22 @@ def load_trained_teacher(model_dir: PathLike, trust_remote_code: bool = False) -
     model_dir = Path(model_dir)
     record_path = model_dir / TEACHER_RECORD
     if not record_path.is_file():
-        raise FileNotFoundError(f"{record_path} not found: {model_dir} is not a teacher saved by rkd "
-                                f"(use build_teacher for a plain hub or save_pretrained checkpoint)")
+        raise FileNotFoundError(
+            f"{record_path} not found: {model_dir} is not a teacher saved by rkd "
+            f"(use build_teacher for a plain hub or save_pretrained checkpoint)"
+        )
     record = read_json(record_path)
     if record.get("version") != TEACHER_RECORD_VERSION:
-        raise ValueError(f"{record_path}: version {record.get('version')!r} is not supported (expected {TEACHER_RECORD_VERSION})")
+        raise ValueError(
+            f"{record_path}: version {record.get('version')!r} is not supported (expected {TEACHER_RECORD_VERSION})"
+        )
     trust = record.get("trust_remote_code", False) is True
     if trust and not trust_remote_code:
-        raise ConfigError(f"the teacher in {model_dir} was built with remote code (trust_remote_code in {record_path}); "
-                         f"rkd runs it only when asked on the command line: add --trust-remote-code if you trust "
-                         f"{record.get('source')!r}")
+        raise ConfigError(
+            f"the teacher in {model_dir} was built with remote code (trust_remote_code in {record_path}); "
+            f"rkd runs it only when asked on the command line: add --trust-remote-code if you trust "
+            f"{record.get('source')!r}"
+        )
     transform = ImageTransform(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["transform"].items()})
     processor = load_processor(str(model_dir), trust)
     if record["kind"] == "clip":
@@ -88,6 +98,8 @@ def load_trained_teacher(model_dir: PathLike, trust_remote_code: bool = False) -
         state = load_file(str(model_dir / record["clip_head"]))
         head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0], bias="bias" in state)
         head.load_state_dict(state)
-        return Teacher(model, transform, "clip", record["source"], head=head, processor=processor, trust_remote_code=trust)
+        return Teacher(
+            model, transform, "clip", record["source"], head=head, processor=processor, trust_remote_code=trust
+        )
     model = AutoModelForImageClassification.from_pretrained(str(model_dir), trust_remote_code=trust)
     return Teacher(model, transform, "classifier", record["source"], processor=processor, trust_remote_code=trust)

@@ -13,15 +13,15 @@ import hashlib
 import inspect
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from rkd.config import ConfigError, TeacherConfig
 from rkd.data import ImageTransform
-from rkd.teacher.embedded import build_embedded_model
 from rkd.measure import count_params
+from rkd.teacher.embedded import build_embedded_model
 
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -33,11 +33,24 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 # MobileNet their pooled (and normed) output, DINOv2 [CLS, mean patch]. Unknown families fall
 # back to the first of these attribute names, then to the mean of the last hidden state.
 HEAD_ATTRIBUTES = {
-    "resnet": "classifier", "regnet": "classifier", "bit": "classifier", "vit": "classifier",
-    "deit": "classifier", "convnext": "classifier", "convnextv2": "classifier", "swin": "classifier",
-    "swinv2": "classifier", "beit": "classifier", "data2vec-vision": "classifier",
-    "efficientnet": "classifier", "mobilenet_v1": "classifier", "mobilenet_v2": "classifier",
-    "mobilevit": "classifier", "dinov2": "classifier", "poolformer": "classifier", "van": "classifier",
+    "resnet": "classifier",
+    "regnet": "classifier",
+    "bit": "classifier",
+    "vit": "classifier",
+    "deit": "classifier",
+    "convnext": "classifier",
+    "convnextv2": "classifier",
+    "swin": "classifier",
+    "swinv2": "classifier",
+    "beit": "classifier",
+    "data2vec-vision": "classifier",
+    "efficientnet": "classifier",
+    "mobilenet_v1": "classifier",
+    "mobilenet_v2": "classifier",
+    "mobilevit": "classifier",
+    "dinov2": "classifier",
+    "poolformer": "classifier",
+    "van": "classifier",
 }
 FALLBACK_HEAD_ATTRIBUTES = ("classifier", "fc", "head")
 
@@ -53,8 +66,16 @@ class Teacher(nn.Module):
     projected image embeddings and ``head`` is a linear classifier trained by rkd).
     """
 
-    def __init__(self, model: nn.Module, transform: ImageTransform, kind: str, source: str,
-                 head: Optional[nn.Linear] = None, processor: Any = None, trust_remote_code: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        transform: ImageTransform,
+        kind: str,
+        source: str,
+        head: nn.Linear | None = None,
+        processor: Any = None,
+        trust_remote_code: bool = False,
+    ) -> None:
         super().__init__()
         if kind not in ("classifier", "clip"):
             raise ValueError(f"Teacher kind = {kind!r} is invalid: expected 'classifier' or 'clip'")
@@ -71,7 +92,9 @@ class Teacher(nn.Module):
         wants_interp = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
         native = getattr(config, "image_size", None)
         native = native[0] if isinstance(native, (list, tuple)) else native
-        self._forward_kwargs = {"interpolate_pos_encoding": True} if wants_interp and native and native != transform.size else {}
+        self._forward_kwargs = (
+            {"interpolate_pos_encoding": True} if wants_interp and native and native != transform.size else {}
+        )
         if kind == "clip":
             self.num_classes = head.out_features
             self.feature_dim = head.in_features
@@ -130,7 +153,7 @@ def state_dict_sha256(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def find_head(model: nn.Module) -> tuple[Optional[nn.Module], Optional[nn.Linear]]:
+def find_head(model: nn.Module) -> tuple[nn.Module | None, nn.Linear | None]:
     """The classification head module (whose input is the pooled feature) and its final Linear."""
     model_type = getattr(model.config, "model_type", None)
     names = [HEAD_ATTRIBUTES[model_type]] if model_type in HEAD_ATTRIBUTES else []
@@ -144,8 +167,9 @@ def find_head(model: nn.Module) -> tuple[Optional[nn.Module], Optional[nn.Linear
     return None, None
 
 
-def classifier_outputs(model: nn.Module, pixel_values: torch.Tensor, head: Optional[nn.Module],
-                       forward_kwargs: Optional[dict] = None) -> dict[str, torch.Tensor]:
+def classifier_outputs(
+    model: nn.Module, pixel_values: torch.Tensor, head: nn.Module | None, forward_kwargs: dict | None = None
+) -> dict[str, torch.Tensor]:
     """Logits plus the pooled representation, in one forward pass.
 
     With a known head, a forward pre-hook captures the head's input (exactly what the model's own
@@ -170,7 +194,7 @@ def classifier_outputs(model: nn.Module, pixel_values: torch.Tensor, head: Optio
 # ----------------------------------------------------------------------------- building
 
 
-def _size_of(value: Any) -> Optional[int]:
+def _size_of(value: Any) -> int | None:
     """A square side from an HF processor ``size``/``crop_size`` (int, dict or SizeDict)."""
     if value is None:
         return None
@@ -180,7 +204,10 @@ def _size_of(value: Any) -> Optional[int]:
     height, width = get("height"), get("width")
     if height and width:
         if height != width:
-            warnings.warn(f"image processor size {height}x{width} is not square; rkd uses {max(height, width)}x{max(height, width)}")
+            warnings.warn(
+                f"image processor size {height}x{width} is not square; rkd uses {max(height, width)}x{max(height, width)}",
+                stacklevel=2,
+            )
         return int(max(height, width))
     for key in ("shortest_edge", "longest_edge"):
         if get(key):
@@ -188,7 +215,7 @@ def _size_of(value: Any) -> Optional[int]:
     return None
 
 
-def transform_from_processor(processor: Any, model_config: Any, kind: str, size_override: Optional[int]) -> ImageTransform:
+def transform_from_processor(processor: Any, model_config: Any, kind: str, size_override: int | None) -> ImageTransform:
     """The processor's size (crop size when it center-crops) and statistics; the model's channel count."""
     channels = int(getattr(model_config, "num_channels", 3) or 3)
     size = size_override
@@ -216,8 +243,11 @@ def load_processor(source: str, trust_remote_code: bool = False) -> Any:
     try:
         return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as exc:  # missing preprocessor_config.json, or a processor class we cannot build
-        warnings.warn(f"no usable image processor for teacher {source!r} ({type(exc).__name__}: {exc}); "
-                      f"using the model config's image_size and standard mean/std")
+        warnings.warn(
+            f"no usable image processor for teacher {source!r} ({type(exc).__name__}: {exc}); "
+            f"using the model config's image_size and standard mean/std",
+            stacklevel=2,
+        )
         return None
 
 
@@ -237,7 +267,7 @@ def _norm_label(name: str) -> str:
     return " ".join(str(name).replace("_", " ").split()).lower()
 
 
-def match_labels(id2label: dict, class_names: list[str]) -> Optional[list[int]]:
+def match_labels(id2label: dict, class_names: list[str]) -> list[int] | None:
     """Teacher output index for each task class, when both name the same set of classes; else None."""
     teacher = {_norm_label(v): int(k) for k, v in (id2label or {}).items()}
     wanted = [_norm_label(n) for n in class_names]
@@ -295,18 +325,24 @@ def load_teacher_config(cfg: TeacherConfig) -> tuple[str, Any]:
     source = cfg.source
     local = Path(source).expanduser()
     if source.startswith(("/", "./", "../", "~")) and not local.is_dir():
-        raise ConfigError(f"teacher.source = {source!r}: directory {str(local)!r} does not exist; expected 'embedded', "
-                          f"a hub id (e.g. openai/clip-vit-base-patch32) or a save_pretrained directory")
+        raise ConfigError(
+            f"teacher.source = {source!r}: directory {str(local)!r} does not exist; expected 'embedded', "
+            f"a hub id (e.g. openai/clip-vit-base-patch32) or a save_pretrained directory"
+        )
     ref = str(local) if local.is_dir() else source
     try:
         config = AutoConfig.from_pretrained(ref, trust_remote_code=cfg.trust_remote_code)
     except Exception as exc:
         if "trust_remote_code" in str(exc) and not cfg.trust_remote_code:
-            raise ConfigError(f"teacher.source = {source!r} needs its own Python code to load (its config has an "
-                              f"auto_map), which rkd does not run unless asked: add --trust-remote-code to the command "
-                              f"line if you trust that checkpoint") from None
-        raise ConfigError(f"teacher.source = {source!r}: could not load its config ({type(exc).__name__}: {exc}); "
-                          f"expected 'embedded', a hub id reachable from here, or a save_pretrained directory") from exc
+            raise ConfigError(
+                f"teacher.source = {source!r} needs its own Python code to load (its config has an "
+                f"auto_map), which rkd does not run unless asked: add --trust-remote-code to the command "
+                f"line if you trust that checkpoint"
+            ) from None
+        raise ConfigError(
+            f"teacher.source = {source!r}: could not load its config ({type(exc).__name__}: {exc}); "
+            f"expected 'embedded', a hub id reachable from here, or a save_pretrained directory"
+        ) from exc
     return ref, config
 
 
@@ -318,8 +354,9 @@ def _build_pretrained(cfg: TeacherConfig, num_classes: int, class_names: list[st
         model, head = _load_clip(ref, config, num_classes, source, cfg.finetune)
         processor = load_processor(ref, cfg.trust_remote_code)
         transform = transform_from_processor(processor, model.config, "clip", cfg.image_size)
-        return Teacher(model, transform, "clip", source, head=head, processor=processor,
-                       trust_remote_code=cfg.trust_remote_code)
+        return Teacher(
+            model, transform, "clip", source, head=head, processor=processor, trust_remote_code=cfg.trust_remote_code
+        )
     model = _load_classifier(ref, config, num_classes, class_names, source, cfg)
     processor = load_processor(ref, cfg.trust_remote_code)
     transform = transform_from_processor(processor, model.config, "classifier", cfg.image_size)
@@ -330,23 +367,30 @@ def _load_clip(ref: str, config: Any, num_classes: int, source: str, finetune: b
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     if not finetune:
-        raise _finetune_required(source, f"teacher {source} is a CLIP model: its {num_classes}-class linear head over "
-                                         f"image embeddings is new and untrained")
+        raise _finetune_required(
+            source,
+            f"teacher {source} is a CLIP model: its {num_classes}-class linear head over "
+            f"image embeddings is new and untrained",
+        )
     if getattr(config, "model_type", None) == "clip":  # a full CLIP checkpoint: keep its projection size
         vision_config = CLIPVisionConfig(**config.vision_config.to_dict())
         vision_config.projection_dim = config.projection_dim
     elif getattr(config, "model_type", None) == "clip_vision_model":
         vision_config = config
     else:
-        raise ConfigError(f"teacher.kind = 'clip' but teacher.source = {source!r} is a {config.model_type!r} model; "
-                          f"expected a CLIP checkpoint, or teacher.kind = 'auto' / 'classifier'")
+        raise ConfigError(
+            f"teacher.kind = 'clip' but teacher.source = {source!r} is a {config.model_type!r} model; "
+            f"expected a CLIP checkpoint, or teacher.kind = 'auto' / 'classifier'"
+        )
     model = CLIPVisionModelWithProjection.from_pretrained(ref, config=vision_config)
     head = nn.Linear(int(vision_config.projection_dim), num_classes)
     _reset_linear(head, 0.02)
     return model, head
 
 
-def _load_classifier(ref: str, config: Any, num_classes: int, class_names: list[str], source: str, cfg: TeacherConfig) -> nn.Module:
+def _load_classifier(
+    ref: str, config: Any, num_classes: int, class_names: list[str], source: str, cfg: TeacherConfig
+) -> nn.Module:
     from transformers import AutoModelForImageClassification
 
     order = match_labels(getattr(config, "id2label", None), class_names)
@@ -358,23 +402,33 @@ def _load_classifier(ref: str, config: Any, num_classes: int, class_names: list[
             if not cfg.finetune:
                 theirs = list((config.id2label or {}).values())
                 shown = ", ".join(map(str, theirs[:5])) + (", ..." if len(theirs) > 5 else "")
-                raise _finetune_required(source, f"teacher {source} predicts {len(theirs)} classes ({shown}), the task has "
-                                                 f"{num_classes} ({', '.join(class_names[:5])}{', ...' if num_classes > 5 else ''})")
+                raise _finetune_required(
+                    source,
+                    f"teacher {source} predicts {len(theirs)} classes ({shown}), the task has "
+                    f"{num_classes} ({', '.join(class_names[:5])}{', ...' if num_classes > 5 else ''})",
+                )
             model = AutoModelForImageClassification.from_pretrained(
-                ref, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True,
+                ref,
+                id2label=id2label,
+                label2id=label2id,
+                ignore_mismatched_sizes=True,
                 trust_remote_code=cfg.trust_remote_code,
             )
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"teacher.source = {source!r} is a {getattr(config, 'model_type', '?')!r} model, which is neither "
-                          f"an image classifier (AutoModelForImageClassification) nor CLIP; expected one of those "
-                          f"({exc})") from exc
+        raise ConfigError(
+            f"teacher.source = {source!r} is a {getattr(config, 'model_type', '?')!r} model, which is neither "
+            f"an image classifier (AutoModelForImageClassification) nor CLIP; expected one of those "
+            f"({exc})"
+        ) from exc
     head, linear = find_head(model)
     if order is not None:
         if linear is None:
-            raise ConfigError(f"teacher {source}: its labels match the task but rkd cannot find its classification head "
-                              f"to reorder; set teacher.finetune=true to train a new head")
+            raise ConfigError(
+                f"teacher {source}: its labels match the task but rkd cannot find its classification head "
+                f"to reorder; set teacher.finetune=true to train a new head"
+            )
         if order != list(range(num_classes)):  # the checkpoint's own head, rows in the task's class order
             with torch.no_grad():
                 linear.weight.copy_(linear.weight[order].clone())

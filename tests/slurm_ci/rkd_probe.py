@@ -36,12 +36,20 @@ def main(argv=None) -> int:
     rank, world = accelerator.process_index, accelerator.num_processes
     total = accelerator.reduce(torch.tensor([float(rank + 1)], device=accelerator.device), reduction="sum")
     record = {
-        "command": args.command, "sweep_index": args.sweep_index, "rank": rank, "world_size": world,
-        "reduce_sum": float(total.item()), "expected_sum": world * (world + 1) / 2,
-        "distributed_type": str(accelerator.distributed_type.value), "host": socket.gethostname(),
-        "group_rank": os.environ.get("GROUP_RANK"), "master": f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}",
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-        "overrides": rest, "configs": args.config,
+        "command": args.command,
+        "sweep_index": args.sweep_index,
+        "rank": rank,
+        "world_size": world,
+        "reduce_sum": float(total.item()),
+        "expected_sum": world * (world + 1) / 2,
+        "distributed_type": str(accelerator.distributed_type.value),
+        "host": socket.gethostname(),
+        "group_rank": os.environ.get("GROUP_RANK"),
+        "master": f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}",
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "overrides": rest,
+        "configs": args.config,
     }
     out = Path(args.runs_dir) / args.name / "probe" / f"{args.command}-{args.sweep_index or 0}-rank{rank}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
