@@ -3,6 +3,7 @@
 #   make test   # the test suite
 # Both create .venv if missing, install the CPU build of torch 2.13.0 first (so nothing pulls a
 # CUDA build), then rkd and its test extras, and Debian's dataset-fashion-mnist if missing.
+#   make docs   # the documentation site into site/ (mkdocs build --strict: any warning fails)
 
 VENV     ?= .venv
 PYTHON   ?= python3
@@ -13,7 +14,7 @@ FMNIST   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run quick test test-slow test-all install data slow-deps clean-venv bench
+.PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps clean-venv bench
 
 install: $(STAMP)
 
@@ -54,6 +55,19 @@ $(DS_STAMP): $(STAMP)
 	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ python3-dev; }
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,deepspeed]"
 	@touch $@
+
+# The documentation site (mkdocs, the material theme, mkdocstrings: the `docs` extra). docs/hooks/
+# generates the configuration reference and the API pages from the code, so the build imports rkd.
+DOCS_STAMP := $(VENV)/.rkd-docs
+
+docs-deps: $(DOCS_STAMP)
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,docs]"
+	@touch $@
+
+docs: docs-deps  # NO_MKDOCS_2_WARNING: the material theme's end-of-life banner
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 test-all: install data
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

@@ -31,6 +31,8 @@ setup(
         "dev": ["pytest>=8", "hypothesis>=6.100", "tensorboard>=2.14", *ONNX],  # tensorboard: tests/test_tracking.py
         "onnx": ONNX,
         "deepspeed": ["deepspeed>=0.15"],
+        # the documentation site (make docs); mkdocs 1.x: the material theme and the hooks use its plugin API
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings>=1.0", "mkdocstrings-python>=2.0"],
     },
     entry_points={"console_scripts": ["rkd=rkd.cli:main"]},
 )
