@@ -1,6 +1,7 @@
 """The configuration reference, generated from ``rkd.config.schema`` when the site is built.
 
-A mkdocs hook: the page that holds ``<!-- config-reference -->`` gets one table per config section,
+A mkdocs hook: in the page that holds ``<!-- config-reference -->`` ... ``<!-- /config-reference -->``
+(between them, a note for readers of the unbuilt file) the markers become one table per config section,
 a row per field with its type, the values it accepts, its default and its value in the packaged
 ``default`` config. The descriptions are the comments beside or above each field in the schema's
 source, so the page follows the schema and cannot go stale. ``tests/test_docs.py`` checks that every
@@ -13,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import io
+import re
 import sys
 import tokenize
 import types
@@ -24,7 +26,7 @@ from pydantic import AfterValidator
 
 from rkd.config import RunConfig, load_config
 
-MARKER = "<!-- config-reference -->"
+MARKER = re.compile(r"<!-- config-reference -->.*?<!-- /config-reference -->", re.DOTALL)
 
 # what a scalar type accepts when the schema adds no narrower rule
 _BASE_ACCEPTED = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
@@ -167,7 +169,7 @@ def reference_markdown(root: type = RunConfig, packaged: Any = _PACKAGED) -> str
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    """mkdocs hook: fill the marker with the generated reference."""
-    if MARKER not in markdown:
+    """mkdocs hook: replace the marked block with the generated reference."""
+    if not MARKER.search(markdown):
         return markdown
-    return markdown.replace(MARKER, reference_markdown())
+    return MARKER.sub(lambda _: reference_markdown(), markdown)

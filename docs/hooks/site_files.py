@@ -1,8 +1,9 @@
 """Pages the site takes from the repository at build time, so they follow the code and the results.
 
-- ``<!-- benchmark-scripts -->``: each ``benchmarks/*.py`` script's docstring (what it measures, how
-  to run it, what it prints); ``<!-- module-map -->``: every package and module of ``rkd`` with the
-  first line of its docstring.
+- ``<!-- benchmark-scripts -->`` ... ``<!-- /benchmark-scripts -->``: each ``benchmarks/*.py``
+  script's docstring (what it measures, how to run it, what it prints); ``<!-- module-map -->`` ...
+  ``<!-- /module-map -->``: every package and module of ``rkd`` with the first line of its docstring.
+  Between the markers stands a note for readers of the unbuilt file.
 - ``results/``: every file of ``benchmarks/results/`` (``HISTORY.md``, the comparison notes, figures,
   JSON), so the results history keeps its relative links and figures.
 - ``api/``: one API reference page per package of ``rkd`` (the top-level modules on their own page),
@@ -19,8 +20,14 @@ from pathlib import Path
 from mkdocs.structure.files import File, Files
 
 API_INDEX = "api/index.md"
-BENCHMARK_SCRIPTS = "<!-- benchmark-scripts -->"
-MODULE_MAP = "<!-- module-map -->"
+
+
+def _marked(name: str) -> re.Pattern:
+    return re.compile(rf"<!-- {name} -->.*?<!-- /{name} -->", re.DOTALL)
+
+
+BENCHMARK_SCRIPTS = _marked("benchmark-scripts")
+MODULE_MAP = _marked("module-map")
 
 
 def _root(config) -> Path:
@@ -130,9 +137,7 @@ def on_files(files: Files, config) -> Files:
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    """mkdocs hook: replace the marked blocks with what they stand for."""
     root = _root(config)
-    if BENCHMARK_SCRIPTS in markdown:
-        markdown = markdown.replace(BENCHMARK_SCRIPTS, benchmark_scripts(root))
-    if MODULE_MAP in markdown:
-        markdown = markdown.replace(MODULE_MAP, module_map(root))
-    return markdown
+    markdown = BENCHMARK_SCRIPTS.sub(lambda _: benchmark_scripts(root), markdown)
+    return MODULE_MAP.sub(lambda _: module_map(root), markdown)
