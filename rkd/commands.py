@@ -14,7 +14,7 @@ from rkd.baselines.runner import run_baselines
 from rkd.config import ConfigError, RunConfig
 from rkd.data import DataError
 from rkd.engine import make_accelerator
-from rkd.evaluation.compare import report_comparison
+from rkd.evaluation.compare import ComparisonError, report_comparison
 from rkd.evaluation.report import report
 from rkd.export.torchscript import export_trained
 from rkd.nas.genotype import GenotypeError
@@ -32,14 +32,18 @@ UNTIL = {
     "evaluate": "eval",
 }
 # errors whose message is the whole story: bad input or damaged files, told without a traceback
-USER_FACING_ERRORS = (ConfigError, DataError, GenotypeError, IntegrityError, CacheError)
+USER_FACING_ERRORS = (ConfigError, DataError, GenotypeError, IntegrityError, CacheError, ComparisonError)
 
 
 def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
     """Run the parsed command; returns the exit status."""
     if args.command == "report":
         print(f"report: {report(cfg.run_dir)}")
-        comparison = report_comparison(cfg.run_dir)
+        try:
+            comparison = report_comparison(cfg.run_dir)
+        except ComparisonError as exc:
+            print(f"rkd: error: {exc}", file=sys.stderr)
+            return 2
         if comparison is not None:
             print(f"comparison: {comparison}")
         return 0

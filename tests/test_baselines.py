@@ -249,15 +249,26 @@ def test_method_hash_follows_each_methods_own_settings(tmp_path):
         ctx = Context(cfg, accelerator=None, run=None, run_stages=None, grid=comparison_grid(cfg))
         return {
             name: method_hash(ctx, name, stage_hashes(cfg))
-            for name in ("rkd-sc", "deep-jscc", "adjscc", "conference", "conference-awgn", "digital", "label-digital")
+            for name in (
+                "rkd-sc",
+                "deep-jscc",
+                "adjscc",
+                "conference",
+                "conference-awgn",
+                "digital",
+                "label-digital",
+                "feature-digital",
+            )
         }
 
     base = hashes_of()
     assert len(set(base.values())) == len(base)  # the name is part of every hash
     wider = hashes_of("baselines.jscc_hidden=32")
     assert {n for n in base if base[n] != wider[n]} == {"deep-jscc", "adjscc"}
-    target = hashes_of("baselines.digital_target_error=0.01")
-    assert {n for n in base if base[n] != target[n]} == {"label-digital"}  # the bound has no target error
+    target = hashes_of("baselines.digital_target_error=0.02")
+    assert {n for n in base if base[n] != target[n]} == {"feature-digital"}  # only its block choice has a target
+    trials = hashes_of("baselines.digital_code_trials=5000")
+    assert {n for n in base if base[n] != trials[n]} == {"label-digital", "feature-digital"}
     grid = hashes_of("baselines.extra_snrs=[-7]")
     assert all(base[n] != grid[n] for n in base)  # every method is swept on the comparison grid
 

@@ -2,10 +2,13 @@
 
 The student runs as its own pipeline variant (``rkd.baselines.variants``) sharing the main run's
 teacher and cache; the autoencoder is trained on its frozen projected features with the SNR schedule.
+It always sends all its ``L`` symbols: its records are at its own ``k = L`` (nominal SNR) and, for the
+comparison at a smaller ``k``, at equal energy per image (``equal_energy_records``).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -56,6 +59,21 @@ def train_conference(ctx: Context, out_dir: Path, features: dict, specs: list):
     return acc.unwrap_model(model).eval(), train_summary
 
 
+def equal_energy_records(ctx: Context, model, inputs: torch.Tensor, method: str) -> list:
+    """The design at equal energy per image: at each compared ``k`` below its ``L`` symbols, all ``L`` sent at
+    ``SNR - 10 log10(L / k)``, recorded at the nominal SNR with ``channel_uses = k`` (so it pairs with the
+    other methods' ``k``), ``symbols_sent = L`` and the SNR the channel applied (``channel_snr_db``)."""
+    symbols, records = model.max_symbols, []
+    for k in sorted(r for r in ctx.rates if r < symbols):
+        shift = 10.0 * math.log10(symbols / k)
+        for r in ctx.sweep(model, inputs, [symbols], method, snrs=[s - shift for s in ctx.grid]):
+            nominal = round(r["snr_db"] + shift, 6)
+            records.append(
+                {**r, "snr_db": nominal, "channel_uses": k, "symbols_sent": symbols, "channel_snr_db": r["snr_db"]}
+            )
+    return records
+
+
 def conference_results(ctx: Context, out_dir: Path, method: str, awgn_only: bool = False) -> dict:
     cfg, b, acc = ctx.cfg, ctx.cfg.baselines, ctx.accelerator
     student_cfg = derive_config(cfg, conference_student_overrides(cfg), "conference-student")
@@ -72,7 +90,11 @@ def conference_results(ctx: Context, out_dir: Path, method: str, awgn_only: bool
     if not acc.is_main_process:
         return {}
     save_model(model, out_dir / "model.safetensors")
-    records = ctx.sweep(model, features["test"], [model.max_symbols], method)
+    records = [
+        {**r, "symbols_sent": model.max_symbols}
+        for r in ctx.sweep(model, features["test"], [model.max_symbols], method)
+    ]
+    records += equal_energy_records(ctx, model, features["test"], method)
     one = ctx.inputs("test")[:1]
     z = model.transmit(features["test"][:1], torch.zeros(1)).detach()
     tx_params = (
@@ -89,6 +111,7 @@ def conference_results(ctx: Context, out_dir: Path, method: str, awgn_only: bool
             "method": method,
             "max_symbols": model.max_symbols,
             "rates": [model.max_symbols],
+            "energy_matched_rates": [k for k in ctx.rates if k < model.max_symbols],
             "feature_dim": ctx.teacher_dim,
             "train_snrs": list(b.conference_snrs),
             "kind": "scheme",
@@ -127,4 +150,5 @@ def conference_settings(ctx: Context, hashes: dict, awgn_only: bool = False) -> 
         b.conference_d_model,
         b.conference_depth,
         "awgn" if awgn_only else cfg.channel,
+        "own k and equal energy per image",  # what its records hold
     )

@@ -40,6 +40,12 @@ def receiver_csi_labels(channel_specs: list) -> list:
     return [channel_label(s) for s in channel_specs if s["name"] == "awgn" or s.get("csi", "perfect") == "perfect"]
 
 
+def coded_link_labels(channel_specs: list) -> list:
+    """The eval channels an explicit-code scheme is designed for: those where its receiver knows ``h`` or
+    estimates it from pilots it sends within ``k`` (coherent decoding); not fading without CSI."""
+    return [channel_label(s) for s in channel_specs if s["name"] == "awgn" or s.get("csi", "perfect") != "none"]
+
+
 def comparison_grid(cfg: RunConfig) -> list:
     """The eval grid plus ``baselines.extra_snrs``, sorted."""
     return sorted({float(s) for s in snr_grid(cfg.eval)} | {float(s) for s in cfg.baselines.extra_snrs})
@@ -109,14 +115,15 @@ class Context:
         """The main run's finished stages a method builds on (teacher, cache, search, stage 1)."""
         return budget.pipeline_costs(self.cfg, self.cfg.run_dir, stages, self.n_train)
 
-    def sweep(self, model, inputs, rates, method) -> list:
+    def sweep(self, model, inputs, rates, method, snrs: list | None = None) -> list:
+        """The channel sweep of ``model`` on the comparison grid (or ``snrs``), per-image correctness kept."""
         e = self.cfg.eval
         return channel_sweep(
             model,
             inputs,
             self.labels,
             e.channels,
-            self.grid,
+            self.grid if snrs is None else snrs,
             rates,
             e.batch_size,
             e.seed,

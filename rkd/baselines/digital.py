@@ -20,11 +20,8 @@ This gives the digital cliff: full quantised accuracy above the SNR where ``b`` 
 chance level below it. Nothing is trained beyond the stage-1 student. Being unachievable at
 finite ``k``, it is reported as a *bound* (method ``digital``), not as a scheme.
 
-The schemes (``fbl_sweep``, rate from ``rkd.baselines.fbl``): *label-digital* sends the student's
-predicted class as ``ceil(log2 C)`` bits; *feature-digital* sends the ``b``-bit quantised feature,
-``b`` the largest candidate whose packet error at the nominal SNR is <= ``baselines.digital_target_error``.
-A lost packet gives the fallback prediction (label-digital: a seeded uniform-random class, which
-is right 1/C of the time; feature-digital: ``baselines.digital_fallback``).
+The schemes that send explicit codes over the same channels are ``rkd.baselines.label_code`` and
+``rkd.baselines.feature_code``.
 """
 
 from __future__ import annotations
@@ -34,7 +31,6 @@ from collections.abc import Sequence
 
 import torch
 
-from rkd.baselines.fbl import loss_probability, outage, packet_error
 from rkd.channels import channel_from_spec
 from rkd.evaluation.records import cell_generator, channel_record
 
@@ -143,75 +139,3 @@ def digital_sweep(
 def min_snr_for_bits(bits: int, dim: int, channel_uses: int) -> float:
     """The AWGN SNR (dB) above which ``bits * dim`` bits fit ``channel_uses`` uses: where the cliff sits."""
     return 10.0 * math.log10(2.0 ** (bits * dim / channel_uses) - 1.0)
-
-
-# ----------------------------------------------------------------------------- finite-blocklength digital schemes
-
-
-def label_bits(num_classes: int) -> int:
-    """Bits of a class index: ``ceil(log2 C)`` (at least 1)."""
-    return max(1, math.ceil(math.log2(num_classes)))
-
-
-def feature_bits_for(snr_db: float, channel_uses: int, dim: int, candidates: Sequence[int], target_error: float) -> int:
-    """Largest ``b`` whose ``b * dim``-bit packet has AWGN packet error <= ``target_error`` at the nominal SNR.
-
-    None meets it: the smallest candidate (sending something never does worse than sending nothing,
-    since a lost packet falls back to the same guess).
-    """
-    snr = torch.tensor(10.0 ** (snr_db / 10.0), dtype=torch.float64)
-    fitting = [b for b in candidates if float(packet_error(b * dim, channel_uses, snr)) <= target_error]
-    return max(fitting) if fitting else min(candidates)
-
-
-@torch.no_grad()
-def fbl_sweep(
-    correct_at,
-    fallback_correct: torch.Tensor,
-    choose,
-    channel_specs: list,
-    snrs: list,
-    rates: list,
-    seed: int,
-    method: str,
-    keep: list | None = None,
-) -> list:
-    """Records for a digital scheme sent at the finite-blocklength rate, per channel x SNR x k.
-
-    ``choose(snr_db, k) -> (b, payload_bits)``; ``correct_at(b)``: per-image correctness when the packet
-    arrives. Each packet is lost with its normal-approximation error probability at its
-    instantaneous SNR ``|h|^2 SNR`` (receiver CSI: pilots; above capacity always, see
-    ``rkd.baselines.fbl.loss_probability``), drawn with a generator seeded by ``seed``
-    (the fading gains, then one uniform per packet). ``keep``: a list
-    that receives each record's per-image correctness (for the paired test).
-    """
-    n = fallback_correct.shape[0]
-    records = []
-    for snr in snrs:
-        for spec in channel_specs:
-            channel = channel_from_spec(spec)
-            for k in rates:
-                b, payload = choose(float(snr), int(k))
-                generator = cell_generator(seed)
-                gain2 = channel.sample_fading(n, generator, torch.device("cpu"), torch.float64).abs().square()
-                eps = loss_probability(payload, int(k), gain2 * 10.0 ** (float(snr) / 10.0))
-                lost = torch.rand(n, generator=generator, dtype=torch.float64) < eps
-                hit = torch.where(lost, fallback_correct, correct_at(b))
-                if keep is not None:
-                    keep.append(hit.clone())
-                records.append(
-                    channel_record(
-                        method,
-                        spec,
-                        snr,
-                        k,
-                        float(hit.float().mean()),
-                        n,
-                        bits=b,
-                        payload_bits=payload,
-                        packet_error=float(eps.mean()),
-                        lost=float(lost.float().mean()),
-                        outage=float(outage(payload, int(k), gain2 * 10.0 ** (float(snr) / 10.0)).float().mean()),
-                    )
-                )
-    return records

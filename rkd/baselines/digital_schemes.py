@@ -1,34 +1,29 @@
 """The digital schemes a wireless reviewer asks for, run beside RKD-SC: send the label, or send quantised features.
 
-Both take the stage-1 student (the same transmitter-side network RKD-SC starts from), and send
-bits at the finite-blocklength normal-approximation rate (``rkd.baselines.fbl``) over ``k`` channel
-uses, with receiver CSI on every channel (a digital link sends pilots; not charged to ``k``):
+Both take the stage-1 student (the same transmitter-side network RKD-SC starts from) and send an
+explicit short code through ``rkd.channels``, the channels every method meets (pilots counted in
+``k`` under pilot CSI), decoded by minimum distance:
 
-* ``label-digital``: the student's predicted class, ``ceil(log2 C)`` bits. A lost packet gives a
-  seeded uniform-random class. Nothing else to choose, so it is the strongest digital point
-  for a single known task at small ``k`` - and useless to a receiver that needs anything but the label.
-* ``feature-digital``: the student's pooled feature quantised to ``b`` bits per value
-  (``b`` the largest of ``baselines.digital_bits`` whose packet error at the nominal SNR is
-  ``<= baselines.digital_target_error``), classified by the student's head at the receiver. A lost
-  packet gives ``baselines.digital_fallback``.
+* ``label-digital`` (``rkd.baselines.label_code``): the student's predicted class as one of ``C``
+  codewords. The strongest digital point for a single known task at small ``k``, and useless to a
+  receiver that needs anything but the label.
+* ``feature-digital`` (``rkd.baselines.feature_code``): the student's feature, PCA-reduced and
+  quantised to the bits a block code carries at the nominal SNR, classified by the student's head.
 
 The capacity-achieving ``digital`` method of ``rkd.baselines.digital`` stays as a bound (``digital_results``).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from rkd.baselines import budget
-from rkd.baselines.context import Context, link_sizes, receiver_csi_labels, student_params
-from rkd.baselines.digital import (
-    UniformQuantizer,
-    digital_sweep,
-    fallback_predictions,
-    fbl_sweep,
-    feature_bits_for,
-    label_bits,
-)
+from rkd.baselines.context import Context, coded_link_labels, link_sizes, receiver_csi_labels, student_params
+from rkd.baselines.digital import UniformQuantizer, digital_sweep, fallback_predictions
+from rkd.baselines.feature_code import PCACodec, choose_split, feature_code_sweep
+from rkd.baselines.label_code import label_code_sweep
 from rkd.measure import count_params
 from rkd.models.factory import load_stage1
 from rkd.models.frozen_tokens import batched
@@ -57,21 +52,19 @@ def label_digital_results(ctx: Context, method: str) -> dict:
     x = ctx.inputs("test")
     preds = batched(lambda t: student(t)["logits"], x, cfg.eval.batch_size).argmax(-1)
     classes = ctx.bundle.num_classes
-    bits = label_bits(classes)
-    right = preds == ctx.labels
-    guess = fallback_predictions(right.shape[0], classes, "uniform", 0, cfg.eval.seed + 1) == ctx.labels
-    records = fbl_sweep(
-        lambda b: right,
-        guess,
-        lambda snr, k: (bits, bits),
+    records = label_code_sweep(
+        preds,
+        ctx.labels,
+        classes,
         cfg.eval.channels,
         ctx.grid,
         ctx.rates,
         cfg.eval.seed,
+        cfg.baselines.digital_code_trials,
         method,
         keep=ctx.kept,
     )
-    # the receiver maps the bits to a class name: no parameters, no FLOPs
+    # the receiver maps the decoded codeword to a class name: no parameters, no FLOPs
     sizes = link_sizes(
         student_params(student) + count_params(student.classifier),
         0,
@@ -83,13 +76,13 @@ def label_digital_results(ctx: Context, method: str) -> dict:
             "method": method,
             "kind": "scheme",
             "rates": ctx.rates,
-            "payload_bits": bits,
-            "student_clean_accuracy": float(right.float().mean()),
+            "codewords": classes,
+            "student_clean_accuracy": float((preds.cpu() == ctx.labels).float().mean()),
             **sizes,
-            "trained_on": receiver_csi_labels(cfg.eval.channels),
+            "trained_on": coded_link_labels(cfg.eval.channels),
             "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
-            "note": "label as ceil(log2 C) bits at the normal-approximation rate; receiver CSI; "
-            "lost packet -> uniform random class",
+            "note": "the predicted class sent with an explicit code of C codewords (simplex / spherical), "
+            "ML decoded over rkd.channels; pilots counted in k",
         },
         "records": records,
     }
@@ -100,32 +93,31 @@ def feature_digital_results(ctx: Context, method: str) -> dict:
     cfg, b = ctx.cfg, ctx.cfg.baselines
     student = _student(ctx)
     x = ctx.inputs("test")
-    train = batched(lambda t: student(t)["features"], ctx.inputs("train"), cfg.eval.batch_size)
-    test = batched(lambda t: student(t)["features"], x, cfg.eval.batch_size)
-    quantizer = UniformQuantizer.fit(train)
-    prior = int(torch.bincount(ctx.bundle.splits["train"].labels, minlength=ctx.bundle.num_classes).argmax())
-    fallback = fallback_predictions(test.shape[0], ctx.bundle.num_classes, b.digital_fallback, prior, cfg.eval.seed)
-    cache: dict = {}
+    features = {
+        split: batched(lambda t: student(t)["features"], ctx.inputs(split), cfg.eval.batch_size).cpu()
+        for split in ("train", "val")
+    }
+    test = batched(lambda t: student(t)["features"], x, cfg.eval.batch_size).cpu()
+    codec = PCACodec.fit(features["train"])
+    val_labels = ctx.bundle.splits["val"].labels
 
-    def correct_at(bits: int) -> torch.Tensor:
-        if bits not in cache:
-            cache[bits] = student.classifier(quantizer(test, bits)).argmax(-1).cpu() == ctx.labels
-        return cache[bits]
+    @functools.cache
+    def val_accuracy(dims: int, bits: int) -> float:
+        rebuilt = codec.reconstruct(codec.indices(features["val"], dims, bits), bits)
+        return float((student.classifier(rebuilt).argmax(-1).cpu() == val_labels).float().mean())
 
-    dim = int(test.shape[1])
-
-    def choose(snr: float, k: int) -> tuple:
-        bits = feature_bits_for(snr, k, dim, b.digital_bits, b.digital_target_error)
-        return bits, bits * dim
-
-    records = fbl_sweep(
-        correct_at,
-        fallback == ctx.labels,
-        choose,
+    records = feature_code_sweep(
+        codec,
+        test,
+        ctx.labels,
+        student.classifier,
+        lambda payload: choose_split(payload, codec.dim, list(b.digital_bits), val_accuracy),
         cfg.eval.channels,
         ctx.grid,
         ctx.rates,
         cfg.eval.seed,
+        b.digital_target_error,
+        b.digital_code_trials,
         method,
         keep=ctx.kept,
     )
@@ -134,14 +126,14 @@ def feature_digital_results(ctx: Context, method: str) -> dict:
             "method": method,
             "kind": "scheme",
             "rates": ctx.rates,
-            "feature_dim": dim,
+            "feature_dim": codec.dim,
             "candidate_bits": list(b.digital_bits),
-            "target_error": b.digital_target_error,
-            "fallback": b.digital_fallback,
+            "target_block_error": b.digital_target_error,
             **_sizes(student, x),
-            "trained_on": receiver_csi_labels(cfg.eval.channels),
+            "trained_on": coded_link_labels(cfg.eval.channels),
             "budget": budget.total(ctx.upstream_budget(), ctx.n_train),
-            "note": "b-bit quantised feature at the normal-approximation rate; receiver CSI",
+            "note": "PCA of the student's feature quantised to the bits an explicit block code carries at the "
+            "nominal SNR (block error <= target), ML decoded over rkd.channels, classified by the student's head",
         },
         "records": records,
     }
@@ -196,7 +188,18 @@ def digital_results(ctx: Context, method: str) -> dict:
     }
 
 
-def digital_settings(ctx: Context, hashes: dict, target_error: bool = True) -> tuple:
-    """What a digital result depends on beyond the sweep; the bound has no target packet error."""
+def digital_settings(ctx: Context, hashes: dict) -> tuple:
+    """What the capacity bound depends on beyond the sweep."""
     b = ctx.cfg.baselines
-    return (hashes["stage1"], b.digital_bits, b.digital_fallback) + ((b.digital_target_error,) if target_error else ())
+    return (hashes["stage1"], b.digital_bits, b.digital_fallback)
+
+
+def label_digital_settings(ctx: Context, hashes: dict) -> tuple:
+    """What label-digital depends on beyond the sweep: the student and the Monte Carlo of its code's reference."""
+    return (hashes["stage1"], ctx.cfg.baselines.digital_code_trials, "decision code")
+
+
+def feature_digital_settings(ctx: Context, hashes: dict) -> tuple:
+    """What feature-digital depends on beyond the sweep: the student, the bit depths and the block-code rule."""
+    b = ctx.cfg.baselines
+    return (hashes["stage1"], b.digital_bits, b.digital_target_error, b.digital_code_trials, "block codes")

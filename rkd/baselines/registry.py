@@ -18,7 +18,9 @@ from rkd.baselines.digital_schemes import (
     digital_results,
     digital_settings,
     feature_digital_results,
+    feature_digital_settings,
     label_digital_results,
+    label_digital_settings,
 )
 
 
@@ -48,7 +50,7 @@ METHODS: dict[str, Method] = {
     "conference-awgn": Method(
         partial(conference_results, awgn_only=True), partial(conference_settings, awgn_only=True), "conference-rkd-awgn"
     ),
-    "label-digital": Method(_without_dir(label_digital_results), digital_settings, "label-digital"),
-    "feature-digital": Method(_without_dir(feature_digital_results), digital_settings, "feature-digital"),
-    "digital": Method(_without_dir(digital_results), partial(digital_settings, target_error=False), "digital"),
+    "label-digital": Method(_without_dir(label_digital_results), label_digital_settings, "label-digital"),
+    "feature-digital": Method(_without_dir(feature_digital_results), feature_digital_settings, "feature-digital"),
+    "digital": Method(_without_dir(digital_results), digital_settings, "digital"),
 }

@@ -29,7 +29,7 @@ from rkd.baselines.registry import METHODS
 from rkd.baselines.rkd_sc import rkd_system_results
 from rkd.baselines.variants import ablation_overrides, derive_config, run_variant, seed_config
 from rkd.config import RunConfig, config_hash
-from rkd.evaluation.compare import write_comparison
+from rkd.evaluation.compare import ComparisonError, write_comparison
 from rkd.evaluation.paired import save_correct
 from rkd.run.hashing import stage_hashes
 
@@ -85,6 +85,30 @@ def run_job(ctx: Context, directory: MethodDir, name: str, runner: Callable) -> 
     return results
 
 
+def expected_methods(cfg: RunConfig) -> list:
+    """The method labels a full ``rkd baselines`` run of ``cfg`` produces (what its comparison requires)."""
+    labels = [RKD_METHOD] + [METHODS[name].label for name in cfg.baselines.methods]
+    return labels + [ablation_label(name) for name in cfg.baselines.ablations]
+
+
+def write_report(cfg: RunConfig, accelerator, only: list | None) -> None:
+    """The comparison of every configured method and seed (with ``only``, a share of the methods: of whatever
+    exists). Cells missing are told in one line, not raised: the other processes wait at a barrier."""
+    try:
+        path = write_comparison(
+            cfg.run_dir,
+            cfg.baselines.compare_k or max(cfg.codec.rates),
+            cfg.eval.rate_margin,
+            seeds=cfg.baselines.seeds or [cfg.seed],
+            methods=expected_methods(cfg) if only is None else None,
+            noninferiority_margin=cfg.baselines.noninferiority_margin,
+        )
+    except ComparisonError as exc:
+        accelerator.print(f"[rkd] comparison not written: {exc}")
+        return
+    accelerator.print(f"[rkd] comparison: {path}")
+
+
 def run_baselines(
     cfg: RunConfig, accelerator, run_stages: RunStages, only: list | None = None, report: bool = True
 ) -> dict:
@@ -113,12 +137,6 @@ def run_baselines(
             accelerator.print(f"[rkd] seed {seed}: every method retrained and swept in {cfg.run_dir / 'seeds'}")
             run_baselines(seed_config(cfg, seed), accelerator, run_stages, only, report=False)
     if accelerator.is_main_process and (cfg.run_dir / "eval" / "results.json").exists():
-        path = write_comparison(
-            cfg.run_dir,
-            cfg.baselines.compare_k or max(cfg.codec.rates),
-            cfg.eval.rate_margin,
-            seeds=cfg.baselines.seeds or [cfg.seed],
-        )
-        accelerator.print(f"[rkd] comparison: {path}")
+        write_report(cfg, accelerator, only)
     accelerator.wait_for_everyone()
     return summaries

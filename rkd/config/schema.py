@@ -306,6 +306,11 @@ class BaselinesConfig:
     ] = field(default_factory=lambda: ["no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length"])
     extra_snrs: Numbers = field(default_factory=lambda: [-5.0, 5.0])  # added to the eval grid for the comparison
     compare_k: nullable(Int) = None  # k of the comparison table and figure; null = max(codec.rates)
+    # the verdicts over seeds: RKD-SC is non-inferior when its mean accuracy over the SNR grid is at most this
+    # far below the comparator's (one-sided paired t over seeds, Holm-adjusted)
+    noninferiority_margin: Annotated[
+        Float, accepts("an accuracy margin in [0, 1), e.g. 0.005 for half a point", lambda v: 0 <= v < 1)
+    ] = 0.005
     # Deep JSCC / ADJSCC: conv encoder (width jscc_channels) -> codec.max_symbols symbols; conv+MLP receiver
     jscc_channels: PosInt = 40
     jscc_decoder_channels: PosInt = 32
@@ -331,8 +336,11 @@ class BaselinesConfig:
     digital_fallback: Literal["prior", "uniform"] = (
         "prior"  # prior (most frequent train class) | uniform (a seeded random guess)
     )
-    # feature-digital: largest b whose packet error <= this at the nominal SNR
-    digital_target_error: Annotated[Float, accepts("a packet error probability in (0, 1)", lambda v: 0 < v < 1)] = 1e-3
+    # feature-digital: the block code with the most bits whose block error on AWGN at the nominal SNR is <= this
+    digital_target_error: Annotated[Float, accepts("a block error probability in (0, 1)", lambda v: 0 < v < 1)] = 0.01
+    # Monte Carlo trials of a code's error probability (feature-digital's block choice; label-digital's P_c
+    # and the comparison's yardstick where no closed form applies)
+    digital_code_trials: Annotated[Int, accepts("an integer >= 1000", lambda v: v >= 1000)] = 20_000
 
 
 # what Accelerate's LoggerType accepts ("all" = every installed one); tests/test_tracking.py keeps it in step

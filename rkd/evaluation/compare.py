@@ -4,23 +4,47 @@ Reads what ``rkd baselines`` wrote for every training seed (``runs/<name>/baseli
 run's own seed, ``runs/<name>/seeds/seed-<s>/baselines/*/`` for the others: ``results.json`` and,
 with ``baselines.per_image``, ``correct.npz``) and the main evaluation (for the teacher's accuracy
 and size), and writes ``runs/<name>/compare/``: ``results.json`` (seed-averaged records with 95%
-intervals, the paired verdicts, budgets), ``comparison.png`` (accuracy vs SNR with interval bands,
-a panel per channel), ``comparison.md`` (tables, budgets, verdicts) and ``rate_policy.json``.
-Statistics: ``rkd.evaluation.stats`` and ``rkd.evaluation.paired``. ``rkd report`` re-renders it.
+intervals, the verdicts over seeds, the yardstick, the per-cell paired tests, budgets),
+``comparison.png`` (accuracy vs SNR with interval bands and reference curves, a panel per channel),
+``comparison.md`` and ``rate_policy.json``. Every cell asked for (method x seed x channel) must exist,
+else one ``ComparisonError`` names the missing ones and the command that makes them, and nothing is
+written; everything is computed before the first file is (each written atomically).
+Statistics: ``rkd.evaluation.stats``, ``rkd.evaluation.verdicts``, ``rkd.evaluation.paired``.
+``rkd report`` re-renders it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
+from rkd.channels import channel_label
+from rkd.evaluation.compare_plot import comparison_png
+from rkd.evaluation.compare_render import (
+    KEPT_SNR,
+    RKD,
+    curve,
+    is_bound,
+    render_budgets,
+    render_tables,
+    render_targets,
+    render_verdicts,
+    render_yardstick,
+)
 from rkd.evaluation.paired import averaged_records, dominance, index_cells, load_seed
 from rkd.evaluation.rate_policy import rate_policy
-from rkd.run.artifacts import atomic_write_json, atomic_write_text, read_json
+from rkd.evaluation.verdicts import seed_verdicts
+from rkd.evaluation.yardstick import yardstick_gaps, yardstick_records
+from rkd.run.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
 
-TABLE_SNRS = (-10.0, -5.0, 0.0, 5.0, 10.0, 20.0)
-KEPT_SNR = 10.0  # "fraction of the teacher's accuracy kept" is read at this SNR
 TARGET_CHANNELS = ("awgn", "rayleigh")
-RKD = "rkd-sc"
+NONINFERIORITY_MARGIN = 0.005  # half a point
+DEFAULT_TRIALS = 20_000
+
+
+class ComparisonError(ValueError):
+    """A comparison asked for cells (method x seed x channel) that were not run."""
 
 
 def load_method_results(run_dir: Path) -> dict:
@@ -28,49 +52,59 @@ def load_method_results(run_dir: Path) -> dict:
     return {m: {"summary": d["summary"], "records": d["records"]} for m, d in load_seed(run_dir).items()}
 
 
-def seed_dirs(run_dir: Path, seeds: list | None) -> dict:
-    """``{seed: run directory}``: the run's own seed first, then ``seeds/seed-<s>`` for the others that exist."""
-    import yaml
-
-    own = int(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()).get("seed", 0))
-    dirs = {own: Path(run_dir)}
-    for seed in seeds or []:
-        path = Path(run_dir) / "seeds" / f"seed-{seed}"
-        if seed != own and (path / "baselines").exists():
-            dirs[seed] = path
-    return dirs
+def run_config(run_dir: Path) -> dict:
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
 
 
-def is_bound(summary: dict) -> bool:
-    return summary.get("kind") == "bound"
+def seed_dirs(run_dir: Path, seeds: list) -> dict:
+    """``{seed: run directory}``: the run's own seed at the top, ``seeds/seed-<s>`` for the others."""
+    own = int(run_config(run_dir).get("seed", 0))
+    return {s: Path(run_dir) if s == own else Path(run_dir) / "seeds" / f"seed-{s}" for s in [own, *seeds]}
 
 
-def nearest(values: list, target: float) -> float | None:
-    return min(values, key=lambda v: (abs(v - target), v)) if values else None
+def missing_cells(per_seed: dict, own: int, methods: list, channels: list) -> list:
+    """``"<method> at seed <s>[ on <channel>]"`` for every asked-for cell that has no finished result."""
+    missing = []
+    for seed, results in per_seed.items():
+        for method in methods:
+            if method.startswith("ablation:") and seed != own:
+                continue  # ablations run on the main seed only
+            if method not in results:
+                missing.append(f"{method} at seed {seed}")
+                continue
+            swept = {r["channel_label"] for r in results[method]["records"] if r["snr_db"] is not None}
+            missing += [f"{method} at seed {seed} on {c}" for c in channels if c not in swept]
+    return missing
 
 
-def curve(records: list, method: str, label: str, k: int) -> dict:
-    return {
-        r["snr_db"]: r["accuracy"]
-        for r in records
-        if r["method"] == method and r["channel_label"] == label and r["channel_uses"] == k and r["snr_db"] is not None
-    }
+def gather(run_dir: Path, seeds: list | None, methods: list | None, channels: list | None) -> tuple:
+    """``(per_seed results, method order)`` for the asked-for cells, or a ``ComparisonError`` naming the missing ones.
 
-
-def method_k(records: list, method: str, k: int) -> int | None:
-    """``k`` if the method was swept at it, else its only / largest k (the conference design sends all its symbols)."""
-    ks = sorted({r["channel_uses"] for r in records if r["method"] == method and r["channel_uses"] is not None})
-    if not ks:
-        return None
-    return k if k in ks else ks[-1]
+    Defaults: seeds ``baselines.seeds`` of the run's config (else its seed); methods whatever finished at the
+    run's own seed; channels those RKD-SC was swept on.
+    """
+    cfg = run_config(run_dir)
+    own = int(cfg.get("seed", 0))
+    seeds = list(seeds or (cfg.get("baselines") or {}).get("seeds") or [own])
+    per_seed = {seed: load_seed(path) for seed, path in seed_dirs(run_dir, seeds).items()}
+    methods = list(methods or per_seed[own]) or [RKD]
+    if channels is None:
+        channels = sorted({r["channel_label"] for r in per_seed[own].get(RKD, {"records": []})["records"]})
+    missing = missing_cells(per_seed, own, methods, list(channels))
+    if missing:
+        shown = ", ".join(missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12 else "")
+        raise ComparisonError(
+            f"comparison of {run_dir}: {len(missing)} asked-for cells were not run ({shown}); make them with: "
+            f"rkd baselines --config {Path(run_dir) / 'config.yaml'} baselines.seeds=[{','.join(map(str, sorted(per_seed)))}]"
+            " (a method or channel the config lacks goes into baselines.methods / eval.channels)"
+        )
+    order = [RKD] + sorted(m for m in methods if m != RKD and not m.startswith("ablation:"))
+    order += sorted(m for m in methods if m.startswith("ablation:"))
+    return per_seed, [m for m in order if m in per_seed[own]]
 
 
 def check_targets(records: list, cells: dict, summary: dict, summaries: dict, baselines: list, k_values: list) -> dict:
-    """The issue's targets, measured: sizes, 10 dB AWGN accuracy, and RKD-SC >= each baseline where both trained.
-
-    ">=" is "not significantly worse" by the paired test (``rkd.evaluation.paired``); bounds are not schemes and
-    are left out.
-    """
+    """Sizes and 10 dB AWGN accuracy against their targets, and the per-cell paired tests (descriptive)."""
     teacher = summary["teacher_accuracy"]
     size_ratio = summary["student_params"] / summary["teacher_params"]
     awgn10 = {k: curve(records, RKD, "awgn", k).get(KEPT_SNR) for k in k_values}
@@ -86,284 +120,109 @@ def check_targets(records: list, cells: dict, summary: dict, summaries: dict, ba
         "dominance_violations": check["losses"],
         "dominance_wins": check["wins"],
         "dominance_ties": check["ties"],
-        "dominance_met": check["met"],
         "dominance_cells": check["cells"],
         "outside_training": check["outside"],
     }
 
 
-def band(records: list, method: str, label: str, k: int) -> dict:
-    """``{snr: (low, high)}``: the 95% interval of each point of a curve (seed-averaged records)."""
-    return {
-        r["snr_db"]: (r["low"], r["high"])
+def student_accuracy(per_seed_dirs: dict) -> float | None:
+    """The stage-1 student's clean accuracy averaged over the seeds whose evaluation exists."""
+    found = [
+        read_json(path / "eval" / "results.json")["summary"]["student_accuracy"]
+        for path in per_seed_dirs.values()
+        if (path / "eval" / "results.json").exists()
+    ]
+    return sum(found) / len(found) if found else None
+
+
+def yardstick(run_dir: Path, records: list, k: int, summary: dict, summaries: dict) -> list:
+    """The yardstick at the figure's k on every channel and on AWGN at every k (empty if the class count is unknown)."""
+    cfg = run_config(run_dir)
+    classes = summary.get("num_classes") or summaries.get("label-digital", {}).get("codewords")
+    a = student_accuracy(seed_dirs(run_dir, (cfg.get("baselines") or {}).get("seeds") or []))
+    if not classes or a is None:
+        return []
+    specs = {channel_label(s): s for s in cfg["eval"]["channels"]}
+    wanted = {
+        (r["channel_label"], r["channel_uses"], r["snr_db"])
         for r in records
-        if r["method"] == method
-        and r["channel_label"] == label
-        and r["channel_uses"] == k
+        if r["method"] == RKD
         and r["snr_db"] is not None
-        and r.get("low") is not None
+        and r["channel_label"] in specs
+        and (r["channel_uses"] == k or r["channel_label"] == "awgn")
     }
+    trials = int((cfg.get("baselines") or {}).get("digital_code_trials") or DEFAULT_TRIALS)
+    return yardstick_records(sorted(wanted, key=str), specs, a, int(classes), trials, int(cfg["eval"]["seed"]))
 
 
-def plot_comparison(path: Path, records: list, methods: list, k: int, summary: dict, summaries: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(dict.fromkeys(r["channel_label"] for r in records if r["snr_db"] is not None))
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 4.2), sharey=True, squeeze=False)
-    for ax, label in zip(axes[0], labels):
-        for method in methods:
-            mk = method_k(records, method, k)
-            pts = sorted(curve(records, method, label, mk).items()) if mk is not None else []
-            if not pts:
-                continue
-            bound = is_bound(summaries.get(method, {}))
-            style = (
-                {"lw": 2.2, "color": "k"}
-                if method == RKD
-                else (
-                    {"ls": "--", "lw": 1}
-                    if method.startswith("ablation:")
-                    else {"ls": ":", "lw": 1.2}
-                    if bound
-                    else {"lw": 1.3}
-                )
-            )
-            name = f"{method} (bound)" if bound else method
-            (line,) = ax.plot(
-                [p[0] for p in pts], [100 * p[1] for p in pts], marker="o", ms=2.5, label=f"{name} (k={mk})", **style
-            )
-            ci = sorted(band(records, method, label, mk).items())
-            if ci and not method.startswith("ablation:"):
-                ax.fill_between(
-                    [c[0] for c in ci],
-                    [100 * c[1][0] for c in ci],
-                    [100 * c[1][1] for c in ci],
-                    color=line.get_color(),
-                    alpha=0.15,
-                    lw=0,
-                )
-        ax.axhline(100 * summary["teacher_accuracy"], color="gray", ls=":", lw=1, label="teacher (clean)")
-        ax.set_title(label)
-        ax.set_xlabel("SNR (dB)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(fontsize=6.5, loc="lower right")
-    fig.suptitle(
-        f"accuracy vs SNR at k = {k} channel uses (conference design: all its symbols); bands: 95% CI", fontsize=10
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _cell(record: dict | None) -> str:
-    if record is None:
-        return ""
-    if record.get("low") is None:
-        return f"{100 * record['accuracy']:.2f}"
-    half = max(record["accuracy"] - record["low"], record["high"] - record["accuracy"])
-    return f"{100 * record['accuracy']:.2f} ±{100 * half:.2f}"
-
-
-def _display(method: str, summary: dict) -> str:
-    return f"{method} (capacity bound, not a scheme)" if is_bound(summary) else method
-
-
-def render_tables(records: list, summaries: dict, summary: dict, k: int, image_size: int) -> list:
-    """One accuracy table per channel: mean ±95% half-width per SNR, sizes and ratios per method."""
-    teacher_acc, teacher_params = summary["teacher_accuracy"], summary["teacher_params"]
-    snrs = sorted({r["snr_db"] for r in records if r["snr_db"] is not None})
-    shown = [nearest(snrs, s) for s in TABLE_SNRS]
-    kept_snr = nearest(snrs, KEPT_SNR)
-    seeds = max((r.get("seeds", 1) for r in records if r["snr_db"] is not None), default=1)
-    lines = [
-        "# RKD-SC vs baselines and ablations",
-        "",
-        f"Teacher: {100 * teacher_acc:.2f}% clean test accuracy, {teacher_params:,} parameters, "
-        f"{summary['teacher_flops']:,} FLOPs/image; stage-1 student {100 * summary['student_accuracy']:.2f}% clean. "
-        f"Test images: {summary['n_test']}; training seeds: up to {seeds}. Table at k = {k} channel uses "
-        f"(methods without that k: their own).",
-        "",
-        "Columns: accuracy (%) at each SNR as mean over seeds ±95% interval half-width (t over seeds with >= 2 "
-        "seeds, Wilson with one); TX/RX = transmitter/receiver parameters and FLOPs per image; "
-        f"kept = accuracy at {kept_snr:g} dB / teacher's clean accuracy; model compression = teacher parameters / "
-        f"TX parameters; bandwidth ratio = k / n, n = {image_size} input values per image; trained = whether the "
-        "method was trained (digital: designed, with receiver CSI) for this channel.",
-        "",
-    ]
-    labels = list(dict.fromkeys(r["channel_label"] for r in records if r["snr_db"] is not None))
-    for label in labels:
-        lines += [
-            f"## {label}",
-            "",
-            "| method | trained | k | "
-            + " | ".join(f"{s:g} dB" for s in shown)
-            + " | TX params | TX FLOPs | RX params | RX FLOPs | kept | model compression | bandwidth ratio |",
-            "|---|---|---:|" + "---:|" * len(shown) + "---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for method, s in summaries.items():
-            mk = method_k(records, method, k)
-            row = {
-                r["snr_db"]: r
-                for r in records
-                if r["method"] == method
-                and r["channel_label"] == label
-                and r["channel_uses"] == mk
-                and r["snr_db"] is not None
-            }
-            if not row:
-                continue
-            trained = "?" if s.get("trained_on") is None else ("yes" if label in s["trained_on"] else "no")
-            kept = row[kept_snr]["accuracy"] if kept_snr in row else None
-            lines.append(
-                f"| {_display(method, s)} | {trained} | {mk} | {' | '.join(_cell(row.get(v)) for v in shown)} | "
-                f"{s['tx_params']:,} | {s['tx_flops']:,} | {s['rx_params']:,} | {s['rx_flops']:,} | "
-                f"{'' if kept is None else f'{kept / teacher_acc:.3f}'} | "
-                f"{teacher_params / max(1, s['tx_params']):.1f}x | {mk / image_size:.4f} |"
-            )
-        lines.append("")
-    return lines
-
-
-def render_budgets(summaries: dict) -> list:
-    """Training cost per method: images seen, epoch equivalents, wall time, and what they include."""
-    lines = [
-        "## Training budgets",
-        "",
-        "Per method (its own seed run): training images seen (steps x batch x processes), their equivalent in "
-        "epochs of the train split, and wall time; the parts list every trained piece it depends on "
-        "(teacher and stage 1 counted where used).",
-        "",
-        "| method | images seen | epochs (equiv.) | wall time (s) | parts |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for method, s in summaries.items():
-        b = s.get("budget")
-        if not b:
-            continue
-        parts = ", ".join(f"{name} {p['images_seen']:,} img / {p['seconds']:.0f} s" for name, p in b["parts"].items())
-        lines.append(
-            f"| {_display(method, s)} | {b['images_seen']:,} | {b['epochs']:.2f} | {b['seconds']:.0f} | {parts} |"
-        )
-    return lines + [""]
-
-
-def _verdict_rows(rows: list) -> list:
-    out = [
-        "| baseline | channel | k | SNR (dB) | RKD-SC | baseline | p | test | verdict |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|",
-    ]
-    out += [
-        f"| {v['method']} | {v['channel_label']} | {v['k']} | {v['snr_db']:g} | {100 * v['rkd_sc']:.2f} | "
-        f"{100 * v['baseline']:.2f} | {v['p']:.3g} | {v['test']} | {v['verdict']} |"
-        for v in rows
-    ]
-    return out + [""]
-
-
-def render_targets(t: dict) -> list:
-    """The targets, the paired verdicts where both trained, and the cells outside training (labelled)."""
-    lines = [
-        "## Targets",
-        "",
-        f"- student encoder / teacher parameters = {t['student_over_teacher_params']:.4f} "
-        f"(target <= 0.05): {'met' if t['student_size_met'] else 'missed'}",
-        "- RKD-SC accuracy at 10 dB AWGN / teacher clean accuracy (target >= 0.97): "
-        + ", ".join(
-            f"k={k_}: {'n/a' if v is None else f'{v:.3f}'} ({'met' if t['awgn_10db_met'][k_] else 'missed'})"
-            for k_, v in t["awgn_10db_over_teacher"].items()
-        ),
-        f"- RKD-SC >= every baseline (not significantly worse, paired test at 5%) at every SNR in [-10, 20] dB at "
-        f"equal channel uses on AWGN and Rayleigh, where both were trained: "
-        f"{'met' if t['dominance_met'] else 'missed'}: of {t['dominance_cells_compared']} (baseline, channel, k, "
-        f"SNR) cells, RKD-SC wins {t['dominance_wins']}, ties {t['dominance_ties']}, "
-        f"loses {len(t['dominance_violations'])} (significantly worse)",
-        "",
-    ]
-    if t["dominance_violations"]:
-        worst = sorted(t["dominance_violations"], key=lambda v: v["rkd_sc"] - v["baseline"])[:15]
-        lines += ["Largest significant shortfalls (RKD-SC below a baseline):", ""] + _verdict_rows(worst)
-    outside = t.get("outside_training") or []
-    if outside:
-        lines += [
-            f"### Outside training ({len(outside)} cells, not counted above)",
-            "",
-            "Channels at least one of the two methods was not trained (or designed) for, e.g. Rayleigh without "
-            "CSI; shown for information only.",
-            "",
-        ] + _verdict_rows(outside[:30])
-    return lines
-
-
-def write_comparison(run_dir: Path, k: int, margin: float, seeds: list | None = None) -> Path:
-    """Gather every seed's method results and write ``compare/``; returns the markdown path.
-
-    ``seeds``: the training seeds to include (null: ``baselines.seeds`` of the run's config.yaml).
-    """
-    run_dir = Path(run_dir)
+def build_comparison(run_dir: Path, k: int, seeds, methods, channels, noninferiority_margin: float) -> dict:
+    """Everything the comparison reports, computed from the asked-for cells (nothing written)."""
     main = read_json(run_dir / "eval" / "results.json")
     summary = main["summary"]
-    if seeds is None:
-        import yaml
-
-        seeds = (yaml.safe_load((run_dir / "config.yaml").read_text()).get("baselines") or {}).get("seeds")
-    per_seed = {seed: load_seed(path) for seed, path in seed_dirs(run_dir, seeds).items()}
-    results = next(iter(per_seed.values()))  # the run's own seed: summaries, sizes, budgets
-    if not results:
-        raise FileNotFoundError(
-            f"no finished baseline results under {run_dir / 'baselines'}; run `rkd baselines` first"
-        )
-    order = (
-        [RKD]
-        + sorted(m for m in results if m != RKD and not m.startswith("ablation:"))
-        + sorted(m for m in results if m.startswith("ablation:"))
-    )
-    order = [m for m in order if m in results]
-    cells = index_cells(per_seed)
-    clean = [r for r in main["records"] if r["snr_db"] is None]
+    per_seed, order = gather(run_dir, seeds, methods, channels)
+    results = per_seed[int(run_config(run_dir).get("seed", 0))]
+    cells = index_cells({seed: {m: d for m, d in found.items() if m in order} for seed, found in per_seed.items()})
     averaged = averaged_records(cells)
-    records = clean + [r for m in order for r in averaged if r["method"] == m]
+    records = [r for r in main["records"] if r["snr_db"] is None] + [
+        r for m in order for r in averaged if r["method"] == m
+    ]
     summaries = {m: results[m]["summary"] for m in order}
-    baselines = [m for m in order if m != RKD and not m.startswith("ablation:")]
-    k_values = sorted({r["channel_uses"] for r in results.get(RKD, {"records": []})["records"]})
-    targets = check_targets(records, cells, summary, summaries, baselines, k_values)
-    image_size = _input_size(run_dir, summaries)
-    out = run_dir / "compare"
-    out.mkdir(parents=True, exist_ok=True)
-    policies = {
-        m: rate_policy([r for r in records if r["method"] == m], margin, m)
-        for m in order
-        if len({r["channel_uses"] for r in results[m]["records"]}) > 1
+    comparators = [m for m in order if m != RKD and not is_bound(summaries[m])]
+    k_values = sorted({r["channel_uses"] for r in results[RKD]["records"]})
+    targets = check_targets(records, cells, summary, summaries, [m for m in comparators if ":" not in m], k_values)
+    trained = {m: s.get("trained_on") for m, s in summaries.items()}
+    targets["verdicts"] = seed_verdicts(cells, trained, RKD, comparators, noninferiority_margin)
+    reference = yardstick(run_dir, records, k, summary, summaries)
+    targets["yardstick"] = yardstick_gaps([r for r in records if r["method"] == RKD], reference) if reference else None
+    swept_rates = {m: {r["channel_uses"] for r in results[m]["records"]} for m in order}
+    return {
+        "k": k,
+        "seeds": sorted(per_seed),
+        "summary": summary,
+        "methods": summaries,
+        "targets": targets,
+        "records": records,
+        "yardstick": reference,
+        "order": order,
+        "multi_rate": [m for m in order if len(swept_rates[m]) > 1],
     }
-    atomic_write_json(out / "rate_policy.json", {"margin": margin, "policy": policies})
-    atomic_write_json(
-        out / "results.json",
-        {
-            "k": k,
-            "seeds": sorted(per_seed),
-            "summary": summary,
-            "methods": summaries,
-            "targets": targets,
-            "records": records,
-        },
-    )
-    plot_comparison(out / "comparison.png", records, order, k, summary, summaries)
+
+
+def write_comparison(
+    run_dir: Path,
+    k: int,
+    margin: float,
+    seeds: list | None = None,
+    methods: list | None = None,
+    channels: list | None = None,
+    noninferiority_margin: float = NONINFERIORITY_MARGIN,
+) -> Path:
+    """Gather every asked-for cell (see ``gather``) and write ``compare/``; returns the markdown path.
+
+    ``margin``: the rate policy's accuracy margin; ``noninferiority_margin``: the verdicts' (both fractions).
+    """
+    run_dir = Path(run_dir)
+    c = build_comparison(run_dir, k, seeds, methods, channels, noninferiority_margin)
+    records, summaries, targets = c["records"], c["methods"], c["targets"]
+    policies = {m: rate_policy([r for r in records if r["method"] == m], margin, m) for m in c["multi_rate"]}
     text = (
-        render_tables(records, summaries, summary, k, image_size)
+        render_tables(records, summaries, c["summary"], k, _input_size(run_dir, summaries))
         + render_budgets(summaries)
         + render_targets(targets)
+        + render_verdicts(targets["verdicts"])
+        + render_yardstick(targets["yardstick"])
         + [
-            "Figure: `comparison.png` (bands: 95% intervals). Per-method notes are in each "
-            "`baselines/<method>/results.json` summary; statistics: `rkd/evaluation/stats.py`, `rkd/evaluation/paired.py`.",
+            "Figure: `comparison.png` (bands: 95% intervals over seeds; dashed grey: the yardstick and label-digital's "
+            "reference curves). Statistics: `rkd/evaluation/stats.py`, `rkd/evaluation/verdicts.py`.",
             "",
         ]
     )
-    path = out / "comparison.md"
-    atomic_write_text(path, "\n".join(text))
-    return path
+    png = comparison_png(records, c["yardstick"], c["order"], k, c["summary"], summaries)
+    out = run_dir / "compare"
+    atomic_write_json(out / "rate_policy.json", {"margin": margin, "policy": policies})
+    atomic_write_json(out / "results.json", {key: v for key, v in c.items() if key not in ("order", "multi_rate")})
+    atomic_write(out / "comparison.png", lambda target: target.write_bytes(png))
+    return atomic_write_text(out / "comparison.md", "\n".join(text))
 
 
 def _input_size(run_dir: Path, summaries: dict) -> int:
@@ -371,9 +230,7 @@ def _input_size(run_dir: Path, summaries: dict) -> int:
     recorded = summaries.get(RKD, {}).get("input_values")
     if recorded:
         return int(recorded)
-    import yaml
-
-    size = int(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["image_size"])
+    size = int(run_config(run_dir)["data"]["image_size"])
     return size * size
 
 
@@ -383,15 +240,11 @@ def report_comparison(run_dir: Path) -> Path | None:
     previous = run_dir / "compare" / "results.json"
     if not load_method_results(run_dir) or not (run_dir / "eval" / "results.json").exists():
         return None
+    cfg = run_config(run_dir)
     k = read_json(previous)["k"] if previous.exists() else None
     if k is None:
-        import yaml
-
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
         k = (cfg.get("baselines") or {}).get("compare_k") or max(cfg["codec"]["rates"])
-    margin = (
-        read_json(run_dir / "compare" / "rate_policy.json")["margin"]
-        if (run_dir / "compare" / "rate_policy.json").exists()
-        else 0.01
-    )
-    return write_comparison(run_dir, k, margin)
+    policy = run_dir / "compare" / "rate_policy.json"
+    margin = read_json(policy)["margin"] if policy.exists() else 0.01
+    ni_margin = (cfg.get("baselines") or {}).get("noninferiority_margin", NONINFERIORITY_MARGIN)
+    return write_comparison(run_dir, k, margin, noninferiority_margin=ni_margin)

@@ -16,7 +16,13 @@ Why these choices (the comparison's statistics, in one place):
   over the seed means is reported beside it for that reason. Mid-p is less conservative than the
   exact p and keeps close to the nominal level.
 
-No scipy: the t quantiles for ``df <= 30`` are tabulated, above that a Cornish-Fisher expansion.
+* the verdict over seeds (``rkd.evaluation.verdicts``): one pre-specified summary per method pair and
+  (channel, k), one-sided paired t tests over seeds on its differences (non-inferiority at a margin,
+  superiority, inferiority), Holm-adjusted across the family of comparisons. It has training variance
+  in it, unlike the per-cell McNemar tests, which stay descriptive.
+
+No scipy: the t quantiles for ``df <= 30`` are tabulated, above that a Cornish-Fisher expansion; the t
+distribution function is the exact finite series for integer degrees of freedom.
 """
 
 from __future__ import annotations
@@ -163,3 +169,72 @@ def two_proportion_p(correct_a: int, correct_b: int, n: int) -> float:
     if se == 0.0:
         return 1.0  # both all right or all wrong: no evidence of a difference
     return 2 * (1 - NormalDist().cdf(abs(correct_a - correct_b) / n / se))
+
+
+def t_cdf(t: float, df: int) -> float:
+    """``P(T <= t)`` for Student's t with an integer ``df``: the finite series in ``theta = atan(t / sqrt(df))``
+    (odd ``df``: ``2/pi (theta + sin theta (cos theta + 2/3 cos^3 theta + ...))``; even ``df``:
+    ``sin theta (1 + 1/2 cos^2 theta + 3/8 cos^4 theta + ...)``), exact up to rounding."""
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"argument 'df' = {df!r} is invalid: expected an integer >= 1")
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    theta = math.atan(t / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2:
+        term = series = math.cos(theta)
+        for j in range(1, (df - 3) // 2 + 1):
+            term *= c2 * (2 * j) / (2 * j + 1)
+            series += term
+        signed = 2 / math.pi * theta if df == 1 else 2 / math.pi * (theta + s * series)
+    else:
+        term = series = 1.0
+        for j in range(1, (df - 2) // 2 + 1):
+            term *= c2 * (2 * j - 1) / (2 * j)
+            series += term
+        signed = s * series
+    return min(1.0, max(0.0, 0.5 + 0.5 * signed))
+
+
+def holm(p_values: Sequence[float]) -> list:
+    """Holm's step-down adjustment: ``p_(i) -> max_{j <= i} min(1, (m - j + 1) p_(j))``, in the input order.
+
+    Rejecting where the adjusted p is below alpha keeps the chance of any false rejection in the family
+    at most alpha, whatever the dependence between the tests.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_shift_tests(differences: Sequence[float], margin: float) -> dict | None:
+    """One-sided paired t tests over seeds on the differences ``A - B`` (None with fewer than 2 seeds).
+
+    ``p_noninferior``: H0 ``mean <= -margin``; ``p_superior``: H0 ``mean <= 0``; ``p_inferior``: H0 ``mean >= 0``;
+    with the mean and its two-sided 95% interval. Zero spread: the tests decide by the sign alone.
+    """
+    diffs = [float(d) for d in differences]
+    if len(diffs) < 2:
+        return None
+    n = len(diffs)
+    mean, low, high = mean_interval(diffs)
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+
+    def upper_tail(shift: float) -> float:  # P(T >= (mean + shift) / se) under H0 mean = -shift
+        if se == 0.0:
+            return 0.0 if mean + shift > 0 else 1.0
+        return 1.0 - t_cdf((mean + shift) / se, n - 1)
+
+    return {
+        "mean_difference": mean,
+        "low": low,
+        "high": high,
+        "seeds": n,
+        "p_noninferior": upper_tail(margin),
+        "p_superior": upper_tail(0.0),
+        "p_inferior": 1.0 - upper_tail(0.0) if se > 0 else (0.0 if mean < 0 else 1.0),
+    }

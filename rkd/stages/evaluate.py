@@ -93,6 +93,7 @@ def summarise(
         "teacher_accuracy": teacher_acc,
         "student_accuracy": student_acc,
         "n_test": int(labels.numel()),
+        "num_classes": int(bundle.num_classes),
         "max_symbols": cfg.codec.max_symbols,
         "rates": rates,
         "teacher_source": cfg.teacher.source,

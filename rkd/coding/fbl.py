@@ -1,6 +1,10 @@
 """Finite-blocklength rate: the Polyanskiy-Poor-Verdu normal approximation for the AWGN channel.
 
-Convention (the digital baselines send ``k`` *complex* channel uses; the SNR is per complex symbol):
+A reference curve beside the explicit codes (``rkd.coding.bounds``), never a channel model: it is
+optimistic at short blocks (its ``1/2 log2 n`` term) and meaningless above capacity, where it still
+credits ``Q(negative margin)`` of success.
+
+Convention (``k`` *complex* channel uses; the SNR is per complex symbol):
 a complex use at SNR ``P`` is two real dimensions each at SNR ``P``. Per real dimension
 
     C_r = 1/2 log2(1 + P),      V_r = P (P + 2) / (2 (P + 1)^2) * log2(e)^2   [bits^2]
@@ -14,7 +18,7 @@ i.e. per complex use ``R = C - sqrt(V / k) Q^{-1}(eps) + log2(2k) / (2k)`` with 
 relation is inverted in closed form: ``eps = Q((n C_r + 1/2 log2 n - B) / sqrt(n V_r))``.
 
 Block fading with receiver CSI: the same expression at the instantaneous SNR ``|h|^2 P`` per packet
-(quasi-static fading; for large ``k`` it tends to the outage event ``k log2(1 + |h|^2 P) < B``).
+(quasi-static fading), averaged over the fading (``rkd.coding.bounds.over_fading``).
 """
 
 from __future__ import annotations
@@ -59,8 +63,9 @@ def normal_approx_rate(channel_uses: int, snr_db: float, eps: float) -> float:
     return float(bits) / channel_uses
 
 
-def packet_error(payload_bits: int, channel_uses: int, snr_linear: torch.Tensor) -> torch.Tensor:
-    """Packet error probability of ``payload_bits`` over ``channel_uses`` complex uses, per (instantaneous) SNR.
+def packet_error(payload_bits: float, channel_uses: int, snr_linear: torch.Tensor) -> torch.Tensor:
+    """Packet error probability of ``payload_bits`` (``log2 M``, not necessarily whole) over ``channel_uses``
+    complex uses, per (instantaneous) SNR.
 
     The normal approximation inverted for ``eps``; ``snr_linear`` may be a tensor (one SNR per packet).
     A zero-dispersion point (SNR 0) is an error unless nothing is sent.
@@ -77,20 +82,3 @@ def packet_error(payload_bits: int, channel_uses: int, snr_linear: torch.Tensor)
     spread = torch.sqrt(n * real_dispersion(snr))
     eps = q_function(margin / spread.clamp_min(1e-300))
     return torch.where(spread > 0, eps, torch.ones_like(eps)).clamp(0.0, 1.0)
-
-
-def outage(payload_bits: int, channel_uses: int, snr_linear: torch.Tensor) -> torch.Tensor:
-    """The infinite-blocklength event ``k log2(1 + SNR) < B`` (bool per packet)."""
-    snr = torch.as_tensor(snr_linear, dtype=torch.float64)
-    return channel_uses * torch.log2(1.0 + snr) < payload_bits - 1e-9
-
-
-def loss_probability(payload_bits: int, channel_uses: int, snr_linear: torch.Tensor) -> torch.Tensor:
-    """What the digital schemes use: the normal-approximation packet error, and 1 above capacity.
-
-    Above capacity (``B > k log2(1 + SNR)``) the normal approximation is outside its regime (it
-    still credits success ``Q(negative margin)``, e.g. 68% for 4 bits in 32 uses at -20 dB); such a
-    packet is counted lost, which is the outage rule on fading and the capacity cliff on AWGN.
-    """
-    eps = packet_error(payload_bits, channel_uses, snr_linear)
-    return torch.where(outage(payload_bits, channel_uses, snr_linear), torch.ones_like(eps), eps)

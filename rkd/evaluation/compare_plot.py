@@ -1,0 +1,115 @@
+"""The comparison's figure: accuracy vs SNR per channel at one k, bands over seeds, reference curves.
+
+Reference curves beside the methods: the yardstick (``rkd.evaluation.yardstick``: the student's decision
+sent with the best known code) and, where label-digital ran, the accuracy its code would have under
+Shannon's sphere-packing converse and under the normal approximation (``rkd.baselines.label_code``).
+"""
+
+from __future__ import annotations
+
+import io
+
+from rkd.evaluation.compare_render import RKD, band, curve, is_bound, method_k
+from rkd.evaluation.yardstick import METHOD as YARDSTICK
+
+LABEL_DIGITAL = "label-digital"
+REFERENCES = (
+    ("converse_accuracy", "converse (sphere packing)", "-."),
+    ("normal_approximation_accuracy", "normal approx.", ":"),
+)
+
+
+def _style(method: str, bound: bool) -> dict:
+    if method == RKD:
+        return {"lw": 2.2, "color": "k"}
+    if method.startswith("ablation:"):
+        return {"ls": "--", "lw": 1}
+    return {"ls": ":", "lw": 1.2} if bound else {"lw": 1.3}
+
+
+def _methods(ax, records: list, methods: list, label: str, k: int, summaries: dict) -> None:
+    for method in methods:
+        mk = method_k(records, method, k)
+        pts = sorted(curve(records, method, label, mk).items()) if mk is not None else []
+        if not pts:
+            continue
+        bound = is_bound(summaries.get(method, {}))
+        name = f"{method} (bound)" if bound else method
+        (line,) = ax.plot(
+            [p[0] for p in pts],
+            [100 * p[1] for p in pts],
+            marker="o",
+            ms=2.5,
+            label=f"{name} (k={mk})",
+            **_style(method, bound),
+        )
+        ci = sorted(band(records, method, label, mk).items())
+        if ci and not method.startswith("ablation:"):
+            ax.fill_between(
+                [c[0] for c in ci],
+                [100 * c[1][0] for c in ci],
+                [100 * c[1][1] for c in ci],
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+            )
+
+
+def _references(ax, records: list, yardstick: list, label: str, k: int) -> None:
+    pts = sorted(curve(yardstick, YARDSTICK, label, k).items())
+    if pts:
+        ax.plot(
+            [p[0] for p in pts],
+            [100 * p[1] for p in pts],
+            color="0.35",
+            ls="--",
+            lw=1.4,
+            label=f"yardstick: student x decision code (k={k})",
+        )
+    rows = sorted(
+        (
+            r
+            for r in records
+            if r["method"] == LABEL_DIGITAL
+            and r["channel_label"] == label
+            and r["channel_uses"] == k
+            and r["snr_db"] is not None
+        ),
+        key=lambda r: r["snr_db"],
+    )
+    for key, name, ls in REFERENCES:
+        pts = [(r["snr_db"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            ax.plot(
+                [p[0] for p in pts], [100 * p[1] for p in pts], color="0.6", ls=ls, lw=1, label=f"label-digital {name}"
+            )
+
+
+def comparison_png(records: list, yardstick: list, methods: list, k: int, summary: dict, summaries: dict) -> bytes:
+    """The figure as PNG bytes (rendered before anything is written, so a failure leaves no half-written outputs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(r["channel_label"] for r in records if r["snr_db"] is not None))
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 4.2), sharey=True, squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        _methods(ax, records, methods, label, k, summaries)
+        _references(ax, records, yardstick, label, k)
+        ax.axhline(100 * summary["teacher_accuracy"], color="gray", ls=":", lw=1, label="teacher (clean)")
+        ax.set_title(label)
+        ax.set_xlabel("SNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=6.5, loc="lower right")
+    fig.suptitle(
+        f"accuracy vs SNR at k = {k} channel uses (conference design: its own k or equal energy); "
+        "bands: 95% CI over seeds",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
