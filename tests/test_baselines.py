@@ -383,7 +383,14 @@ def test_rkd_baselines_every_method_and_ablation(tmp_path, fake_fashion_dir):
     ]
     check_comparison(run, methods)
     conference = json.loads((run / "baselines" / "conference" / "results.json").read_text())
-    assert {r["channel_uses"] for r in conference["records"]} == {conference["summary"]["feature_dim"] // 2}
+    symbols = conference["summary"]["feature_dim"] // 2  # it sends its whole feature, always
+    assert {r["symbols_sent"] for r in conference["records"]} == {symbols}
+    assert {r["channel_uses"] for r in conference["records"]} == {symbols} | {k for k in (2, 8) if k < symbols}
+    matched = [r for r in conference["records"] if r["channel_uses"] != symbols]  # equal energy per image
+    assert matched and all(
+        r["channel_snr_db"] == pytest.approx(r["snr_db"] - 10 * math.log10(symbols / r["channel_uses"]))
+        for r in matched
+    )
 
 
 @pytest.mark.slow  # the pipeline twice (two seeds) plus the digital schemes and the budget-matched Deep JSCC
@@ -411,8 +418,12 @@ def test_rkd_baselines_two_seeds_paired(tmp_path, fake_fashion_dir):
     assert {c["method"] for c in cells} <= {"deep-jscc-budget", "label-digital", "feature-digital"}  # never the bound
     dominance = targets["dominance_cells"]
     assert all(c["channel_label"] != "rayleigh-nocsi" for c in dominance)  # nothing was trained without CSI
-    # pilots: trained by RKD-SC and Deep JSCC (the default mixture), not a design case of the digital schemes
-    assert not any(c["channel_label"] == "rayleigh-pilot1" and c["method"].endswith("digital") for c in dominance)
+    # pilots: trained by RKD-SC and Deep JSCC (the default mixture); the coded digital schemes send their own
+    assert any(c["channel_label"] == "rayleigh-pilot1" and c["method"] == "label-digital" for c in dominance)
+    verdicts = targets["verdicts"]["families"]
+    assert {r["method"] for r in verdicts["target"]} == {"deep-jscc-budget", "label-digital", "feature-digital"}
+    assert all(len(r["seeds"]) == 2 and r["verdict"] != "n/a" for r in verdicts["target"])
+    assert data["yardstick"] and targets["yardstick"]["cells"]
     rkd_budget = data["methods"]["rkd-sc"]["budget"]
     assert set(rkd_budget["parts"]) >= {"teacher", "stage1", "stage2"}
     matched = data["methods"]["deep-jscc-budget"]["budget"]["images_seen"]
@@ -421,5 +432,8 @@ def test_rkd_baselines_two_seeds_paired(tmp_path, fake_fashion_dir):
         assert set(data["methods"][name]["budget"]["parts"]) >= {"teacher", "stage1"}
     designed = data["methods"]["label-digital"]["trained_on"]
     assert "awgn" in designed and "rayleigh-csi" in designed
-    assert "rayleigh-nocsi" not in designed and "rayleigh-pilot1" not in designed  # no exact CSI there
+    assert "rayleigh-nocsi" not in designed and "rayleigh-pilot1" in designed  # its own pilot, within k
+    label = [r for r in data["records"] if r["method"] == "label-digital" and r["snr_db"] is not None]
+    assert all(r["code_uses"] == r["channel_uses"] - (r["channel_label"] == "rayleigh-pilot1") for r in label)
+    assert "## Verdicts over seeds" in text
     assert "capacity bound, not a scheme" in text and "## Training budgets" in text and "±" in text

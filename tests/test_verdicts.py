@@ -38,6 +38,8 @@ def test_paired_shift_tests_hand_values():
     assert tests["p_inferior"] == pytest.approx(t_cdf(0.02 / se, 2))
     assert tests["low"] == pytest.approx(0.02 - 4.3027 * se, abs=1e-6)
     assert paired_shift_tests([0.1], 0.005) is None
+    rounded = paired_shift_tests([0.1025 - 0.1008, 0.1025 - 0.1008 + 1e-17], 0.005)  # rounding is no spread
+    assert rounded["p_superior"] == 0.0 and rounded["p_noninferior"] == 0.0
     flat = paired_shift_tests([-0.001, -0.001], 0.005)  # no spread: decided by the sign
     assert flat["p_noninferior"] == 0.0 and flat["p_superior"] == 1.0 and flat["p_inferior"] == 0.0
 

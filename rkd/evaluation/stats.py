@@ -215,7 +215,8 @@ def paired_shift_tests(differences: Sequence[float], margin: float) -> dict | No
     """One-sided paired t tests over seeds on the differences ``A - B`` (None with fewer than 2 seeds).
 
     ``p_noninferior``: H0 ``mean <= -margin``; ``p_superior``: H0 ``mean <= 0``; ``p_inferior``: H0 ``mean >= 0``;
-    with the mean and its two-sided 95% interval. Zero spread: the tests decide by the sign alone.
+    with the mean and its two-sided 95% interval. Zero spread (equal differences, up to rounding): the tests
+    decide by the sign alone.
     """
     diffs = [float(d) for d in differences]
     if len(diffs) < 2:
@@ -223,6 +224,8 @@ def paired_shift_tests(differences: Sequence[float], margin: float) -> dict | No
     n = len(diffs)
     mean, low, high = mean_interval(diffs)
     se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+    if se < 1e-12 * max(1.0, abs(mean)):
+        se = 0.0  # rounding, not spread: equal differences
 
     def upper_tail(shift: float) -> float:  # P(T >= (mean + shift) / se) under H0 mean = -shift
         if se == 0.0:
