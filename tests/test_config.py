@@ -73,3 +73,10 @@ def test_stage_hashes_chain_downstream():
     )
     only_eval = stage_hashes(load_config(None, ["eval.snr_step=5"]))
     assert only_eval["stage2"] == base["stage2"] and only_eval["eval"] != base["eval"]
+
+
+def test_eval_pilots_leave_data_uses():
+    # a packet of k uses with k pilots carries no data: the coded digital schemes and the codec would send nothing
+    with pytest.raises(ConfigError, match=r"eval.channels\[1\].pilots.*smallest evaluated k \(4\)"):
+        load_config(None, ['eval.channels=[{"name": "awgn"}, {"name": "rayleigh", "csi": "pilot", "pilots": 4}]'])
+    assert load_config(None, ['eval.channels=[{"name": "rayleigh", "csi": "pilot", "pilots": 3}]'])

@@ -76,6 +76,14 @@ def _check_eval(e: EvalConfig, codec: CodecConfig) -> None:
         fail("eval.snr_step", e.snr_step, "a step > 0 with eval.snr_min <= eval.snr_max")
     if e.rates is not None and any(k not in codec.rates for k in e.rates):
         fail("eval.rates", e.rates, f"a subset of codec.rates {codec.rates}, or null")
+    smallest = min(e.rates or codec.rates)
+    for i, spec in enumerate(e.channels):
+        if spec["name"] != "awgn" and spec.get("csi") == "pilot" and spec.get("pilots", 1) >= smallest:
+            fail(
+                f"eval.channels[{i}].pilots",
+                spec.get("pilots", 1),
+                f"fewer pilots than the smallest evaluated k ({smallest})",
+            )
 
 
 def _check_search(s: SearchConfig) -> None:
