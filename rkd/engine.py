@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from rkd.config import TrainConfig
 from rkd.run.artifacts import atomic_write
 from rkd.run.checkpoint import Checkpointer
+from rkd.run.preemption import SignalFlag, StopRequested
 from rkd.run.progress import progress_bar
 from rkd.run.tracking import log_record
 
@@ -48,10 +48,6 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, message: str, loss: float = math.nan, terms: dict | None = None) -> None:
         super().__init__(message)
         self.loss, self.terms = loss, dict(terms or {})
-
-
-class StopRequested(SystemExit):
-    """A SIGTERM/SIGUSR1 arrived: a checkpoint was written and the process should exit."""
 
 
 def make_accelerator(
@@ -139,43 +135,6 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, objective: Object
         loss_sum += float(step.loss) * int(labels.numel())
     model.train(was_training)
     return {"accuracy": correct / max(1, total), "loss": loss_sum / max(1, total), "n": total}
-
-
-class _SignalFlag:
-    """Turns SIGTERM/SIGUSR1 into a flag the loop checks between steps."""
-
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, _frame) -> None:
-        self.received = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def agreed(self, accelerator: Accelerator) -> bool:
-        """True on every process as soon as any process got a signal, so all checkpoint at the same step.
-
-        SLURM signals the processes of a job one by one: checked locally, one rank could enter the
-        checkpoint's collectives while another runs the next step's all-reduce, and both would hang.
-        """
-        local = self.received is not None
-        if accelerator.num_processes == 1:
-            return local
-        votes = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
-        return bool(accelerator.reduce(votes, reduction="sum").item() > 0)
 
 
 def _unwrapped_state(accelerator: Accelerator, model: torch.nn.Module) -> dict:
@@ -302,7 +261,7 @@ class _Run:
                 err.terms,
             ) from None
 
-    def train_epoch(self, flag: _SignalFlag) -> None:
+    def train_epoch(self, flag: SignalFlag) -> None:
         """The rest of the current epoch (or of the step budget), with logging, checkpoints and signal stops."""
         progress, cfg, accelerator = self.progress, self.cfg, self.accelerator
         epoch = progress["epoch"]
@@ -405,7 +364,7 @@ def fit(
     progress = run.progress
     run.model.train()
     last_epoch = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
-    with _SignalFlag() as flag:
+    with SignalFlag() as flag:
         while progress["global_step"] < run.total_steps and progress["epoch"] < last_epoch:
             run.train_epoch(flag)
             # end of epoch (or of the step budget): validate, keep the best, checkpoint

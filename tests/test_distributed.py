@@ -160,11 +160,11 @@ def test_split_sweep_equals_one_process_sweep(fashion_bundle, fake_fashion_dir, 
 def _agreement_worker(signalled_rank):
     from accelerate import Accelerator
 
-    from rkd.engine import _SignalFlag
+    from rkd.run.preemption import SignalFlag
 
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
-    flag = _SignalFlag()
+    flag = SignalFlag()
     if accelerator.process_index == signalled_rank:
         flag.received = signal.SIGUSR1
     agreed = flag.agreed(accelerator)

@@ -434,7 +434,8 @@ def test_interrupted_search_resumes_to_the_same_architecture(
     from accelerate.utils import set_seed
 
     from rkd.engine import make_accelerator
-    from rkd.stages.search import SearchObjective, run_search
+    from rkd.stages.search import run_search
+    from rkd.stages.search_objective import SearchObjective
 
     cfg = tiny_cfg(fake_fashion_dir, tmp_path, ["search.warmup_epochs=0", "search.max_train=32"])  # 2 steps/epoch
     accelerator = make_accelerator(seed=0)
@@ -579,7 +580,8 @@ import torch
 from rkd.config import load_config
 from rkd.data import load_data
 from rkd.engine import make_accelerator
-from rkd.stages.search import run_search, SearchObjective
+from rkd.stages.search import run_search
+from rkd.stages.search_objective import SearchObjective
 from rkd.teacher.cache import TeacherCache
 
 out = Path(sys.argv[1])

@@ -38,7 +38,7 @@ def vit_dir(tmp_path_factory) -> Path:
     """A tiny ViT classifier for labels a, b, c with its image processor, as a hub checkpoint would be."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    from rkd.teacher.model import square_processor
+    from rkd.teacher.processor import square_processor
 
     torch.manual_seed(0)
     labels = ["a", "b", "c"]

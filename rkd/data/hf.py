@@ -98,6 +98,31 @@ def _detect_columns(features: Any, image_column: str | None, label_column: str |
     return image_column, label_column
 
 
+def _train_split_name(loaded: Any, origin: str, notes: list[str]) -> str:
+    """``train``, or the only split there is."""
+    available = list(loaded.keys())
+    if "train" in loaded:
+        return "train"
+    if len(available) == 1:
+        notes.append(f"used the only split {available[0]!r} as train")
+        return available[0]
+    raise DataError(f"{origin} has no 'train' split; available splits: {available}")
+
+
+def _test_split_name(loaded: Any, train_name: str, label_col: str, notes: list[str]) -> str | None:
+    """The first of ``TEST_SPLIT_NAMES`` that is not empty and carries labels (None: carve one from train)."""
+    for candidate in TEST_SPLIT_NAMES:
+        if candidate in loaded and candidate != train_name:
+            if len(loaded[candidate]) == 0:
+                notes.append(f"split {candidate!r} is empty; not used as test")
+                continue
+            labels = np.asarray(arrow_column(loaded[candidate], label_col).to_numpy())
+            if labels.size and labels.min() >= 0:
+                return candidate
+            notes.append(f"split {candidate!r} is unlabelled (label -1); not used as test")
+    return None
+
+
 def bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: float) -> DataBundle:
     """A loaded ``Dataset(Dict)`` -> ``DataBundle``: pick train/test splits and columns, decode, carve a test split if none."""
     import datasets
@@ -106,13 +131,7 @@ def bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: flo
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     available = list(loaded.keys())
-    if "train" in loaded:
-        train_name = "train"
-    elif len(available) == 1:
-        train_name = available[0]
-        notes.append(f"used the only split {train_name!r} as train")
-    else:
-        raise DataError(f"{origin} has no 'train' split; available splits: {available}")
+    train_name = _train_split_name(loaded, origin, notes)
     if len(loaded[train_name]) == 0:
         raise DataError(f"{origin}: split {train_name!r} is empty; rkd trains on it, so it needs labelled images")
     image_col, label_col = _detect_columns(loaded[train_name].features, cfg.image_column, cfg.label_column, origin)
@@ -121,17 +140,7 @@ def bundle_from_hf(cfg: DataConfig, loaded: Any, origin: str, test_fraction: flo
         class_names = list(features[label_col].names)
     else:
         class_names = None
-    test_name = None
-    for candidate in TEST_SPLIT_NAMES:
-        if candidate in loaded and candidate != train_name:
-            if len(loaded[candidate]) == 0:
-                notes.append(f"split {candidate!r} is empty; not used as test")
-                continue
-            labels = np.asarray(arrow_column(loaded[candidate], label_col).to_numpy())
-            if labels.size and labels.min() >= 0:
-                test_name = candidate
-                break
-            notes.append(f"split {candidate!r} is unlabelled (label -1); not used as test")
+    test_name = _test_split_name(loaded, train_name, label_col, notes)
     unused = [s for s in available if s not in (train_name, test_name)]
     if unused:
         notes.append(f"splits {unused} not used")

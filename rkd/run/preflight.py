@@ -16,14 +16,8 @@ import torch.nn as nn
 
 from rkd.config import ConfigError, RunConfig, TeacherConfig
 from rkd.nas.genotype import Genotype, GenotypeError, load_genotype
-from rkd.teacher.model import (
-    CLIP_MODEL_TYPES,
-    Teacher,
-    build_teacher,
-    load_processor,
-    load_teacher_config,
-    transform_from_processor,
-)
+from rkd.teacher.model import CLIP_MODEL_TYPES, Teacher, build_teacher, load_teacher_config, transform_from_processor
+from rkd.teacher.processor import load_processor
 
 PROBE_SIZES = (32, 64, 224)  # the alternatives tried when the configured size fails
 PROBE_CLASSES = ["class-0", "class-1"]  # the probe checks shapes; the head's width does not matter

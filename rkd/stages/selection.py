@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
-from rkd.config import RunConfig
+from rkd.config import RunConfig, SearchConfig
 from rkd.data import DataBundle, subset_indices
 from rkd.nas.complexity import NetworkShape, measure_network, network_params
 from rkd.nas.derive import sample_genotype
@@ -148,6 +148,28 @@ def _announce(cfg: RunConfig, accelerator, summary: dict, out_dir: Path) -> None
     )
 
 
+def selection_summary(
+    s: SearchConfig, records: list, best: int, finalists: list, max_params: int, rows: dict, screened: bool
+) -> dict:
+    """What ``candidates.json`` and the search's genotype record say about the selection."""
+    return {
+        "candidates": len(records),
+        "requested": s.candidates,
+        "chosen": best,
+        "chosen_source": records[best]["source"],
+        "max_params": max_params,
+        "train_rows": int(len(rows["train"])),
+        "val_rows": int(len(rows["val"])),
+        "epochs": s.candidate_epochs,
+        "screened": screened,
+        "survivors": len(finalists),
+        "screen_epochs": s.candidate_screen_epochs if screened else None,
+        "derived_val_accuracy": records[0]["val_accuracy"],
+        "chosen_val_accuracy": records[best]["val_accuracy"],
+        "records": records,
+    }
+
+
 def select(
     cfg: RunConfig,
     accelerator,
@@ -201,21 +223,6 @@ def select(
         for i in sorted(finalists):
             records[i]["val_accuracy"] = train(i, s.candidate_epochs)
     best = max(finalists, key=rank)
-    summary = {
-        "candidates": len(records),
-        "requested": s.candidates,
-        "chosen": best,
-        "chosen_source": records[best]["source"],
-        "max_params": max_params,
-        "train_rows": int(len(rows["train"])),
-        "val_rows": int(len(rows["val"])),
-        "epochs": s.candidate_epochs,
-        "screened": screened,
-        "survivors": len(finalists),
-        "screen_epochs": s.candidate_screen_epochs if screened else None,
-        "derived_val_accuracy": records[0]["val_accuracy"],
-        "chosen_val_accuracy": records[best]["val_accuracy"],
-        "records": records,
-    }
+    summary = selection_summary(s, records, best, finalists, max_params, rows, screened)
     _announce(cfg, accelerator, summary, out_dir)
     return genotype_from_dict(records[best]["genotype"]), summary

@@ -107,6 +107,27 @@ def _teacher_pass(
     return logits_t.clamp(-FP16_MAX, FP16_MAX).half(), features_t.clamp(-FP16_MAX, FP16_MAX).half()
 
 
+def _write_shard(cache_dir: Path, shard: _Shard, logits: torch.Tensor, features: torch.Tensor, expected: dict) -> None:
+    """The shard's safetensors file, then its sidecar with the checksum (so a half-written shard is never current)."""
+    tensors = {
+        "logits": logits,
+        "features": features,
+        "index": torch.arange(shard.start, shard.stop, dtype=torch.int64),
+    }
+    # one key: safetensors writes metadata from a hash map, so several keys come out in random order
+    metadata = {"rkd": json.dumps({"split": shard.split, "start": shard.start, "stop": shard.stop}, sort_keys=True)}
+    atomic_write(cache_dir / shard.file, lambda p: save_file(tensors, str(p), metadata=metadata))
+    record = {
+        "file": shard.file,
+        "split": shard.split,
+        "start": shard.start,
+        "stop": shard.stop,
+        "sha256": sha256_file(cache_dir / shard.file),
+        **expected,
+    }
+    atomic_write_json(cache_dir / shard.sidecar, record)
+
+
 def build_cache(
     teacher: Teacher,
     bundle: DataBundle,
@@ -156,25 +177,7 @@ def build_cache(
         if not _shard_is_current(cache_dir, shard, expected):
             images = bundle.splits[shard.split].images[shard.start : shard.stop]
             logits, features = _teacher_pass(teacher, images, batch_size, device, accelerator, flip_average)
-            tensors = {
-                "logits": logits,
-                "features": features,
-                "index": torch.arange(shard.start, shard.stop, dtype=torch.int64),
-            }
-            # one key: safetensors writes metadata from a hash map, so several keys come out in random order
-            metadata = {
-                "rkd": json.dumps({"split": shard.split, "start": shard.start, "stop": shard.stop}, sort_keys=True)
-            }
-            atomic_write(cache_dir / shard.file, lambda p: save_file(tensors, str(p), metadata=metadata))  # noqa: B023 - called at once, inside the loop
-            record = {
-                "file": shard.file,
-                "split": shard.split,
-                "start": shard.start,
-                "stop": shard.stop,
-                "sha256": sha256_file(cache_dir / shard.file),
-                **expected,
-            }
-            atomic_write_json(cache_dir / shard.sidecar, record)
+            _write_shard(cache_dir, shard, logits, features, expected)
         bar.update(shard.stop - shard.start)
     bar.close()
     teacher.train(was_training)
@@ -267,6 +270,32 @@ class TeacherCache:
 _REBUILD = "delete the cache directory or rerun the pipeline to rebuild it"
 
 
+def _check_split(cache_dir: Path, path: Path, split: str, entry: dict) -> None:
+    """The split's shards cover it exactly, in order, and each file's sha256 is the manifest's."""
+    cursor = 0
+    for shard in sorted(entry.get("shards", []), key=lambda s: s["start"]):
+        if shard["start"] != cursor or shard["stop"] <= shard["start"]:
+            raise CacheError(
+                f"{path}: split {split!r} shard {shard['file']} covers [{shard['start']}, {shard['stop']}) "
+                f"but the next index is {cursor}; {_REBUILD}"
+            )
+        cursor = shard["stop"]
+        shard_path = cache_dir / shard["file"]
+        if not shard_path.is_file():
+            raise CacheError(f"{shard_path} is missing (listed in {path}); {_REBUILD}")
+        found = sha256_file(shard_path)
+        if found != shard["sha256"]:
+            raise CacheError(
+                f"{shard_path}: sha256 {found[:16]}... does not match the manifest's "
+                f"{shard['sha256'][:16]}...; the file is corrupt or from another build; {_REBUILD}"
+            )
+    if cursor != entry.get("size"):
+        raise CacheError(
+            f"{path}: split {split!r} shards cover [0, {cursor}) but the split has {entry.get('size')} "
+            f"samples; {_REBUILD}"
+        )
+
+
 def verify_cache(
     cache_dir: PathLike, expected_teacher: dict | None = None, expected_fingerprint: str | None = None
 ) -> dict:
@@ -306,29 +335,7 @@ def verify_cache(
     if not isinstance(splits, dict) or set(SPLITS) - set(splits):
         raise CacheError(f"{path}: expected splits {list(SPLITS)}, found {sorted(splits or {})}; {_REBUILD}")
     for split in SPLITS:
-        entry = splits[split]
-        cursor = 0
-        for shard in sorted(entry.get("shards", []), key=lambda s: s["start"]):
-            if shard["start"] != cursor or shard["stop"] <= shard["start"]:
-                raise CacheError(
-                    f"{path}: split {split!r} shard {shard['file']} covers [{shard['start']}, {shard['stop']}) "
-                    f"but the next index is {cursor}; {_REBUILD}"
-                )
-            cursor = shard["stop"]
-            shard_path = cache_dir / shard["file"]
-            if not shard_path.is_file():
-                raise CacheError(f"{shard_path} is missing (listed in {path}); {_REBUILD}")
-            found = sha256_file(shard_path)
-            if found != shard["sha256"]:
-                raise CacheError(
-                    f"{shard_path}: sha256 {found[:16]}... does not match the manifest's "
-                    f"{shard['sha256'][:16]}...; the file is corrupt or from another build; {_REBUILD}"
-                )
-        if cursor != entry.get("size"):
-            raise CacheError(
-                f"{path}: split {split!r} shards cover [0, {cursor}) but the split has {entry.get('size')} "
-                f"samples; {_REBUILD}"
-            )
+        _check_split(cache_dir, path, split, splits[split])
     return manifest
 
 

@@ -16,7 +16,8 @@ from rkd.config import ConfigError
 from rkd.data import ImageTransform
 from rkd.run.artifacts import PathLike, atomic_write_json, read_json
 from rkd.run.rundir import atomic_directory
-from rkd.teacher.model import Teacher, load_processor, square_processor, transform_from_processor
+from rkd.teacher.model import Teacher, transform_from_processor
+from rkd.teacher.processor import load_processor, square_processor
 
 TEACHER_RECORD = "rkd_teacher.json"  # beside config.json in a saved teacher
 CLIP_HEAD_FILE = "rkd_clip_head.safetensors"

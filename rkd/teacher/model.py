@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ from rkd.config import ConfigError, TeacherConfig
 from rkd.data import ImageTransform
 from rkd.measure import count_params
 from rkd.teacher.embedded import build_embedded_model
+from rkd.teacher.processor import IMAGENET_MEAN, IMAGENET_STD, input_settings, load_processor, square_processor
 
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
 # Where each family keeps its classification head. The head's *input* is the pooled
@@ -194,69 +193,10 @@ def classifier_outputs(
 # ----------------------------------------------------------------------------- building
 
 
-def _size_of(value: Any) -> int | None:
-    """A square side from an HF processor ``size``/``crop_size`` (int, dict or SizeDict)."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    get = value.get if isinstance(value, dict) else (lambda k: getattr(value, k, None))
-    height, width = get("height"), get("width")
-    if height and width:
-        if height != width:
-            warnings.warn(
-                f"image processor size {height}x{width} is not square; rkd uses {max(height, width)}x{max(height, width)}",
-                stacklevel=2,
-            )
-        return int(max(height, width))
-    for key in ("shortest_edge", "longest_edge"):
-        if get(key):
-            return int(get(key))
-    return None
-
-
 def transform_from_processor(processor: Any, model_config: Any, kind: str, size_override: int | None) -> ImageTransform:
     """The processor's size (crop size when it center-crops) and statistics; the model's channel count."""
-    channels = int(getattr(model_config, "num_channels", 3) or 3)
-    size = size_override
-    mean, std = (CLIP_MEAN, CLIP_STD) if kind == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
-    if processor is not None:
-        if size is None and getattr(processor, "do_center_crop", False):
-            size = _size_of(getattr(processor, "crop_size", None))
-        if size is None:
-            size = _size_of(getattr(processor, "size", None))
-        if getattr(processor, "do_normalize", True) is False:
-            mean, std = (0.0,), (1.0,)
-        else:
-            mean = getattr(processor, "image_mean", None) or mean
-            std = getattr(processor, "image_std", None) or std
-    if size is None:
-        native = getattr(model_config, "image_size", None)
-        size = int(native[0] if isinstance(native, (list, tuple)) else native or 224)
-    return ImageTransform(size=int(size), channels=channels, mean=tuple(mean), std=tuple(std))
-
-
-def load_processor(source: str, trust_remote_code: bool = False) -> Any:
-    """``AutoImageProcessor.from_pretrained`` or None (with a warning): the model config then supplies defaults."""
-    from transformers import AutoImageProcessor
-
-    try:
-        return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except Exception as exc:  # missing preprocessor_config.json, or a processor class we cannot build
-        warnings.warn(
-            f"no usable image processor for teacher {source!r} ({type(exc).__name__}: {exc}); "
-            f"using the model config's image_size and standard mean/std",
-            stacklevel=2,
-        )
-        return None
-
-
-def square_processor(size: int, mean: Any, std: Any) -> Any:
-    """A standard ``ViTImageProcessor`` recording a plain resize to ``size`` and the given statistics."""
-    import transformers
-
-    cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor  # no torchvision needed
-    return cls(do_resize=True, size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
+    default = (CLIP_MEAN, CLIP_STD) if kind == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    return ImageTransform(**input_settings(processor, model_config, default, size_override))
 
 
 def _label_maps(class_names: list[str]) -> tuple[dict[int, str], dict[str, int]]:

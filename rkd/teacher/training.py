@@ -79,6 +79,34 @@ def parameter_groups(teacher: Teacher, lr: float, backbone_lr_scale: float) -> l
     return groups
 
 
+def _fine_tune(
+    cfg: RunConfig,
+    bundle: DataBundle,
+    accelerator: Any,
+    teacher: Teacher,
+    objective: TeacherObjective,
+    val_loader: Any,
+    out_dir: Path,
+    backbone_lr_scale: float,
+) -> tuple[float, float, int]:
+    """``rkd.engine.fit`` over the train split, head and backbone at their own rates: (best val accuracy, seconds, steps)."""
+    tcfg = cfg.teacher
+    train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.seed)
+    groups = parameter_groups(teacher, tcfg.train.lr, backbone_lr_scale)
+    summary = fit(
+        accelerator,
+        teacher,
+        objective,
+        train_loader,
+        val_loader,
+        tcfg.train,
+        out_dir,
+        desc="teacher",
+        parameters=groups,
+    )
+    return summary["best_val_accuracy"], summary["seconds"], summary["steps"]
+
+
 def train_teacher(
     cfg: RunConfig, bundle: DataBundle, out_dir: PathLike, accelerator: Any, backbone_lr_scale: float | None = None
 ) -> dict:
@@ -103,22 +131,11 @@ def train_teacher(
     )
     val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=cfg.seed)
     if tcfg.finetune:
-        train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.seed)
         if backbone_lr_scale is None:
             backbone_lr_scale = 1.0 if tcfg.source == "embedded" else 0.1
-        groups = parameter_groups(teacher, tcfg.train.lr, backbone_lr_scale)
-        summary = fit(
-            accelerator,
-            teacher,
-            objective,
-            train_loader,
-            val_loader,
-            tcfg.train,
-            out_dir,
-            desc="teacher",
-            parameters=groups,
+        val_accuracy, seconds, steps = _fine_tune(
+            cfg, bundle, accelerator, teacher, objective, val_loader, out_dir, backbone_lr_scale
         )
-        val_accuracy, seconds, steps = summary["best_val_accuracy"], summary["seconds"], summary["steps"]
     else:
         started = time.time()
         model = accelerator.prepare_model(teacher, evaluation_mode=True)
