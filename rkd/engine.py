@@ -107,8 +107,15 @@ def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """The warm-up's length in steps: ``warmup_fraction`` of this run's steps (rounded), else ``warmup_steps``."""
+    if cfg.warmup_fraction:
+        return math.floor(cfg.warmup_fraction * total_steps + 0.5)
+    return cfg.warmup_steps
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    warmup = cfg.warmup_steps
+    warmup = warmup_steps(cfg, total_steps)
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -301,6 +308,14 @@ class _Run:
             if progress["global_step"] % cfg.checkpoint_every == 0:
                 self.checkpointer.save(progress)
 
+    def patience_exhausted(self) -> bool:
+        """True when ``early_stop_patience`` epochs have passed since the best val accuracy (the first best)."""
+        patience, history = self.cfg.early_stop_patience, self.progress["history"]
+        if patience is None or not history:
+            return False
+        best = max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -i))
+        return len(history) - 1 - best >= patience
+
     def end_epoch(self) -> None:
         """Validate, keep the best weights, move to the next epoch and checkpoint."""
         progress, accelerator = self.progress, self.accelerator
@@ -366,6 +381,9 @@ def fit(
     last_epoch = cfg.epochs if until_epoch is None else min(cfg.epochs, until_epoch)
     with SignalFlag() as flag:
         while progress["global_step"] < run.total_steps and progress["epoch"] < last_epoch:
+            if run.patience_exhausted():  # also when resuming a run that stopped early
+                accelerator.print(f"[{desc}] early stop: no better val accuracy in {cfg.early_stop_patience} epochs")
+                break
             run.train_epoch(flag)
             # end of epoch (or of the step budget): validate, keep the best, checkpoint
             run.end_epoch()
@@ -378,5 +396,7 @@ def fit(
         "best_val_accuracy": progress["best_val_accuracy"],
         "history": progress["history"],
         "steps": progress["global_step"],
+        "epochs": progress["epoch"],
+        "stopped_early": run.patience_exhausted(),
         "seconds": time.time() - run.started,
     }

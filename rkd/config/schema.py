@@ -101,12 +101,16 @@ class TrainConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     scheduler: Literal["cosine", "constant"] = "cosine"
     warmup_steps: NonNegInt = 0
+    # the warm-up as a share of the run's steps (it scales with epochs and data); exclusive with warmup_steps
+    warmup_fraction: Annotated[Float, accepts("a fraction in [0, 1), e.g. 0.05", lambda v: 0 <= v < 1)] = 0.0
     grad_clip: nullable(Annotated[Float, accepts("a number > 0, or null for no clipping", lambda v: v > 0)]) = 5.0
     # stop early (tests, smoke runs)
     max_steps: nullable(Annotated[Int, accepts("an integer >= 1, or null", lambda v: v >= 1)]) = None
     checkpoint_every: PosInt = 200  # optimiser steps between resumable checkpoints
     log_every: PosInt = 20
     label_smoothing: Annotated[Float, accepts("a number in [0, 1)", lambda v: 0 <= v < 1)] = 0.0
+    # stop after this many epochs without a better val accuracy (training to convergence); null = every epoch
+    early_stop_patience: nullable(Annotated[Int, accepts("an integer >= 1, or null", lambda v: v >= 1)]) = None
 
 
 @section
@@ -114,6 +118,8 @@ class TeacherConfig:
     # "embedded": an HF classifier built from embedded_* and trained by rkd; anything else is an
     # AutoModelForImageClassification / CLIP checkpoint: a hub id or a save_pretrained dir.
     source: Str = "embedded"
+    # the teacher's own training seed; null = the run's. Pinned, runs of other seeds share one teacher and cache
+    seed: nullable(Annotated[Int, accepts("an integer >= 0, or null for the run's seed", lambda v: v >= 0)]) = None
     kind: Literal["auto", "classifier", "clip"] = "auto"
     # Runs the checkpoint's own Python. Only the command line can switch it on (--trust-remote-code
     # or teacher.trust_remote_code=true); a YAML file that sets it is refused.
@@ -316,6 +322,15 @@ class BaselinesConfig:
     jscc_decoder_channels: PosInt = 32
     jscc_hidden: PosInt = 64
     jscc_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3))
+    # true: deep-jscc, adjscc, vfe see RKD-SC's per-seed training images, not their epochs (baselines.trained_link)
+    match_budget: Bool = False
+    # VFE (rkd.baselines.vfe): the information bottleneck's KL weight; its widths are the jscc_* ones
+    vfe_beta: Weight = 1e-3
+    vfe_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3))
+    # rkd.baselines.controls: no-teacher lr multiplier; to convergence: up to factor x epochs, patience flat epochs
+    control_lr_scale: Annotated[Float, accepts("a multiplier > 0", lambda v: v > 0)] = 1.0
+    convergence_epoch_factor: PosInt = 4
+    convergence_patience: PosInt = 3
     # the conference RKD-SC: feature-MSE student, then a per-sample attention autoencoder, one epoch per SNR (AWGN)
     conference_snrs: Annotated[Numbers, accepts("a non-empty list of SNRs in dB, one per epoch", bool)] = field(
         default_factory=lambda: [-5.0, -2.0, 0.0, 5.0, 10.0, 15.0, 20.0]
@@ -387,3 +402,7 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir).expanduser() / self.name
+
+    @property
+    def teacher_seed(self) -> int:  # teacher.seed, or the run's seed when that is null
+        return self.seed if self.teacher.seed is None else self.teacher.seed

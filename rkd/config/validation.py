@@ -29,6 +29,29 @@ def _check_loss(path: str, loss: LossConfig, accepted: str = "at least one loss 
         fail(path, {"task": loss.task, "logit_kd": loss.logit_kd, "feature_kd": loss.feature_kd}, accepted)
 
 
+def _check_training(cfg: RunConfig) -> None:
+    """Every training section: a warm-up given once, as steps or as a fraction of the run's steps."""
+    b = cfg.baselines
+    sections = {
+        "teacher.train": cfg.teacher.train,
+        "stage1": cfg.stage1,
+        "stage2": cfg.stage2,
+        "search.train": cfg.search.train,
+        "baselines.jscc_train": b.jscc_train,
+        "baselines.vfe_train": b.vfe_train,
+        "baselines.conference_stage1": b.conference_stage1,
+        "baselines.conference_train": b.conference_train,
+    }
+    for path, train in sections.items():
+        if train.warmup_steps and train.warmup_fraction:
+            fail(
+                f"{path}.warmup_fraction",
+                train.warmup_fraction,
+                f"0 when {path}.warmup_steps is set ({train.warmup_steps}): give the warm-up once, "
+                "as a fraction of the run's steps or as a step count",
+            )
+
+
 def _check_codec_and_channel(cfg: RunConfig) -> None:
     c, ch = cfg.codec, cfg.channel
     if c.d_model < 1 or c.d_model % c.heads != 0:
@@ -166,6 +189,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         fail("teacher.embedded_depths", t.embedded_depths, "one depth per entry of teacher.embedded_hidden_sizes")
     _check_loss("loss", cfg.loss)
     _check_loss("stage2_loss", cfg.stage2_loss)
+    _check_training(cfg)
     _check_codec_and_channel(cfg)
     _check_search(cfg.search)
     _check_eval(cfg.eval, cfg.codec)

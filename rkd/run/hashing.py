@@ -23,18 +23,21 @@ SCREENING_FIELDS = ("candidate_survivors", "candidate_screen_epochs")  # hashed 
 def stage_hashes(cfg: RunConfig) -> dict:
     """``{stage: hash}`` for teacher, cache, search, stage1, stage2 and eval."""
     inputs = input_fingerprints(cfg)
+    teacher = {k: v for k, v in inputs["teacher"].items() if k != "seed"}  # the seed enters as teacher_seed
     h = {}
-    h["teacher"] = config_hash(cfg.seed, inputs["data"], inputs["teacher"])
+    h["teacher"] = config_hash(cfg.teacher_seed, inputs["data"], teacher)
     h["cache"] = config_hash(h["teacher"], cfg.teacher.cache_shard_size)
+    # what the student's stages build on: the cache, and the run's seed when the teacher has its own
+    student_base = h["cache"] if cfg.teacher.seed is None else config_hash(h["cache"], cfg.seed)
     search = {k: v for k, v in to_dict(cfg.search).items() if k not in SEARCH_FIELDS_NOT_HASHED}
     if cfg.search.candidate_survivors is None:  # no screening: the same search as before these fields existed
         for key in SCREENING_FIELDS:
             search.pop(key)
     student_shape = {k: getattr(cfg.student, k) for k in ("init_channels", "layers", "stem_stride")}  # what is priced
-    h["search"] = config_hash(h["cache"], search, student_shape)
+    h["search"] = config_hash(student_base, search, student_shape)
     if cfg.search.candidates > 1:  # the candidates train with stage 1's loss and optimiser
         h["search"] = config_hash(h["search"], cfg.loss, cfg.stage1)
-    h["stage1"] = config_hash(h["cache"], inputs["student"], cfg.loss, cfg.stage1)
+    h["stage1"] = config_hash(student_base, inputs["student"], cfg.loss, cfg.stage1)
     if cfg.search.enabled:
         h["stage1"] = config_hash(h["stage1"], h["search"])
     h["stage2"] = config_hash(h["stage1"], cfg.codec, cfg.channel, cfg.stage2, cfg.stage2_loss)

@@ -163,7 +163,8 @@ class Pipeline:
         self.accelerator.wait_for_everyone()
         # Seed per stage: a stage's initial weights and draws must not depend on which stages ran
         # before it in this process (a resumed pipeline skips them), or a rerun would diverge.
-        set_seed(self.cfg.seed + zlib.crc32(stage.encode()) % 10_000)
+        seed = self.cfg.teacher_seed if stage in ("teacher", "cache") else self.cfg.seed  # a shared teacher: its own
+        set_seed(seed + zlib.crc32(stage.encode()) % 10_000)
         started = time.time()
         summary = STAGE_FUNCTIONS[stage](self.cfg, self.accelerator, self.inputs, out)
         summary["seconds"] = time.time() - started

@@ -91,7 +91,7 @@ def _fine_tune(
 ) -> tuple[float, float, int]:
     """``rkd.engine.fit`` over the train split, head and backbone at their own rates: (best val accuracy, seconds, steps)."""
     tcfg = cfg.teacher
-    train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.seed)
+    train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.teacher_seed)
     groups = parameter_groups(teacher, tcfg.train.lr, backbone_lr_scale)
     summary = fit(
         accelerator,
@@ -125,11 +125,11 @@ def train_teacher(
     objective = TeacherObjective(
         tcfg.augment,
         tcfg.train.label_smoothing,
-        seed=cfg.seed + 17 * accelerator.process_index,
+        seed=cfg.teacher_seed + 17 * accelerator.process_index,
         precision=tcfg.train_precision,
         random_erasing=tcfg.random_erasing,
     )
-    val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=cfg.seed)
+    val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=cfg.teacher_seed)
     if tcfg.finetune:
         if backbone_lr_scale is None:
             backbone_lr_scale = 1.0 if tcfg.source == "embedded" else 0.1
