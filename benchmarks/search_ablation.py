@@ -36,7 +36,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -174,42 +173,6 @@ def run_child_search(args, variant: str, seed: int) -> dict:
     }
 
 
-def random_genotype(
-    primitives: list, nodes: int, target_params: int, shape, seed: int = 0, samples: int = 2000, tolerance: float = 0.03
-):
-    """Random cells (no ``none``, at most 2 skips per cell) whose student is closest in size to ``target_params``.
-
-    Draws until one is within ``tolerance`` of the target (or ``samples`` draws): a fixed small number
-    of draws leaves small targets far off, since most random cells are larger than searched ones.
-    """
-    from rkd.nas.complexity import network_params
-    from rkd.nas.derive import SKIP
-    from rkd.nas.genotype import Genotype
-
-    rng = random.Random(seed)
-    ops = [p for p in primitives if p != "none"]
-
-    def cell():
-        while True:
-            edges = []
-            for node in range(nodes):
-                for source in rng.sample(range(2 + node), 2):
-                    edges.append((rng.choice(ops), source))
-            if sum(op == SKIP for op, _ in edges) <= 2:
-                return edges
-
-    best = None
-    concat = list(range(2, 2 + nodes))
-    for _ in range(samples):
-        g = Genotype(cell(), concat, cell(), concat)
-        params = network_params(g, shape)  # parameters only (the global RNG untouched); FLOPs for the chosen one
-        if best is None or abs(params - target_params) < abs(best[1] - target_params):
-            best = (g, params)
-        if abs(best[1] - target_params) <= tolerance * target_params:
-            break
-    return best[0]
-
-
 def test_accuracy(cfg, bundle, cache, stage1_dir: Path) -> float:
     import torch
 
@@ -259,6 +222,7 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
 
     from rkd.nas.complexity import measure_network
     from rkd.nas.genotype import GENOTYPES, genotype_from_dict, genotype_to_dict, load_genotype
+    from rkd.nas.random_cells import random_genotype
     from rkd.stages.search import student_shape
     from rkd.stages.stage1 import train_student
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from rkd.run.artifacts import read_json
 
 PIPELINE_PARTS = ("teacher", "cache", "search", "stage1", "stage2")
+# what RKD-SC trains per seed: a benchmark's seeds share one teacher and its cache, counted once
+SEED_PARTS = ("search", "stage1", "stage2")
 
 
 def part_cost(steps: int, batch_size: int, world_size: int, seconds: float, n_train: int) -> dict:
@@ -52,7 +54,24 @@ def pipeline_costs(cfg, run_dir: Path, stages: tuple, n_train: int) -> dict:
             summary.get("seconds", 0.0),
             n_train,
         )
+        if stage == "search":
+            candidates = candidate_images(cfg, summary.get("selection"))
+            parts[stage]["images_seen"] += candidates
+            parts[stage]["epochs"] = parts[stage]["images_seen"] / max(1, n_train)
     return parts
+
+
+def candidate_images(cfg, selection: dict | None) -> int:
+    """Training images the search's candidate selection fed its brief trainings (full batches of its subset)."""
+    if not selection:
+        return 0
+    batch = cfg.search.candidate_batch_size
+    per_epoch = (selection["train_rows"] // batch) * batch or selection["train_rows"]  # a subset < one batch: kept
+    epochs = selection["epochs"]
+    if selection.get("screened"):
+        screen = selection["screen_epochs"]
+        return per_epoch * (selection["candidates"] * screen + selection["survivors"] * (epochs - screen))
+    return per_epoch * selection["candidates"] * epochs
 
 
 def total(parts: dict, n_train: int) -> dict:
@@ -83,5 +102,6 @@ def matched_schedule(target_images: int, batch_size: int, world_size: int, n_tra
     return {"epochs": max(1, math.ceil(steps / steps_per_epoch)), "max_steps": steps}
 
 
-def rkd_budget(cfg, run_dir: Path | None, n_train: int) -> dict:
-    return total(pipeline_costs(cfg, run_dir or cfg.run_dir, PIPELINE_PARTS, n_train), n_train)
+def rkd_budget(cfg, run_dir: Path | None, n_train: int, parts: tuple = PIPELINE_PARTS) -> dict:
+    """RKD-SC's budget from its finished stages: the whole pipeline, or ``parts`` of it (``SEED_PARTS``)."""
+    return total(pipeline_costs(cfg, run_dir or cfg.run_dir, parts, n_train), n_train)

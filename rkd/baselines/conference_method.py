@@ -16,7 +16,7 @@ import torch
 from rkd.baselines import budget
 from rkd.baselines.conference import ConferenceAutoencoder, SNRScheduleObjective
 from rkd.baselines.context import Context, link_sizes, receiver_probe, student_params
-from rkd.baselines.variants import conference_student_overrides, derive_config, run_variant
+from rkd.baselines.variants import conference_stage1, conference_student_overrides, derive_config, run_variant
 from rkd.channels import channel_label
 from rkd.data import make_loader
 from rkd.draws import training_channel_specs
@@ -74,9 +74,14 @@ def equal_energy_records(ctx: Context, model, inputs: torch.Tensor, method: str)
     return records
 
 
+def conference_student_name(cfg) -> str:
+    """Its variant's directory: one per stage-1 learning rate, so a tuning grid's cells never share one."""
+    return f"conference-student-lr{cfg.baselines.conference_stage1.lr:g}"
+
+
 def conference_results(ctx: Context, out_dir: Path, method: str, awgn_only: bool = False) -> dict:
     cfg, b, acc = ctx.cfg, ctx.cfg.baselines, ctx.accelerator
-    student_cfg = derive_config(cfg, conference_student_overrides(cfg), "conference-student")
+    student_cfg = derive_config(cfg, conference_student_overrides(cfg), conference_student_name(cfg))
     run_variant(cfg, student_cfg, acc, ctx.run_stages, until="stage1")
     stage1 = load_stage1(student_cfg, ctx.bundle, ctx.teacher_dim, student_cfg.run_dir / "stage1").eval()
     for p in stage1.parameters():
@@ -144,11 +149,12 @@ def conference_settings(ctx: Context, hashes: dict, awgn_only: bool = False) -> 
         cfg.channel.snr_min,
         cfg.channel.snr_max,
         b.conference_snrs,
-        b.conference_stage1,
+        conference_stage1(cfg),
         b.conference_train,
         b.conference_tokens,
         b.conference_d_model,
         b.conference_depth,
         "awgn" if awgn_only else cfg.channel,
         "own k and equal energy per image",  # what its records hold
+        hashes["search"] if cfg.search.enabled else None,  # the searched cells its student trains
     )

@@ -62,7 +62,7 @@ class DeepJSCCClassifier(LinkModel):
     """Image -> CNN -> ``max_symbols`` complex symbols -> channel -> conv/MLP receiver -> logits.
 
     ``adaptive=False`` is Deep JSCC (no channel state anywhere); ``adaptive=True`` adds AF modules
-    (ADJSCC). Input: the student's normalised images ``[B, C, H, W]`` (any H, W: the map is pooled
+    (ADJSCC). ``teacher_dim``: a training-only projector of the receiver's feature for feature KD. Input: the student's normalised images ``[B, C, H, W]`` (any H, W: the map is pooled
     to 8x8 before the stride-2 last conv if needed).
     """
 
@@ -76,6 +76,7 @@ class DeepJSCCClassifier(LinkModel):
         decoder_width: int = 32,
         hidden: int = 64,
         adaptive: bool = False,
+        teacher_dim: int | None = None,
     ) -> None:
         super().__init__(channel_specs, max_symbols)
         if max_symbols % 8 != 0:
@@ -103,6 +104,11 @@ class DeepJSCCClassifier(LinkModel):
         )
         self.readout = nn.Sequential(nn.Flatten(), nn.Linear(decoder_width * GRID * GRID, hidden), nn.PReLU(hidden))
         self.head = nn.Linear(hidden, num_classes)
+        # feature KD from the teacher cache (deep-jscc-kd): the receiver's feature projected to the teacher's
+        self.projector = nn.Linear(hidden, teacher_dim) if teacher_dim else None
+
+    def training_outputs(self, features: torch.Tensor) -> dict:
+        return {} if self.projector is None else {"projected": self.projector(features)}
 
     def transmit(self, inputs: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
         state = torch.stack([snr_db, snr_db], dim=-1).to(inputs.dtype)

@@ -60,7 +60,11 @@ class LinkModel(nn.Module):
         z = self.transmit(inputs, snr_db)
         y, mask, state = send(self.channels, z, snr_db, k, channel_ids, generator)
         features = self.decoder(y, mask, state)
-        return {"features": features, "logits": self.classify(features)}
+        return {"features": features, "logits": self.classify(features), **self.training_outputs(features)}
+
+    def training_outputs(self, features: torch.Tensor) -> dict:
+        """More outputs for a loss term (e.g. a projection into the teacher's feature space); none by default."""
+        return {}
 
 
 def pad_symbols(y: torch.Tensor, mask: torch.Tensor, max_symbols: int) -> tuple:

@@ -8,10 +8,24 @@ BASELINE_METHODS = (
     "deep-jscc",
     "adjscc",
     "deep-jscc-budget",
+    "deep-jscc-kd",
+    "vfe",
     "conference",
     "conference-awgn",
     "label-digital",
     "feature-digital",
     "digital",
+    "no-teacher",
+    "no-teacher-converged",
+    "random-cells",
 )
-ABLATIONS = ("no-kd", "no-robust-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length")
+ABLATIONS = (
+    "no-kd",
+    "no-robust-kd",
+    "robust-kd",
+    "stage2-logit-kd",
+    "stage2-feature-kd",
+    "no-channel-training",
+    "no-state",
+    "fixed-length",
+)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rkd.baselines.conference_method import conference_results, conference_settings
 from rkd.baselines.context import Context
+from rkd.baselines.controls import CONTROLS, control_results, control_settings
 from rkd.baselines.deep_jscc_method import deep_jscc_results, deep_jscc_settings
 from rkd.baselines.digital_schemes import (
     digital_results,
@@ -22,6 +23,7 @@ from rkd.baselines.digital_schemes import (
     label_digital_results,
     label_digital_settings,
 )
+from rkd.baselines.vfe_method import vfe_results, vfe_settings
 
 
 @dataclass(frozen=True)
@@ -38,14 +40,24 @@ def _without_dir(results: Callable[[Context, str], dict]) -> Callable[[Context, 
     return lambda ctx, out_dir, label: results(ctx, label)
 
 
+def _control(name: str) -> Method:
+    return Method(partial(control_results, name=name), partial(control_settings, name=name), name)
+
+
+def _deep_jscc(label: str, adaptive: bool = False, rule: str | None = None, kd: bool = False) -> Method:
+    return Method(
+        partial(deep_jscc_results, adaptive=adaptive, rule=rule, kd=kd),
+        partial(deep_jscc_settings, rule=rule, kd=kd),
+        label,
+    )
+
+
 METHODS: dict[str, Method] = {
-    "deep-jscc": Method(partial(deep_jscc_results, adaptive=False), deep_jscc_settings, "deep-jscc"),
-    "adjscc": Method(partial(deep_jscc_results, adaptive=True), deep_jscc_settings, "adjscc"),
-    "deep-jscc-budget": Method(
-        partial(deep_jscc_results, adaptive=False, budget_matched=True),
-        partial(deep_jscc_settings, budget_matched=True),
-        "deep-jscc-budget",
-    ),
+    "deep-jscc": _deep_jscc("deep-jscc"),
+    "adjscc": _deep_jscc("adjscc", adaptive=True),
+    "deep-jscc-budget": _deep_jscc("deep-jscc-budget", rule="whole"),
+    "deep-jscc-kd": _deep_jscc("deep-jscc-kd", rule="whole", kd=True),
+    "vfe": Method(vfe_results, vfe_settings, "vfe"),
     "conference": Method(conference_results, conference_settings, "conference-rkd"),
     "conference-awgn": Method(
         partial(conference_results, awgn_only=True), partial(conference_settings, awgn_only=True), "conference-rkd-awgn"
@@ -53,4 +65,5 @@ METHODS: dict[str, Method] = {
     "label-digital": Method(_without_dir(label_digital_results), label_digital_settings, "label-digital"),
     "feature-digital": Method(_without_dir(feature_digital_results), feature_digital_settings, "feature-digital"),
     "digital": Method(_without_dir(digital_results), digital_settings, "digital"),
+    **{name: _control(name) for name in CONTROLS},
 }

@@ -5,11 +5,13 @@ the ordinary pipeline (same code, same engine) in ``runs/<name>/ablations/<varia
 config hash equals the main run's (the teacher and its cache always; stage 1 unless the variant
 changes the stage-1 loss) are linked to the main run's finished output, not retrained.
 
-* ``no-kd``: task loss only in both stages (no teacher at all after it labels nothing).
+* ``no-kd``: task loss only in both stages, on the main run's searched cells (their search used the
+  teacher; stage 1 and stage 2 do not): KD's gain at the same schedule.
 * ``no-robust-kd``: stage 1 as usual; stage 2 with task loss only (KD weights 0; the default
   config already trains stage 2 so, because its KD terms measurably cost accuracy there).
 * ``robust-kd``: stage 2 with the paper's KD terms on (logit KD from the cached teacher and feature
   KD through the projector, weight 1 each), the counterpart when the main run has them off.
+* ``stage2-logit-kd`` / ``stage2-feature-kd``: stage 2 with one of the two KD terms (weight 1), the other off.
 * ``no-channel-training``: stage 2 over an effectively noiseless channel (AWGN at 40-41 dB) with
   the state input off: the codec learns to compress, never to resist noise; stands for
   "RKD-SC without the robust (channel-aware) stage 2".
@@ -35,12 +37,21 @@ NO_STAGE2_KD = ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=0"]
 STAGE2_KD = ["stage2_loss.logit_kd=1", "stage2_loss.feature_kd=1"]
 
 
+def searched_cells(cfg: RunConfig) -> list:
+    """Overrides that train the main run's searched cells without searching again (nothing when the search is off)."""
+    if not cfg.search.enabled:
+        return []
+    return ["search.enabled=false", f"student.genotype={cfg.run_dir.resolve() / 'search' / 'genotype.json'}"]
+
+
 # the ablation registry: name -> the config changes that make it (see the module docstring); its keys are
 # rkd.baselines.names.ABLATIONS, so adding an ablation is one entry here and its name there
 ABLATIONS: dict[str, Callable[[RunConfig], list]] = {
-    "no-kd": lambda cfg: NO_TEACHER + NO_STAGE2_KD,
+    "no-kd": lambda cfg: searched_cells(cfg) + NO_TEACHER + NO_STAGE2_KD,
     "no-robust-kd": lambda cfg: NO_STAGE2_KD,
     "robust-kd": lambda cfg: STAGE2_KD,
+    "stage2-logit-kd": lambda cfg: ["stage2_loss.logit_kd=1", "stage2_loss.feature_kd=0"],
+    "stage2-feature-kd": lambda cfg: ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=1"],
     "no-channel-training": lambda cfg: [
         "channel.channels=[awgn]",
         "channel.snr_min=40",
@@ -59,14 +70,23 @@ def ablation_overrides(name: str, cfg: RunConfig) -> list:
     return list(ABLATIONS[name](cfg))
 
 
+def conference_stage1(cfg: RunConfig) -> dict:
+    """The conference student's schedule; under ``baselines.match_budget`` as many epochs as RKD-SC's stage 1."""
+    schedule = to_dict(cfg.baselines.conference_stage1)
+    if cfg.baselines.match_budget:
+        schedule["epochs"] = cfg.stage1.epochs
+    return schedule
+
+
 def conference_student_overrides(cfg: RunConfig) -> list:
-    """Stage 1 of the conference design: feature MSE to the teacher only, with its own schedule."""
-    return [
+    """Stage 1 of the conference design: feature MSE to the teacher only, with its own schedule, on the
+    main run's student cells (the searched ones when the search is on: the comparison is of recipes)."""
+    return searched_cells(cfg) + [
         "loss.task=0",
         "loss.logit_kd=0",
         "loss.feature_kd=1",
         "loss.feature_loss=mse",
-        f"stage1={json.dumps(to_dict(cfg.baselines.conference_stage1))}",
+        f"stage1={json.dumps(conference_stage1(cfg))}",
     ]
 
 
