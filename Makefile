@@ -14,7 +14,7 @@ FMNIST   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps clean-venv bench
+.PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps clean-venv bench bench-costs
 
 install: $(STAMP)
 
@@ -72,8 +72,14 @@ docs: docs-deps  # NO_MKDOCS_2_WARNING: the material theme's end-of-life banner
 test-all: install data
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
-bench: install data  # RKD-SC vs baselines/ablations (compare profile), distillation cost, inference latency
-	$(PY) benchmarks/run_all.py
+# RKD-SC vs its baselines, controls and ablations on the default, in resumable (method, seed) cells; runs in
+# parts, e.g. BENCH_ARGS="--only vfe,deep-jscc --seeds 0,1 --parallel 2" (python benchmarks/bench.py -h)
+BENCH_ARGS ?=
+bench: install data
+	$(PY) benchmarks/bench.py run --results benchmarks/results/bench $(BENCH_ARGS)
+
+bench-costs: install data  # distillation cost and inference latency
+	$(PY) benchmarks/run_all.py --only distill_cost,inference
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,193 @@
+"""The benchmark's cost model: each cell's parts, their full-size step counts, and seconds per step measured.
+
+A cell's cost is the sum over the parts it trains of (steps at full size) x (seconds per step of that
+part), plus its sweeps (seconds per test image, times the test images) and a fixed overhead (process
+start, data and cache loading, checks). Step counts follow from the config and the split sizes the
+way the runs compute them (epochs x batches, the budget rules of ``rkd.baselines.trained_link``);
+seconds per step come from a calibration: a short benchmark of every method on the same models and
+batch sizes with small splits and few epochs (``benchmarks/bench.py calibrate``), whose cell records
+hold each part's steps and seconds. The wall time of the whole plan is a list-scheduling simulation
+of the cells on the workers, in the scheduler's order and with its dependencies.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from rkd.baselines import budget
+from rkd.bench.catalogue import RKD
+from rkd.bench.layout import TEACHER, Cell
+from rkd.bench.plan import cell_graph
+from rkd.bench.tuning import grid_for
+from rkd.config import RunConfig
+
+PER_IMAGE = {"cache": "all", "eval": "test", "sweep": "test"}  # parts whose cost follows a split's size
+WHOLE_BUDGET = ("deep-jscc-budget", "deep-jscc-kd")
+SEED_BUDGET = ("deep-jscc", "adjscc", "vfe")
+
+
+def _batches(rows: int, batch: int, drop_last: bool) -> int:
+    return rows // batch if drop_last else math.ceil(rows / batch)
+
+
+def seed_images(cfg: RunConfig, n_train: int) -> dict:
+    """Training images of RKD-SC's parts at full size: the shared teacher, and the search, stage 1 and stage 2 of a seed."""
+    s = cfg.search
+    rows = min(s.max_train or n_train, n_train)
+    supernet = s.train.epochs * _batches(rows, s.train.batch_size, False) * s.train.batch_size
+    selection = None
+    if s.candidates > 1:
+        screened = s.candidate_survivors is not None and s.candidate_survivors < s.candidates
+        selection = {
+            "train_rows": min(s.candidate_max_train or n_train, n_train),
+            "candidates": s.candidates,
+            "survivors": s.candidate_survivors if screened else s.candidates,
+            "epochs": s.candidate_epochs,
+            "screened": screened,
+            "screen_epochs": s.candidate_screen_epochs,
+        }
+    stage = {k: getattr(cfg, k) for k in ("stage1", "stage2")}
+    t = cfg.teacher.train
+    return {
+        "teacher": t.epochs * _batches(n_train, t.batch_size, False) * t.batch_size,
+        "supernet": supernet if s.enabled else 0,
+        "candidates": budget.candidate_images(cfg, selection) if s.enabled else 0,
+        **{k: c.epochs * _batches(n_train, c.batch_size, True) * c.batch_size for k, c in stage.items()},
+    }
+
+
+def rkd_steps(cfg: RunConfig, n_train: int, images: dict) -> dict:
+    steps = {
+        k: _batches(n_train, getattr(cfg, k).batch_size, True) * getattr(cfg, k).epochs for k in ("stage1", "stage2")
+    }
+    if cfg.search.enabled:
+        steps["search"] = images["supernet"] // cfg.search.train.batch_size
+        steps["candidates"] = images["candidates"] // cfg.search.candidate_batch_size
+    return steps
+
+
+def method_steps(cfg: RunConfig, name: str, sizes: dict) -> dict:
+    """``{part: steps}`` a cell of ``name`` trains at full size (per-image parts: the images they pass)."""
+    n = sizes["train"]
+    images = seed_images(cfg, n)
+    rkd = rkd_steps(cfg, n, images)
+    sweep = {"sweep": sizes["test"]}
+    if name == TEACHER:
+        return {"teacher": images["teacher"] // cfg.teacher.train.batch_size, "cache": sum(sizes.values())}
+    if name == RKD:
+        return {**rkd, "eval": sizes["test"], **sweep}
+    if name in ("ablation:no-kd", "random-cells"):
+        return {"stage1": rkd["stage1"], "stage2": rkd["stage2"], **sweep}
+    if name.startswith("ablation:"):
+        return {"stage2": rkd["stage2"], **sweep}
+    if name == "no-teacher":
+        seen = images["supernet"] + images["candidates"] + images["stage1"]
+        return {"stage1": math.ceil(seen / cfg.stage1.batch_size), "stage2": rkd["stage2"], **sweep}
+    if name == "no-teacher-converged":
+        factor = cfg.baselines.convergence_epoch_factor
+        return {"stage1": rkd["stage1"] * factor, "stage2": rkd["stage2"] * factor, **sweep}
+    if name in SEED_BUDGET or name in WHOLE_BUDGET:
+        parts = ("supernet", "candidates", "stage1", "stage2") + (("teacher",) if name in WHOLE_BUDGET else ())
+        batch = (cfg.baselines.vfe_train if name == "vfe" else cfg.baselines.jscc_train).batch_size
+        return {f"fit:{name}": math.ceil(sum(images[p] for p in parts) / batch), **sweep}
+    if name == "conference":
+        c, b = cfg.baselines.conference_stage1, cfg.baselines
+        student = cfg.stage1.epochs if b.match_budget else c.epochs
+        return {
+            "conference-student:stage1": student * _batches(n, c.batch_size, True),
+            "fit:conference": b.conference_train.epochs * _batches(n, b.conference_train.batch_size, True),
+            **sweep,
+        }
+    return dict(sweep)  # the digital schemes train nothing
+
+
+def unit_costs(records: list) -> dict:
+    """Seconds per step (per image for ``PER_IMAGE`` parts) of each (method, part), and the median overhead,
+    from calibration cell records (each with ``parts`` and ``sizes``)."""
+    units: dict = {}
+    overheads = []
+    for record in records:
+        sizes = record.get("sizes", {})
+        spent = 0.0
+        for part, cost in record.get("parts", {}).items():
+            spent += cost["seconds"]
+            base = part.split(":")[-1] if part.startswith("conference-student") else part
+            unit = PER_IMAGE.get(base)
+            count = (sum(sizes.values()) if unit == "all" else sizes.get(unit)) if unit else cost["steps"]
+            if count:
+                units.setdefault(record["method"], {})[part] = cost["seconds"] / count
+        overheads.append(max(0.0, record["seconds"] - spent))
+    return {"per_unit": units, "overhead": statistics.median(overheads) if overheads else 0.0}
+
+
+def cell_seconds(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float | None:
+    """A cell's estimated seconds at full size; None when the calibration lacks one of its parts."""
+    per_method = units["per_unit"]
+    total = units["overhead"]
+    for part, count in method_steps(cfg, cell.method, sizes).items():
+        cost = per_method.get(cell.method, {}).get(part, per_method.get(RKD, {}).get(part))
+        if cost is None:
+            return None
+        total += cost * count
+    return total
+
+
+def simulate(order: list, deps: dict, seconds: dict, workers: int) -> float:
+    """Wall seconds of running ``order``'s cells on ``workers``: whenever a worker is free, the first cell
+    in ``order`` whose ``deps`` have finished starts (the scheduler's rule)."""
+    finish: dict = {}
+    running: list = []  # (end, position, cell)
+    pending, now = list(order), 0.0
+    while pending or running:
+        ready = [c for c in pending if all(d in finish for d in deps[c])]
+        while ready and len(running) < workers:
+            cell = ready.pop(0)
+            pending.remove(cell)
+            running.append((now + seconds[cell], order.index(cell), cell))
+        if not running:  # what is left waits on cells that are not in the plan
+            break
+        running.sort()
+        now, _, cell = running.pop(0)
+        finish[cell] = now
+    return max(finish.values(), default=0.0)
+
+
+def full_graph(names: list, seeds: list, grid: tuple) -> tuple:
+    """``(order, deps)`` of every cell the plan will run, as if each choice were known (``x1``), with the
+    tuning's waits (a tuned method's other seeds wait for its whole grid) made explicit."""
+    chosen = {name: 1.0 for name in [RKD, *names]}
+    graph = cell_graph(names, seeds, grid, chosen)
+    deps = {}
+    for cell, waits in graph.items():
+        extra = ()
+        if cell.method != TEACHER and cell.seed != seeds[0] and len(grid_for(cell.method, grid)) > 1:
+            extra = tuple(Cell(cell.method, seeds[0], x) for x in grid)
+        if cell.method != RKD and cell.method != TEACHER and len(grid_for(RKD, grid)) > 1:
+            extra += tuple(Cell(RKD, seeds[0], x) for x in grid)
+        deps[cell] = tuple(dict.fromkeys(waits + extra))
+    order = sorted(graph, key=lambda c: (c.method != TEACHER, c.method != RKD, list(graph).index(c)))
+    return order, deps
+
+
+def estimate(cfg: RunConfig, names: list, seeds: list, grid: tuple, sizes: dict, units: dict, workers: int) -> dict:
+    """The plan's cost: cells, CPU seconds (one thread each) and wall seconds on ``workers``, per method."""
+    order, deps = full_graph(names, seeds, grid)
+    seconds, per_method, unknown = {}, {}, set()
+    for cell in order:
+        cost = cell_seconds(cfg, cell, sizes, units)
+        if cost is None:
+            unknown.add(cell.method)
+            cost = 0.0
+        seconds[cell] = cost
+        entry = per_method.setdefault(cell.method, {"cells": 0, "seconds": 0.0})
+        entry["cells"] += 1
+        entry["seconds"] += cost
+    return {
+        "cells": len(order),
+        "cpu_seconds": sum(seconds.values()),
+        "wall_seconds": simulate(order, deps, seconds, workers),
+        "workers": workers,
+        "per_method": per_method,
+        "uncalibrated": sorted(unknown),
+    }

@@ -1,0 +1,269 @@
+"""The benchmark's machinery: resumable cells, the tuning grid, one teacher per comparison, the cost model.
+
+The cells here are run by a launcher that writes the record a finished cell writes (its fingerprint,
+teacher hash and val accuracy) without training, so the scheduler, plan, tuning and records are the
+real ones and each test takes seconds; the slow test at the end trains every method for real.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rkd.bench.catalogue import RKD, method, parse_methods
+from rkd.bench.costs import estimate, method_steps, seed_images, simulate, unit_costs
+from rkd.bench.layout import TEACHER, Cell, base_config, cell_config, cell_dir, parse_cell, rkd_config
+from rkd.bench.plan import comparison_cells, dropped_ablations, parse_seeds
+from rkd.bench.records import BenchError, check_complete, check_one_teacher, read_record, write_record
+from rkd.bench.report import write_report
+from rkd.bench.scheduler import Bench, Finished, run_cells
+from rkd.bench.tuning import choose, parse_grid
+from rkd.config import load_config
+
+
+def make_bench(tmp_path, names, seeds=(0, 1), grid=(1.0,), overrides=()):
+    cfg = load_config(["default"], [f"runs_dir={tmp_path}", "name=bench", *overrides])
+    return Bench(base_config(cfg), list(names), list(seeds), tuple(grid))
+
+
+def fake_launcher(bench, launched, val=lambda cell: 0.5, fail=(), teacher=lambda cell: "teacher-a"):
+    """Writes the record a finished cell writes, with ``val(cell)`` as its val accuracy; cells in ``fail`` fail."""
+
+    def launch(cell, rkd_scale, threads):
+        launched.append(cell.key)
+        if cell.key in fail:
+            return Finished(1)
+        record = {
+            "cell": cell.key,
+            "done": True,
+            "fingerprint": bench.fingerprint(cell, rkd_scale),
+            "val_accuracy": val(cell),
+            "teacher_hash": teacher(cell),
+            "rkd_scale": rkd_scale,
+            "seconds": 1.0,
+        }
+        write_record(cell_dir(bench.base, cell), record)
+        return Finished(0)
+
+    return launch
+
+
+def run(bench, launched, **kwargs):
+    return run_cells(bench, fake_launcher(bench, launched, **kwargs), parallel=2, threads=1, log=lambda text: None)
+
+
+def test_cells_resume_where_they_stopped(tmp_path):
+    bench = make_bench(tmp_path, ["deep-jscc", "label-digital"])
+    launched = []
+    outcome = run(bench, launched, fail={"deep-jscc@seed1@x1"})
+    assert outcome["failed"] == ["deep-jscc@seed1@x1"] and not outcome["waiting"]
+    assert launched[0] == TEACHER and len(launched) == 7  # teacher, rkd-sc x2, deep-jscc x2, label-digital x2
+    assert launched.index("deep-jscc@seed1@x1") > launched.index("rkd-sc@seed1@x1")  # waits for its seed's RKD-SC
+    launched.clear()
+    assert run(bench, launched)["failed"] == [] and launched == ["deep-jscc@seed1@x1"]  # only what did not finish
+    launched.clear()
+    run(bench, launched)
+    assert launched == []  # everything done: no process started
+    edited = make_bench(tmp_path, ["deep-jscc", "label-digital"], overrides=["baselines.jscc_train.batch_size=128"])
+    run(edited, launched)
+    assert sorted(launched) == ["deep-jscc@seed0@x1", "deep-jscc@seed1@x1"]  # only the cells whose config changed
+
+
+def test_tuning_grid_chooses_on_val_then_runs_every_seed_at_the_choice(tmp_path):
+    bench = make_bench(tmp_path, ["deep-jscc", "ablation:no-kd", "label-digital"], seeds=(0, 1, 2), grid=(0.5, 1, 2))
+    best = {RKD: 2.0, "deep-jscc": 0.5}
+    launched = []
+    outcome = run(bench, launched, val=lambda c: 0.9 - abs(c.scale - best.get(c.method, 1.0)))
+    assert outcome["chosen"] == {RKD: 2.0, "deep-jscc": 0.5, "ablation:no-kd": 1.0, "label-digital": 1.0}
+    grid_cells = {f"{RKD}@seed0@x{x}" for x in ("0.5", "1", "2")}
+    assert grid_cells <= set(launched[1:4]) | set(launched[1:5])  # RKD-SC's grid right after the teacher
+    first_other = min(i for i, k in enumerate(launched) if not k.startswith((RKD, TEACHER)))
+    assert all(launched.index(k) < first_other for k in grid_cells)  # nothing else before RKD-SC's choice
+    expected = {f"{RKD}@seed{s}@x2" for s in (1, 2)} | {f"deep-jscc@seed0@x{x}" for x in ("0.5", "1", "2")}
+    expected |= {f"deep-jscc@seed{s}@x0.5" for s in (1, 2)} | {f"ablation:no-kd@seed{s}@x1" for s in (0, 1, 2)}
+    assert expected <= set(launched) and len(launched) == 1 + 3 + 2 + 3 + 2 + 3 + 3
+    cfg = cell_config(rkd_config(bench.base, 1, 2.0), Cell("deep-jscc", 1, 0.5))
+    assert cfg.baselines.jscc_train.lr == pytest.approx(0.5 * bench.base.baselines.jscc_train.lr)
+    assert cfg.stage1.lr == pytest.approx(2 * bench.base.stage1.lr) and cfg.run_dir.name == "seed-1-x2"
+    record = read_record(cell_dir(bench.base, Cell("deep-jscc", 2, 0.5)))
+    assert record["rkd_scale"] == 2.0  # every cell of a seed builds on RKD-SC at its chosen rates
+    with pytest.raises(BenchError, match="no results"):  # the fake cells trained nothing
+        write_report(bench, "bench")
+    tuning = json.loads((bench.base.run_dir / "tuning.json").read_text())
+    assert tuning["methods"]["deep-jscc"]["chosen"] == 0.5 and tuning["methods"][RKD]["chosen"] == 2.0
+    assert tuning["methods"]["deep-jscc"]["val_accuracy"] == {"0.5": 0.9, "1": 0.4, "2": pytest.approx(-0.6)}
+
+
+def test_choice_ties_and_grid_errors():
+    assert choose({0.5: 0.8, 1.0: 0.8, 2.0: 0.8}) == 1.0  # a tie keeps the shipped rates
+    assert choose({0.5: 0.8, 2.0: 0.8}) == 0.5
+    assert parse_grid("2,0.5,1") == (0.5, 1.0, 2.0) and parse_grid(None) == (0.5, 1.0, 2.0)
+    for bad in ("0.5,2", "0,1", "a"):
+        with pytest.raises(ValueError, match="--grid"):
+            parse_grid(bad)
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,2") == [4, 2]
+    with pytest.raises(ValueError, match="--seeds"):
+        parse_seeds("1,1")
+    with pytest.raises(ValueError, match="--only nope"):
+        parse_methods("vfe,nope")
+    assert parse_cell("ablation:no-kd@seed3@x0.5") == Cell("ablation:no-kd", 3, 0.5)
+    assert parse_cell(Cell("vfe", 2, 2.0).key) == Cell("vfe", 2, 2.0)
+
+
+def test_the_comparison_refuses_missing_cells_and_mixed_teachers(tmp_path):
+    bench = make_bench(tmp_path, ["vfe"])
+    launched = []
+    run(bench, launched, teacher=lambda c: "teacher-b" if c.key == "vfe@seed1@x1" else "teacher-a")
+    with pytest.raises(BenchError, match=r"different teachers .*teacher-b.*: vfe@seed1@x1") as error:
+        write_report(bench, "python benchmarks/bench.py run")
+    assert "\n" not in str(error.value)
+    assert not (bench.base.run_dir / "view" / "compare" / "results.json").exists()  # nothing half-written
+    records, chosen, _ = bench.state()
+    expected = comparison_cells(bench.names, bench.seeds, bench.grid, chosen)
+    del records["vfe@seed0@x1"]
+    with pytest.raises(BenchError, match=r"vfe@seed0@x1; make them with `python b.py run --only vfe --seeds 0`"):
+        check_complete(expected, records, "python b.py run")
+    assert check_one_teacher({"a": {"teacher_hash": "h"}, "b": {"teacher_hash": "h"}}) == "h"
+
+
+def test_identical_stage2_ablations_are_dropped():
+    base = base_config(load_config(["default"]))
+    names = ["ablation:no-robust-kd", "ablation:robust-kd", "ablation:stage2-logit-kd"]
+    assert list(dropped_ablations(base, names)) == ["ablation:no-robust-kd"]  # the default's stage 2 is task-only
+    kd = base_config(load_config(["default"], ["stage2_loss.logit_kd=1"]))
+    assert list(dropped_ablations(kd, names)) == ["ablation:stage2-logit-kd"]
+
+
+def test_cost_model_counts_each_methods_budget_rule():
+    cfg = base_config(load_config(["default"]))
+    sizes = {"train": 54000, "val": 6000, "test": 10000}
+    images = seed_images(cfg, 54000)
+    assert images["stage1"] == 15 * 210 * 256 and images["teacher"] == 28 * 211 * 256
+    assert images["candidates"] == 4096 * (16 * 1 + 4 * 2)  # 16 screened for 1 epoch, 4 finish 3
+    per_seed = images["supernet"] + images["candidates"] + images["stage1"] + images["stage2"]
+    assert method_steps(cfg, "deep-jscc", sizes)["fit:deep-jscc"] == math.ceil(per_seed / 256)
+    whole = method_steps(cfg, "deep-jscc-budget", sizes)["fit:deep-jscc-budget"]
+    assert whole == math.ceil((per_seed + images["teacher"]) / 256)
+    assert method_steps(cfg, "no-teacher", sizes)["stage1"] == math.ceil((per_seed - images["stage2"]) / 256)
+    assert method_steps(cfg, "ablation:robust-kd", sizes) == {"stage2": 8 * 210, "sweep": 10000}
+    units = unit_costs(
+        [
+            {
+                "method": RKD,
+                "seconds": 10.0,
+                "sizes": {"train": 4, "val": 1, "test": 5},
+                "parts": {"stage2": {"steps": 4, "seconds": 2.0}, "sweep": {"steps": 9, "seconds": 5.0}},
+            },
+        ]
+    )
+    assert units["per_unit"][RKD] == {"stage2": 0.5, "sweep": 1.0} and units["overhead"] == 3.0
+    est = estimate(cfg, ["ablation:robust-kd"], [0, 1], (1.0,), sizes, units, workers=2)
+    assert est["uncalibrated"] == [RKD, TEACHER]  # no teacher or search costs in this calibration
+    assert est["per_method"]["ablation:robust-kd"]["seconds"] == pytest.approx(2 * (3 + 0.5 * 1680 + 10000))
+    a, b, c = "a", "b", "c"
+    assert simulate([a, b, c], {a: (), b: (a,), c: ()}, {a: 2.0, b: 1.0, c: 2.5}, workers=2) == 3.0
+
+
+# the benchmark at toy size: the default's config with tiny models, data, search and schedules
+SMOKE = [
+    "data.val_fraction=0.2",
+    "teacher.embedded_hidden_sizes=[8,16]",
+    "teacher.embedded_depths=[1,1]",
+    "teacher.embedded_embedding_size=8",
+    "teacher.train.epochs=1",
+    "teacher.train.batch_size=32",
+    "teacher.train_precision=fp32",
+    "teacher.cache_shard_size=64",
+    "student.init_channels=4",
+    "student.layers=3",
+    "stage1.epochs=1",
+    "stage1.batch_size=32",
+    "codec.d_model=16",
+    "codec.heads=2",
+    "codec.encoder_depth=1",
+    "codec.decoder_depth=1",
+    "codec.max_symbols=8",
+    "codec.rates=[2,8]",
+    "stage2.epochs=1",
+    "stage2.batch_size=32",
+    "eval.snr_step=10",
+    "eval.batch_size=50",
+    "search.init_channels=4",
+    "search.layers=3",
+    "search.nodes=2",
+    "search.train.epochs=1",
+    "search.train.batch_size=16",
+    "search.warmup_epochs=0",
+    "search.max_train=48",
+    "search.max_val=32",
+    "search.candidates=2",
+    "search.candidate_epochs=1",
+    "search.candidate_batch_size=16",
+    "search.candidate_max_train=64",
+    "search.candidate_max_val=32",
+    "search.candidate_survivors=null",
+    "baselines.jscc_channels=8",
+    "baselines.jscc_decoder_channels=8",
+    "baselines.jscc_hidden=16",
+    "baselines.jscc_train.batch_size=32",
+    "baselines.vfe_train.batch_size=32",
+    "baselines.conference_stage1.batch_size=32",
+    "baselines.conference_snrs=[0,10]",
+    "baselines.conference_train.epochs=2",
+    "baselines.conference_train.batch_size=32",
+    "baselines.conference_tokens=4",
+    "baselines.conference_d_model=8",
+    "baselines.conference_depth=1",
+    "baselines.convergence_epoch_factor=2",
+    "baselines.convergence_patience=1",
+]
+
+
+@pytest.mark.slow  # every method and ablation trained and swept on two seeds: a few minutes on a shared 2-core machine
+def test_bench_end_to_end_on_toy_settings(tmp_path, fake_fashion_dir):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+    common = [
+        f"runs_dir={tmp_path / 'runs'}",
+        f"data.fashion_mnist_dir={fake_fashion_dir}",
+        f"data.cache_dir={tmp_path / 'datasets'}",
+        *SMOKE,
+    ]
+    options = ["--seeds", "2", "--grid", "1", "--costs", str(tmp_path / "none.json")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), "run", "--in-process", *options, *common], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    bench = make_bench(tmp_path / "runs", parse_methods(None), overrides=common)
+    names = [n for n in bench.names if n != "ablation:no-robust-kd"]  # the default's own stage 2: dropped
+    data = json.loads((bench.base.run_dir / "view" / "compare" / "results.json").read_text())
+    assert data["seeds"] == [0, 1] and set(result["report"]["cells"]) == {Cell(n, s).key for n in names for s in (0, 1)}
+    labels = {"conference": "conference-rkd"}
+    assert set(data["methods"]) == {labels.get(n, n) for n in names}
+    records, _, _ = bench.state()
+    assert len({r["teacher_hash"] for r in records.values()}) == 1  # one teacher, trained once
+    teacher_runs = [r for r in records.values() if "teacher" in r.get("parts", {})]
+    assert [r["cell"] for r in teacher_runs] == [TEACHER]
+    tuned = [r for r in records.values() if r["method"] != TEACHER and method(r["method"]).lr_fields]
+    assert tuned and all(r["val_accuracy"] is not None for r in tuned)  # what a grid would choose by
+    assert all(r["machine"]["model"] and r["precision"]["mixed_precision"] for r in records.values())
+    vfe = json.loads((cell_dir(bench.base, Cell("vfe", 1)) / "results.json").read_text())["summary"]
+    assert vfe["budget_rule"] == "per-seed" and set(vfe["active_dims"]["per_k"]) == {"2", "8"}
+    units = unit_costs(list(records.values()))
+    sizes = {"train": 240, "val": 60, "test": 100}
+    assert estimate(bench.base, names, [0, 1], (0.5, 1, 2), sizes, units, workers=2)["uncalibrated"] == []
+    # a lost cell is made again by a worker process; the finished ones start nothing
+    (cell_dir(bench.base, Cell("label-digital", 1)) / "cell.json").unlink()
+    again = subprocess.run(
+        [sys.executable, str(script), "run", "--parallel", "2", *options, *common],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("[bench] start ") == 1 and "start label-digital@seed1@x1" in again.stderr
