@@ -225,7 +225,7 @@ def main(argv: list | None = None) -> int:
         return 0
     try:
         result = {"run": run_all, "report": make_report, "calibrate": calibrate}[args.command](args, overrides)
-    except RuntimeError as err:  # BenchError: what is missing or mixed, and the command that fixes it
+    except (RuntimeError, ValueError) as err:  # BenchError, ComparisonError: what is missing or mixed, and the fix
         print(f"[bench] {err}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))

@@ -34,10 +34,10 @@ class TimedContext(Context):
 
     sweep_seconds: float = 0.0
 
-    def sweep(self, model, inputs, rates, method):
+    def sweep(self, model, inputs, rates, method, snrs: list | None = None):
         started = time.time()
         try:
-            return super().sweep(model, inputs, rates, method)
+            return super().sweep(model, inputs, rates, method, snrs=snrs)
         finally:
             self.sweep_seconds += time.time() - started
 

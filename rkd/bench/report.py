@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rkd.baselines.registry import METHODS
 from rkd.bench.catalogue import RKD
 from rkd.bench.layout import rkd_config
 from rkd.bench.plan import comparison_cells
@@ -28,7 +29,14 @@ def write_report(bench: Bench, command: str) -> dict:
     main = rkd_config(base, seeds[0], chosen.get(RKD, 1.0))
     check_results(base, expected, main.run_dir / "eval")
     view = assemble_view(base, main, expected, seeds)
-    path = write_comparison(view, main.baselines.compare_k or max(main.codec.rates), main.eval.rate_margin, seeds=seeds)
+    path = write_comparison(
+        view,
+        main.baselines.compare_k or max(main.codec.rates),
+        main.eval.rate_margin,
+        seeds=seeds,
+        methods=[METHODS[n].label if n in METHODS else n for n in [RKD, *bench.names]],
+        noninferiority_margin=main.baselines.noninferiority_margin,
+    )
     return {
         "comparison": str(path),
         "view": str(view),
