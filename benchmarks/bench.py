@@ -37,7 +37,6 @@ CALIBRATE = [
     "stage2.epochs=1",
     "baselines.jscc_train.epochs=1",
     "baselines.vfe_train.epochs=1",
-    "baselines.convergence_epoch_factor=2",
 ]
 
 

@@ -109,9 +109,7 @@ def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
     """The warm-up's length in steps: ``warmup_fraction`` of this run's steps (rounded), else ``warmup_steps``."""
-    if cfg.warmup_fraction:
-        return math.floor(cfg.warmup_fraction * total_steps + 0.5)
-    return cfg.warmup_steps
+    return math.floor(cfg.warmup_fraction * total_steps + 0.5) if cfg.warmup_fraction else cfg.warmup_steps
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):

@@ -218,8 +218,6 @@ SMOKE = [
     "baselines.conference_tokens=4",
     "baselines.conference_d_model=8",
     "baselines.conference_depth=1",
-    "baselines.convergence_epoch_factor=2",
-    "baselines.convergence_patience=1",
 ]
 
 

@@ -41,7 +41,7 @@ FLOORS = (
     ("rkd.evaluation",),
     ("rkd.stages",),
     ("rkd.baselines",),
-    ("rkd.export",),
+    ("rkd.export", "rkd.bench"),
     ("rkd.run.pipeline", "rkd.run.preflight", "rkd.commands", "rkd.cli", "rkd.distill", "rkd.search", "rkd.evaluate"),
 )
 MAX_UPWARD = 1

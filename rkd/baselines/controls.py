@@ -9,8 +9,8 @@ and swept as RKD-SC is:
   did in its search and stage 1 (stage 2 is the same length in both): the teacher's worth at
   RKD-SC's training budget;
 * ``no-teacher-converged``: the same without a budget: each stage runs up to
-  ``baselines.convergence_epoch_factor`` times its epochs and stops after
-  ``baselines.convergence_patience`` epochs without a better val accuracy;
+  ``CONVERGENCE_FACTOR`` times its epochs and stops after ``CONVERGENCE_PATIENCE`` epochs without a
+  better val accuracy;
 * ``random-cells``: random cells (``rkd.nas.random_cells``) of the searched cells' size in RKD-SC's
   own recipe (KD on, same schedule): the search's gain at full training.
 
@@ -34,6 +34,7 @@ from rkd.run.artifacts import read_json
 from rkd.run.hashing import stage_hashes
 
 CONTROLS = ("no-teacher", "no-teacher-converged", "random-cells")
+CONVERGENCE_FACTOR, CONVERGENCE_PATIENCE = 4, 3  # a cap well past the schedule, and flat epochs before the stop
 
 
 def _scaled_lrs(cfg: RunConfig) -> list:
@@ -52,8 +53,7 @@ def budget_overrides(ctx: Context) -> list:
 
 
 def convergence_overrides(cfg: RunConfig) -> list:
-    b = cfg.baselines
-    factor, patience = b.convergence_epoch_factor, b.convergence_patience
+    factor, patience = CONVERGENCE_FACTOR, CONVERGENCE_PATIENCE
     return [
         f"stage1.epochs={cfg.stage1.epochs * factor}",
         f"stage1.early_stop_patience={patience}",

@@ -16,6 +16,7 @@ import math
 import statistics
 
 from rkd.baselines import budget
+from rkd.baselines.controls import CONVERGENCE_FACTOR
 from rkd.bench.catalogue import RKD
 from rkd.bench.layout import TEACHER, Cell
 from rkd.bench.plan import cell_graph
@@ -85,7 +86,7 @@ def method_steps(cfg: RunConfig, name: str, sizes: dict) -> dict:
         seen = images["supernet"] + images["candidates"] + images["stage1"]
         return {"stage1": math.ceil(seen / cfg.stage1.batch_size), "stage2": rkd["stage2"], **sweep}
     if name == "no-teacher-converged":
-        factor = cfg.baselines.convergence_epoch_factor
+        factor = CONVERGENCE_FACTOR
         return {"stage1": rkd["stage1"] * factor, "stage2": rkd["stage2"] * factor, **sweep}
     if name in SEED_BUDGET or name in WHOLE_BUDGET:
         parts = ("supernet", "candidates", "stage1", "stage2") + (("teacher",) if name in WHOLE_BUDGET else ())

@@ -15,6 +15,7 @@ from pathlib import Path
 from rkd.baselines.variants import derive_config
 from rkd.bench.catalogue import RKD, method
 from rkd.config import RunConfig, config_hash, to_dict
+from rkd.run.hashing import teacher_seed
 
 TEACHER = "teacher"  # the pseudo-method of the one cell that trains the shared teacher and its cache
 
@@ -69,7 +70,7 @@ def base_config(cfg: RunConfig) -> RunConfig:
     return with_overrides(
         cfg,
         [
-            f"teacher.seed={cfg.teacher_seed}",
+            f"teacher.seed={teacher_seed(cfg)}",
             "baselines.match_budget=true",
             "baselines.per_image=true",
             "baselines.methods=[]",
@@ -119,7 +120,7 @@ def cell_fingerprint(cfg: RunConfig, name: str, rkd_scale: float) -> str:
     seed; any other: the config (of the ``baselines`` section, the fields its method reads) and RKD-SC's multiplier."""
     values = to_dict(cfg)
     if name == TEACHER:
-        return config_hash(cfg.teacher_seed, values["data"], values["teacher"])
+        return config_hash(teacher_seed(cfg), values["data"], values["teacher"])
     keep = SWEEP_FIELDS + BASELINE_FIELDS.get(name, ())
     values["baselines"] = {k: v for k, v in values["baselines"].items() if k.startswith(keep)}
     return config_hash(values, rkd_scale)

@@ -322,15 +322,11 @@ class BaselinesConfig:
     jscc_decoder_channels: PosInt = 32
     jscc_hidden: PosInt = 64
     jscc_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3))
-    # true: deep-jscc, adjscc, vfe see RKD-SC's per-seed training images, not their epochs (baselines.trained_link)
-    match_budget: Bool = False
-    # VFE (rkd.baselines.vfe): the information bottleneck's KL weight; its widths are the jscc_* ones
-    vfe_beta: Weight = 1e-3
+    match_budget: Bool = False  # true: deep-jscc, adjscc, vfe see RKD-SC's per-seed images (baselines.trained_link)
+    vfe_beta: Weight = 1e-3  # VFE's information-bottleneck KL weight (rkd.baselines.vfe; its widths: jscc_*)
     vfe_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3))
-    # rkd.baselines.controls: no-teacher lr multiplier; to convergence: up to factor x epochs, patience flat epochs
+    # the no-teacher controls' learning-rate multiplier, stage 1 and 2 (rkd.baselines.controls)
     control_lr_scale: Annotated[Float, accepts("a multiplier > 0", lambda v: v > 0)] = 1.0
-    convergence_epoch_factor: PosInt = 4
-    convergence_patience: PosInt = 3
     # the conference RKD-SC: feature-MSE student, then a per-sample attention autoencoder, one epoch per SNR (AWGN)
     conference_snrs: Annotated[Numbers, accepts("a non-empty list of SNRs in dB, one per epoch", bool)] = field(
         default_factory=lambda: [-5.0, -2.0, 0.0, 5.0, 10.0, 15.0, 20.0]
@@ -402,7 +398,3 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir).expanduser() / self.name
-
-    @property
-    def teacher_seed(self) -> int:  # teacher.seed, or the run's seed when that is null
-        return self.seed if self.teacher.seed is None else self.teacher.seed

@@ -20,12 +20,17 @@ SEARCH_FIELDS_NOT_HASHED = ("enabled", "sweep_weights", "sweep_budget", "sweep_b
 SCREENING_FIELDS = ("candidate_survivors", "candidate_screen_epochs")  # hashed only when the screening is on
 
 
+def teacher_seed(cfg: RunConfig) -> int:
+    """The teacher's training seed: ``teacher.seed``, or the run's seed when that is null."""
+    return cfg.seed if cfg.teacher.seed is None else cfg.teacher.seed
+
+
 def stage_hashes(cfg: RunConfig) -> dict:
     """``{stage: hash}`` for teacher, cache, search, stage1, stage2 and eval."""
     inputs = input_fingerprints(cfg)
     teacher = {k: v for k, v in inputs["teacher"].items() if k != "seed"}  # the seed enters as teacher_seed
     h = {}
-    h["teacher"] = config_hash(cfg.teacher_seed, inputs["data"], teacher)
+    h["teacher"] = config_hash(teacher_seed(cfg), inputs["data"], teacher)
     h["cache"] = config_hash(h["teacher"], cfg.teacher.cache_shard_size)
     # what the student's stages build on: the cache, and the run's seed when the teacher has its own
     student_base = h["cache"] if cfg.teacher.seed is None else config_hash(h["cache"], cfg.seed)

@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 
 from rkd.config import RunConfig, save_config
 from rkd.run.artifacts import IntegrityError, atomic_write_json, file_checksums, read_record, verify_checksums
-from rkd.run.hashing import STAGES, git_commit, stage_hashes
+from rkd.run.hashing import STAGES, git_commit, stage_hashes, teacher_seed
 from rkd.run.preflight import check_inputs
 from rkd.run.rundir import ResumableDir
 from rkd.stages import cache, evaluate, search, stage1, stage2, sweep, teacher
@@ -163,7 +163,7 @@ class Pipeline:
         self.accelerator.wait_for_everyone()
         # Seed per stage: a stage's initial weights and draws must not depend on which stages ran
         # before it in this process (a resumed pipeline skips them), or a rerun would diverge.
-        seed = self.cfg.teacher_seed if stage in ("teacher", "cache") else self.cfg.seed  # a shared teacher: its own
+        seed = teacher_seed(self.cfg) if stage in ("teacher", "cache") else self.cfg.seed  # a shared teacher: its own
         set_seed(seed + zlib.crc32(stage.encode()) % 10_000)
         started = time.time()
         summary = STAGE_FUNCTIONS[stage](self.cfg, self.accelerator, self.inputs, out)

@@ -19,6 +19,7 @@ from rkd.config import RunConfig
 from rkd.data import DataBundle, augment, make_loader, random_erase
 from rkd.engine import Step, evaluate, fit
 from rkd.run.artifacts import PathLike
+from rkd.run.hashing import teacher_seed
 from rkd.teacher.io import save_teacher
 from rkd.teacher.model import Teacher, build_teacher, find_head
 
@@ -91,7 +92,7 @@ def _fine_tune(
 ) -> tuple[float, float, int]:
     """``rkd.engine.fit`` over the train split, head and backbone at their own rates: (best val accuracy, seconds, steps)."""
     tcfg = cfg.teacher
-    train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=cfg.teacher_seed)
+    train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=teacher_seed(cfg))
     groups = parameter_groups(teacher, tcfg.train.lr, backbone_lr_scale)
     summary = fit(
         accelerator,
@@ -125,11 +126,11 @@ def train_teacher(
     objective = TeacherObjective(
         tcfg.augment,
         tcfg.train.label_smoothing,
-        seed=cfg.teacher_seed + 17 * accelerator.process_index,
+        seed=teacher_seed(cfg) + 17 * accelerator.process_index,
         precision=tcfg.train_precision,
         random_erasing=tcfg.random_erasing,
     )
-    val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=cfg.teacher_seed)
+    val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=teacher_seed(cfg))
     if tcfg.finetune:
         if backbone_lr_scale is None:
             backbone_lr_scale = 1.0 if tcfg.source == "embedded" else 0.1
