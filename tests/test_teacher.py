@@ -38,7 +38,7 @@ def vit_dir(tmp_path_factory) -> Path:
     """A tiny ViT classifier for labels a, b, c with its image processor, as a hub checkpoint would be."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    from rkd.teacher.processor import square_processor
+    from rkd.teacher.hub import square_processor
 
     torch.manual_seed(0)
     labels = ["a", "b", "c"]
@@ -109,7 +109,7 @@ def clip_full_dir(tmp_path_factory) -> Path:
 def test_embedded_default_teacher():
     teacher = build_teacher(TeacherConfig(), 10, NAMES10, channels=1).eval()
     assert 1_200_000 < teacher.n_params < 1_260_000  # 1,232,810 with the defaults
-    assert teacher.feature_dim == 256 and teacher.num_classes == 10 and teacher.kind == "classifier"
+    assert teacher.feature_dim == 256 and teacher.num_classes == 10 and teacher.kind == "embedded"
     assert teacher.transform.describe() == {"size": 28, "channels": 3, "mean": [0.5] * 3, "std": [0.5] * 3}
     pixels = _pixels()
     out = teacher(pixels)
@@ -225,7 +225,7 @@ def test_non_image_model_is_refused(tmp_path):
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(
         str(tmp_path)
     )
-    with pytest.raises(ConfigError, match="'bert' model, which is neither an image classifier"):
+    with pytest.raises(ConfigError, match="'bert' model, which is not an image classifier"):
         build_teacher(TeacherConfig(source=str(tmp_path)), 3, list("abc"), channels=3)
     with pytest.raises(ConfigError, match="does not exist"):
         build_teacher(TeacherConfig(source=str(tmp_path / "missing")), 3, list("abc"), channels=3)

@@ -37,6 +37,8 @@ from rkd.config.coerce import (
     reject,
 )
 from rkd.nas.ops import PRIMITIVES
+from rkd.teacher.embedded import EMBEDDED_FAMILIES
+from rkd.teacher.kinds import KIND_CHOICES
 
 
 def section(cls: type) -> type:
@@ -115,12 +117,12 @@ class TrainConfig:
 
 @section
 class TeacherConfig:
-    # "embedded": an HF classifier built from embedded_* and trained by rkd; anything else is an
-    # AutoModelForImageClassification / CLIP checkpoint: a hub id or a save_pretrained dir.
+    # "embedded": an HF classifier built from embedded_* and trained by rkd; anything else is a
+    # checkpoint of one of the kinds in rkd.teacher.kinds: a hub id or a save_pretrained dir.
     source: Str = "embedded"
     # the teacher's own training seed; null = the run's. Pinned, runs of other seeds share one teacher and cache
     seed: nullable(Annotated[Int, accepts("an integer >= 0, or null for the run's seed", lambda v: v >= 0)]) = None
-    kind: Literal["auto", "classifier", "clip"] = "auto"
+    kind: Literal[KIND_CHOICES] = "auto"  # auto: the kind the source names
     # Runs the checkpoint's own Python. Only the command line can switch it on (--trust-remote-code
     # or teacher.trust_remote_code=true); a YAML file that sets it is refused.
     trust_remote_code: Bool = False
@@ -131,7 +133,7 @@ class TeacherConfig:
     embedded_depths: NonEmptyInts = field(default_factory=lambda: [1, 1, 1, 1])
     embedded_embedding_size: Annotated[Int, accepts("a positive integer", lambda v: v >= 1)] = 32
     # see rkd.teacher.embedded (regnet/convnext keep 28 px resolution)
-    embedded_family: Literal["resnet", "regnet", "convnext"] = "resnet"
+    embedded_family: Literal[EMBEDDED_FAMILIES] = "resnet"
     # regnet: channels per group (>= widest stage: plain convs)
     embedded_groups_width: Annotated[Int, accepts("a positive integer", lambda v: v >= 1)] = 1024
     channels_last: Bool = False  # embedded teacher weights in channels-last memory (faster CPU convs)

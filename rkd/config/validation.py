@@ -12,12 +12,18 @@ import re
 from typing import Any
 
 from rkd.channels import CHANNEL_NAMES, CSI_MODES
-from rkd.config.schema import BaselinesConfig, CodecConfig, EvalConfig, LossConfig, RunConfig, SearchConfig
+from rkd.config.schema import (
+    BaselinesConfig,
+    CodecConfig,
+    EvalConfig,
+    LossConfig,
+    RunConfig,
+    SearchConfig,
+    TeacherConfig,
+)
+from rkd.errors import ConfigError
 from rkd.nas.ops import OPS
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, malformed or out of range."""
+from rkd.teacher.kinds import AUTO, TEACHER_KINDS, source_kind
 
 
 def fail(path: str, value: Any, accepted: str) -> None:
@@ -109,6 +115,22 @@ def _check_eval(e: EvalConfig, codec: CodecConfig) -> None:
             )
 
 
+def _check_teacher(t: TeacherConfig) -> None:
+    if len(t.embedded_hidden_sizes) != len(t.embedded_depths):
+        fail("teacher.embedded_depths", t.embedded_depths, "one depth per entry of teacher.embedded_hidden_sizes")
+    fixed = source_kind(t.source)
+    if fixed is not None and t.kind not in (AUTO, fixed.name):
+        fail("teacher.kind", t.kind, f"{AUTO!r} or {fixed.name!r} with teacher.source = {t.source!r}")
+    needs = TEACHER_KINDS[t.kind].source if t.kind in TEACHER_KINDS else None
+    if needs is not None and t.source != needs:
+        checkpoint_kinds = [k.name for k in TEACHER_KINDS.values() if k.source is None]
+        fail(
+            "teacher.kind",
+            t.kind,
+            f"teacher.source = {needs!r}, or one of {[AUTO, *checkpoint_kinds]} for {t.source!r}",
+        )
+
+
 def _check_search(s: SearchConfig) -> None:
     unknown = [p for p in s.primitives if p not in OPS]  # OPS, not PRIMITIVES: registered ops are accepted too
     if not s.primitives or unknown or len(set(s.primitives)) != len(s.primitives):
@@ -184,9 +206,7 @@ def _check_no_secrets(values: Any, path: str = "") -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Check what relates fields to each other (the schema checked each field alone); return cfg for chaining."""
     _check_no_secrets(dataclasses.asdict(cfg))
-    t = cfg.teacher
-    if len(t.embedded_hidden_sizes) != len(t.embedded_depths):
-        fail("teacher.embedded_depths", t.embedded_depths, "one depth per entry of teacher.embedded_hidden_sizes")
+    _check_teacher(cfg.teacher)
     _check_loss("loss", cfg.loss)
     _check_loss("stage2_loss", cfg.stage2_loss)
     _check_training(cfg)

@@ -9,15 +9,13 @@ once by ``Pipeline.run`` before its first stage; each check names the config fie
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
-import torch.nn as nn
 
 from rkd.config import ConfigError, RunConfig, TeacherConfig
 from rkd.nas.genotype import Genotype, GenotypeError, load_genotype
-from rkd.teacher.model import CLIP_MODEL_TYPES, Teacher, build_teacher, load_teacher_config, transform_from_processor
-from rkd.teacher.processor import load_processor
+from rkd.teacher.kinds import resolve_kind
+from rkd.teacher.model import Teacher, assemble
 
 PROBE_SIZES = (32, 64, 224)  # the alternatives tried when the configured size fails
 PROBE_CLASSES = ["class-0", "class-1"]  # the probe checks shapes; the head's width does not matter
@@ -104,41 +102,21 @@ def _resized(teacher: Teacher, size: int) -> Teacher:
 
 
 def config_only_teacher(cfg: TeacherConfig) -> tuple[Teacher, str]:
-    """The teacher as the teacher stage would build it, but with random weights: ``(teacher, model type)``."""
-    if cfg.source == "embedded":  # built from a config anyway: the stage's own builder, so it cannot drift
-        teacher = build_teacher(cfg, len(PROBE_CLASSES), PROBE_CLASSES, channels=3)
-        return teacher.eval(), str(teacher.model.config.model_type)
-    ref, config = load_teacher_config(cfg)
-    model_type = str(getattr(config, "model_type", "?"))
-    kind = cfg.kind if cfg.kind != "auto" else ("clip" if model_type in CLIP_MODEL_TYPES else "classifier")
+    """The teacher as the teacher stage would build it, but with random weights: ``(teacher, model type)``.
+
+    The kind's own adapter builds it (``from_config``), so the probe cannot drift from the stage.
+    """
+    kind, checkpoint = resolve_kind(cfg)
+    model_type = str(getattr(checkpoint.config, "model_type", "?")) if checkpoint is not None else "?"
     try:
-        model, head = (
-            _clip_from_config(config) if kind == "clip" else _classifier_from_config(config, cfg.trust_remote_code)
-        )
-        processor = load_processor(ref, cfg.trust_remote_code)
-        transform = transform_from_processor(processor, model.config, kind, cfg.image_size)
-        teacher = Teacher(model, transform, kind, cfg.source, head=head)
+        parts = kind.from_config(cfg, checkpoint, len(PROBE_CLASSES))
+        model_type = str(getattr(parts.model.config, "model_type", model_type))
+        teacher = assemble(kind, parts, cfg, trust_remote_code=False)
+    except ConfigError:
+        raise
     except Exception as exc:  # building the wrapper runs the model once when it has no linear head
         raise ConfigError(
             f"teacher.source = {cfg.source!r}: a {model_type!r} model built from its config does not "
             f"work at teacher.image_size = {cfg.image_size} ({_first_line(exc)})"
         ) from exc
     return teacher.eval(), model_type
-
-
-def _classifier_from_config(config: Any, trust_remote_code: bool) -> tuple[nn.Module, None]:
-    from transformers import AutoModelForImageClassification  # heavy third-party import, only for hub teachers
-
-    return AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code), None
-
-
-def _clip_from_config(config: Any) -> tuple[nn.Module, nn.Linear]:
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection  # heavy third-party import
-
-    if getattr(config, "model_type", None) == "clip":
-        vision = CLIPVisionConfig(**config.vision_config.to_dict())
-        vision.projection_dim = config.projection_dim
-    else:
-        vision = config
-    model = CLIPVisionModelWithProjection(vision)
-    return model, nn.Linear(int(vision.projection_dim), len(PROBE_CLASSES))

@@ -23,42 +23,58 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-EMBEDDED_FAMILIES = ("resnet", "regnet", "convnext")
+from rkd.teacher.classifier import ClassifierKind, label_maps
+from rkd.teacher.hub import Checkpoint, square_processor
+from rkd.teacher.parts import TeacherParts
+
+
+def _resnet(hidden: list[int], depths: list[int], embedding_size: int, groups_width: int, labels: dict) -> Any:
+    from transformers import ResNetConfig
+
+    return ResNetConfig(
+        num_channels=3, embedding_size=embedding_size, hidden_sizes=hidden, depths=depths, layer_type="basic", **labels
+    )
+
+
+def _regnet(hidden: list[int], depths: list[int], embedding_size: int, groups_width: int, labels: dict) -> Any:
+    from transformers import RegNetConfig
+
+    return RegNetConfig(
+        num_channels=3,
+        embedding_size=embedding_size,
+        hidden_sizes=hidden,
+        depths=depths,
+        layer_type="x",
+        groups_width=groups_width,
+        downsample_in_first_stage=False,
+        **labels,
+    )
+
+
+def _convnext(hidden: list[int], depths: list[int], embedding_size: int, groups_width: int, labels: dict) -> Any:
+    from transformers import ConvNextConfig
+
+    return ConvNextConfig(
+        num_channels=3, patch_size=2, num_stages=len(hidden), hidden_sizes=hidden, depths=depths, **labels
+    )
+
+
+# teacher.embedded_family -> the HF config of that architecture; the config's accepted values follow
+FAMILIES = {"resnet": _resnet, "regnet": _regnet, "convnext": _convnext}
+EMBEDDED_FAMILIES = tuple(FAMILIES)
+EMBEDDED_SIZE = 28  # the input side when teacher.image_size is null: the embedded default's images
 
 
 def embedded_model_config(
     family: str, hidden_sizes: list, depths: list, embedding_size: int, groups_width: int, labels: dict
 ) -> Any:
     """The HF config of an embedded teacher; ``labels`` holds num_labels, id2label, label2id."""
-    from transformers import ConvNextConfig, RegNetConfig, ResNetConfig
-
-    hidden = [int(v) for v in hidden_sizes]
-    depth = [int(v) for v in depths]
-    if family == "resnet":
-        return ResNetConfig(
-            num_channels=3,
-            embedding_size=int(embedding_size),
-            hidden_sizes=hidden,
-            depths=depth,
-            layer_type="basic",
-            **labels,
+    if family not in FAMILIES:
+        raise ValueError(
+            f"teacher.embedded_family = {family!r} is invalid: expected one of {', '.join(EMBEDDED_FAMILIES)}"
         )
-    if family == "regnet":
-        return RegNetConfig(
-            num_channels=3,
-            embedding_size=int(embedding_size),
-            hidden_sizes=hidden,
-            depths=depth,
-            layer_type="x",
-            groups_width=int(groups_width),
-            downsample_in_first_stage=False,
-            **labels,
-        )
-    if family == "convnext":
-        return ConvNextConfig(
-            num_channels=3, patch_size=2, num_stages=len(hidden), hidden_sizes=hidden, depths=depth, **labels
-        )
-    raise ValueError(f"teacher.embedded_family = {family!r} is invalid: expected one of {', '.join(EMBEDDED_FAMILIES)}")
+    hidden, depth = [int(v) for v in hidden_sizes], [int(v) for v in depths]
+    return FAMILIES[family](hidden, depth, int(embedding_size), int(groups_width), labels)
 
 
 def build_embedded_model(cfg: Any, num_classes: int, id2label: dict, label2id: dict) -> nn.Module:
@@ -78,3 +94,28 @@ def build_embedded_model(cfg: Any, num_classes: int, id2label: dict, label2id: d
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+class EmbeddedKind(ClassifierKind):
+    """The classifier rkd builds from ``teacher.embedded_*`` and trains from scratch on the task's images.
+
+    Once built it is an HF classifier like any other (saved and reloaded as one); it differs in
+    how it is made: from a config (so the pre-flight probe builds the very same model), RGB with
+    a square resize and 0.5 statistics, and its backbone trained at the head's rate.
+    """
+
+    name = "embedded"
+    source = "embedded"
+    backbone_lr_scale = 1.0
+
+    def recognises(self, hf_config: Any) -> bool:
+        return False  # chosen by teacher.source = embedded, never from a checkpoint
+
+    def build(self, cfg: Any, checkpoint: Checkpoint | None, num_classes: int, class_names: list[str]) -> TeacherParts:
+        id2label, label2id = label_maps(class_names)
+        model = build_embedded_model(cfg, num_classes, id2label, label2id)
+        processor = square_processor(cfg.image_size or EMBEDDED_SIZE, [0.5] * 3, [0.5] * 3)
+        return TeacherParts(model, None, processor)
+
+    def from_config(self, cfg: Any, checkpoint: Checkpoint | None, num_classes: int) -> TeacherParts:
+        return self.build(cfg, checkpoint, num_classes, [f"class-{i}" for i in range(num_classes)])

@@ -2,41 +2,35 @@
 
 Reloading a trained teacher takes the same ``from_pretrained`` path as a hub checkpoint; the
 record (``rkd_teacher.json``) adds what HF does not keep: the kind, the input transform, the
-source, the CLIP head and the identity the teacher cache is keyed by.
+source, what the kind's adapter saved beside the model (a CLIP tower's head) and the identity
+the teacher cache is keyed by.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch.nn as nn
-from safetensors.torch import load_file, save_file
-
 from rkd.config import ConfigError
 from rkd.data import ImageTransform
 from rkd.run.artifacts import PathLike, atomic_write_json, read_json
 from rkd.run.rundir import atomic_directory
+from rkd.teacher.hub import load_processor, square_processor
+from rkd.teacher.kinds import TEACHER_KINDS
 from rkd.teacher.model import Teacher, transform_from_processor
-from rkd.teacher.processor import load_processor, square_processor
 
 TEACHER_RECORD = "rkd_teacher.json"  # beside config.json in a saved teacher
-CLIP_HEAD_FILE = "rkd_clip_head.safetensors"
 TEACHER_RECORD_VERSION = 1
 
 
 def save_teacher(teacher: Teacher, model_dir: PathLike) -> Path:
-    """``save_pretrained`` model + image processor + ``rkd_teacher.json`` (and the CLIP head), atomically."""
+    """``save_pretrained`` model + image processor + what the kind adds + ``rkd_teacher.json``, atomically."""
     model_dir = Path(model_dir)
     with atomic_directory(model_dir) as tmp:
         teacher.model.save_pretrained(str(tmp), safe_serialization=True)
         t = teacher.transform
         processor = square_processor(t.size, t.mean, t.std) if _processor_disagrees(teacher) else teacher.processor
         processor.save_pretrained(str(tmp))
-        clip_head = None
-        if teacher.kind == "clip":
-            clip_head = CLIP_HEAD_FILE
-            state = {k: v.detach().cpu().contiguous() for k, v in teacher.head.state_dict().items()}
-            save_file(state, str(tmp / CLIP_HEAD_FILE))
+        extra = teacher.adapter.save(teacher.model, teacher.head, tmp)
         atomic_write_json(
             tmp / TEACHER_RECORD,
             {
@@ -45,12 +39,9 @@ def save_teacher(teacher: Teacher, model_dir: PathLike) -> Path:
                 "source": teacher.source,
                 "trust_remote_code": teacher.trust_remote_code,
                 "num_classes": teacher.num_classes,
-                "class_names": [teacher.model.config.id2label[i] for i in range(teacher.num_classes)]
-                if teacher.kind == "classifier"
-                else None,
                 "feature_dim": teacher.feature_dim,
                 "transform": teacher.transform.describe(),
-                "clip_head": clip_head,
+                **extra,
                 "identity": teacher.identity,
             },
         )
@@ -71,8 +62,6 @@ def load_trained_teacher(model_dir: PathLike, trust_remote_code: bool = False) -
     A teacher that needed remote code loads only when the caller allows it again
     (``trust_remote_code``): the saved record alone never switches it on.
     """
-    from transformers import AutoModelForImageClassification, CLIPVisionModelWithProjection
-
     model_dir = Path(model_dir)
     record_path = model_dir / TEACHER_RECORD
     if not record_path.is_file():
@@ -85,6 +74,8 @@ def load_trained_teacher(model_dir: PathLike, trust_remote_code: bool = False) -
         raise ValueError(
             f"{record_path}: version {record.get('version')!r} is not supported (expected {TEACHER_RECORD_VERSION})"
         )
+    if record.get("kind") not in TEACHER_KINDS:
+        raise ValueError(f"{record_path}: kind {record.get('kind')!r} is not one of {', '.join(TEACHER_KINDS)}")
     trust = record.get("trust_remote_code", False) is True
     if trust and not trust_remote_code:
         raise ConfigError(
@@ -94,13 +85,7 @@ def load_trained_teacher(model_dir: PathLike, trust_remote_code: bool = False) -
         )
     transform = ImageTransform(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["transform"].items()})
     processor = load_processor(str(model_dir), trust)
-    if record["kind"] == "clip":
-        model = CLIPVisionModelWithProjection.from_pretrained(str(model_dir))
-        state = load_file(str(model_dir / record["clip_head"]))
-        head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0], bias="bias" in state)
-        head.load_state_dict(state)
-        return Teacher(
-            model, transform, "clip", record["source"], head=head, processor=processor, trust_remote_code=trust
-        )
-    model = AutoModelForImageClassification.from_pretrained(str(model_dir), trust_remote_code=trust)
-    return Teacher(model, transform, "classifier", record["source"], processor=processor, trust_remote_code=trust)
+    model, head = TEACHER_KINDS[record["kind"]].load(model_dir, record, trust)
+    return Teacher(
+        model, transform, record["kind"], record["source"], head=head, processor=processor, trust_remote_code=trust
+    )

@@ -21,7 +21,7 @@ from rkd.engine import Step, evaluate, fit
 from rkd.run.artifacts import PathLike
 from rkd.run.hashing import teacher_seed
 from rkd.teacher.io import save_teacher
-from rkd.teacher.model import Teacher, build_teacher, find_head
+from rkd.teacher.model import Teacher, build_teacher
 
 
 class TeacherObjective:
@@ -58,20 +58,12 @@ class TeacherObjective:
         return Step(loss=loss, logits=logits.detach(), labels=labels, terms={"ce": loss.detach()})
 
 
-def head_parameters(teacher: Teacher) -> list[nn.Parameter]:
-    """The classification head's parameters (new or task-reordered), as opposed to the backbone's."""
-    if teacher.kind == "clip":
-        return list(teacher.head.parameters())
-    head, _ = find_head(teacher.model)
-    return list(head.parameters()) if head is not None else []
-
-
 def parameter_groups(teacher: Teacher, lr: float, backbone_lr_scale: float) -> list[dict]:
     """Optimiser groups: the head at ``lr``, the backbone at ``lr * backbone_lr_scale``.
 
     A pretrained backbone fine-tunes best at a fraction of the rate a fresh head needs.
     """
-    head_ids = {id(p) for p in head_parameters(teacher)}
+    head_ids = {id(p) for p in teacher.head_parameters()}
     head = [p for p in teacher.parameters() if id(p) in head_ids]
     backbone = [p for p in teacher.parameters() if id(p) not in head_ids]
     groups = [{"params": head, "lr": lr}] if head else []
@@ -113,8 +105,8 @@ def train_teacher(
 ) -> dict:
     """Build, fine-tune (``cfg.teacher.train`` through ``rkd.engine.fit``) and save the teacher to ``out_dir/model``.
 
-    ``backbone_lr_scale`` multiplies the learning rate of everything but the head; by default 1
-    for the embedded teacher (trained from scratch) and 0.1 for pretrained checkpoints.
+    ``backbone_lr_scale`` multiplies the learning rate of everything but the head; by default the
+    kind's own (the embedded teacher trains from scratch at one rate, a checkpoint's backbone slower).
     With ``teacher.finetune = false`` the loaded teacher is only evaluated on val and saved.
     """
     out_dir = Path(out_dir)
@@ -133,7 +125,7 @@ def train_teacher(
     val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=teacher_seed(cfg))
     if tcfg.finetune:
         if backbone_lr_scale is None:
-            backbone_lr_scale = 1.0 if tcfg.source == "embedded" else 0.1
+            backbone_lr_scale = teacher.adapter.backbone_lr_scale
         val_accuracy, seconds, steps = _fine_tune(
             cfg, bundle, accelerator, teacher, objective, val_loader, out_dir, backbone_lr_scale
         )

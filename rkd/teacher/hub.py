@@ -1,12 +1,15 @@
-"""A teacher's input as its Hugging Face image processor describes it: size, channels and statistics.
+"""A hub or ``save_pretrained`` teacher as transformers describes it: its config and its image processor.
 
-Kept free of rkd's other modules so every teacher kind can use it.
+Every teacher kind reads these, so nothing here depends on a kind or on rkd's config.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from rkd.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -76,3 +79,38 @@ def input_settings(processor: Any, model_config: Any, default_stats: tuple, size
         native = getattr(model_config, "image_size", None)
         size = int(native[0] if isinstance(native, (list, tuple)) else native or 224)
     return {"size": int(size), "channels": channels, "mean": tuple(mean), "std": tuple(std)}
+
+
+class Checkpoint(NamedTuple):
+    """A hub id or ``save_pretrained`` directory (``ref``, what ``from_pretrained`` takes) and its HF config."""
+
+    ref: str
+    config: Any
+
+
+def load_checkpoint(source: str, trust_remote_code: bool) -> Checkpoint:
+    """The checkpoint's config only, no weights (the pre-flight probe builds the model from it); errors name
+    ``teacher.source`` and the fix."""
+    from transformers import AutoConfig
+
+    local = Path(source).expanduser()
+    if source.startswith(("/", "./", "../", "~")) and not local.is_dir():
+        raise ConfigError(
+            f"teacher.source = {source!r}: directory {str(local)!r} does not exist; expected 'embedded', "
+            f"a hub id (e.g. google/vit-base-patch16-224) or a save_pretrained directory"
+        )
+    ref = str(local) if local.is_dir() else source
+    try:
+        config = AutoConfig.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise ConfigError(
+                f"teacher.source = {source!r} needs its own Python code to load (its config has an "
+                f"auto_map), which rkd does not run unless asked: add --trust-remote-code to the command "
+                f"line if you trust that checkpoint"
+            ) from None
+        raise ConfigError(
+            f"teacher.source = {source!r}: could not load its config ({type(exc).__name__}: {exc}); "
+            f"expected 'embedded', a hub id reachable from here, or a save_pretrained directory"
+        ) from exc
+    return Checkpoint(ref, config)
