@@ -39,12 +39,13 @@ class OnlineTeacherObjective:
 
 def main() -> dict:
     from rkd.baselines.link import NoTeacher
+    from rkd.config import LossConfig
     from rkd.data import load_data, make_loader, student_transform
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
     from rkd.losses import build_kd_loss
     from rkd.measure import count_params
     from rkd.models.factory import create_stage1_model
-    from rkd.stages.objective import DistillObjective, kd_loss
+    from rkd.stages.objective import DistillObjective
     from rkd.teacher.cache import load_cache
     from rkd.teacher.io import load_trained_teacher
     from rkd.teacher.model import build_teacher
@@ -76,9 +77,11 @@ def main() -> dict:
     loader = make_loader(bundle.splits["train"], cfg.stage1.batch_size, shuffle=True, seed=0, drop_last=True)
     batches = iter(loader)
     kinds = {
-        "student_only": DistillObjective(transform, NoTeacher(), build_kd_loss(1.0, 0.0, 0.0)),
-        "cache_kd": DistillObjective(transform, cache, kd_loss(cfg.loss)),
-        "online_teacher_kd": OnlineTeacherObjective(transform, teacher, kd_loss(cfg.loss)),
+        "student_only": DistillObjective(
+            transform, NoTeacher(), build_kd_loss(LossConfig(task=1.0, logit_kd=0.0, feature_kd=0.0))
+        ),
+        "cache_kd": DistillObjective(transform, cache, build_kd_loss(cfg.loss)),
+        "online_teacher_kd": OnlineTeacherObjective(transform, teacher, build_kd_loss(cfg.loss)),
     }
     accelerator = make_accelerator(cpu=True, seed=0)  # the step fit takes, on the CPU as before
     models, optimizers, schedulers = {}, {}, {}

@@ -1,8 +1,8 @@
 """What each stage-2 loss term does: stage 2 retrained on one finished run's stage 1, one term at a time.
 
 Variants (stage 2 + evaluation only; the run's teacher, cache, search and stage 1 are linked, not
-retrained): task only (today's default), task + logit KD from the cached teacher, task + feature KD
-through the projector, task + both (the paper's stage 2). Each variant runs in
+retrained): task only, task + each KD term of ``rkd.losses.LOSS_TERMS`` alone (logit KD from the
+cached teacher, feature KD through the projector), task + all of them (the paper's stage 2). Each variant runs in
 ``<run>/stage2_terms/<variant>/`` through the ordinary pipeline; the JSON gives AWGN and Rayleigh
 accuracy per k and SNR on the full test set, the student's clean accuracy and the code diagnostics.
 
@@ -19,12 +19,20 @@ from pathlib import Path
 
 from common import parse_config
 
-VARIANTS = {
-    "task": ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=0"],
-    "logit_kd": ["stage2_loss.logit_kd=1", "stage2_loss.feature_kd=0"],
-    "feature_kd": ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=1"],
-    "both": ["stage2_loss.logit_kd=1", "stage2_loss.feature_kd=1"],
-}
+from rkd.config import LossConfig
+from rkd.losses import teacher_terms
+
+
+def term_variants(kd_terms: list) -> dict:
+    """Task only, each KD term alone beside the task loss, and all of them together (``all_kd``)."""
+
+    def on(chosen: list) -> list:
+        return [f"stage2_loss.{name}={int(name in chosen)}" for name in kd_terms]
+
+    return {"task": on([]), **{name: on([name]) for name in kd_terms}, "all_kd": on(kd_terms)}
+
+
+VARIANTS = term_variants(teacher_terms(LossConfig()))  # the registered terms that read the teacher
 SHOWN = {"awgn", "rayleigh-csi", "rayleigh-pilot1"}
 
 

@@ -100,10 +100,11 @@ def worker(args: argparse.Namespace) -> None:
     from rkd.config import load_config
     from rkd.data import student_transform
     from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
+    from rkd.losses import build_kd_loss
     from rkd.measure import count_params
     from rkd.models.factory import create_stage1_model, create_stage2_model
     from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
-    from rkd.stages.objective import DistillObjective, kd_loss
+    from rkd.stages.objective import DistillObjective
 
     cfg = load_config(list(args.config or ["default"]), list(args.overrides))
     accelerator = make_accelerator(args.precision, seed=0)
@@ -123,7 +124,7 @@ def worker(args: argparse.Namespace) -> None:
     objective = DistillObjective(
         None,
         _SyntheticTargets(n, args.classes, args.teacher_dim),
-        kd_loss(cfg.stage2_loss),
+        build_kd_loss(cfg.stage2_loss),
         channel_cfg=cfg.channel,
         rates=cfg.codec.rates,
         rank=accelerator.process_index,

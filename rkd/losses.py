@@ -1,18 +1,22 @@
-"""Distillation objectives as small terms composed by weights, so an ablation is a config change.
+"""Distillation objectives as small terms registered by name and composed by weights, so an ablation is a
+config change.
 
 Every term is a module ``term(outputs, batch) -> scalar`` that declares the keys it reads in
 ``requires`` (``("outputs", key)`` or ``("batch", key)``). ``CompositeLoss`` checks those keys before
 calling a term (so a missing teacher cache fails with a message naming the key and the term), skips
 terms of weight 0 entirely, and reports each term's unweighted value for logging.
 
-Adding a term means writing one more ``LossTerm`` subclass and one more ``(weight, module)`` entry;
-nothing else changes. ``ComplexityPenalty`` (the architecture search's expected params/FLOPs of the
-softmaxed architecture, read from ``outputs["arch_params"]`` / ``outputs["arch_flops"]``) is one.
+``LOSS_TERMS`` holds the terms of the stages' loss by name; each name is also a weight field of
+``rkd.config.LossConfig``. Adding a term is one function registered with ``@loss_term`` (it builds
+the term from the loss config section) and one weight field of that name: the stages' objectives,
+the config check, the ablations and the stage-2 term benchmark read the registry. Terms outside the
+registry join a loss through ``extra`` (the search's ``ComplexityPenalty``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -218,22 +222,59 @@ class CompositeLoss(nn.Module):
         return total, parts
 
 
+# name (a LossConfig weight field) -> the term built from the loss config section and the stage's label smoothing
+TermFactory = Callable[[Any, float], nn.Module]
+LOSS_TERMS: dict[str, TermFactory] = {}
+
+
+def loss_term(name: str) -> Callable[[TermFactory], TermFactory]:
+    """Register a term of the stages' loss under ``name``, the ``LossConfig`` field that holds its weight."""
+
+    def register(factory: TermFactory) -> TermFactory:
+        if name in LOSS_TERMS:
+            raise ValueError(f"loss term {name!r} is registered twice")
+        LOSS_TERMS[name] = factory
+        return factory
+
+    return register
+
+
+@loss_term("task")
+def task_term(cfg: Any, label_smoothing: float) -> nn.Module:
+    """Cross-entropy on the labels, smoothed as the stage's ``train.label_smoothing`` says."""
+    return TaskLoss(label_smoothing)
+
+
+@loss_term("logit_kd")
+def logit_kd_term(cfg: Any, label_smoothing: float) -> nn.Module:
+    """Soft targets from the cached teacher logits at ``temperature``."""
+    return LogitKD(cfg.temperature)
+
+
+@loss_term("feature_kd")
+def feature_kd_term(cfg: Any, label_smoothing: float) -> nn.Module:
+    """The projected student feature against the cached teacher feature, by ``feature_loss``."""
+    return FeatureKD(cfg.feature_loss)
+
+
+def loss_weights(cfg: Any) -> dict[str, float]:
+    """The weight of every registered term in a ``LossConfig``."""
+    return {name: float(getattr(cfg, name)) for name in LOSS_TERMS}
+
+
+def teacher_terms(cfg: Any) -> list[str]:
+    """The registered terms that read the cached teacher (the KD terms), as built from ``cfg``."""
+    return [
+        name
+        for name, make in LOSS_TERMS.items()
+        if any(source == "batch" and key.startswith("teacher_") for source, key in make(cfg, 0.0).requires)
+    ]
+
+
 def build_kd_loss(
-    task: float = 1.0,
-    logit_kd: float = 1.0,
-    feature_kd: float = 1.0,
-    temperature: float = 4.0,
-    feature_loss: str = "cosine",
-    label_smoothing: float = 0.0,
-    extra: Mapping[str, tuple[float, nn.Module]] | None = None,
+    cfg: Any, label_smoothing: float = 0.0, extra: Mapping[str, tuple[float, nn.Module]] | None = None
 ) -> CompositeLoss:
-    """The stage-1/stage-2 objective: task CE + logit KD + feature KD, named as in ``LossConfig``;
+    """The stages' loss a ``LossConfig`` describes: every registered term at its weight, in registration order;
     ``extra`` terms (e.g. the search's complexity penalty) follow them."""
-    return CompositeLoss(
-        {
-            "task": (task, TaskLoss(label_smoothing)),
-            "logit_kd": (logit_kd, LogitKD(temperature)),
-            "feature_kd": (feature_kd, FeatureKD(feature_loss)),
-            **(extra or {}),
-        }
-    )
+    terms = {name: (getattr(cfg, name), make(cfg, label_smoothing)) for name, make in LOSS_TERMS.items()}
+    return CompositeLoss({**terms, **(extra or {})})

@@ -75,7 +75,8 @@ def test_stage2_trains_under_bf16_autocast_on_cpu(fashion_bundle, fake_fashion_d
     """The CAT codec + student, prepared by an Accelerator with mixed_precision=bf16: finite, sane losses."""
     from rkd.data import make_loader, student_transform
     from rkd.engine import make_accelerator
-    from rkd.stages.objective import DistillObjective, kd_loss
+    from rkd.losses import build_kd_loss
+    from rkd.stages.objective import DistillObjective
 
     cfg = _tiny_cfg(fake_fashion_dir, tmp_path)
     batch = next(iter(make_loader(fashion_bundle.splits["train"], 32, shuffle=True, seed=0)))
@@ -90,7 +91,7 @@ def test_stage2_trains_under_bf16_autocast_on_cpu(fashion_bundle, fake_fashion_d
         objective = DistillObjective(
             student_transform(cfg.data, fashion_bundle),
             _FakeCache(),
-            kd_loss(cfg.stage2_loss),
+            build_kd_loss(cfg.stage2_loss),
             channel_cfg=cfg.channel,
             rates=cfg.codec.rates,
             seed=0,

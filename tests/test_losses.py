@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,7 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rkd.baselines.variants import ablation_overrides, conference_student_overrides
+from rkd.config import ConfigError, LossConfig, RunConfig, SearchConfig, validate
 from rkd.losses import (
+    LOSS_TERMS,
     CompositeLoss,
     FeatureKD,
     LogitKD,
@@ -17,6 +21,8 @@ from rkd.losses import (
     MissingInputError,
     TaskLoss,
     build_kd_loss,
+    loss_weights,
+    teacher_terms,
 )
 
 torch.set_num_threads(1)
@@ -127,7 +133,7 @@ class Counting(LossTerm):
 
 def test_composite_total_is_weighted_sum_of_unweighted_parts():
     outputs, batch = _batch()
-    loss = build_kd_loss(task=0.5, logit_kd=2.0, feature_kd=3.0, temperature=3.0, feature_loss="mse")
+    loss = build_kd_loss(LossConfig(task=0.5, logit_kd=2.0, feature_kd=3.0, temperature=3.0, feature_loss="mse"))
     total, parts = loss(outputs, batch)
     assert set(parts) == {"task", "logit_kd", "feature_kd"}
     torch.testing.assert_close(parts["task"], TaskLoss()(outputs, batch).detach())
@@ -147,7 +153,9 @@ def test_zero_weight_terms_are_not_computed_nor_required():
     assert list(parts) == ["used"] and total.item() == pytest.approx(3.0)
     # task-only: no teacher tensors needed in the batch
     outputs, batch = _batch()
-    total, parts = build_kd_loss(logit_kd=0.0, feature_kd=0.0)({"logits": outputs["logits"]}, {"label": batch["label"]})
+    total, parts = build_kd_loss(LossConfig(logit_kd=0.0, feature_kd=0.0))(
+        {"logits": outputs["logits"]}, {"label": batch["label"]}
+    )
     assert list(parts) == ["task"]
 
 
@@ -155,12 +163,12 @@ def test_missing_key_error_names_the_key_and_the_term():
     outputs, batch = _batch()
     del batch["teacher_features"]
     with pytest.raises(KeyError) as info:
-        build_kd_loss()(outputs, batch)
+        build_kd_loss(LossConfig())(outputs, batch)
     assert isinstance(info.value, MissingInputError)
     message = str(info.value)
     assert "'feature_kd'" in message and "batch['teacher_features']" in message
     with pytest.raises(KeyError, match=r"'logit_kd' needs outputs\['logits'\]"):
-        build_kd_loss(task=0.0)({"projected": outputs["projected"]}, batch)
+        build_kd_loss(LossConfig(task=0.0))({"projected": outputs["projected"]}, batch)
 
 
 def test_missing_key_in_a_term_without_requires_is_reported_too():
@@ -176,4 +184,38 @@ def test_composite_rejects_bad_weights():
     with pytest.raises(ValueError, match="weight must be >= 0"):
         CompositeLoss({"task": (-1.0, TaskLoss())})
     with pytest.raises(ValueError, match="all term weights are 0"):
-        build_kd_loss(task=0.0, logit_kd=0.0, feature_kd=0.0)
+        build_kd_loss(LossConfig(task=0.0, logit_kd=0.0, feature_kd=0.0))
+
+
+# ----------------------------------------------------------------------------- terms by name
+
+
+def test_every_registered_term_has_its_weight_field_and_back():
+    weights = {f.name for f in dataclasses.fields(LossConfig) if f.type == "Weight"}
+    assert weights == set(LOSS_TERMS) and teacher_terms(LossConfig()) == ["logit_kd", "feature_kd"]
+
+
+def test_a_new_term_is_one_function_and_one_config_field(monkeypatch):
+    """A toy term (logit KD at twice the temperature): its function and its LossConfig weight field, nothing else."""
+
+    def hot_logit_kd(cfg, label_smoothing: float) -> nn.Module:
+        return LogitKD(2 * cfg.temperature)
+
+    monkeypatch.setitem(LOSS_TERMS, "hot_logit_kd", hot_logit_kd)
+    ToyLossConfig = dataclasses.make_dataclass("ToyLossConfig", [("hot_logit_kd", float, 0.5)], bases=(LossConfig,))
+    cfg = RunConfig(  # as if LossConfig had the field: every section that holds a loss
+        loss=ToyLossConfig(task=0.0, logit_kd=0.0, feature_kd=0.0),
+        stage2_loss=ToyLossConfig(),
+        search=SearchConfig(loss=ToyLossConfig()),
+    )
+
+    outputs, batch = _batch()
+    total, parts = build_kd_loss(cfg.loss)(outputs, batch)  # the stages' objective
+    assert list(parts) == ["hot_logit_kd"]
+    torch.testing.assert_close(total, 0.5 * LogitKD(8.0)(outputs, batch))
+    validate(cfg)  # the config check counts its weight: the loss is not empty
+    assert loss_weights(cfg.loss)["hot_logit_kd"] == 0.5  # what the search records
+    assert "stage2_loss.hot_logit_kd=0" in ablation_overrides("no-robust-kd", cfg)  # a KD term: it reads the teacher
+    assert "loss.hot_logit_kd=0" in conference_student_overrides(cfg)
+    with pytest.raises(ConfigError, match="hot_logit_kd"):
+        validate(dataclasses.replace(cfg, loss=ToyLossConfig(task=0.0, logit_kd=0.0, feature_kd=0.0, hot_logit_kd=0.0)))

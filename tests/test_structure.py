@@ -18,18 +18,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rkd"
 # The floors of rkd, lowest first: a module may import from its own floor and the floors below.
 # A module belongs to the floor of the longest prefix that names it. rkd/run holds both low
 # utilities (files, progress, checkpoints) and the top-floor pipeline, so its modules are placed
-# one by one. The registries the config validates against (channels, NAS ops, teacher kinds,
-# baseline names) sit below the config that names them.
+# one by one. The registries the config validates against (channels, NAS ops, loss terms, teacher
+# kinds, baseline names) sit below the config that names them.
 TEACHER_KINDS = ("kinds", "classifier", "clip", "embedded", "hub", "parts")
 FLOORS = (
     ("rkd", "rkd.errors", "rkd.measure", "rkd.run", "rkd.run.artifacts", "rkd.run.progress", "rkd.run.rundir")
     + ("rkd.run.checkpoint", "rkd.run.preemption"),
-    ("rkd.draws", "rkd.channels", "rkd.coding", "rkd.nas", "rkd.baselines.names")
+    ("rkd.draws", "rkd.channels", "rkd.coding", "rkd.nas", "rkd.losses", "rkd.baselines.names")
     + tuple(f"rkd.teacher.{m}" for m in TEACHER_KINDS),
     ("rkd.config", "rkd.run.tracking"),
     ("rkd.data", "rkd.run.fingerprint", "rkd.run.hashing"),
     ("rkd.models",),
-    ("rkd.losses",),
     ("rkd.engine",),
     ("rkd.teacher",),
     ("rkd.evaluation",),

@@ -18,6 +18,7 @@ from rkd.baselines.conference import ConferenceAutoencoder, SNRScheduleObjective
 from rkd.baselines.context import Context, link_sizes, receiver_probe, student_params
 from rkd.baselines.variants import conference_stage1, conference_student_overrides, derive_config, run_variant
 from rkd.channels import channel_label
+from rkd.config import LossConfig
 from rkd.data import make_loader
 from rkd.draws import training_channel_specs
 from rkd.engine import fit
@@ -43,7 +44,7 @@ def train_conference(ctx: Context, out_dir: Path, features: dict, specs: list):
         ctx.bundle.splits["train"], b.conference_train.batch_size, shuffle=True, seed=cfg.seed + 2, drop_last=True
     )
     val_loader = make_loader(ctx.bundle.splits["val"], cfg.eval.batch_size, shuffle=False, seed=cfg.seed)
-    loss = build_kd_loss(task=1.0, logit_kd=0.0, feature_kd=1.0, feature_loss="mse")
+    loss = build_kd_loss(LossConfig(task=1.0, logit_kd=0.0, feature_kd=1.0, feature_loss="mse"))
     objective = SNRScheduleObjective(
         features,
         ctx.cache,

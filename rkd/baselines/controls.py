@@ -25,7 +25,7 @@ from pathlib import Path
 from rkd.baselines import budget
 from rkd.baselines.context import Context
 from rkd.baselines.rkd_sc import rkd_system_results
-from rkd.baselines.variants import NO_STAGE2_KD, NO_TEACHER, derive_config, run_variant, searched_cells
+from rkd.baselines.variants import derive_config, no_teacher, run_variant, searched_cells
 from rkd.config import RunConfig
 from rkd.nas.complexity import NetworkShape, network_params
 from rkd.nas.genotype import load_genotype, save_genotype
@@ -103,9 +103,9 @@ def control_config(ctx: Context, name: str) -> RunConfig:
     if name == "random-cells":
         overrides = ["search.enabled=false", f"student.genotype={random_cells_file(ctx)}"]
     elif name == "no-teacher":
-        overrides = searched_cells(cfg) + NO_TEACHER + NO_STAGE2_KD + _scaled_lrs(cfg) + budget_overrides(ctx)
+        overrides = searched_cells(cfg) + no_teacher(cfg) + _scaled_lrs(cfg) + budget_overrides(ctx)
     elif name == "no-teacher-converged":
-        overrides = searched_cells(cfg) + NO_TEACHER + NO_STAGE2_KD + _scaled_lrs(cfg) + convergence_overrides(cfg)
+        overrides = searched_cells(cfg) + no_teacher(cfg) + _scaled_lrs(cfg) + convergence_overrides(cfg)
     else:
         raise ValueError(f"unknown control {name!r}; known: {CONTROLS}")
     return derive_config(cfg, overrides, control_dir_name(cfg, name), parent="controls")

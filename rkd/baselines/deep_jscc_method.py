@@ -13,9 +13,9 @@ from pathlib import Path
 from rkd.baselines.context import Context
 from rkd.baselines.deep_jscc import DeepJSCCClassifier
 from rkd.baselines.trained_link import budget_rule, link_results, scheduled, train_link
+from rkd.config import LossConfig
 from rkd.draws import training_channel_specs
 from rkd.losses import build_kd_loss
-from rkd.stages.objective import kd_loss
 
 
 def deep_jscc_model(ctx: Context, adaptive: bool, kd: bool) -> DeepJSCCClassifier:
@@ -40,9 +40,9 @@ def deep_jscc_results(
     rule = budget_rule(ctx, rule)
     tcfg = scheduled(ctx, ctx.cfg.baselines.jscc_train, rule)
     if kd:
-        loss = kd_loss(ctx.cfg.loss, tcfg.label_smoothing)
+        loss = build_kd_loss(ctx.cfg.loss, tcfg.label_smoothing)
     else:
-        loss = build_kd_loss(task=1.0, logit_kd=0.0, feature_kd=0.0, label_smoothing=tcfg.label_smoothing)
+        loss = build_kd_loss(LossConfig(task=1.0, logit_kd=0.0, feature_kd=0.0), tcfg.label_smoothing)
     desc = "adjscc" if adaptive else ("deep-jscc-kd" if kd else "deep-jscc")
     model, fit_summary = train_link(
         ctx, out_dir, deep_jscc_model(ctx, adaptive, kd), loss, tcfg, desc, teacher=ctx.cache if kd else None

@@ -9,8 +9,9 @@ changes the stage-1 loss) are linked to the main run's finished output, not retr
   teacher; stage 1 and stage 2 do not): KD's gain at the same schedule.
 * ``no-robust-kd``: stage 1 as usual; stage 2 with task loss only (KD weights 0; the default
   config already trains stage 2 so, because its KD terms measurably cost accuracy there).
-* ``robust-kd``: stage 2 with the paper's KD terms on (logit KD from the cached teacher and feature
-  KD through the projector, weight 1 each), the counterpart when the main run has them off.
+* ``robust-kd``: stage 2 with the paper's KD terms on (every registered term that reads the cached
+  teacher: logit KD and feature KD through the projector, weight 1 each), the counterpart when the
+  main run has them off.
 * ``stage2-logit-kd`` / ``stage2-feature-kd``: stage 2 with one of the two KD terms (weight 1), the other off.
 * ``no-channel-training``: stage 2 over an effectively noiseless channel (AWGN at 40-41 dB) with
   the state input off: the codec learns to compress, never to resist noise; stands for
@@ -29,12 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rkd.baselines.context import RunStages
-from rkd.config import RunConfig, load_config, save_config, to_dict
+from rkd.config import LossConfig, RunConfig, load_config, save_config, to_dict
+from rkd.losses import LOSS_TERMS, teacher_terms
 from rkd.run.hashing import STAGES, stage_hashes
 
-NO_TEACHER = ["loss.logit_kd=0", "loss.feature_kd=0"]
-NO_STAGE2_KD = ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=0"]
-STAGE2_KD = ["stage2_loss.logit_kd=1", "stage2_loss.feature_kd=1"]
+
+def kd_weights(section: str, loss: LossConfig, on: Callable[[str], bool]) -> list:
+    """Overrides that switch each KD term of the ``section`` loss (the registered terms that read the
+    teacher) on (weight 1) where ``on(name)``, off (weight 0) elsewhere."""
+    return [f"{section}.{name}={int(on(name))}" for name in teacher_terms(loss)]
 
 
 def searched_cells(cfg: RunConfig) -> list:
@@ -44,14 +48,21 @@ def searched_cells(cfg: RunConfig) -> list:
     return ["search.enabled=false", f"student.genotype={cfg.run_dir.resolve() / 'search' / 'genotype.json'}"]
 
 
+def no_teacher(cfg: RunConfig) -> list:
+    """Overrides that turn every KD term off in both stages: the student never learns from the teacher."""
+    return kd_weights("loss", cfg.loss, lambda name: False) + kd_weights(
+        "stage2_loss", cfg.stage2_loss, lambda name: False
+    )
+
+
 # the ablation registry: name -> the config changes that make it (see the module docstring); its keys are
 # rkd.baselines.names.ABLATIONS, so adding an ablation is one entry here and its name there
 ABLATIONS: dict[str, Callable[[RunConfig], list]] = {
-    "no-kd": lambda cfg: searched_cells(cfg) + NO_TEACHER + NO_STAGE2_KD,
-    "no-robust-kd": lambda cfg: NO_STAGE2_KD,
-    "robust-kd": lambda cfg: STAGE2_KD,
-    "stage2-logit-kd": lambda cfg: ["stage2_loss.logit_kd=1", "stage2_loss.feature_kd=0"],
-    "stage2-feature-kd": lambda cfg: ["stage2_loss.logit_kd=0", "stage2_loss.feature_kd=1"],
+    "no-kd": lambda cfg: searched_cells(cfg) + no_teacher(cfg),
+    "no-robust-kd": lambda cfg: kd_weights("stage2_loss", cfg.stage2_loss, lambda name: False),
+    "robust-kd": lambda cfg: kd_weights("stage2_loss", cfg.stage2_loss, lambda name: True),
+    "stage2-logit-kd": lambda cfg: kd_weights("stage2_loss", cfg.stage2_loss, lambda name: name == "logit_kd"),
+    "stage2-feature-kd": lambda cfg: kd_weights("stage2_loss", cfg.stage2_loss, lambda name: name == "feature_kd"),
     "no-channel-training": lambda cfg: [
         "channel.channels=[awgn]",
         "channel.snr_min=40",
@@ -81,10 +92,9 @@ def conference_stage1(cfg: RunConfig) -> dict:
 def conference_student_overrides(cfg: RunConfig) -> list:
     """Stage 1 of the conference design: feature MSE to the teacher only, with its own schedule, on the
     main run's student cells (the searched ones when the search is on: the comparison is of recipes)."""
+    only_feature_kd = [f"loss.{name}={int(name == 'feature_kd')}" for name in LOSS_TERMS]
     return searched_cells(cfg) + [
-        "loss.task=0",
-        "loss.logit_kd=0",
-        "loss.feature_kd=1",
+        *only_feature_kd,
         "loss.feature_loss=mse",
         f"stage1={json.dumps(conference_stage1(cfg))}",
     ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from rkd.baselines.context import Context
 from rkd.baselines.trained_link import budget_rule, link_results, scheduled, train_link
 from rkd.baselines.vfe import BottleneckKL, VFEClassifier, active_dims
+from rkd.config import LossConfig
 from rkd.draws import training_channel_specs
 from rkd.losses import build_kd_loss
 
@@ -24,10 +25,8 @@ def vfe_results(ctx: Context, out_dir: Path, method: str) -> dict:
         hidden=b.jscc_hidden,
     )
     loss = build_kd_loss(
-        task=1.0,
-        logit_kd=0.0,
-        feature_kd=0.0,
-        label_smoothing=tcfg.label_smoothing,
+        LossConfig(task=1.0, logit_kd=0.0, feature_kd=0.0),
+        tcfg.label_smoothing,
         extra={"bottleneck_kl": (b.vfe_beta, BottleneckKL())},
     )
     model, fit_summary = train_link(ctx, out_dir, model, loss, tcfg, "vfe")

@@ -22,6 +22,7 @@ from rkd.config.schema import (
     TeacherConfig,
 )
 from rkd.errors import ConfigError
+from rkd.losses import loss_weights
 from rkd.nas.ops import OPS
 from rkd.teacher.kinds import AUTO, TEACHER_KINDS, source_kind
 
@@ -31,8 +32,9 @@ def fail(path: str, value: Any, accepted: str) -> None:
 
 
 def _check_loss(path: str, loss: LossConfig, accepted: str = "at least one loss weight > 0") -> None:
-    if loss.task + loss.logit_kd + loss.feature_kd <= 0:
-        fail(path, {"task": loss.task, "logit_kd": loss.logit_kd, "feature_kd": loss.feature_kd}, accepted)
+    weights = loss_weights(loss)
+    if sum(weights.values()) <= 0:
+        fail(path, weights, accepted)
 
 
 def _check_training(cfg: RunConfig) -> None:

@@ -15,21 +15,7 @@ from accelerate.utils import gather_object
 from rkd.draws import SNRSampler, sample_rates, training_channel_specs
 from rkd.engine import Step
 from rkd.evaluation.records import validation_batch_generator
-from rkd.losses import build_kd_loss
 from rkd.run.artifacts import atomic_write_json
-
-
-def kd_loss(loss_cfg, label_smoothing: float = 0.0, extra=None):
-    """The weighted task + logit KD + feature KD loss a ``loss``-style config section describes (+ ``extra`` terms)."""
-    return build_kd_loss(
-        task=loss_cfg.task,
-        logit_kd=loss_cfg.logit_kd,
-        feature_kd=loss_cfg.feature_kd,
-        temperature=loss_cfg.temperature,
-        feature_loss=loss_cfg.feature_loss,
-        label_smoothing=label_smoothing,
-        extra=extra,
-    )
 
 
 class DistillObjective:

@@ -25,6 +25,7 @@ import torch
 from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform, subset_indices, subset_loader
 from rkd.engine import fit
+from rkd.losses import loss_weights
 from rkd.nas.architect import Architect, cycle_batches
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
 from rkd.nas.derive import SKIP, count_ops
@@ -250,7 +251,7 @@ def record(
         "max_skips": s.max_skips,
         "skips_before_cap": count_ops(uncapped, SKIP),
         "skips": count_ops(genotype, SKIP),
-        "loss_weights": {"task": s.loss.task, "logit_kd": s.loss.logit_kd, "feature_kd": s.loss.feature_kd},
+        "loss_weights": loss_weights(s.loss),
         **rows,
         "steps": summary["steps"],
         "arch_steps": objective.architect.steps,

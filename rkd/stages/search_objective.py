@@ -14,13 +14,12 @@ from torch import nn
 from rkd.config import SearchConfig
 from rkd.data import DataBundle
 from rkd.engine import Step, build_scheduler
-from rkd.losses import ComplexityPenalty, CompositeLoss
+from rkd.losses import ComplexityPenalty, CompositeLoss, build_kd_loss
 from rkd.nas.architect import Architect
 from rkd.nas.complexity import ExpectedCost
 from rkd.nas.genotype import Genotype, genotype_to_dict
 from rkd.nas.heads import FeatureProjector
 from rkd.nas.supernet import SuperNet
-from rkd.stages.objective import kd_loss
 
 
 class SearchNetwork(nn.Module):
@@ -80,7 +79,7 @@ def build_search_loss(s: SearchConfig, cost: ExpectedCost, complexity_weight: fl
         scale=cost.uniform(),
         budget={"params": s.param_budget, "flops": s.flops_budget},
     )
-    return kd_loss(s.loss, s.train.label_smoothing, extra={"complexity": (complexity_weight, penalty)})
+    return build_kd_loss(s.loss, s.train.label_smoothing, extra={"complexity": (complexity_weight, penalty)})
 
 
 def weight_lr_schedule(train_cfg, total_steps: int) -> Callable[[int], float]:

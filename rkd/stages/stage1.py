@@ -11,12 +11,13 @@ from pathlib import Path
 from rkd.config import RunConfig
 from rkd.data import DataBundle, make_loader, student_transform, subset_loader
 from rkd.engine import fit
+from rkd.losses import build_kd_loss
 from rkd.measure import count_params
 from rkd.models.factory import create_stage1_model, save_model
 from rkd.nas.genotype import genotype_to_dict, load_genotype
 from rkd.run.artifacts import atomic_write_json
 from rkd.stages.inputs import RunInputs
-from rkd.stages.objective import DistillObjective, kd_loss
+from rkd.stages.objective import DistillObjective
 
 
 def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
@@ -43,7 +44,7 @@ def train_student(
     genotype = genotype if genotype is not None else load_genotype(cfg.student.genotype)
     model = create_stage1_model(cfg, bundle, teacher_dim, genotype)
     objective = DistillObjective(
-        student_transform(cfg.data, bundle), cache, kd_loss(cfg.loss, cfg.stage1.label_smoothing), seed=cfg.seed
+        student_transform(cfg.data, bundle), cache, build_kd_loss(cfg.loss, cfg.stage1.label_smoothing), seed=cfg.seed
     )
     train, val = bundle.splits["train"], bundle.splits["val"]
     if rows is None:

@@ -13,11 +13,12 @@ from pathlib import Path
 from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform
 from rkd.engine import fit
+from rkd.losses import build_kd_loss
 from rkd.measure import count_params
 from rkd.models.factory import create_stage2_model, load_stage1, save_model
 from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
 from rkd.stages.inputs import RunInputs
-from rkd.stages.objective import DistillObjective, kd_loss, write_snr_bucket_log
+from rkd.stages.objective import DistillObjective, write_snr_bucket_log
 
 
 def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
@@ -41,7 +42,7 @@ def train_codec(cfg: RunConfig, accelerator, bundle: DataBundle, cache, stage1_d
     objective = DistillObjective(
         None,
         cache,
-        kd_loss(cfg.stage2_loss, cfg.stage2.label_smoothing),
+        build_kd_loss(cfg.stage2_loss, cfg.stage2.label_smoothing),
         channel_cfg=cfg.channel,
         rates=cfg.codec.train_rates or cfg.codec.rates,
         rank=accelerator.process_index,
