@@ -1,4 +1,4 @@
-"""Run every benchmark of the comparison issue once and keep their JSON in benchmarks/results/.
+"""Run every comparison benchmark once and keep their JSON in benchmarks/results/.
 
     python benchmarks/run_all.py [--only a,b] [--config ...] [overrides]      # or: make bench
 

@@ -12,13 +12,14 @@ its cache are trained once, with the config's seed) and adds ``summary``: mean +
 std, n - 1) of the stage-1 test accuracy per student, searched minus random per seed, and the
 searched genotype's stability across seeds (how many of its edges, op and input, every seed chose).
 ``--train-seeds 3`` trains every student three times (seeds s, s + 1000, s + 2000) and reports the
-mean: one brief training varies by ~0.7 points with its seed, as much as cells of one size do.
+mean: a brief training's accuracy moves with its seed, and the average keeps that noise apart from
+what the cells do.
 Per-seed differences come with their paired-t 95% interval over the seeds (``ci95``).
 The random cells are drawn until one is within 3% of the searched student's parameters (at most
-2,000 draws); with no ``none`` op and at most 2 skips few random cells are below ~22k parameters
-on the default shape, so compare ``mean_params`` before reading a small searched student's gain.
+2,000 draws); with no ``none`` op and at most 2 skips, small random cells are rare on the default
+shape, so compare ``mean_params`` before reading a small searched student's gain.
 
-Subset (so one seed fits in ~20-30 minutes on 2 shared CPU cores): the default config with
+Subset (so one seed takes a fraction of a full run on a CPU): the default config with
 ``data.max_train/max_val/max_test`` (default 6000/3000/2000; 3,000 val images so the
 search's candidate selection scores on more than 1,000), a 3-epoch teacher on that subset
 (warm-up: its first epoch),
@@ -42,20 +43,23 @@ import sys
 import time
 from pathlib import Path
 
+from rkd.config import LossConfig
+from rkd.losses import teacher_terms
+
 REPO = Path(__file__).resolve().parents[1]
 
 TEACHER_BATCH = 256
 TRAIN_SEED_STRIDE = 1000  # --train-seeds: repeat r trains with seed + 1000 r (init, batch order, KD masks)
 VARIANTS = {  # search variant -> config overrides on top of the default search section
     "kdl_darts": [],
-    "no_kd": ["search.loss.logit_kd=0", "search.loss.feature_kd=0"],
+    "no_kd": [f"search.loss.{name}=0" for name in teacher_terms(LossConfig())],  # every term that reads the teacher
     "no_complexity": ["search.complexity_weight=0"],
 }
 
 
 def base_overrides(args) -> list:
     # the default's warm-up is one epoch of the full training set; on the subset it would outlast the
-    # short teacher (whose test accuracy was then 53%), so it is one epoch of the subset
+    # short teacher's whole training, so it is one epoch of the subset
     warmup = math.ceil(args.max_train / TEACHER_BATCH)
     return [
         f"runs_dir={args.runs_dir}",

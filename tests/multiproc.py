@@ -1,6 +1,6 @@
 """Helpers for tests that start real processes: `accelerate launch` with the CPU recipe, free ports.
 
-Measured on the project's CPU machines (see the README's cluster section): a MULTI_CPU launch or
+On a CPU machine (docs/cluster.md): a MULTI_CPU launch or
 `--cpu` runs ONE process, so every CPU launch here uses launch_configs/cpu_2proc.yaml (MULTI_GPU)
 with ACCELERATE_USE_CPU=1, and every test that launches asserts the world size it got.
 """

@@ -56,7 +56,7 @@ def test_summary_is_seeded_consistent_and_rendered(tmp_path):
 
 
 def _imagefolder(root):
-    """4 classes with the names of the issue's report, told apart by brightness."""
+    """4 named classes, told apart by brightness."""
     from PIL import Image
 
     rng = np.random.default_rng(0)

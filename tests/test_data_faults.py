@@ -1,4 +1,4 @@
-"""Faulty datasets: each fault is either handled as documented (README, "Data faults") or refused
+"""Faulty datasets: each fault is either handled as documented (docs/usage.md, "Data faults") or refused
 with a DataError that names the split, row or file and what to do."""
 
 import numpy as np

@@ -131,7 +131,7 @@ def test_onnx_pair_round_trip_matches_pytorch(exported_onnx):
 
 
 def test_onnx_files_run_without_torch_or_rkd(exported_onnx):
-    """The README's example: numpy + onnxruntime only."""
+    """The usage guide's example (docs/usage.md): numpy + onnxruntime only."""
     _, out, _ = exported_onnx
     script = textwrap.dedent(f"""
         import sys

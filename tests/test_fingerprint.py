@@ -117,7 +117,7 @@ def test_fashion_mnist_files_and_cache_dir(tmp_path, fake_fashion_dir):
 
 
 def test_edited_genotype_retrains_stage1(fake_fashion_dir, tmp_path, capsys):
-    """The issue's case: editing the genotype JSON between two runs reruns stage 1, not the teacher."""
+    """The case fingerprints exist for: editing the genotype JSON between two runs reruns stage 1, not the teacher."""
     from rkd.cli import main
 
     cells = genotype_to_dict(DEFAULT)

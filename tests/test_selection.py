@@ -178,8 +178,8 @@ def test_candidates_hash_stage_one_settings_and_are_validated():
         )["search"]
         != screened["search"]
     )
-    # without screening its epochs do not matter, and searches from before the screening keep their hash
-    assert stage_hashes(load_config(None, ["search.candidates=4", "search.candidate_screen_epochs=2"])) == on
+    # every search setting but the sweep's is hashed, used by this run or not: no special cases
+    assert stage_hashes(load_config(None, ["search.candidates=4", "search.candidate_screen_epochs=2"])) != on
     with pytest.raises(ConfigError, match="search.candidates"):
         load_config(None, ["search.candidates=-1"])
     with pytest.raises(ConfigError, match="search.candidate_epochs"):

@@ -256,6 +256,8 @@ def test_cache_build_load_and_targets(cached, fashion_bundle):
     teacher, cache_dir, manifest = cached
     assert json.loads((cache_dir / MANIFEST).read_text()) == manifest
     assert manifest["augmentation"] == "none: un-augmented single view"
+    # every shard records its augmentation, so a shard of another augmentation is never current
+    assert read_json(cache_dir / "train-00000.safetensors.json")["augmentation"] == manifest["augmentation"]
     assert manifest["dataset_fingerprint"] == fashion_bundle.fingerprint
     assert manifest["teacher"] == teacher.identity
     assert manifest["transform"] == teacher.transform.describe()

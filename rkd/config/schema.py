@@ -141,7 +141,7 @@ class TeacherConfig:
     augment: Bool = True  # random crop + flip while fine-tuning (the cache is un-augmented)
     random_erasing: Probability = 0.0  # with augment: share of training images with one rectangle set to noise
     # autocast dtype of the teacher's forward passes while it trains (not the cache pass): bf16 is
-    # ~1.7x faster on CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs; fp32 = no autocast
+    # faster on CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs, slower where it is emulated; fp32 = no autocast
     train_precision: Literal["fp32", "bf16"] = "fp32"
     cache_flip_average: Bool = False  # cache the mean of each image's and its mirror's outputs
     cache_shard_size: PosInt = 16384

@@ -193,7 +193,7 @@ def _pil_to_array(image: Any) -> np.ndarray:
 def _pil_images(ds: Any, column: str) -> Iterator[Any]:
     """Decode an ``Image`` column straight from its Arrow ``{bytes, path}`` storage with PIL.
 
-    About 3x faster than iterating the dataset (which formats every row); rows without bytes
+    Faster than iterating the dataset, which formats every row; rows without bytes
     (e.g. remote paths) go through the feature's own decoder.
     """
     from PIL import Image as PILImage

@@ -66,7 +66,7 @@ def stack_cells(layers: int, stem_channels: int, init_channels: int, make_cell: 
 def stem_forward(stem: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The stem's output in channels-last layout, the layout every cell then runs in.
 
-    Channels-last activations make CPU pools, depthwise convs and BN ~2x faster; the weights keep the
+    Channels-last activations make CPU pools, depthwise convs and BN faster; the weights keep the
     default layout so state dicts stay contiguous (safetensors needs that). The stem output is
     converted explicitly because a 1-channel input leaves the conv's layout choice ambiguous.
     """

@@ -17,7 +17,6 @@ STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")  # in run or
 
 # settings of the sweep (``rkd search --sweep``) and the on/off switch do not change what one search finds
 SEARCH_FIELDS_NOT_HASHED = ("enabled", "sweep_weights", "sweep_budget", "sweep_budget_metric", "sweep_train_epochs")
-SCREENING_FIELDS = ("candidate_survivors", "candidate_screen_epochs")  # hashed only when the screening is on
 
 
 def teacher_seed(cfg: RunConfig) -> int:
@@ -35,9 +34,6 @@ def stage_hashes(cfg: RunConfig) -> dict:
     # what the student's stages build on: the cache, and the run's seed when the teacher has its own
     student_base = h["cache"] if cfg.teacher.seed is None else config_hash(h["cache"], cfg.seed)
     search = {k: v for k, v in to_dict(cfg.search).items() if k not in SEARCH_FIELDS_NOT_HASHED}
-    if cfg.search.candidate_survivors is None:  # no screening: the same search as before these fields existed
-        for key in SCREENING_FIELDS:
-            search.pop(key)
     student_shape = {k: getattr(cfg.student, k) for k in ("init_channels", "layers", "stem_stride")}  # what is priced
     h["search"] = config_hash(student_base, search, student_shape)
     if cfg.search.candidates > 1:  # the candidates train with stage 1's loss and optimiser

@@ -1,7 +1,7 @@
 """Candidate selection, the search's last step: the architecture weights propose cells, brief training picks.
 
-DARTS keeps the top of architecture weights that a short search leaves close to uniform, and on
-the default that cell was no better than a random cell of its size (README, search ablation). With
+DARTS keeps the top of architecture weights, which a short search leaves close to uniform, so the
+derived cell need not beat a random cell of its size (``benchmarks/search_ablation.py`` compares). With
 ``search.candidates`` = K > 1 the derived cells are one of K candidates; the other K - 1 are drawn
 from the same weights (``rkd.nas.derive.sample_genotype``), distinct and no larger than the derived
 cells (or than ``search.param_budget`` when set), so the complexity penalty still sets the size.
@@ -11,9 +11,9 @@ Every candidate is trained the same brief way: stage 1's loss and optimiser, bat
 ``search.candidate_max_val`` val rows, and the best val accuracy wins (ties: the smaller, then the
 earlier candidate). With ``search.candidate_survivors`` = N < K the candidates are screened first
 (successive halving): all K train ``search.candidate_screen_epochs`` epochs of the same schedule and
-only the N best by val accuracy resume to the end (the default: 16 screened after 1 of 3 epochs,
-4 finish: 16 + 4 x 2 = 24 candidate-epochs, what 8 trained in full cost). Each candidate is its own resumable directory; ``candidates.json`` records
-them all.
+only the N best by val accuracy resume to the end: K x screen epochs + N x the remaining epochs of
+training instead of K x all of them. Each candidate is its own resumable directory;
+``candidates.json`` records them all.
 """
 
 from __future__ import annotations

@@ -163,9 +163,8 @@ def build_cache(
         "teacher_sha256": identity["weights_sha256"],
         "dataset_fingerprint": bundle.fingerprint,
         "transform": teacher.transform.describe(),
+        "augmentation": AUGMENTATION_FLIP if flip_average else AUGMENTATION_NONE,
     }
-    if flip_average:  # only then: caches built before the option stay valid
-        expected["augmentation"] = AUGMENTATION_FLIP
     plan = _plan(bundle, shard_size)
     if is_main:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -226,7 +225,7 @@ def _write_manifest(
         "dataset_fingerprint": bundle.fingerprint,
         "dataset_source": bundle.source,
         "transform": expected["transform"],
-        "augmentation": expected.get("augmentation", AUGMENTATION_NONE),
+        "augmentation": expected["augmentation"],
         "dtype": "float16",
         "num_classes": teacher.num_classes,
         "feature_dim": teacher.feature_dim,
