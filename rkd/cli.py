@@ -18,25 +18,60 @@ import sys
 
 from rkd.config import ConfigError, RunConfig, load_config
 
+# command -> (what it does, what it writes in the run directory); `rkd <command> --help` says both
+_UPSTREAM = "config.yaml, teacher/ (model/: save_pretrained model, processor, rkd_teacher.json), cache/ (fp16 logits and features, manifest.json)"
+_STAGE = "model.safetensors, log.jsonl, checkpoints/"
+STAGE_RECORDS = "; every stage directory also holds stage.json and started.json (what ran, with its config hash)"
+COMMANDS = {
+    "run": (
+        "the whole pipeline: data, teacher, cache, search (search.enabled), stage 1, stage 2, evaluation",
+        f"{_UPSTREAM}, search/ (with search.enabled), stage1/ and stage2/ ({_STAGE}), eval/ (results.json, "
+        "results.csv, report.md, rate_policy.json, accuracy_vs_snr*.png, confusion_matrix.png)",
+    ),
+    "teacher": (
+        "train or fine-tune the teacher",
+        "config.yaml, teacher/ (model/: save_pretrained model, processor, rkd_teacher.json; log.jsonl, checkpoints/)",
+    ),
+    "cache": ("up to the teacher cache", _UPSTREAM),
+    "search": (
+        "up to the KDL-DARTS architecture search (turns search.enabled on)",
+        f"{_UPSTREAM}, search/ (genotype.json, genotype.png, alphas.jsonl, candidates/); with --sweep "
+        "search/sweep/ (pareto.json, pareto.csv, pareto.png, genotype.json)",
+    ),
+    "distill": (
+        "up to stage 2 (both distillation stages)",
+        f"{_UPSTREAM}, search/ (with search.enabled), stage1/ and stage2/ ({_STAGE})",
+    ),
+    "evaluate": (
+        "up to evaluation (sweeps, plots, report)",
+        "what distill writes, then eval/ (results.json, results.csv, report.md, rate_policy.json, "
+        "accuracy_vs_snr*.png, confusion_matrix.png)",
+    ),
+    "report": (
+        "re-render the report from an existing eval/results.json (and the comparison, if any)",
+        "eval/report.md and eval/*.png; compare/comparison.md and compare/comparison.png when baselines ran",
+    ),
+    "baselines": (
+        "RKD-SC's baselines and ablations (rkd.baselines), then the comparison report",
+        "what evaluate writes, baselines/<method>/ (results.json), ablations/<variant>/, seeds/seed-<s>/ "
+        "(baselines.seeds), compare/ (results.json, comparison.md, comparison.png, rate_policy.json)",
+    ),
+    "export": (
+        "export the trained transmitter and receiver as standalone files",
+        "what distill writes, then export/: transmitter.pt and receiver.pt (TorchScript), transmitter.onnx "
+        "and receiver.onnx (ONNX, with the onnx extra installed), export.json",
+    ),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rkd", description="RKD-SC: distil a large vision model into a small, channel-robust semantic transmitter."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    helps = {
-        "run": "the whole pipeline: data, teacher, cache, search (search.enabled), stage 1, stage 2, evaluation",
-        "teacher": "train or fine-tune the teacher",
-        "cache": "up to the teacher cache",
-        "search": "up to the KDL-DARTS architecture search (turns search.enabled on)",
-        "distill": "up to stage 2 (both distillation stages)",
-        "evaluate": "up to evaluation (sweeps, plots, report)",
-        "report": "re-render plots and report.md from an existing eval/results.json (and the comparison, if any)",
-        "baselines": "RKD-SC's baselines and ablations (rkd.baselines), then the comparison report in compare/",
-        "export": "export the transmitter and receiver as standalone TorchScript files into export/",
-    }
-    for name, text in helps.items():
-        p = sub.add_parser(name, help=text, description=text)
+    for name, (does, writes) in COMMANDS.items():
+        text = f"{does}. Writes, in runs/<name>/: {writes}" + ("" if name == "report" else STAGE_RECORDS)
+        p = sub.add_parser(name, help=does, description=text)
         p.add_argument(
             "--config",
             action="append",

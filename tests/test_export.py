@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 import torch
+from clihelp import names_output
 
 from rkd.channels import get_channel
 from rkd.data import ImageTransform
@@ -104,6 +105,13 @@ def exported_onnx(tmp_path_factory):
     system = tiny_system()
     out = tmp_path_factory.mktemp("export-onnx")
     return system, out, export_link(system, TRANSFORM, images(4), out, channel=get_channel("rayleigh"), onnx=True)
+
+
+def test_export_help_names_every_file_it_writes(exported_onnx):
+    _, out, _ = exported_onnx
+    written = sorted(p.name for p in out.iterdir())
+    assert {"transmitter.pt", "receiver.pt", "transmitter.onnx", "receiver.onnx"} <= set(written)
+    assert not [name for name in written if not names_output("export", name)]
 
 
 def test_onnx_pair_round_trip_matches_pytorch(exported_onnx):

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from clihelp import names_output
 
 from rkd.cli import main
 from rkd.config import load_config
@@ -69,6 +70,8 @@ def test_end_to_end_run_skip_and_rerun(tiny_args, tmp_path, capsys):
     for stage in ("teacher", "cache", "stage1", "stage2", "eval"):
         assert json.loads((run / stage / "stage.json").read_text())["hash"]
     assert (run / "teacher" / "model" / "config.json").exists()  # save_pretrained layout
+    written = [p.name + "/" if p.is_dir() else p.name for p in run.iterdir()] + [p.name for p in run.glob("eval/*")]
+    assert not [p for p in written if not names_output("run", p)], "`rkd run --help` should name what it writes"
     capsys.readouterr()
 
     # same config again: every stage is skipped
