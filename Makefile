@@ -14,7 +14,7 @@ FMNIST   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps clean-venv bench bench-costs
+.PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps lint lint-deps clean-venv bench bench-costs
 
 install: $(STAMP)
 
@@ -68,6 +68,21 @@ $(DOCS_STAMP): $(STAMP)
 
 docs: docs-deps  # NO_MKDOCS_2_WARNING: the material theme's end-of-life banner
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# Lint, format check and type check, with the settings in pyproject.toml (the `lint` extra);
+# .pre-commit-config.yaml runs the same three tools before each commit.
+LINT_STAMP := $(VENV)/.rkd-lint
+
+lint-deps: $(LINT_STAMP)
+
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,lint]"
+	@touch $@
+
+lint: lint-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test-all: install data
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

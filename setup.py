@@ -30,6 +30,8 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6.100", "tensorboard>=2.14", *ONNX],  # tensorboard: tests/test_tracking.py
         "onnx": ONNX,
+        # make lint and the pre-commit hooks (.pre-commit-config.yaml runs these from .venv)
+        "lint": ["ruff>=0.15", "mypy>=1.18", "pre-commit>=4"],
         "deepspeed": ["deepspeed>=0.15"],
         # the documentation site (make docs); mkdocs 1.x: the material theme and the hooks use its plugin API
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings>=1.0", "mkdocstrings-python>=2.0"],

@@ -10,7 +10,7 @@ is what a short semantic packet sees in a slowly varying channel. All randomness
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,7 @@ class ChannelOutput:
     y: torch.Tensor  # complex [batch, n]
     h: torch.Tensor  # complex [batch]
     state: torch.Tensor  # real [batch, 2]
-    mask: torch.Tensor | None = None  # bool [batch, n]
+    mask: torch.Tensor  # bool [batch, n]
 
 
 class Channel(nn.Module):
@@ -338,7 +338,7 @@ def channel_label(spec: ChannelSpec) -> str:
 
 
 def send_per_sample(
-    channels: Sequence[nn.Module],
+    channels: Iterable[nn.Module],
     z: torch.Tensor,
     snr_db: torch.Tensor,
     mask: torch.Tensor,
@@ -354,6 +354,7 @@ def send_per_sample(
     state = torch.zeros(z.shape[0], 2, device=z.device)
     data_mask = mask.clone()
     for cid, channel in enumerate(channels):
+        assert isinstance(channel, Channel), f"channel {cid} is a {type(channel).__name__}, not an rkd Channel"
         rows = channel_ids == cid
         if not bool(rows.any()):
             continue

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -50,6 +52,10 @@ class NonFiniteLossError(RuntimeError):
         self.loss, self.terms = loss, dict(terms or {})
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
 def make_accelerator(
     mixed_precision: str = "auto",
     cpu: bool | None = None,
@@ -66,14 +72,9 @@ def make_accelerator(
     DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
     ``log_with`` / ``project_dir``: experiment trackers (``rkd.run.tracking.accelerator_kwargs``).
     """
-    import os
-
-    def flag(name: str) -> bool:
-        return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
-
-    deepspeed = flag("ACCELERATE_USE_DEEPSPEED")
+    deepspeed = _env_flag("ACCELERATE_USE_DEEPSPEED")
     if cpu is None:
-        cpu = not deepspeed and (not torch.cuda.is_available() or flag("ACCELERATE_USE_CPU"))
+        cpu = not deepspeed and (not torch.cuda.is_available() or _env_flag("ACCELERATE_USE_CPU"))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     no_gpu = cpu or not torch.cuda.is_available()
     kwargs = [InitProcessGroupKwargs(backend="gloo")] if no_gpu and distributed else []
@@ -99,6 +100,12 @@ def make_accelerator(
         )
     set_seed(seed)
     return accelerator
+
+
+def schedule_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    """The optimiser steps of a schedule: every epoch's batches, capped by ``max_steps``."""
+    steps = cfg.epochs * batches_per_epoch
+    return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
 
 
 def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -134,17 +141,13 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, objective: Object
     correct, total, loss_sum = 0, 0, 0.0
     for batch in loader:
         step = objective(model, batch, False)
+        assert step.logits is not None and step.labels is not None, "an evaluated objective returns logits and labels"
         preds, labels = accelerator.gather_for_metrics((step.logits.argmax(-1), step.labels))
         correct += int((preds == labels).sum())
         total += int(labels.numel())
         loss_sum += float(step.loss) * int(labels.numel())
     model.train(was_training)
     return {"accuracy": correct / max(1, total), "loss": loss_sum / max(1, total), "n": total}
-
-
-def _unwrapped_state(accelerator: Accelerator, model: torch.nn.Module) -> dict:
-    state = accelerator.get_state_dict(model)
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()} if state is not None else {}
 
 
 def train_step(
@@ -206,20 +209,15 @@ class _Run:
         self.started = time.time()
         accelerator.free_memory()  # forget objects prepared by an earlier stage: a checkpoint holds this stage only
         optimizer = build_optimizer(parameters if parameters is not None else model.parameters(), cfg)
-        steps_per_epoch = len(train_loader)
-        total_steps = cfg.epochs * steps_per_epoch
-        if cfg.max_steps is not None:
-            total_steps = min(total_steps, cfg.max_steps)
-        scheduler = build_scheduler(optimizer, cfg, total_steps)
+        scheduler = build_scheduler(optimizer, cfg, schedule_steps(cfg, len(train_loader)))
         self.model, self.optimizer, self.train_loader, self.val_loader, self.scheduler = accelerator.prepare(
             model, optimizer, train_loader, val_loader, scheduler
         )
-        steps_per_epoch = len(self.train_loader)  # per process, after sharding
-        self.total_steps = (
-            cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.epochs * steps_per_epoch, cfg.max_steps)
-        )
+        self.total_steps = schedule_steps(cfg, len(self.train_loader))  # per process, after sharding
         self.checkpointer = Checkpointer(accelerator, out_dir, objective=objective, objects=checkpoint_objects)
-        self.progress = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_val_accuracy": -1.0, "history": []}
+        self.progress: dict[str, Any] = dict(
+            global_step=0, epoch=0, step_in_epoch=0, best_val_accuracy=-1.0, history=[]
+        )
         resumed = self.checkpointer.latest()
         self.best_path = out_dir / "best.safetensors"
         if resumed is not None:
@@ -333,7 +331,8 @@ class _Run:
         accelerator.print(f"[{self.desc}] epoch {epoch}: val accuracy {metrics['accuracy']:.4f}")
         if metrics["accuracy"] > progress["best_val_accuracy"]:
             progress["best_val_accuracy"] = metrics["accuracy"]
-            state = _unwrapped_state(accelerator, self.model)
+            state = accelerator.get_state_dict(self.model)  # gathered from every process (None off rank 0 under ZeRO-3)
+            state = {k: v.detach().cpu().contiguous() for k, v in (state or {}).items()}
             if accelerator.is_main_process:
                 atomic_write(self.best_path, lambda p: save_file(state, str(p)))
         progress["epoch"] += 1

@@ -223,7 +223,7 @@ class CompositeLoss(nn.Module):
 
 
 # name (a LossConfig weight field) -> the term built from the loss config section and the stage's label smoothing
-TermFactory = Callable[[Any, float], nn.Module]
+TermFactory = Callable[[Any, float], LossTerm]
 LOSS_TERMS: dict[str, TermFactory] = {}
 
 
@@ -240,19 +240,19 @@ def loss_term(name: str) -> Callable[[TermFactory], TermFactory]:
 
 
 @loss_term("task")
-def task_term(cfg: Any, label_smoothing: float) -> nn.Module:
+def task_term(cfg: Any, label_smoothing: float) -> LossTerm:
     """Cross-entropy on the labels, smoothed as the stage's ``train.label_smoothing`` says."""
     return TaskLoss(label_smoothing)
 
 
 @loss_term("logit_kd")
-def logit_kd_term(cfg: Any, label_smoothing: float) -> nn.Module:
+def logit_kd_term(cfg: Any, label_smoothing: float) -> LossTerm:
     """Soft targets from the cached teacher logits at ``temperature``."""
     return LogitKD(cfg.temperature)
 
 
 @loss_term("feature_kd")
-def feature_kd_term(cfg: Any, label_smoothing: float) -> nn.Module:
+def feature_kd_term(cfg: Any, label_smoothing: float) -> LossTerm:
     """The projected student feature against the cached teacher feature, by ``feature_loss``."""
     return FeatureKD(cfg.feature_loss)
 

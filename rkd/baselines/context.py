@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 
 from rkd.baselines import budget
 from rkd.channels import channel_label
@@ -74,7 +75,7 @@ class Context:
     """What every method needs, loaded once: the main run's data, cache, test inputs and grid."""
 
     cfg: RunConfig
-    accelerator: object
+    accelerator: Accelerator
     run: RunInputs
     run_stages: RunStages
     grid: list

@@ -58,7 +58,7 @@ def deep_jscc_settings(ctx: Context, hashes: dict, rule: str | None = None, kd: 
     """What a Deep JSCC result depends on beyond the sweep (its hash inputs, in their recorded order)."""
     cfg, b = ctx.cfg, ctx.cfg.baselines
     rule = budget_rule(ctx, rule)
-    extra = (rule,) if rule == "per-seed" else ()  # own and whole: as recorded before the rule existed
+    extra: tuple = (rule,) if rule == "per-seed" else ()  # own and whole: as recorded before the rule existed
     if kd:
         extra += ("kd", cfg.loss)
     return (

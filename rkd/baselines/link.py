@@ -9,7 +9,7 @@ on the same grid, with the same seeded noise as RKD-SC. ``forward`` sends each s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from rkd.draws import symbol_mask
 
 
 def send(
-    channels: Sequence[nn.Module],
+    channels: Iterable[nn.Module],
     z: torch.Tensor,
     snr_db: torch.Tensor,
     k: torch.Tensor,

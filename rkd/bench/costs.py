@@ -161,7 +161,7 @@ def full_graph(names: list, seeds: list, grid: tuple) -> tuple:
     graph = cell_graph(names, seeds, grid, chosen)
     deps = {}
     for cell, waits in graph.items():
-        extra = ()
+        extra: tuple[Cell, ...] = ()
         if cell.method != TEACHER and cell.seed != seeds[0] and len(grid_for(cell.method, grid)) > 1:
             extra = tuple(Cell(cell.method, seeds[0], x) for x in grid)
         if cell.method != RKD and cell.method != TEACHER and len(grid_for(RKD, grid)) > 1:
@@ -174,7 +174,9 @@ def full_graph(names: list, seeds: list, grid: tuple) -> tuple:
 def estimate(cfg: RunConfig, names: list, seeds: list, grid: tuple, sizes: dict, units: dict, workers: int) -> dict:
     """The plan's cost: cells, CPU seconds (one thread each) and wall seconds on ``workers``, per method."""
     order, deps = full_graph(names, seeds, grid)
-    seconds, per_method, unknown = {}, {}, set()
+    seconds: dict = {}
+    per_method: dict = {}
+    unknown: set = set()
     for cell in order:
         cost = cell_seconds(cfg, cell, sizes, units)
         if cost is None:

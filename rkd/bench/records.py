@@ -47,7 +47,7 @@ def finished(base: RunConfig, cell: Cell, fingerprint: str | None) -> dict | Non
     return record
 
 
-def check_one_teacher(records: dict) -> str:
+def check_one_teacher(records: dict) -> str | None:
     """The one teacher hash of ``{cell key: record}``; raises ``BenchError`` naming the cells when there are more."""
     by_teacher: dict = {}
     for key, record in sorted(records.items()):

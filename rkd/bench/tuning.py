@@ -10,6 +10,7 @@ the grid, each multiplier's val accuracy and learning rates, and the choice.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from rkd.bench.catalogue import tuned
 from rkd.bench.layout import Cell
@@ -48,7 +49,7 @@ def choices(names: list, grid: tuple, seed: int, records: dict) -> dict:
         cells = [Cell(name, seed, x) for x in grid_for(name, grid)]
         found = [records.get(c.key) for c in cells]
         if all(r is not None for r in found):
-            scores = {c.scale: r.get("val_accuracy") for c, r in zip(cells, found)}
+            scores = {c.scale: r.get("val_accuracy") for c, r in zip(cells, found) if r is not None}
             if len(scores) == 1:
                 chosen[name] = next(iter(scores))
             elif all(v is not None for v in scores.values()):
@@ -58,7 +59,12 @@ def choices(names: list, grid: tuple, seed: int, records: dict) -> dict:
 
 def write_tuning(path, names: list, grid: tuple, seed: int, records: dict, chosen: dict) -> dict:
     """``tuning.json``: per tuned method, each multiplier's val accuracy and learning rates, and the choice."""
-    out = {"grid": list(grid), "seed": seed, "selection": "best val accuracy over the training channels", "methods": {}}
+    out: dict[str, Any] = {
+        "grid": list(grid),
+        "seed": seed,
+        "selection": "best val accuracy over the training channels",
+        "methods": {},
+    }
     for name in names:
         if not tuned(name):
             continue

@@ -38,7 +38,7 @@ def decision_reference(m: int, k: int, spec, snr_db: float, trials: int, seed: i
     """``decision_success`` plus the two reference curves, ``"converse"`` and ``"normal_approximation"``."""
     found = decision_success(m, k, spec, snr_db, trials, seed)
     uses = found["code_uses"]
-    references = {"converse": None, "normal_approximation": None}
+    references: dict[str, float | None] = {"converse": None, "normal_approximation": None}
     if coherent(channel_from_spec(spec)):
         references = {
             "converse": over_fading(lambda s: sphere_packing_success(m, uses, s), spec, snr_db, seed=seed),

@@ -1,9 +1,9 @@
 """Typed run configuration: sections (``schema``), YAML files and overrides (``loading``), cross-field checks
 (``validation``). Import from here: ``from rkd.config import RunConfig, load_config, ConfigError``."""
 
+from rkd.config.choices import TRACKERS
 from rkd.config.loading import config_hash, load_config, packaged_config_path, parse_override, save_config, to_dict
 from rkd.config.schema import (
-    TRACKERS,
     BaselinesConfig,
     ChannelTrainConfig,
     CodecConfig,

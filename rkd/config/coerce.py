@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import yaml
 from pydantic import AfterValidator, BeforeValidator, PlainValidator
 from pydantic_core import PydanticCustomError
 
 
-def reject(accepted: str) -> None:
+def reject(accepted: str) -> NoReturn:
     """Fail validation of the current value; ``accepted`` says what would have been accepted."""
     raise PydanticCustomError("config", "{accepted}", {"accepted": accepted})
 
@@ -121,9 +121,7 @@ YamlList = BeforeValidator(_yaml_list)  # metadata for a list field: Annotated[l
 Word = BeforeValidator(_to_str)  # metadata for a Literal field: a YAML bool or number compared as text
 
 
-def nullable(typ: Any) -> Any:
-    """``Optional[typ]`` that also reads the text 'null' / 'none' (any case) as None."""
-    return Annotated[typ | None, BeforeValidator(_null_text)]
+NullText = BeforeValidator(_null_text)  # metadata for an optional field: Annotated[Int | None, NullText] reads 'null'
 
 
 NonNegInt = Annotated[Int, accepts("an integer >= 0", lambda v: v >= 0)]
@@ -134,3 +132,19 @@ LearningRate = Annotated[Float, accepts("a learning rate > 0", lambda v: v > 0)]
 Probability = Annotated[Float, accepts("a probability in [0, 1)", lambda v: 0 <= v < 1)]
 Stride = Annotated[Int, accepts("1, 2 or 4", lambda v: v in (1, 2, 4))]
 ImageSize = Annotated[Int, accepts("an integer in [8, 1024]", lambda v: 8 <= v <= 1024)]
+
+
+def distinct(values: list) -> bool:
+    return len(set(values)) == len(values)
+
+
+NonEmptyInts = Annotated[
+    list[Int], YamlList, accepts("a non-empty list of positive integers", lambda v: bool(v) and all(k >= 1 for k in v))
+]
+Numbers = Annotated[list[Number], YamlList]
+PositiveOrNull = Annotated[
+    Annotated[Float, accepts("a number > 0, or null for none", lambda v: v > 0)] | None, NullText
+]
+SplitCap = Annotated[
+    Annotated[Int, accepts("an integer >= 1, or null for the whole split", lambda v: v >= 1)] | None, NullText
+]

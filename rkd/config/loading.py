@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def _dotted(loc: tuple) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
-def _accepted(error: dict) -> str:
+def _accepted(error: Mapping[str, Any]) -> str:
     """What pydantic's error says would have been accepted, in the words of rkd's own messages."""
     ctx = error.get("ctx") or {}
     if error["type"] == "config":
@@ -112,7 +113,7 @@ def _as_config_error(exc: ValidationError) -> ConfigError:
         keys = sorted((e["loc"][-1] for e in unknown if e["loc"][:-1] == section), key=str)
         node = RunConfig()
         for part in section:
-            node = getattr(node, part)
+            node = getattr(node, str(part))
         where = f"section '{_dotted(section)}'" if section else "the top level"
         accepted = sorted(f.name for f in dataclasses.fields(node))
         return ConfigError(f"unknown config key(s) {keys} in {where}; accepted keys: {accepted}")

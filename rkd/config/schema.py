@@ -9,65 +9,53 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, TypeVar, dataclass_transform
 
-import yaml
-from pydantic import BeforeValidator, ConfigDict, with_config
+from pydantic import ConfigDict, with_config
 
 from rkd.baselines.names import ABLATIONS, BASELINE_METHODS
-from rkd.channels import CHANNEL_NAMES, CSI_MODES
+from rkd.channels import CHANNEL_NAMES
+from rkd.config.choices import (
+    Ablation,
+    BaselineMethod,
+    ChannelName,
+    CsiSetting,
+    EmbeddedFamily,
+    TeacherKindName,
+    Tracker,
+)
 from rkd.config.coerce import (
     Bool,
     Float,
     ImageSize,
     Int,
     LearningRate,
+    NonEmptyInts,
     NonNegFloat,
     NonNegInt,
-    Number,
+    NullText,
+    Numbers,
     PosInt,
+    PositiveOrNull,
     Probability,
+    SplitCap,
     Str,
     Stride,
     Weight,
     Word,
     YamlList,
     accepts,
-    nullable,
-    reject,
+    distinct,
 )
 from rkd.nas.ops import PRIMITIVES
-from rkd.teacher.embedded import EMBEDDED_FAMILIES
-from rkd.teacher.kinds import KIND_CHOICES
+
+_Section = TypeVar("_Section")
 
 
-def section(cls: type) -> type:
+@dataclass_transform(field_specifiers=(field,))
+def section(cls: type[_Section]) -> type[_Section]:
     """A config section: a dataclass whose unknown keys pydantic refuses."""
     return with_config(ConfigDict(extra="forbid"))(dataclass(cls))
-
-
-def _csi_setting(value: Any) -> str | list:
-    if isinstance(value, str) and value.startswith("["):  # a list given as text on the command line
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            pass
-    modes = value if isinstance(value, list) else [value]
-    if not modes or any(not isinstance(m, str) or m not in CSI_MODES for m in modes):
-        reject(f"one of {CSI_MODES} or a non-empty list of them")
-    return value
-
-
-def _distinct(values: list) -> bool:
-    return len(set(values)) == len(values)
-
-
-NonEmptyInts = Annotated[
-    list[Int], YamlList, accepts("a non-empty list of positive integers", lambda v: bool(v) and all(k >= 1 for k in v))
-]
-Numbers = Annotated[list[Number], YamlList]
-PositiveOrNull = nullable(Annotated[Float, accepts("a number > 0, or null for none", lambda v: v > 0)])
-SplitCap = nullable(Annotated[Int, accepts("an integer >= 1, or null for the whole split", lambda v: v >= 1)])
 
 
 @section
@@ -83,8 +71,8 @@ class DataConfig:
     ] = "fashion-mnist"
     cache_dir: Str = "~/.cache/rkd/datasets"  # where converted datasets live
     fashion_mnist_dir: Str = "/usr/share/datasets/fashion-mnist"
-    image_column: nullable(Str) = None  # auto-detected when None
-    label_column: nullable(Str) = None
+    image_column: Annotated[Str | None, NullText] = None  # auto-detected when None
+    label_column: Annotated[Str | None, NullText] = None
     # carved from train with split_seed; test stays untouched
     val_fraction: Annotated[Float, accepts("a fraction strictly between 0 and 1", lambda v: 0 < v < 1)] = 0.1
     split_seed: Int = 0
@@ -105,14 +93,18 @@ class TrainConfig:
     warmup_steps: NonNegInt = 0
     # the warm-up as a share of the run's steps (it scales with epochs and data); exclusive with warmup_steps
     warmup_fraction: Annotated[Float, accepts("a fraction in [0, 1), e.g. 0.05", lambda v: 0 <= v < 1)] = 0.0
-    grad_clip: nullable(Annotated[Float, accepts("a number > 0, or null for no clipping", lambda v: v > 0)]) = 5.0
+    grad_clip: Annotated[
+        Annotated[Float, accepts("a number > 0, or null for no clipping", lambda v: v > 0)] | None, NullText
+    ] = 5.0
     # stop early (tests, smoke runs)
-    max_steps: nullable(Annotated[Int, accepts("an integer >= 1, or null", lambda v: v >= 1)]) = None
+    max_steps: Annotated[Annotated[Int, accepts("an integer >= 1, or null", lambda v: v >= 1)] | None, NullText] = None
     checkpoint_every: PosInt = 200  # optimiser steps between resumable checkpoints
     log_every: PosInt = 20
     label_smoothing: Annotated[Float, accepts("a number in [0, 1)", lambda v: 0 <= v < 1)] = 0.0
     # stop after this many epochs without a better val accuracy (training to convergence); null = every epoch
-    early_stop_patience: nullable(Annotated[Int, accepts("an integer >= 1, or null", lambda v: v >= 1)]) = None
+    early_stop_patience: Annotated[
+        Annotated[Int, accepts("an integer >= 1, or null", lambda v: v >= 1)] | None, NullText
+    ] = None
 
 
 @section
@@ -121,19 +113,23 @@ class TeacherConfig:
     # checkpoint of one of the kinds in rkd.teacher.kinds: a hub id or a save_pretrained dir.
     source: Str = "embedded"
     # the teacher's own training seed; null = the run's. Pinned, runs of other seeds share one teacher and cache
-    seed: nullable(Annotated[Int, accepts("an integer >= 0, or null for the run's seed", lambda v: v >= 0)]) = None
-    kind: Literal[KIND_CHOICES] = "auto"  # auto: the kind the source names
+    seed: Annotated[
+        Annotated[Int, accepts("an integer >= 0, or null for the run's seed", lambda v: v >= 0)] | None, NullText
+    ] = None
+    kind: TeacherKindName = "auto"  # auto: the kind the source names
     # Runs the checkpoint's own Python. Only the command line can switch it on (--trust-remote-code
     # or teacher.trust_remote_code=true); a YAML file that sets it is refused.
     trust_remote_code: Bool = False
     # None: whatever the teacher's image processor says
-    image_size: nullable(Annotated[Int, accepts("an integer in [8, 1024], or null", lambda v: 8 <= v <= 1024)]) = None
+    image_size: Annotated[
+        Annotated[Int, accepts("an integer in [8, 1024], or null", lambda v: 8 <= v <= 1024)] | None, NullText
+    ] = None
     finetune: Bool = True  # train (embedded) or fine-tune (hub) on the task before caching
     embedded_hidden_sizes: NonEmptyInts = field(default_factory=lambda: [32, 64, 128, 256])
     embedded_depths: NonEmptyInts = field(default_factory=lambda: [1, 1, 1, 1])
     embedded_embedding_size: Annotated[Int, accepts("a positive integer", lambda v: v >= 1)] = 32
     # see rkd.teacher.embedded (regnet/convnext keep 28 px resolution)
-    embedded_family: Literal[EMBEDDED_FAMILIES] = "resnet"
+    embedded_family: EmbeddedFamily = "resnet"
     # regnet: channels per group (>= widest stage: plain convs)
     embedded_groups_width: Annotated[Int, accepts("a positive integer", lambda v: v >= 1)] = 1024
     channels_last: Bool = False  # embedded teacher weights in channels-last memory (faster CPU convs)
@@ -178,7 +174,7 @@ class CodecConfig:
     dropout: Probability = 0.0
     use_state: Bool = True  # false: the codec's channel-state input is zeroed in training and test (ablation)
     # k drawn in stage 2; null = rates ([max_symbols] = fixed-length ablation)
-    train_rates: nullable(Annotated[list[Int], YamlList]) = None
+    train_rates: Annotated[Annotated[list[Int], YamlList] | None, NullText] = None
     # uniform | proportional (P(k) ~ k: the long codes' extra symbols train too)
     rate_sampling: Literal["uniform", "proportional"] = "proportional"
     principal_init: Bool = True  # start the encoder's linear path at the student feature's principal directions
@@ -186,11 +182,11 @@ class CodecConfig:
 
 @section
 class ChannelTrainConfig:
-    channels: Annotated[
-        list[Literal[CHANNEL_NAMES]], YamlList, accepts(f"a non-empty list drawn from {CHANNEL_NAMES}", bool)
-    ] = field(default_factory=lambda: list(CHANNEL_NAMES))
+    channels: Annotated[list[ChannelName], YamlList, accepts(f"a non-empty list drawn from {CHANNEL_NAMES}", bool)] = (
+        field(default_factory=lambda: list(CHANNEL_NAMES))
+    )
     # perfect | pilot | none, or a list of them: every fading channel is trained in each listed mode
-    csi: Annotated[str | list, BeforeValidator(_csi_setting)] = "perfect"
+    csi: CsiSetting = "perfect"
     pilots: Annotated[Int, accepts("an integer >= 1 (pilot symbols per packet)", lambda v: v >= 1)] = 1  # counted in k
     k_factor: Annotated[Float, accepts("a Rician K factor >= 0", lambda v: v >= 0)] = 4.0  # Rician K
     snr_min: Float = -10.0
@@ -212,7 +208,7 @@ class EvalConfig:
     snr_min: Float = -10.0
     snr_max: Float = 20.0
     snr_step: Float = 2.0
-    rates: nullable(Annotated[list[Int], YamlList]) = None  # None: codec.rates
+    rates: Annotated[Annotated[list[Int], YamlList] | None, NullText] = None  # None: codec.rates
     batch_size: PosInt = 1000
     seed: Int = 1234
     # rate policy: the fewest k whose accuracy is within this of the best k's
@@ -259,7 +255,9 @@ class SearchConfig:
     param_budget: PositiveOrNull = None  # a budget turns the penalty into a hinge above it
     flops_budget: PositiveOrNull = None
     # at most this many skip_connect per derived cell; null = no cap
-    max_skips: nullable(Annotated[Int, accepts("an integer >= 0, or null for no cap", lambda v: v >= 0)]) = 2
+    max_skips: Annotated[
+        Annotated[Int, accepts("an integer >= 0, or null for no cap", lambda v: v >= 0)] | None, NullText
+    ] = 2
     # candidate selection (rkd.stages.selection): the derived cells and candidates - 1 cells drawn from
     # the architecture weights (no larger than the derived ones, or param_budget), each trained for
     # candidate_epochs with stage 1's loss and optimiser on a seeded subset; the best val accuracy wins
@@ -270,9 +268,9 @@ class SearchConfig:
     candidate_max_val: SplitCap = 2048
     # screening (successive halving): after candidate_screen_epochs epochs only the candidate_survivors
     # best go on to candidate_epochs (same schedule, resumed); null = every candidate trains them all
-    candidate_survivors: nullable(
-        Annotated[Int, accepts("an integer >= 1, or null for no screening", lambda v: v >= 1)]
-    ) = None
+    candidate_survivors: Annotated[
+        Annotated[Int, accepts("an integer >= 1, or null for no screening", lambda v: v >= 1)] | None, NullText
+    ] = None
     candidate_screen_epochs: PosInt = 1
     # the Pareto sweep (rkd search --sweep): one independent search per weight, each briefly trained
     sweep_weights: Annotated[
@@ -288,32 +286,34 @@ class BaselinesConfig:
     """What `rkd baselines` trains and sweeps beside RKD-SC (rkd.baselines); no pipeline stage reads it."""
 
     methods: Annotated[
-        list[Literal[BASELINE_METHODS]],
+        list[BaselineMethod],
         YamlList,
-        accepts(f"distinct names from {BASELINE_METHODS} (an empty list runs none)", _distinct),
+        accepts(f"distinct names from {BASELINE_METHODS} (an empty list runs none)", distinct),
     ] = field(
         default_factory=lambda: ["deep-jscc", "adjscc", "conference", "label-digital", "feature-digital", "digital"]
     )
     # training seeds: each a full retrain of every method (seed -> init, data order, train and test
     # channel draws); null = [seed]. Seeds other than `seed` run in <run>/seeds/seed-<s>/ (methods only)
-    seeds: nullable(
+    seeds: Annotated[
         Annotated[
             list[Int],
             YamlList,
             accepts(
                 "null (= [seed]) or a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]",
-                lambda v: bool(v) and all(s >= 0 for s in v) and _distinct(v),
+                lambda v: bool(v) and all(s >= 0 for s in v) and distinct(v),
             ),
         ]
-    ) = None
+        | None,
+        NullText,
+    ] = None
     per_image: Bool = False  # keep per-image correctness (correct.npz) for the paired test of rkd.evaluation.compare
     ablations: Annotated[
-        list[Literal[ABLATIONS]],
+        list[Ablation],
         YamlList,
-        accepts(f"distinct names from {ABLATIONS} (an empty list runs none)", _distinct),
+        accepts(f"distinct names from {ABLATIONS} (an empty list runs none)", distinct),
     ] = field(default_factory=lambda: ["no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length"])
     extra_snrs: Numbers = field(default_factory=lambda: [-5.0, 5.0])  # added to the eval grid for the comparison
-    compare_k: nullable(Int) = None  # k of the comparison table and figure; null = max(codec.rates)
+    compare_k: Annotated[Int | None, NullText] = None  # k of the comparison table and figure; null = max(codec.rates)
     # the verdicts over seeds: RKD-SC is non-inferior when its mean accuracy over the SNR grid is at most this
     # far below the comparator's (one-sided paired t over seeds, Holm-adjusted)
     noninferiority_margin: Annotated[
@@ -356,16 +356,12 @@ class BaselinesConfig:
     digital_code_trials: Annotated[Int, accepts("an integer >= 1000", lambda v: v >= 1000)] = 20_000
 
 
-# what Accelerate's LoggerType accepts ("all" = every installed one); tests/test_tracking.py keeps it in step
-TRACKERS = ("all", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
-
-
 @section
 class TrackingConfig:
     # experiment trackers through Accelerate's log_with, e.g. [tensorboard] or [wandb, mlflow]; [] = log.jsonl only
-    log_with: Annotated[list[Literal[TRACKERS]], YamlList] = field(default_factory=list)
+    log_with: Annotated[list[Tracker], YamlList] = field(default_factory=list)
     project: Str = "rkd"  # W&B / MLflow / Comet project (experiment); TensorBoard's sub-folder
-    dir: nullable(Str) = None  # where file-based trackers write; null = runs/<name>/tracking
+    dir: Annotated[Str | None, NullText] = None  # where file-based trackers write; null = runs/<name>/tracking
 
 
 @section

@@ -47,6 +47,7 @@ def arrow_array(dataset: Any, column: str) -> np.ndarray:
     while hasattr(flat.type, "value_type"):
         flat = flat.flatten()
     values = flat.to_numpy(zero_copy_only=False)
-    if None in dims or values.size != n * int(np.prod(dims, dtype=np.int64)):
+    known = [int(d) for d in dims if d is not None]
+    if len(known) != len(dims) or values.size != n * int(np.prod(known, dtype=np.int64)):
         raise DataError(f"column {column!r} holds arrays of different shapes; store images as an Image feature instead")
     return values.reshape(n, *dims)

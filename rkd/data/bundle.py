@@ -146,7 +146,7 @@ def finish_bundle(
         num_classes=len(class_names),
         class_names=list(class_names),
         channels=int(image_shape[-1]),
-        image_shape=tuple(int(v) for v in image_shape),
+        image_shape=(int(image_shape[0]), int(image_shape[1]), int(image_shape[2])),
         fingerprint=fingerprint,
         source=source,
         notes=notes,
@@ -157,8 +157,8 @@ def digest_split(split: Split) -> str:
     """sha256 of a split's shape, pixels and labels: its content, wherever it was loaded from."""
     digest = hashlib.sha256()
     digest.update(json.dumps(list(split.images.shape)).encode())
-    digest.update(memoryview(split.images.contiguous().numpy()).cast("B"))
-    digest.update(memoryview(split.labels.contiguous().numpy()).cast("B"))
+    digest.update(split.images.contiguous().numpy().data.cast("B"))
+    digest.update(split.labels.contiguous().numpy().data.cast("B"))
     return digest.hexdigest()
 
 

@@ -181,7 +181,7 @@ def load_fashion_mnist(cfg: DataConfig) -> DataBundle:
     cache_root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_root / ".fashion-mnist.lock")):  # several processes may start at once
         if not _converted_is_valid(converted, source_shas):
-            if missing:
+            if missing or source_shas is None:
                 raise _missing_fashion_error(idx_dir, missing)
             _convert_fashion_mnist(sources, source_shas, converted)
         elif missing:

@@ -257,7 +257,7 @@ def _decode_images(parts: dict[str, Any], column: str, image_size: int, notes: l
             if a.ndim == 3 and a.shape[-1] == 1:
                 a = a[..., 0]
             if resize and a.shape[:2] != (image_size, image_size):
-                a = np.asarray(PILImage.fromarray(a).resize((image_size, image_size), PILImage.BILINEAR))
+                a = np.asarray(PILImage.fromarray(a).resize((image_size, image_size), PILImage.Resampling.BILINEAR))
             if a.ndim == 2:
                 a = np.repeat(a[..., None], 3, axis=-1) if color else a[..., None]
             fixed.append(a)

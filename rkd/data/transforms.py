@@ -159,4 +159,6 @@ def channel_stats(images: torch.Tensor, chunk: int = 8192) -> tuple[list[float],
 def student_transform(cfg: DataConfig, bundle: DataBundle) -> ImageTransform:
     """The student's input pipeline: ``cfg.image_size``, the data's channels, train-split statistics."""
     mean, std = channel_stats(bundle.splits["train"].images)
-    return ImageTransform(size=cfg.image_size, channels=bundle.channels, mean=mean, std=[max(s, 1e-3) for s in std])
+    return ImageTransform(
+        size=cfg.image_size, channels=bundle.channels, mean=tuple(mean), std=tuple(max(s, 1e-3) for s in std)
+    )

@@ -129,8 +129,10 @@ def classwise_summary(
 
 def csv_rows(classwise: dict | None) -> list:
     """Per-class rows for results.csv, named in its ``class`` column (the overall rows leave it empty)."""
-    rows = []
-    for e in (classwise or {}).get("entries", []):
+    rows: list[dict] = []
+    if classwise is None:
+        return rows
+    for e in classwise.get("entries", []):
         clean = e["snr_db"] is None
         for name, count, acc in zip(classwise["class_names"], classwise["test_counts"], e["per_class"]):
             rows.append(

@@ -31,7 +31,7 @@ def _methods(ax, records: list, methods: list, label: str, k: int, summaries: di
     for method in methods:
         mk = method_k(records, method, k)
         pts = sorted(curve(records, method, label, mk).items()) if mk is not None else []
-        if not pts:
+        if mk is None or not pts:
             continue
         bound = is_bound(summaries.get(method, {}))
         name = f"{method} (bound)" if bound else method

@@ -143,7 +143,8 @@ def dominance(
 
     ``trained``: ``{method: [channel labels]}`` (missing: nothing counts as trained for it).
     """
-    inside, outside = [], []
+    inside: list[dict] = []
+    outside: list[dict] = []
     ours_trained = set(trained.get(rkd) or [])
     for (method, label, k, snr), ours in sorted(cells.items(), key=lambda kv: str(kv[0])):
         if method != rkd or k not in k_values or snr is None or not snr_range[0] <= snr <= snr_range[1]:

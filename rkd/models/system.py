@@ -16,12 +16,13 @@ from rkd.channels import channel_from_spec, send_per_sample
 from rkd.draws import symbol_mask
 from rkd.models.cat import CATDecoder, CATEncoder
 from rkd.nas.heads import FeatureProjector
+from rkd.nas.network import Student
 
 
 class DistilledStudent(nn.Module):
     """Student encoder + projector into the teacher's feature space (stage 1)."""
 
-    def __init__(self, student: nn.Module, teacher_feature_dim: int) -> None:
+    def __init__(self, student: Student, teacher_feature_dim: int) -> None:
         super().__init__()
         self.student = student
         self.projector = FeatureProjector(student.feature_dim, teacher_feature_dim)

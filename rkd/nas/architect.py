@@ -66,7 +66,9 @@ class Architect:
         self.unrolled_lr = unrolled_lr
         self.unrolled_weight_decay = unrolled_weight_decay
         self.reduce = reduce
-        self.optimizer = torch.optim.Adam(self.arch_params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.optimizer = torch.optim.Adam(
+            self.arch_params, lr=lr, betas=(float(betas[0]), float(betas[1])), weight_decay=weight_decay
+        )
         self.steps = 0
         self.last_val_loss: float | None = None
         # the architecture after the latest update: a trainer that restores its best-validation state
@@ -91,6 +93,7 @@ class Architect:
 
     def gradients(self, model: nn.Module, train_batch: dict, val_batch: dict, global_step: int) -> list[torch.Tensor]:
         """The (local, not yet reduced) architecture gradient for one pair of batches."""
+        grads: Sequence[torch.Tensor | None]
         with arch_gradients_enabled(self.arch_params):
             if self.order == "first":
                 loss = self.loss_fn(model, val_batch, "val")
@@ -124,6 +127,7 @@ class Architect:
             mapping = {**dict(zip(names, values)), **buffers}
             return lambda x: functional_call(model, mapping, (x,), strict=False)
 
+        assert self.unrolled_lr is not None  # required for the second order (checked when built)
         xi = float(self.unrolled_lr(global_step))
         wd = self.unrolled_weight_decay
         train_loss = self.loss_fn(with_weights(weights), train_batch, "train")

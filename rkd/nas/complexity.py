@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import cast
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ from torch import nn
 from rkd.measure import count_flops, count_params
 from rkd.nas.derive import NONE, edge_layout, node_slices, normalize_edges
 from rkd.nas.genotype import Genotype
-from rkd.nas.network import Student
+from rkd.nas.network import Cell, Student
 from rkd.nas.ops import build_op
 
 METRICS = ("params", "flops")
@@ -111,7 +112,8 @@ def cell_resolutions(shape: NetworkShape, nodes: int) -> list[tuple[bool, int, t
     inputs: list[tuple[int, int, int]] = []
     outputs: list[tuple[int, int]] = []
     hooks = []
-    for cell in student.cells:
+    cells = [cast(Cell, cell) for cell in student.cells]
+    for cell in cells:
         hooks.append(cell.preprocess1.register_forward_hook(lambda m, a, out: inputs.append(tuple(out.shape[1:]))))
         hooks.append(cell.register_forward_hook(lambda m, a, out: outputs.append(tuple(out.shape[2:]))))
     with torch.no_grad():
@@ -120,7 +122,7 @@ def cell_resolutions(shape: NetworkShape, nodes: int) -> list[tuple[bool, int, t
         hook.remove()
     return [
         (cell.reduction, int(c), (int(h), int(w)), (int(out[0]), int(out[1])))
-        for cell, (c, h, w), out in zip(student.cells, inputs, outputs)
+        for cell, (c, h, w), out in zip(cells, inputs, outputs)
     ]
 
 
@@ -130,6 +132,10 @@ class ExpectedCost(nn.Module):
     ``costs_normal`` / ``costs_reduce`` are ``[metric, edge, op]`` tables summed over all normal /
     reduction cells of the target network (alphas are shared by all cells of a type).
     """
+
+    real: torch.Tensor  # buffers: which ops are not ``none``, and the cost tables
+    costs_normal: torch.Tensor
+    costs_reduce: torch.Tensor
 
     def __init__(self, primitives: Sequence[str], nodes: int, shape: NetworkShape) -> None:
         super().__init__()

@@ -155,6 +155,7 @@ def _sample_cell(
         if max_skips is None or sum(op == SKIP for op, _ in edges) <= max_skips:
             return edges
     # skips dominate the weights: keep the first max_skips skips, draw the others' ops from the rest
+    assert max_skips is not None  # without a cap the first draw was returned
     kept = 0
     for k, (op, source) in enumerate(edges):
         if op == SKIP:

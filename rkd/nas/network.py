@@ -22,7 +22,7 @@ from torch import nn
 from rkd.nas.genotype import Genotype, load_genotype, validate_genotype
 from rkd.nas.heads import ClassifierHead
 from rkd.nas.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
-from rkd.nas.skeleton import build_stem, readout, reduction_layers, stack_cells, stem_forward
+from rkd.nas.skeleton import StackedCell, build_stem, readout, reduction_layers, stack_cells, stem_forward
 
 
 def apply_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -37,7 +37,7 @@ def apply_drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     return x * mask / keep_prob
 
 
-class Cell(nn.Module):
+class Cell(StackedCell):
     """One normal or reduction cell instantiated from a genotype.
 
     ``s0`` (two cells back) and ``s1`` (previous cell) are first mapped to ``C`` channels; when the
@@ -136,10 +136,10 @@ class Student(nn.Module):
         self.reduction_indices = reduction_layers(layers)
         aux_index = 2 * layers // 3  # always < layers: the head reads the cell at 2/3 depth
         self.auxiliary_head: AuxiliaryHead | None = (
-            AuxiliaryHead(self.cells[aux_index].out_channels, num_classes) if auxiliary else None
+            AuxiliaryHead(self.cells.channels[aux_index], num_classes) if auxiliary else None
         )
         self.aux_index = aux_index
-        self.out_channels = self.cells[-1].out_channels
+        self.out_channels = self.cells.channels[-1]
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = ClassifierHead(self.out_channels, num_classes)
 

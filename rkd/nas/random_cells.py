@@ -40,7 +40,7 @@ def random_genotype(
     rng = random.Random(seed)
     ops = [p for p in primitives if p != "none"]
     concat = list(range(2, 2 + nodes))
-    best = None
+    best: tuple[Genotype, int] | None = None
     for _ in range(samples):
         g = Genotype(random_cell(rng, ops, nodes), concat, random_cell(rng, ops, nodes), concat)
         params = network_params(g, shape)
@@ -48,4 +48,5 @@ def random_genotype(
             best = (g, params)
         if abs(best[1] - target_params) <= tolerance * target_params:
             break
+    assert best is not None, "samples must be >= 1"
     return best[0]

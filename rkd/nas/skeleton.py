@@ -8,14 +8,32 @@ created them (stem, then cells in depth order), so initial weights do not depend
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import cast
 
 import torch
 from einops import rearrange
 from torch import nn
 
-# (C_prev_prev, C_prev, C, reduction, reduction_prev) -> a cell with an ``out_channels`` attribute
-CellBuilder = Callable[[int, int, int, bool, bool], nn.Module]
+
+class StackedCell(nn.Module):
+    """What the skeleton needs of a cell: a module that knows its output channels and whether it reduces."""
+
+    out_channels: int
+    reduction: bool
+
+
+class CellStack(nn.ModuleList):
+    """The stacked cells (only ``StackedCell`` modules); ``channels[i]`` is cell ``i``'s output channel count."""
+
+    channels: list[int]
+
+    def __iter__(self) -> Iterator[StackedCell]:
+        return cast(Iterator[StackedCell], super().__iter__())
+
+
+# (C_prev_prev, C_prev, C, reduction, reduction_prev) -> a cell
+CellBuilder = Callable[[int, int, int, bool, bool], StackedCell]
 
 
 def build_stem(in_channels: int, C: int, stride: int) -> nn.Sequential:
@@ -42,13 +60,14 @@ def reduction_layers(layers: int) -> list[int]:
     return sorted({layers // 3, 2 * layers // 3})
 
 
-def stack_cells(layers: int, stem_channels: int, init_channels: int, make_cell: CellBuilder) -> nn.ModuleList:
+def stack_cells(layers: int, stem_channels: int, init_channels: int, make_cell: CellBuilder) -> CellStack:
     """``layers`` cells, each reading the two previous outputs (the stem's twice for the first).
 
     Reduction cells (``reduction_layers``) double the channels; a cell after a reduction is told so,
-    because its older input still has twice the resolution. The stack's width is ``cells[-1].out_channels``.
+    because its older input still has twice the resolution. The stack's width is ``cells.channels[-1]``.
     """
-    cells = nn.ModuleList()
+    cells = CellStack()
+    cells.channels = []
     C_prev_prev, C_prev, C_curr = stem_channels, stem_channels, init_channels
     reductions = reduction_layers(layers)
     reduction_prev = False
@@ -58,6 +77,7 @@ def stack_cells(layers: int, stem_channels: int, init_channels: int, make_cell: 
             C_curr *= 2
         cell = make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
         cells.append(cell)
+        cells.channels.append(cell.out_channels)
         reduction_prev = reduction
         C_prev_prev, C_prev = C_prev, cell.out_channels
     return cells

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -36,7 +37,7 @@ from rkd.nas.derive import derive_genotype, edge_layout, normalize_edges, num_ed
 from rkd.nas.genotype import Genotype
 from rkd.nas.heads import ClassifierHead
 from rkd.nas.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, Zero, build_op
-from rkd.nas.skeleton import build_stem, readout, reduction_layers, stack_cells, stem_forward
+from rkd.nas.skeleton import StackedCell, build_stem, readout, reduction_layers, stack_cells, stem_forward
 
 ARCH_INIT_SCALE = 1e-3  # DARTS: near-uniform mixtures at the start
 
@@ -90,7 +91,7 @@ class MixedOp(nn.Module):
         return channel_shuffle(torch.cat([mixed, rest], dim=1), self.k)
 
 
-class SearchCell(nn.Module):
+class SearchCell(StackedCell):
     """A cell whose ``nodes`` intermediate nodes sum one mixed op per earlier state."""
 
     def __init__(
@@ -133,6 +134,21 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
+@dataclass(frozen=True)
+class ArchWeights:
+    """The architecture as weights: softmaxed op weights per edge ``[edges, ops]`` of the normal and the
+    reduction cells, and their normalised edge weights ``[edges]`` (None without edge normalisation)."""
+
+    normal: torch.Tensor
+    reduce: torch.Tensor
+    normal_edges: torch.Tensor | None
+    reduce_edges: torch.Tensor | None
+
+    def of(self, reduction: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(op weights, edge weights)`` of the reduction or the normal cells."""
+        return (self.reduce, self.reduce_edges) if reduction else (self.normal, self.normal_edges)
+
+
 class SuperNet(nn.Module):
     """The searchable network; ``forward`` returns ``tokens``, ``features``, ``logits`` like ``Student``.
 
@@ -140,6 +156,9 @@ class SuperNet(nn.Module):
     expected size of the student that would be derived now, differentiable in the architecture
     parameters (what ``rkd.losses.ComplexityPenalty`` reads).
     """
+
+    betas_normal: nn.Parameter | None  # edge weights, with edge normalisation only
+    betas_reduce: nn.Parameter | None
 
     def __init__(
         self,
@@ -173,7 +192,7 @@ class SuperNet(nn.Module):
             init_channels,
             partial(SearchCell, nodes, primitives=self.primitives, partial_channels=partial_channels),
         )
-        self.out_channels = self.cells[-1].out_channels
+        self.out_channels = self.cells.channels[-1]
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = ClassifierHead(self.out_channels, num_classes)
         edges, ops = num_edges(nodes), len(self.primitives)
@@ -198,7 +217,7 @@ class SuperNet(nn.Module):
     # -- parameter groups ------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         params = [self.alphas_normal, self.alphas_reduce]
-        if self.edge_normalization:
+        if self.betas_normal is not None and self.betas_reduce is not None:  # with edge normalisation
             params += [self.betas_normal, self.betas_reduce]
         return params
 
@@ -207,14 +226,14 @@ class SuperNet(nn.Module):
         return (p for p in self.parameters() if id(p) not in arch)
 
     # -- architecture weights --------------------------------------------------------------------
-    def arch_weights(self) -> dict[str, torch.Tensor | None]:
+    def arch_weights(self) -> ArchWeights:
         """Softmaxed op weights per edge and, with edge normalisation, normalised edge weights."""
-        return {
-            "normal": self.alphas_normal.softmax(dim=-1),
-            "reduce": self.alphas_reduce.softmax(dim=-1),
-            "normal_edges": normalize_edges(self.betas_normal, self.nodes) if self.edge_normalization else None,
-            "reduce_edges": normalize_edges(self.betas_reduce, self.nodes) if self.edge_normalization else None,
-        }
+        return ArchWeights(
+            normal=self.alphas_normal.softmax(dim=-1),
+            reduce=self.alphas_reduce.softmax(dim=-1),
+            normal_edges=normalize_edges(self.betas_normal, self.nodes) if self.betas_normal is not None else None,
+            reduce_edges=normalize_edges(self.betas_reduce, self.nodes) if self.betas_reduce is not None else None,
+        )
 
     def expected_cost(self) -> dict[str, torch.Tensor]:
         if self.cost is None:
@@ -226,15 +245,14 @@ class SuperNet(nn.Module):
         with torch.no_grad():
             w = self.arch_weights()
             return derive_genotype(
-                w["normal"], w["reduce"], self.primitives, self.nodes, w["normal_edges"], w["reduce_edges"], max_skips
+                w.normal, w.reduce, self.primitives, self.nodes, w.normal_edges, w.reduce_edges, max_skips
             )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.arch_weights()
         s0 = s1 = stem_forward(self.stem, x)
         for cell in self.cells:
-            kind = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell(s0, s1, w[kind], w[f"{kind}_edges"])
+            s0, s1 = s1, cell(s0, s1, *w.of(reduction=cell.reduction))
         out = readout(s1, self.global_pooling, self.classifier)
         if self.cost is not None:
             cost = self.expected_cost()

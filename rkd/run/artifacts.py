@@ -21,7 +21,7 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def atomic_write(path: PathLike, writer: Callable[[Path], None]) -> Path:
+def atomic_write(path: PathLike, writer: Callable[[Path], object]) -> Path:
     """Call ``writer(tmp_path)`` then rename onto ``path`` (same directory, so the rename is atomic)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

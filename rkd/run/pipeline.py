@@ -157,7 +157,7 @@ class Pipeline:
             return {"enabled": False, "genotype": self.cfg.student.genotype}
         if self.run_dir.is_done(stage):
             self.accelerator.print(f"[rkd] {stage}: done for this config, skipping ({self.run_dir.path(stage)})")
-            return self.run_dir.record(stage)["summary"]
+            return (self.run_dir.record(stage) or {})["summary"]
         self.accelerator.print(f"[rkd] {stage}: running into {self.run_dir.path(stage)}")
         out = self.run_dir.begin(stage)
         self.accelerator.wait_for_everyone()
@@ -199,10 +199,8 @@ class Pipeline:
             raise ValueError(f"unknown stage {until!r}; stages are {STAGES}")
         stages = STAGES[: STAGES.index(until) + 1]
         if not self._checked:  # seconds of checks before minutes of training (rkd.run.preflight)
-            record = self.run_dir.record("teacher")
-            check_inputs(
-                self.cfg, stages, teacher_done=bool(record) and record.get("hash") == self.run_dir.hashes["teacher"]
-            )
+            record = self.run_dir.record("teacher") or {}
+            check_inputs(self.cfg, stages, teacher_done=record.get("hash") == self.run_dir.hashes["teacher"])
             self._checked = True
         for stage in stages:
             self.summaries[stage] = self._run_stage(stage)

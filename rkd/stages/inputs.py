@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rkd.config import RunConfig
-from rkd.data import load_data
+from rkd.data import DataBundle, load_data
 from rkd.nas.genotype import GENOTYPES, describe_cells, load_genotype
 from rkd.run.artifacts import read_json
-from rkd.teacher.cache import CacheError, load_cache
+from rkd.teacher.cache import CacheError, TeacherCache, load_cache
 from rkd.teacher.io import load_trained_teacher
 
 
@@ -38,14 +38,14 @@ class RunInputs:
         self.root = Path(root)
         self.hashes = hashes
         self.rebuild_cache = rebuild_cache
-        self._bundle = None
-        self._cache = None
+        self._bundle: DataBundle | None = None
+        self._cache: TeacherCache | None = None
 
     def path(self, stage: str) -> Path:
         return self.root / stage
 
     @property
-    def bundle(self):
+    def bundle(self) -> DataBundle:
         if self._bundle is None:
             if self.accelerator.is_main_process:  # the first load may convert the dataset
                 self._bundle = load_data(self.cfg.data)
@@ -58,7 +58,7 @@ class RunInputs:
         return load_trained_teacher(self.path("teacher") / "model", self.cfg.teacher.trust_remote_code)
 
     @property
-    def cache(self):
+    def cache(self) -> TeacherCache:
         if self._cache is None:
             try:
                 self._cache = self._load_cache()

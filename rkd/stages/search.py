@@ -24,7 +24,7 @@ import torch
 
 from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform, subset_indices, subset_loader
-from rkd.engine import fit
+from rkd.engine import fit, schedule_steps
 from rkd.losses import loss_weights
 from rkd.nas.architect import Architect, cycle_batches
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
@@ -132,9 +132,7 @@ def search_objective(
     s = cfg.search
     world = accelerator.num_processes
     steps_per_epoch = math.ceil(train_batches / world)
-    total_steps = s.train.epochs * steps_per_epoch
-    if s.train.max_steps is not None:
-        total_steps = min(total_steps, s.train.max_steps)
+    total_steps = schedule_steps(s.train, steps_per_epoch)
     objective = SearchObjective(
         student_transform(cfg.data, bundle),
         cache,
@@ -195,6 +193,7 @@ def run_search(
     )
 
     model = accelerator.unwrap_model(model)
+    assert objective.architect is not None  # search_objective attached it
     objective.architect.restore_latest()
     chosen, selection = choose_cells(cfg, accelerator, bundle, cache, model, shape, out_dir)
     return record(
@@ -254,7 +253,7 @@ def record(
         "loss_weights": loss_weights(s.loss),
         **rows,
         "steps": summary["steps"],
-        "arch_steps": objective.architect.steps,
+        "arch_steps": objective.architect.steps if objective.architect is not None else 0,
         "selection": selection,
         "seconds": time.time() - started,
     }

@@ -143,7 +143,11 @@ class SearchObjective:
 
     def before_update(self, model: nn.Module, batch: dict, step: int) -> None:
         if step % self.steps_per_epoch == 0:
-            self.log_architecture(self.unwrap(model), step, epoch=step // self.steps_per_epoch)
+            network = self.unwrap(model)
+            assert isinstance(network, SearchNetwork), (
+                f"the search trains a SearchNetwork, not a {type(network).__name__}"
+            )
+            self.log_architecture(network, step, epoch=step // self.steps_per_epoch)
         if self.architect is not None and step >= self.warmup_steps:
             self.architect.step(self.unwrap(model), batch, step)
 
@@ -156,13 +160,13 @@ class SearchObjective:
                 "epoch": epoch,
                 "step": step,
                 "primitives": model.supernet.primitives,
-                "normal": w["normal"].cpu().tolist(),
-                "reduce": w["reduce"].cpu().tolist(),
+                "normal": w.normal.cpu().tolist(),
+                "reduce": w.reduce.cpu().tolist(),
                 "genotype": genotype_to_dict(model.genotype(self.max_skips)),
             }
-            if w["normal_edges"] is not None:
-                record["normal_edges"] = w["normal_edges"].cpu().tolist()
-                record["reduce_edges"] = w["reduce_edges"].cpu().tolist()
+            if w.normal_edges is not None and w.reduce_edges is not None:
+                record["normal_edges"] = w.normal_edges.cpu().tolist()
+                record["reduce_edges"] = w.reduce_edges.cpu().tolist()
             if model.supernet.cost is not None:
                 record.update({f"expected_{k}": float(v) for k, v in model.supernet.expected_cost().items()})
         self.alpha_log.parent.mkdir(parents=True, exist_ok=True)

@@ -54,12 +54,12 @@ def propose(
         if len(proposals) >= count:
             break
         g = sample_genotype(
-            w["normal"],
-            w["reduce"],
+            w.normal,
+            w.reduce,
             supernet.primitives,
             supernet.nodes,
-            w["normal_edges"],
-            w["reduce_edges"],
+            w.normal_edges,
+            w.reduce_edges,
             max_skips,
             generator,
         )

@@ -9,7 +9,7 @@ randomly initialised head, which must then be fine-tuned.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,9 @@ import torch.nn as nn
 from rkd.errors import ConfigError
 from rkd.teacher.hub import IMAGENET_MEAN, IMAGENET_STD, Checkpoint, load_processor
 from rkd.teacher.parts import TeacherParts, finetune_required, reset_linear
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel  # imported lazily at run time: transformers is heavy
 
 # Where each family keeps its classification head. The head's *input* is the pooled
 # representation the family's own classifier sees: ResNet/RegNet/BiT the pooled output of the
@@ -46,7 +49,7 @@ HEAD_ATTRIBUTES = {
 FALLBACK_HEAD_ATTRIBUTES = ("classifier", "fc", "head")
 
 
-def find_head(model: nn.Module) -> tuple[nn.Module | None, nn.Linear | None]:
+def find_head(model: PreTrainedModel) -> tuple[nn.Module | None, nn.Linear | None]:
     """The classification head module (whose input is the pooled feature) and its final Linear."""
     model_type = getattr(model.config, "model_type", None)
     names = [HEAD_ATTRIBUTES[model_type]] if model_type in HEAD_ATTRIBUTES else []
@@ -61,7 +64,7 @@ def find_head(model: nn.Module) -> tuple[nn.Module | None, nn.Linear | None]:
 
 
 def classifier_outputs(
-    model: nn.Module, pixel_values: torch.Tensor, head: nn.Module | None, forward_kwargs: dict | None = None
+    model: PreTrainedModel, pixel_values: torch.Tensor, head: nn.Module | None, forward_kwargs: dict | None = None
 ) -> dict[str, torch.Tensor]:
     """Logits plus the pooled representation, in one forward pass.
 
@@ -92,7 +95,7 @@ def _norm_label(name: str) -> str:
     return " ".join(str(name).replace("_", " ").split()).lower()
 
 
-def match_labels(id2label: dict, class_names: list[str]) -> list[int] | None:
+def match_labels(id2label: dict | None, class_names: list[str]) -> list[int] | None:
     """Teacher output index for each task class, when both name the same set of classes; else None."""
     teacher = {_norm_label(v): int(k) for k, v in (id2label or {}).items()}
     wanted = [_norm_label(n) for n in class_names]
@@ -102,7 +105,7 @@ def match_labels(id2label: dict, class_names: list[str]) -> list[int] | None:
 
 
 def _reorder_head(
-    model: nn.Module, linear: nn.Linear | None, order: list[int], class_names: list[str], source: str
+    model: PreTrainedModel, linear: nn.Linear | None, order: list[int], class_names: list[str], source: str
 ) -> None:
     """Keep the checkpoint's own head, its rows in the task's class order."""
     if linear is None:
@@ -118,7 +121,9 @@ def _reorder_head(
     model.config.id2label, model.config.label2id = label_maps(class_names)
 
 
-def _from_pretrained(cfg: Any, checkpoint: Checkpoint, class_names: list[str], order: list[int] | None) -> nn.Module:
+def _from_pretrained(
+    cfg: Any, checkpoint: Checkpoint, class_names: list[str], order: list[int] | None
+) -> PreTrainedModel:
     """The checkpoint's classifier: as it is when its labels match the task, else with a new head of the task's size."""
     from transformers import AutoModelForImageClassification
 
@@ -178,25 +183,26 @@ class ClassifierKind:
         model = AutoModelForImageClassification.from_config(checkpoint.config, trust_remote_code=cfg.trust_remote_code)
         return TeacherParts(model, None, load_processor(checkpoint.ref, cfg.trust_remote_code))
 
-    def sizes(self, model: nn.Module, head: nn.Linear | None) -> tuple[int, int | None]:
+    def sizes(self, model: PreTrainedModel, head: nn.Linear | None) -> tuple[int, int | None]:
         """``(classes, feature size)``; the feature size is None when only a forward pass can tell."""
         _, linear = find_head(model)
-        return int(model.config.num_labels), (linear.in_features if linear is not None else None)
+        return int(model.config.num_labels or 0), (linear.in_features if linear is not None else None)
 
     def outputs(
-        self, model: nn.Module, head: nn.Linear | None, pixel_values: torch.Tensor, forward_kwargs: dict
+        self, model: PreTrainedModel, head: nn.Linear | None, pixel_values: torch.Tensor, forward_kwargs: dict
     ) -> dict[str, torch.Tensor]:
         return classifier_outputs(model, pixel_values, find_head(model)[0], forward_kwargs)
 
-    def head_parameters(self, model: nn.Module, head: nn.Linear | None) -> list[nn.Parameter]:
+    def head_parameters(self, model: PreTrainedModel, head: nn.Linear | None) -> list[nn.Parameter]:
         found, _ = find_head(model)
         return list(found.parameters()) if found is not None else []
 
-    def save(self, model: nn.Module, head: nn.Linear | None, directory: Path) -> dict:
+    def save(self, model: PreTrainedModel, head: nn.Linear | None, directory: Path) -> dict:
         """What the saved record adds for this kind: the class names in output order."""
-        return {"class_names": [model.config.id2label[i] for i in range(int(model.config.num_labels))]}
+        id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
+        return {"class_names": [id2label[i] for i in range(int(model.config.num_labels or 0))]}
 
-    def load(self, directory: Path, record: dict, trust_remote_code: bool) -> tuple[nn.Module, nn.Linear | None]:
+    def load(self, directory: Path, record: dict, trust_remote_code: bool) -> tuple[PreTrainedModel, nn.Linear | None]:
         from transformers import AutoModelForImageClassification
 
         return AutoModelForImageClassification.from_pretrained(

@@ -8,7 +8,7 @@ projection size. The head is saved beside the tower as its own safetensors file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,9 @@ from safetensors.torch import load_file, save_file
 from rkd.errors import ConfigError
 from rkd.teacher.hub import Checkpoint, load_processor
 from rkd.teacher.parts import TeacherParts, finetune_required, reset_linear
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel  # imported lazily at run time: transformers is heavy
 
 NAME = "clip"
 FULL_MODEL_TYPE, VISION_MODEL_TYPE = "clip", "clip_vision_model"
@@ -77,29 +80,29 @@ class ClipTowerKind:
         head = nn.Linear(int(vision.projection_dim), num_classes)
         return TeacherParts(model, head, load_processor(checkpoint.ref, cfg.trust_remote_code))
 
-    def sizes(self, model: nn.Module, head: nn.Linear | None) -> tuple[int, int | None]:
+    def sizes(self, model: PreTrainedModel, head: nn.Linear | None) -> tuple[int, int | None]:
         if head is None:
             raise ValueError("a CLIP teacher needs a linear head over its image embeddings")
         return head.out_features, head.in_features
 
     def outputs(
-        self, model: nn.Module, head: nn.Linear | None, pixel_values: torch.Tensor, forward_kwargs: dict
+        self, model: PreTrainedModel, head: nn.Linear | None, pixel_values: torch.Tensor, forward_kwargs: dict
     ) -> dict[str, torch.Tensor]:
         assert head is not None
         embeds = model(pixel_values=pixel_values, **forward_kwargs).image_embeds
         return {"logits": head(embeds), "features": embeds}
 
-    def head_parameters(self, model: nn.Module, head: nn.Linear | None) -> list[nn.Parameter]:
+    def head_parameters(self, model: PreTrainedModel, head: nn.Linear | None) -> list[nn.Parameter]:
         return list(head.parameters()) if head is not None else []
 
-    def save(self, model: nn.Module, head: nn.Linear | None, directory: Path) -> dict:
+    def save(self, model: PreTrainedModel, head: nn.Linear | None, directory: Path) -> dict:
         """The head's weights beside the tower; the record names their file."""
         assert head is not None
         state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
         save_file(state, str(Path(directory) / HEAD_FILE))
         return {"clip_head": HEAD_FILE}
 
-    def load(self, directory: Path, record: dict, trust_remote_code: bool) -> tuple[nn.Module, nn.Linear | None]:
+    def load(self, directory: Path, record: dict, trust_remote_code: bool) -> tuple[PreTrainedModel, nn.Linear | None]:
         from transformers import CLIPVisionModelWithProjection
 
         model = CLIPVisionModelWithProjection.from_pretrained(str(directory))

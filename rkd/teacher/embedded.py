@@ -18,14 +18,16 @@ All three are ``AutoModelForImageClassification`` models, so ``save_pretrained``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn as nn
 
 from rkd.teacher.classifier import ClassifierKind, label_maps
 from rkd.teacher.hub import Checkpoint, square_processor
 from rkd.teacher.parts import TeacherParts
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel  # imported lazily at run time: transformers is heavy
 
 
 def _resnet(hidden: list[int], depths: list[int], embedding_size: int, groups_width: int, labels: dict) -> Any:
@@ -77,7 +79,7 @@ def embedded_model_config(
     return FAMILIES[family](hidden, depth, int(embedding_size), int(groups_width), labels)
 
 
-def build_embedded_model(cfg: Any, num_classes: int, id2label: dict, label2id: dict) -> nn.Module:
+def build_embedded_model(cfg: Any, num_classes: int, id2label: dict, label2id: dict) -> PreTrainedModel:
     """A freshly initialised HF classifier from ``cfg.embedded_*`` (a ``TeacherConfig``)."""
     from transformers import AutoModelForImageClassification
 

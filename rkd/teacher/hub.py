@@ -30,8 +30,9 @@ def _size_of(value: Any) -> int | None:
             )
         return int(max(height, width))
     for key in ("shortest_edge", "longest_edge"):
-        if get(key):
-            return int(get(key))
+        side = get(key)
+        if side:
+            return int(side)
     return None
 
 

@@ -83,7 +83,10 @@ def load_trained_teacher(model_dir: PathLike, trust_remote_code: bool = False) -
             f"rkd runs it only when asked on the command line: add --trust-remote-code if you trust "
             f"{record.get('source')!r}"
         )
-    transform = ImageTransform(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["transform"].items()})
+    t = record["transform"]
+    transform = ImageTransform(
+        size=int(t["size"]), channels=int(t["channels"]), mean=tuple(t["mean"]), std=tuple(t["std"])
+    )
     processor = load_processor(str(model_dir), trust)
     model, head = TEACHER_KINDS[record["kind"]].load(model_dir, record, trust)
     return Teacher(

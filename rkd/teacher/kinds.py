@@ -9,7 +9,7 @@ keys. A new kind (SigLIP, a headless DINOv2) is one adapter module and one entry
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -19,6 +19,9 @@ from rkd.teacher.clip import ClipTowerKind
 from rkd.teacher.embedded import EmbeddedKind
 from rkd.teacher.hub import Checkpoint, load_checkpoint
 from rkd.teacher.parts import TeacherParts
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel  # imported lazily at run time: transformers is heavy
 
 AUTO = "auto"  # teacher.kind: the kind the source names (a fixed source, or the checkpoint's config)
 
@@ -41,25 +44,25 @@ class TeacherKind(Protocol):
         """The same architecture with random weights (what the pre-flight probe runs)."""
         ...
 
-    def sizes(self, model: nn.Module, head: nn.Linear | None) -> tuple[int, int | None]:
+    def sizes(self, model: PreTrainedModel, head: nn.Linear | None) -> tuple[int, int | None]:
         """``(classes, feature size)``; the feature size is None when only a forward pass can tell."""
         ...
 
     def outputs(
-        self, model: nn.Module, head: nn.Linear | None, pixel_values: torch.Tensor, forward_kwargs: dict
+        self, model: PreTrainedModel, head: nn.Linear | None, pixel_values: torch.Tensor, forward_kwargs: dict
     ) -> dict[str, torch.Tensor]:
         """``{"logits", "features"}`` of transformed pixels."""
         ...
 
-    def head_parameters(self, model: nn.Module, head: nn.Linear | None) -> list[nn.Parameter]:
+    def head_parameters(self, model: PreTrainedModel, head: nn.Linear | None) -> list[nn.Parameter]:
         """The classification head's parameters, trained at the full learning rate."""
         ...
 
-    def save(self, model: nn.Module, head: nn.Linear | None, directory: Path) -> dict:
+    def save(self, model: PreTrainedModel, head: nn.Linear | None, directory: Path) -> dict:
         """Write what ``save_pretrained`` does not keep into ``directory``; return the record's extra fields."""
         ...
 
-    def load(self, directory: Path, record: dict, trust_remote_code: bool) -> tuple[nn.Module, nn.Linear | None]:
+    def load(self, directory: Path, record: dict, trust_remote_code: bool) -> tuple[PreTrainedModel, nn.Linear | None]:
         """The model and head a saved teacher of this kind holds."""
         ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,9 @@ from rkd.teacher.hub import input_settings
 from rkd.teacher.kinds import TEACHER_KINDS, TeacherKind, resolve_kind
 from rkd.teacher.parts import TeacherParts
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel  # imported lazily at run time: transformers is heavy
+
 
 class Teacher(nn.Module):
     """An HF vision model plus its input transform: uint8 pixels in, ``{"logits", "features"}`` out.
@@ -32,7 +35,7 @@ class Teacher(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: PreTrainedModel,
         transform: ImageTransform,
         kind: str,
         source: str,

@@ -3,15 +3,18 @@ helpers the kinds share."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch.nn as nn
 
 from rkd.errors import ConfigError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel  # imported lazily at run time: transformers is heavy
+
 
 class TeacherParts(NamedTuple):
-    model: nn.Module
+    model: PreTrainedModel
     head: nn.Linear | None  # a head rkd adds (a CLIP tower's classifier); None when the model has its own
     processor: Any  # the HF image processor, or None when the checkpoint has none
 

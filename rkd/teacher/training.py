@@ -114,7 +114,7 @@ def train_teacher(
     teacher = build_teacher(tcfg, bundle.num_classes, bundle.class_names, bundle.channels)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # DeepSpeed broadcasts each parameter as raw bytes, which needs a contiguous layout: no channels-last weights
-        teacher = teacher.to(memory_format=torch.contiguous_format)
+        teacher = teacher.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stubs omit it
     objective = TeacherObjective(
         tcfg.augment,
         tcfg.train.label_smoothing,
