@@ -9,28 +9,34 @@ on another device than the data, so a seeded run draws the same values on CPU an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 
+def _draw(
+    sample: Callable, shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``sample`` (``torch.randn``/``torch.rand``) on ``device``; a generator may live on another device than
+    the data (e.g. CPU vs CUDA), so its draws are made where it lives and moved."""
+    if generator is None:
+        return sample(*shape, device=device, dtype=dtype)
+    return sample(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
 def randn(
     shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Standard normal draws; a generator may live on another device than the data (e.g. CPU vs CUDA)."""
-    if generator is None:
-        return torch.randn(*shape, device=device, dtype=dtype)
-    return torch.randn(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    """Standard normal draws."""
+    return _draw(torch.randn, shape, generator, device, dtype)
 
 
 def rand(
     shape: Sequence[int], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Uniform [0, 1) draws, generator-device aware like ``randn``."""
-    if generator is None:
-        return torch.rand(*shape, device=device, dtype=dtype)
-    return torch.rand(*shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    """Uniform [0, 1) draws."""
+    return _draw(torch.rand, shape, generator, device, dtype)
 
 
 class SNRSampler:

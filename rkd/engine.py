@@ -196,14 +196,14 @@ class _Run:
         accelerator: Accelerator,
         model: torch.nn.Module,
         objective: Objective,
-        train_loader,
-        val_loader,
+        loaders: tuple,  # (train, val)
         cfg: TrainConfig,
         out_dir: Path,
         desc: str,
         parameters: Iterable | None,
         checkpoint_objects: Sequence,
     ) -> None:
+        train_loader, val_loader = loaders
         self.accelerator, self.objective, self.cfg, self.desc = accelerator, objective, cfg, desc
         self.out_dir = out_dir
         self.started = time.time()
@@ -371,7 +371,7 @@ def fit(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _Run(
-        accelerator, model, objective, train_loader, val_loader, cfg, out_dir, desc, parameters, checkpoint_objects
+        accelerator, model, objective, (train_loader, val_loader), cfg, out_dir, desc, parameters, checkpoint_objects
     )
     progress = run.progress
     run.model.train()

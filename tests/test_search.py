@@ -10,7 +10,7 @@ from rkd.config import ConfigError, load_config
 from rkd.losses import ComplexityPenalty, MissingInputError
 from rkd.nas.architect import Architect
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
-from rkd.nas.derive import SKIP, count_ops, derive_genotype, edge_layout, node_slices, num_edges
+from rkd.nas.derive import SKIP, ArchWeights, count_ops, derive_genotype, edge_layout, node_slices, num_edges
 from rkd.nas.genotype import Genotype, describe_cells, load_genotype, save_genotype
 from rkd.nas.network import Student
 from rkd.nas.ops import PRIMITIVES
@@ -186,7 +186,7 @@ def test_derivation_keeps_top_two_edges_by_strongest_real_op():
             8: {"dil_conv_5x5": 0.1},
         }
     )
-    g = derive_genotype(normal, normal, PRIMITIVES, 3)
+    g = derive_genotype(ArchWeights(normal, normal), PRIMITIVES, 3)
     assert g.normal == [
         ("dil_conv_3x3", 1),
         ("sep_conv_3x3", 0),
@@ -200,10 +200,10 @@ def test_derivation_keeps_top_two_edges_by_strongest_real_op():
     # edge normalisation decides which edges survive: weight node 1's edge from input 0 up
     edges = torch.ones(num_edges(3))
     edges[2] = 10.0
-    g2 = derive_genotype(normal, normal, PRIMITIVES, 3, normal_edges=edges, reduce_edges=None)
+    g2 = derive_genotype(ArchWeights(normal, normal, normal_edges=edges), PRIMITIVES, 3)
     assert g2.normal[2] == ("max_pool_3x3", 0)
     with pytest.raises(ValueError, match="shape"):
-        derive_genotype(normal[:4], normal, PRIMITIVES, 3)
+        derive_genotype(ArchWeights(normal[:4], normal), PRIMITIVES, 3)
 
 
 def test_skip_cap_prevents_skip_collapse():
@@ -211,16 +211,16 @@ def test_skip_cap_prevents_skip_collapse():
     alphas = torch.randn(num_edges(4), len(PRIMITIVES)) * 0.01
     alphas[:, PRIMITIVES.index(SKIP)] += torch.linspace(2.0, 3.0, num_edges(4))  # skip wins on every edge
     w = alphas.softmax(-1)
-    uncapped = derive_genotype(w, w, PRIMITIVES, 4)
+    uncapped = derive_genotype(ArchWeights(w, w), PRIMITIVES, 4)
     assert count_ops(uncapped, SKIP) == {"normal": 8, "reduce": 8}  # collapse: an all-skip cell
-    capped = derive_genotype(w, w, PRIMITIVES, 4, max_skips=2)
+    capped = derive_genotype(ArchWeights(w, w), PRIMITIVES, 4, max_skips=2)
     assert count_ops(capped, SKIP) == {"normal": 2, "reduce": 2}
     # the surviving skips are the two strongest (last node's edges have the largest skip weight)
     assert [i for i, (op, _) in enumerate(capped.normal) if op == SKIP] == [6, 7]
     # replaced edges keep their input and take their best op that is neither none nor skip
     for (op, src), (_old_op, old_src) in zip(capped.normal, uncapped.normal):
         assert src == old_src and op not in ("none",)
-    assert count_ops(derive_genotype(w, w, PRIMITIVES, 4, max_skips=0), SKIP) == {"normal": 0, "reduce": 0}
+    assert count_ops(derive_genotype(ArchWeights(w, w), PRIMITIVES, 4, max_skips=0), SKIP) == {"normal": 0, "reduce": 0}
     # the same through a supernet whose alphas favour skips everywhere
     net = SuperNet(1, 10, PRIMITIVES, init_channels=4, layers=3, nodes=4)
     with torch.no_grad():

@@ -8,7 +8,7 @@ from test_search import one_thread, tiny_cfg  # noqa: F401 (one_thread: an autou
 
 from rkd.config import ConfigError, load_config
 from rkd.nas.complexity import NetworkShape, network_params
-from rkd.nas.derive import NONE, SKIP, count_ops, derive_genotype, node_slices, num_edges, sample_genotype
+from rkd.nas.derive import NONE, SKIP, ArchWeights, count_ops, derive_genotype, node_slices, num_edges, sample_genotype
 from rkd.nas.genotype import genotype_to_dict, load_genotype
 from rkd.nas.ops import PRIMITIVES
 from rkd.nas.supernet import SuperNet
@@ -23,7 +23,8 @@ SHAPE = NetworkShape(in_channels=1, num_classes=10, image_size=12, init_channels
 def draws(weights, n, max_skips=None, seed=0, primitives=PRIMITIVES, nodes=NODES):
     generator = torch.Generator().manual_seed(seed)
     return [
-        sample_genotype(weights, weights, primitives, nodes, max_skips=max_skips, generator=generator) for _ in range(n)
+        sample_genotype(ArchWeights(weights, weights), primitives, nodes, max_skips=max_skips, generator=generator)
+        for _ in range(n)
     ]
 
 
@@ -33,7 +34,7 @@ def test_peaked_weights_draw_the_derived_cells_and_uniform_ones_draw_many():
     for rows in node_slices(NODES):  # each node: two strong edges, one strong op on each
         for row in (rows.start, rows.stop - 1):
             peaked[row, torch.randint(1, len(PRIMITIVES), ()).item()] = 1.0
-    derived = derive_genotype(peaked, peaked, PRIMITIVES, NODES)
+    derived = derive_genotype(ArchWeights(peaked, peaked), PRIMITIVES, NODES)
     assert all(g == derived for g in draws(peaked, 5))
 
     uniform = torch.full((num_edges(NODES), len(PRIMITIVES)), 1 / len(PRIMITIVES))

@@ -90,8 +90,7 @@ class ConferenceAutoencoder(LinkModel):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def transmit(self, inputs: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
-        reals = self.encoder(inputs).float()
-        return torch.view_as_complex(reals.reshape(reals.shape[0], self.max_symbols, 2).contiguous())
+        return self.as_symbols(self.encoder(inputs))
 
     def decoder(self, y: torch.Tensor, mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         y, _ = pad_symbols(y, mask, self.max_symbols)
@@ -101,17 +100,8 @@ class ConferenceAutoencoder(LinkModel):
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        snr_db: torch.Tensor,
-        k: torch.Tensor,
-        channel_ids: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> dict:
-        out = super().forward(inputs, snr_db, k, channel_ids, generator)
-        out["projected"] = out["features"]
-        return out
+    def training_outputs(self, features: torch.Tensor, z: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor) -> dict:
+        return {"projected": features}  # the received feature is compared with the teacher's as it is
 
     def transmitter_modules(self) -> list:
         return [self.encoder]

@@ -107,7 +107,7 @@ class DeepJSCCClassifier(LinkModel):
         # feature KD from the teacher cache (deep-jscc-kd): the receiver's feature projected to the teacher's
         self.projector = nn.Linear(hidden, teacher_dim) if teacher_dim else None
 
-    def training_outputs(self, features: torch.Tensor) -> dict:
+    def training_outputs(self, features: torch.Tensor, z: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor) -> dict:
         return {} if self.projector is None else {"projected": self.projector(features)}
 
     def transmit(self, inputs: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
@@ -117,8 +117,7 @@ class DeepJSCCClassifier(LinkModel):
             x = stage(x, state)
         if x.shape[-2:] != (2 * GRID, 2 * GRID):
             x = self.pool(x)
-        reals = self.to_symbols(x).flatten(1).float()  # channel-major: symbol i = reals 2i, 2i+1
-        return torch.view_as_complex(reals.reshape(reals.shape[0], self.max_symbols, 2).contiguous())
+        return self.as_symbols(self.to_symbols(x).flatten(1))  # channel-major: symbol i = reals 2i, 2i+1
 
     def decoder(self, y: torch.Tensor, mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         y, mask = pad_symbols(y, mask, self.max_symbols)

@@ -9,27 +9,13 @@ on the same grid, with the same seeded noise as RKD-SC. ``forward`` sends each s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from rkd.channels import channel_from_spec, send_per_sample
 from rkd.draws import symbol_mask
-
-
-def send(
-    channels: Iterable[nn.Module],
-    z: torch.Tensor,
-    snr_db: torch.Tensor,
-    k: torch.Tensor,
-    channel_ids: torch.Tensor,
-    generator: torch.Generator | None = None,
-) -> tuple:
-    """The first ``k[b]`` symbols of sample ``b`` through channel ``channel_ids[b]``: ``(y, mask, state)``."""
-    mask = symbol_mask(k, z.shape[-1]).to(z.device)
-    y, state, data_mask = send_per_sample(channels, z, snr_db, mask, channel_ids, generator)
-    return y, data_mask, state
 
 
 class LinkModel(nn.Module):
@@ -42,6 +28,11 @@ class LinkModel(nn.Module):
 
     def transmit(self, inputs: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def as_symbols(self, reals: torch.Tensor) -> torch.Tensor:
+        """``[B, 2 * max_symbols]`` reals -> ``[B, max_symbols]`` complex symbols (consecutive pairs)."""
+        reals = reals.float()
+        return torch.view_as_complex(reals.reshape(reals.shape[0], self.max_symbols, 2).contiguous())
 
     def decoder(self, y: torch.Tensor, mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -58,12 +49,18 @@ class LinkModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> dict:
         z = self.transmit(inputs, snr_db)
-        y, mask, state = send(self.channels, z, snr_db, k, channel_ids, generator)
+        sent = symbol_mask(k, z.shape[-1]).to(z.device)  # the first k[b] symbols through channel channel_ids[b]
+        y, state, mask = send_per_sample(self.channels, z, snr_db, sent, channel_ids, generator)
         features = self.decoder(y, mask, state)
-        return {"features": features, "logits": self.classify(features), **self.training_outputs(features)}
+        return {
+            "features": features,
+            "logits": self.classify(features),
+            **self.training_outputs(features, z, snr_db, k),
+        }
 
-    def training_outputs(self, features: torch.Tensor) -> dict:
-        """More outputs for a loss term (e.g. a projection into the teacher's feature space); none by default."""
+    def training_outputs(self, features: torch.Tensor, z: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor) -> dict:
+        """More outputs for a loss term (e.g. a projection into the teacher's feature space); none by default.
+        ``z``: the sent symbols, ``snr_db`` and ``k`` each sample's draws."""
         return {}
 
 

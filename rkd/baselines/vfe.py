@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rkd.baselines.link import LinkModel, pad_symbols, send
+from rkd.baselines.link import LinkModel, pad_symbols
 from rkd.channels import normalize_power
 from rkd.draws import symbol_mask
 from rkd.losses import LossTerm
@@ -79,8 +79,7 @@ class VFEClassifier(LinkModel):
         self.head = nn.Linear(hidden, num_classes)
 
     def transmit(self, inputs: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
-        reals = self.encoder(inputs).float()
-        return torch.view_as_complex(reals.reshape(reals.shape[0], self.max_symbols, 2).contiguous())
+        return self.as_symbols(self.encoder(inputs))
 
     def decoder(self, y: torch.Tensor, mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         y, mask = pad_symbols(y, mask, self.max_symbols)
@@ -98,20 +97,10 @@ class VFEClassifier(LinkModel):
         reals = torch.view_as_real(normalize_power(z, mask)).flatten(1)
         return noise_log_alpha(reals, snr_db), mask[..., None].expand(-1, -1, 2).flatten(1)
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        snr_db: torch.Tensor,
-        k: torch.Tensor,
-        channel_ids: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> dict:
-        z = self.transmit(inputs, snr_db)
-        y, mask, state = send(self.channels, z, snr_db, k, channel_ids, generator)
-        features = self.decoder(y, mask, state)
+    def training_outputs(self, features: torch.Tensor, z: torch.Tensor, snr_db: torch.Tensor, k: torch.Tensor) -> dict:
+        """The bottleneck's KL to the sparsity prior over the symbols each sample sends."""
         log_alpha, sent = self.sent_log_alpha(z, snr_db, k)
-        kl = (sparsity_kl(log_alpha) * sent).sum(dim=-1)
-        return {"features": features, "logits": self.classify(features), "bottleneck_kl": kl}
+        return {"bottleneck_kl": (sparsity_kl(log_alpha) * sent).sum(dim=-1)}
 
     def transmitter_modules(self) -> list:
         return [self.encoder]

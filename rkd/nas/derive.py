@@ -23,6 +23,7 @@ that the search's candidate selection (``rkd.stages.selection``) trains and rank
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -96,18 +97,27 @@ def _derive_cell(
     return [(names[column], source) for _, column, source in chosen]
 
 
+@dataclass(frozen=True)
+class ArchWeights:
+    """The architecture as weights: softmaxed op weights per edge ``[edges, ops]`` of the normal and the
+    reduction cells, and their normalised edge weights ``[edges]`` (None without edge normalisation)."""
+
+    normal: torch.Tensor
+    reduce: torch.Tensor
+    normal_edges: torch.Tensor | None = None
+    reduce_edges: torch.Tensor | None = None
+
+    def of(self, reduction: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(op weights, edge weights)`` of the reduction or the normal cells."""
+        return (self.reduce, self.reduce_edges) if reduction else (self.normal, self.normal_edges)
+
+
 def derive_genotype(
-    normal: torch.Tensor,
-    reduce: torch.Tensor,
-    primitives: Sequence[str],
-    nodes: int,
-    normal_edges: torch.Tensor | None = None,
-    reduce_edges: torch.Tensor | None = None,
-    max_skips: int | None = None,
+    weights: ArchWeights, primitives: Sequence[str], nodes: int, max_skips: int | None = None
 ) -> Genotype:
     """The discrete cells of softmaxed op weights ``[edges, ops]`` (and optional normalised edge weights)."""
     expected = (num_edges(nodes), len(primitives))
-    for field, table in (("normal", normal), ("reduce", reduce)):
+    for field, table in (("normal", weights.normal), ("reduce", weights.reduce)):
         if tuple(table.shape) != expected:
             raise ValueError(
                 f"{field} architecture weights have shape {tuple(table.shape)}, expected {expected} "
@@ -118,9 +128,9 @@ def derive_genotype(
     concat = list(range(2, 2 + nodes))
     return validate_genotype(
         Genotype(
-            normal=_derive_cell(normal, primitives, nodes, normal_edges, max_skips),
+            normal=_derive_cell(weights.normal, primitives, nodes, weights.normal_edges, max_skips),
             normal_concat=concat,
-            reduce=_derive_cell(reduce, primitives, nodes, reduce_edges, max_skips),
+            reduce=_derive_cell(weights.reduce, primitives, nodes, weights.reduce_edges, max_skips),
             reduce_concat=concat,
         )
     )
@@ -167,12 +177,9 @@ def _sample_cell(
 
 
 def sample_genotype(
-    normal: torch.Tensor,
-    reduce: torch.Tensor,
+    weights: ArchWeights,
     primitives: Sequence[str],
     nodes: int,
-    normal_edges: torch.Tensor | None = None,
-    reduce_edges: torch.Tensor | None = None,
     max_skips: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Genotype:
@@ -187,9 +194,9 @@ def sample_genotype(
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     return validate_genotype(
         Genotype(
-            normal=_sample_cell(normal, primitives, nodes, normal_edges, max_skips, generator),
+            normal=_sample_cell(weights.normal, primitives, nodes, weights.normal_edges, max_skips, generator),
             normal_concat=concat,
-            reduce=_sample_cell(reduce, primitives, nodes, reduce_edges, max_skips, generator),
+            reduce=_sample_cell(weights.reduce, primitives, nodes, weights.reduce_edges, max_skips, generator),
             reduce_concat=concat,
         )
     )

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -33,7 +32,7 @@ from einops import rearrange
 from torch import nn
 
 from rkd.nas.complexity import ExpectedCost
-from rkd.nas.derive import derive_genotype, edge_layout, normalize_edges, num_edges
+from rkd.nas.derive import ArchWeights, derive_genotype, edge_layout, normalize_edges, num_edges
 from rkd.nas.genotype import Genotype
 from rkd.nas.heads import ClassifierHead
 from rkd.nas.ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, Zero, build_op
@@ -134,21 +133,6 @@ class SearchCell(StackedCell):
         return torch.cat(states[2:], dim=1)
 
 
-@dataclass(frozen=True)
-class ArchWeights:
-    """The architecture as weights: softmaxed op weights per edge ``[edges, ops]`` of the normal and the
-    reduction cells, and their normalised edge weights ``[edges]`` (None without edge normalisation)."""
-
-    normal: torch.Tensor
-    reduce: torch.Tensor
-    normal_edges: torch.Tensor | None
-    reduce_edges: torch.Tensor | None
-
-    def of(self, reduction: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(op weights, edge weights)`` of the reduction or the normal cells."""
-        return (self.reduce, self.reduce_edges) if reduction else (self.normal, self.normal_edges)
-
-
 class SuperNet(nn.Module):
     """The searchable network; ``forward`` returns ``tokens``, ``features``, ``logits`` like ``Student``.
 
@@ -243,10 +227,7 @@ class SuperNet(nn.Module):
     def genotype(self, max_skips: int | None = None) -> Genotype:
         """Derive the discrete cells from the current architecture (see ``rkd.nas.derive``)."""
         with torch.no_grad():
-            w = self.arch_weights()
-            return derive_genotype(
-                w.normal, w.reduce, self.primitives, self.nodes, w.normal_edges, w.reduce_edges, max_skips
-            )
+            return derive_genotype(self.arch_weights(), self.primitives, self.nodes, max_skips)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         w = self.arch_weights()

@@ -53,16 +53,7 @@ def propose(
     for _ in range(DRAWS_PER_CANDIDATE * max(0, count - 1)):
         if len(proposals) >= count:
             break
-        g = sample_genotype(
-            w.normal,
-            w.reduce,
-            supernet.primitives,
-            supernet.nodes,
-            w.normal_edges,
-            w.reduce_edges,
-            max_skips,
-            generator,
-        )
+        g = sample_genotype(w, supernet.primitives, supernet.nodes, max_skips, generator)
         key = str(genotype_to_dict(g))
         if key in seen:
             continue
