@@ -18,11 +18,21 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
+# The later installs are pinned to the torch that TORCH installed (constraints.txt pins the CPU default; a
+# TORCH="torch==2.5.1" install on a GPU cluster must not be replaced by it): $(PINS) is constraints.txt with
+# its torch line swapped for the installed version.
+PINS     := $(VENV)/constraints.txt
+
 $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@$(MAKE) -s pins VENV=$(VENV) PY=$(PY)
+	$(PY) -m pip install -q -c $(PINS) -e ".[dev]"
 	@touch $@
+
+.PHONY: pins
+pins:
+	@{ grep -v '^torch[=<>~ ]' constraints.txt; $(PY) -c 'import torch; print("torch==" + torch.__version__.split("+")[0])'; } > $(PINS)
 
 data: $(FMNIST)
 
@@ -53,7 +63,7 @@ slow-deps: $(DS_STAMP)
 $(DS_STAMP): $(STAMP)
 	@command -v g++ >/dev/null && $(PY) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ python3-dev; }
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,deepspeed]"
+	$(PY) -m pip install -q -c $(PINS) -e ".[dev,deepspeed]"
 	@touch $@
 
 # The documentation site (mkdocs, the material theme, mkdocstrings: the `docs` extra). docs/hooks/

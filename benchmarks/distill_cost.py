@@ -41,10 +41,11 @@ def main() -> dict:
     from rkd.baselines.link import NoTeacher
     from rkd.config import LossConfig
     from rkd.data import load_data, make_loader, student_transform
-    from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
+    from rkd.engine import make_accelerator, train_step
     from rkd.losses import build_kd_loss
     from rkd.measure import count_params
     from rkd.models.factory import create_stage1_model
+    from rkd.optim import build_optimizer, build_scheduler
     from rkd.stages.objective import DistillObjective
     from rkd.teacher.cache import load_cache
     from rkd.teacher.io import load_trained_teacher

@@ -21,7 +21,8 @@ import torch
 from common import parse_config
 
 from rkd.data import load_data, make_loader  # noqa: E402
-from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step  # noqa: E402
+from rkd.engine import make_accelerator, train_step  # noqa: E402
+from rkd.optim import build_optimizer, build_scheduler  # noqa: E402
 from rkd.teacher.model import build_teacher  # noqa: E402
 from rkd.teacher.training import TeacherObjective  # noqa: E402
 

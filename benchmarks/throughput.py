@@ -99,11 +99,12 @@ def worker(args: argparse.Namespace) -> None:
 
     from rkd.config import load_config
     from rkd.data import student_transform
-    from rkd.engine import build_optimizer, build_scheduler, make_accelerator, train_step
+    from rkd.engine import make_accelerator, train_step
     from rkd.losses import build_kd_loss
     from rkd.measure import count_params
     from rkd.models.factory import create_stage1_model, create_stage2_model
     from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
+    from rkd.optim import build_optimizer, build_scheduler
     from rkd.stages.objective import DistillObjective
 
     cfg = load_config(list(args.config or ["default"]), list(args.overrides))

@@ -19,6 +19,10 @@ from rkd.evaluation.report import report
 from rkd.export.torchscript import export_trained
 from rkd.nas.genotype import GenotypeError
 from rkd.run.artifacts import IntegrityError
+from rkd.run.collective import on_main
+from rkd.run.diskspace import DiskFullError
+from rkd.run.launch_check import LaunchError
+from rkd.run.lock import RunLock, RunLockError, held
 from rkd.run.pipeline import Pipeline, stage_runner
 from rkd.run.tracking import accelerator_kwargs, start_tracking
 from rkd.teacher.cache import CacheError
@@ -32,7 +36,18 @@ UNTIL = {
     "evaluate": "eval",
 }
 # errors whose message is the whole story: bad input or damaged files, told without a traceback
-USER_FACING_ERRORS = (ConfigError, DataError, GenotypeError, IntegrityError, CacheError, ComparisonError)
+USER_FACING_ERRORS = (
+    ConfigError,
+    DataError,
+    GenotypeError,
+    IntegrityError,
+    CacheError,
+    ComparisonError,
+    LaunchError,
+    RunLockError,
+    DiskFullError,
+)
+SWEEP_POINT = "search --sweep-index"  # the lock command of a sweep array task
 
 
 def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
@@ -52,10 +67,15 @@ def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
     except ConfigError as exc:
         print(f"rkd: configuration error: {exc}", file=sys.stderr)
         return 2
-    accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed, **trackers)
+    try:
+        accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed, **trackers)
+    except LaunchError as exc:
+        print(f"rkd: error: {exc}", file=sys.stderr)
+        return 2
     start_tracking(accelerator, cfg)  # a tracker run named after the rkd run, with its config
     try:
-        code = run_command(args, cfg, accelerator)
+        with held(accelerator, run_lock(args, cfg, accelerator)):
+            code = run_command(args, cfg, accelerator)
     except USER_FACING_ERRORS as exc:
         print(f"rkd: error: {exc}", file=sys.stderr)
         return 2
@@ -73,6 +93,13 @@ def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def run_lock(args: argparse.Namespace, cfg: RunConfig, accelerator) -> RunLock:
+    """The run directory's lock for this command: exclusive, except that sweep points share it (``rkd.run.lock``)."""
+    if args.command == "search" and args.sweep_index is not None:
+        return RunLock(cfg.run_dir, SWEEP_POINT, group="sweep", log=accelerator.print)
+    return RunLock(cfg.run_dir, args.command, log=accelerator.print)
 
 
 def run_command(args: argparse.Namespace, cfg: RunConfig, accelerator) -> int:
@@ -112,7 +139,15 @@ def run_command(args: argparse.Namespace, cfg: RunConfig, accelerator) -> int:
 
 
 def sweep_command(cfg: RunConfig, accelerator, pipeline: Pipeline, index) -> int:
-    """``rkd search --sweep [--sweep-index i]``: the Pareto sweep, and the chosen point when all are done."""
+    """``rkd search --sweep [--sweep-index i]``: the Pareto sweep, and the chosen point when all are done.
+
+    Array tasks started together need the teacher and its cache first: one task builds them under the
+    ``upstream`` lock while the others wait for it, then find them done.
+    """
+    if index is not None:
+        upstream = RunLock(cfg.run_dir, SWEEP_POINT, name="upstream", log=accelerator.print)
+        with held(accelerator, upstream, wait_while=lambda holder: holder.get("command") == SWEEP_POINT):
+            pipeline.run(until="cache")
     try:
         result = pipeline.sweep(index)
     except ValueError as exc:
@@ -140,6 +175,7 @@ def export_run(cfg: RunConfig, accelerator) -> dict:
     pipeline = Pipeline(cfg, accelerator)
     pipeline.run(until="stage2")
     out_dir = cfg.run_dir / "export"
-    if not accelerator.is_main_process:
-        return {"dir": out_dir}
-    return export_trained(cfg, pipeline.inputs, out_dir)
+    inputs = pipeline.inputs
+    _ = inputs.bundle, inputs.cache  # collective loads (a barrier inside): every rank, before the main-only export
+    paths = on_main(accelerator, lambda: export_trained(cfg, inputs, out_dir))
+    return paths if paths is not None else {"dir": out_dir}

@@ -24,8 +24,11 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProce
 from safetensors.torch import load_file, save_file
 
 from rkd.config import TrainConfig
+from rkd.optim import build_optimizer, build_scheduler, freeze_unread_heads, schedule_steps, set_schedule_length
 from rkd.run.artifacts import atomic_write
 from rkd.run.checkpoint import Checkpointer
+from rkd.run.collective import check_replicas, vote
+from rkd.run.launch_check import applied_clipping, check_launch, use_stage_clipping
 from rkd.run.preemption import SignalFlag, StopRequested
 from rkd.run.progress import progress_bar
 from rkd.run.tracking import log_record
@@ -39,6 +42,7 @@ class Step:
     logits: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     terms: dict = field(default_factory=dict)
+    stop: bool = False  # set by ``train_step``: some rank received a stop signal (all ranks agree)
 
 
 Objective = Callable[[torch.nn.Module, dict, bool], Step]
@@ -72,6 +76,7 @@ def make_accelerator(
     DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
     ``log_with`` / ``project_dir``: experiment trackers (``rkd.run.tracking.accelerator_kwargs``).
     """
+    check_launch()  # GPUs asked for but absent, ZeRO-3, a fixed DeepSpeed clipping: refused before any stage
     deepspeed = _env_flag("ACCELERATE_USE_DEEPSPEED")
     if cpu is None:
         cpu = not deepspeed and (not torch.cuda.is_available() or _env_flag("ACCELERATE_USE_CPU"))
@@ -81,7 +86,7 @@ def make_accelerator(
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=None if mixed_precision == "auto" else mixed_precision,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=torch.cuda.is_available()),
         kwargs_handlers=kwargs,
         log_with=log_with or None,
         project_dir=project_dir,
@@ -100,37 +105,6 @@ def make_accelerator(
         )
     set_seed(seed)
     return accelerator
-
-
-def schedule_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
-    """The optimiser steps of a schedule: every epoch's batches, capped by ``max_steps``."""
-    steps = cfg.epochs * batches_per_epoch
-    return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
-
-
-def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
-    """The warm-up's length in steps: ``warmup_fraction`` of this run's steps (rounded), else ``warmup_steps``."""
-    return math.floor(cfg.warmup_fraction * total_steps + 0.5) if cfg.warmup_fraction else cfg.warmup_steps
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    warmup = warmup_steps(cfg, total_steps)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if cfg.scheduler == "constant" or total_steps <= warmup:
-            return 1.0
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
@@ -159,14 +133,17 @@ def train_step(
     scheduler=None,
     global_step: int = 0,
     grad_clip: float | None = None,
+    signals: SignalFlag | None = None,
 ) -> Step:
     """One weight update, exactly as ``fit`` takes it (benchmarks time this, not a copy of it).
 
     The objective's ``set_step(global_step)`` and ``before_update(model, batch, global_step)`` hooks run
-    first if it has them, then the forward pass; a non-finite loss raises ``NonFiniteLossError`` before
-    any gradient is applied; then backward, clipping (when gradients are synchronised), the optimiser
-    and schedule steps, and the gradients are freed. ``model`` and ``optimizer`` are normally prepared
-    by ``accelerator``.
+    first if it has them, then the forward pass. Then every rank votes in one all-reduce
+    (``rkd.run.collective.vote``): a non-finite loss on any rank raises ``NonFiniteLossError`` on every
+    rank before any gradient is applied, and a stop signal received by any rank (``signals``) sets
+    ``Step.stop`` on every rank. Then backward, clipping (when gradients are synchronised), the
+    optimiser and schedule steps, and the gradients are freed. ``model`` and ``optimizer`` are
+    normally prepared by ``accelerator``.
     """
     set_step = getattr(objective, "set_step", None)
     if set_step is not None:
@@ -175,9 +152,13 @@ def train_step(
     if before_update is not None:
         before_update(model, batch, global_step)
     step = objective(model, batch, True)
-    if not torch.isfinite(step.loss.detach()).all():
+    outcome = vote(accelerator, step.loss, signals is not None and signals.received is not None)
+    if outcome.non_finite_ranks:
         loss, terms = float(step.loss.detach()), {k: float(v) for k, v in step.terms.items()}
-        raise NonFiniteLossError(f"non-finite loss {loss} at step {global_step}; loss terms: {terms}", loss, terms)
+        where = "" if outcome.world_size == 1 else f" on rank(s) {outcome.non_finite_ranks} of {outcome.world_size}"
+        raise NonFiniteLossError(
+            f"non-finite loss{where} at step {global_step} (this rank: {loss}); loss terms: {terms}", loss, terms
+        )
     accelerator.backward(step.loss)
     if grad_clip is not None and accelerator.sync_gradients:
         accelerator.clip_grad_norm_(model.parameters(), grad_clip)
@@ -185,6 +166,7 @@ def train_step(
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    step.stop = outcome.stop
     return step
 
 
@@ -208,12 +190,20 @@ class _Run:
         self.out_dir = out_dir
         self.started = time.time()
         accelerator.free_memory()  # forget objects prepared by an earlier stage: a checkpoint holds this stage only
-        optimizer = build_optimizer(parameters if parameters is not None else model.parameters(), cfg)
+        if parameters is None:
+            freeze_unread_heads(model, objective, accelerator.print)
+            parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(parameters, cfg)
         scheduler = build_scheduler(optimizer, cfg, schedule_steps(cfg, len(train_loader)))
+        use_stage_clipping(accelerator, cfg.grad_clip)
         self.model, self.optimizer, self.train_loader, self.val_loader, self.scheduler = accelerator.prepare(
             model, optimizer, train_loader, val_loader, scheduler
         )
         self.total_steps = schedule_steps(cfg, len(self.train_loader))  # per process, after sharding
+        # Accelerate advances the schedule once per process at every update (N processes take N batches
+        # per update), so the schedule spans N x this process's updates and ends with the last one,
+        # max_steps included.
+        set_schedule_length(scheduler, self.total_steps * accelerator.num_processes)
         self.checkpointer = Checkpointer(accelerator, out_dir, objective=objective, objects=checkpoint_objects)
         self.progress: dict[str, Any] = dict(
             global_step=0, epoch=0, step_in_epoch=0, best_val_accuracy=-1.0, history=[]
@@ -241,7 +231,7 @@ class _Run:
                 handle.write(json.dumps(record) + "\n")
             log_record(self.accelerator, record)  # the same numbers to the experiment trackers, if any
 
-    def step(self, batch: dict, epoch: int) -> Step:
+    def step(self, batch: dict, epoch: int, signals: SignalFlag) -> Step:
         """``train_step`` at the current global step; a non-finite loss is reported with where to resume from."""
         progress = self.progress
         try:
@@ -254,11 +244,11 @@ class _Run:
                 self.scheduler,
                 progress["global_step"],
                 self.cfg.grad_clip,
+                signals,
             )
         except NonFiniteLossError as err:
             raise NonFiniteLossError(
-                f"[{self.desc}] non-finite loss {err.loss} at epoch {epoch}, step {progress['global_step']}; "
-                f"loss terms: {err.terms}. The last good checkpoint is kept in {self.checkpointer.root}; "
+                f"[{self.desc}] {err} (epoch {epoch}). The last good checkpoint is kept in {self.checkpointer.root}; "
                 f"lower the learning rate or set grad_clip, then rerun to resume.",
                 err.loss,
                 err.terms,
@@ -274,7 +264,7 @@ class _Run:
         if progress["step_in_epoch"]:
             loader = accelerator.skip_first_batches(self.train_loader, progress["step_in_epoch"])
         for batch in loader:
-            step = self.step(batch, epoch)
+            step = self.step(batch, epoch, flag)
             progress["global_step"] += 1
             progress["step_in_epoch"] += 1
             self.bar.update(1)
@@ -291,7 +281,7 @@ class _Run:
                 self.log(record)
                 self.bar.set_postfix(loss=f"{float(step.loss.detach()):.4f}")
             done = progress["global_step"] >= self.total_steps
-            if flag.agreed(accelerator):
+            if step.stop:
                 self.checkpointer.save(progress)
                 self.bar.close()
                 accelerator.print(
@@ -385,7 +375,7 @@ def fit(
             # end of epoch (or of the step budget): validate, keep the best, checkpoint
             run.end_epoch()
     run.bar.close()
-    accelerator.wait_for_everyone()
+    identical = check_replicas(accelerator, run.model, desc)  # the last weights; the best are read from one file
     unwrapped = accelerator.unwrap_model(run.model)
     if run.best_path.exists():
         unwrapped.load_state_dict(load_file(str(run.best_path)))
@@ -396,4 +386,6 @@ def fit(
         "epochs": progress["epoch"],
         "stopped_early": run.patience_exhausted(),
         "seconds": time.time() - run.started,
+        "grad_clip": applied_clipping(accelerator, run.model, cfg.grad_clip),
+        "replicas_identical": identical,
     }

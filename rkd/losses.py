@@ -194,6 +194,19 @@ class CompositeLoss(nn.Module):
         """Names of the terms that will be computed (weight > 0)."""
         return [name for name, weight in self.weights.items() if weight > 0]
 
+    def output_keys(self) -> set | None:
+        """The model outputs the active terms read, or None when a term does not list what it reads.
+
+        Under DDP a parameter that reaches no loss term breaks the gradient all-reduce, so ``rkd.engine``
+        freezes the heads whose outputs nothing reads (``DistilledStudent.output_heads``)."""
+        keys = set()
+        for name in self.active():
+            requires = getattr(self.terms[name], "requires", None)
+            if requires is None:
+                return None
+            keys |= {key for source, key in requires if source == "outputs"}
+        return keys
+
     def _check_inputs(self, name: str, module: nn.Module, outputs: Tensors, batch: Tensors) -> None:
         sources = {"outputs": outputs, "batch": batch}
         for source, key in getattr(module, "requires", ()):

@@ -11,18 +11,20 @@
 # Resources: the #SBATCH lines below are defaults; sbatch options on the command line override
 # them (-N, -c, --gres, --time, -p partition, -A account). Run settings are environment variables
 # documented in slurm/common.sh. Preemption: SIGUSR1 arrives 5 min before the time limit (raise
-# the lead time with --signal=B:USR1@600 for big models); training checkpoints, the job requeues
+# the lead time with --signal=B:USR1@600 --export=ALL,RKD_SIGNAL_LEAD=600 for big models); training checkpoints, the job requeues
 # itself and the requeued job resumes from the checkpoint ("resumed from" in the log).
 #SBATCH --job-name=rkd-distill
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
 #SBATCH --time=24:00:00
 #SBATCH --signal=B:USR1@300
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --output=rkd-%x-%j.out
 
+RKD_SIGNAL_LEAD="${RKD_SIGNAL_LEAD:-300}"  # seconds: the --signal lead above (change both together)
 # shellcheck source=slurm/common.sh
 . "${RKD_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/common.sh"
 if [ "$RKD_USE_SWEEP" = 1 ]; then

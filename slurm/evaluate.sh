@@ -12,12 +12,14 @@
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=2
+#SBATCH --mem=8G
 #SBATCH --time=02:00:00
 #SBATCH --signal=B:USR1@120
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --output=rkd-%x-%j.out
 
+RKD_SIGNAL_LEAD="${RKD_SIGNAL_LEAD:-120}"  # seconds: the --signal lead above (change both together)
 # shellcheck source=slurm/common.sh
 . "${RKD_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/common.sh"
 [ "$RKD_USE_SWEEP" = 1 ] && rkd_sweep_override

@@ -19,7 +19,7 @@ module="${RKD_MODULE:-rkd.cli}"
 # torchrun's agent (inside accelerate launch) dies on SIGUSR1 unless told to handle it; handling it
 # means passing it to the training processes and waiting up to the timeout for them to checkpoint.
 export PET_SIGNALS_TO_HANDLE="SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
-export PET_SHUTDOWN_TIMEOUT="${RKD_SHUTDOWN_TIMEOUT:-600}"
+export PET_SHUTDOWN_TIMEOUT="${RKD_SHUTDOWN_TIMEOUT:-240}"  # below the 300 s signal lead of the job scripts
 
 # CPU runs need ACCELERATE_USE_CPU=1 for a synchronised gloo group -- except under DeepSpeed,
 # which it switches off (rkd picks gloo for a CPU DeepSpeed run itself).

@@ -13,7 +13,12 @@
 # Variables (environment; all optional):
 #   PARTITION, ACCOUNT    sbatch -p / -A for every job (default: the cluster's defaults)
 #   GPUS_PER_NODE         GPUs per node for every job, 0 = CPU (default 0); adds --gres=gpu:N
-#   CPUS_PER_TASK         CPUs per node for every job (default: the scripts' #SBATCH value, 2)
+#   CPUS_PER_TASK         CPUs per node for every job (default: CPUS_PER_GPU x GPUs with GPUs, else the
+#                         scripts' #SBATCH value, 2)
+#   MEM                   memory per node for every job (default: MEM_PER_GPU x GPUs with GPUs, else the
+#                         scripts' #SBATCH value, 8G)
+#   CPUS_PER_GPU, MEM_PER_GPU   what a GPU job gets per GPU (default 8 and 64G): data loading, the teacher
+#                         cache and the evaluation's main process need CPUs and host memory beside each GPU
 #   DISTILL_NODES         nodes for the distillation job (default 1); other jobs use one node
 #   TIME_CACHE, TIME_SEARCH, TIME_DISTILL, TIME_EVAL   time limits (default: the scripts' #SBATCH values)
 #   SEARCH_ARRAY          array range of the sweep, one task per search.sweep_weights entry (default 0-3)
@@ -35,8 +40,14 @@ mkdir -p "$RKD_LOG_DIR"   # SLURM does not create the directory of --output; a m
 common=(--parsable --chdir="$RKD_HOME" --export=ALL --kill-on-invalid-dep=yes)
 [ -n "${PARTITION:-}" ] && common+=(--partition="$PARTITION")
 [ -n "${ACCOUNT:-}" ] && common+=(--account="$ACCOUNT")
+if [ "$GPUS_PER_NODE" -gt 0 ]; then
+  common+=(--gres="gpu:$GPUS_PER_NODE")
+  CPUS_PER_TASK="${CPUS_PER_TASK:-$((GPUS_PER_NODE * ${CPUS_PER_GPU:-8}))}"
+  mem_per_gpu="${MEM_PER_GPU:-64G}"
+  MEM="${MEM:-$((GPUS_PER_NODE * ${mem_per_gpu%G}))G}"
+fi
 [ -n "${CPUS_PER_TASK:-}" ] && common+=(--cpus-per-task="$CPUS_PER_TASK")
-[ "$GPUS_PER_NODE" -gt 0 ] && common+=(--gres="gpu:$GPUS_PER_NODE")
+[ -n "${MEM:-}" ] && common+=(--mem="$MEM")
 # shellcheck disable=SC2206
 [ -n "${SBATCH_EXTRA:-}" ] && common+=($SBATCH_EXTRA)
 

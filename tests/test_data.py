@@ -288,8 +288,10 @@ def test_hf_array_column_and_plain_labels(tmp_path):
 def test_missing_sources_name_the_fix(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_data(DataConfig(name=f"hf:{tmp_path / 'absent'}", cache_dir=str(tmp_path / "c")))
-    with pytest.raises(DataError, match="hub id"):  # HF_HUB_OFFLINE=1: the hub path fails fast, with advice
+    with pytest.raises(DataError, match="hub id") as info:  # HF_HUB_OFFLINE=1: the hub path fails fast, with advice
         load_data(DataConfig(name="hf:no-such-user/no-such-dataset", cache_dir=str(tmp_path / "c")))
+    # offline compute nodes: the advice is to set the offline switches and use a cache, not to unset them
+    assert "run with HF_HUB_OFFLINE=1" in str(info.value) and "must be unset" not in str(info.value)
     with pytest.raises(DataError, match="one sub-folder per class"):
         load_data(DataConfig(name=f"imagefolder:{tmp_path / 'absent'}", cache_dir=str(tmp_path / "c")))
 

@@ -161,6 +161,7 @@ def test_split_sweep_equals_one_process_sweep(fashion_bundle, fake_fashion_dir, 
 def _agreement_worker(signalled_rank):
     from accelerate import Accelerator
 
+    from rkd.run.collective import vote
     from rkd.run.preemption import SignalFlag
 
     accelerator = Accelerator(cpu=True)
@@ -168,8 +169,9 @@ def _agreement_worker(signalled_rank):
     flag = SignalFlag()
     if accelerator.process_index == signalled_rank:
         flag.received = signal.SIGUSR1
-    agreed = flag.agreed(accelerator)
-    assert agreed == (signalled_rank is not None), (accelerator.process_index, agreed)
+    outcome = vote(accelerator, torch.tensor(1.0), flag.received is not None)
+    assert outcome.stop == (signalled_rank is not None), (accelerator.process_index, outcome.stop)
+    assert outcome.non_finite_ranks == [] and outcome.world_size == 2
 
 
 @pytest.mark.parametrize("signalled_rank", [1, None])
@@ -245,7 +247,7 @@ import torch
 from rkd.config import DataConfig
 from rkd.data import load_data
 from rkd.engine import make_accelerator
-from rkd.teacher.cache import build_cache
+from rkd.teacher.cache_build import build_cache
 from rkd.teacher.io import load_trained_teacher
 
 fake, data_cache, teacher_dir, out = sys.argv[1:5]
@@ -266,7 +268,8 @@ Path(out, f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world": worl
 @pytest.mark.slow
 def test_two_process_teacher_cache_matches_one_process_and_resumes(fashion_bundle, fake_fashion_dir, tmp_path):
     from rkd.config import TeacherConfig
-    from rkd.teacher.cache import build_cache, load_cache
+    from rkd.teacher.cache import load_cache
+    from rkd.teacher.cache_build import build_cache
     from rkd.teacher.io import save_teacher
     from rkd.teacher.model import build_teacher
 
@@ -359,6 +362,8 @@ def test_deepspeed_zero2_stage2_checkpoints_and_resumes(fake_fashion_dir, tmp_pa
     assert f"resumed from {pointer['dir']} (step {stopped_at}/40)" in text
     summary = _stage_summary(run, "stage2")
     assert summary["distributed_type"] == "DEEPSPEED" and summary["world_size"] == 2 and summary["steps"] == 40
+    # DeepSpeed clipped at the stage's grad_clip, as DDP does (its JSON's "auto" used to become 1.0)
+    assert summary["grad_clip"] == 5.0
     assert (run / "stage2" / "model.safetensors").exists()
 
 

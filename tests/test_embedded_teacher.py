@@ -8,7 +8,8 @@ import torch
 from rkd.config import ConfigError, RunConfig, TeacherConfig, load_config
 from rkd.nas.genotype import load_genotype
 from rkd.nas.network import Student
-from rkd.teacher.cache import AUGMENTATION_FLIP, AUGMENTATION_NONE, build_cache, load_cache
+from rkd.teacher.cache import AUGMENTATION_FLIP, AUGMENTATION_NONE, load_cache
+from rkd.teacher.cache_build import build_cache
 from rkd.teacher.embedded import EMBEDDED_FAMILIES, embedded_model_config
 from rkd.teacher.io import load_trained_teacher, save_teacher
 from rkd.teacher.model import build_teacher

@@ -7,7 +7,8 @@ import torch
 from test_engine import Objective, model, toy_data
 
 from rkd.config import ConfigError, TrainConfig, load_config
-from rkd.engine import build_scheduler, fit, make_accelerator, warmup_steps
+from rkd.engine import fit, make_accelerator
+from rkd.optim import build_scheduler, warmup_steps
 
 
 def lrs(cfg: TrainConfig, total: int) -> list:

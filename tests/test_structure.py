@@ -29,6 +29,7 @@ FLOORS = (
     ("rkd.config", "rkd.run.tracking"),
     ("rkd.data", "rkd.run.fingerprint", "rkd.run.hashing"),
     ("rkd.models",),
+    ("rkd.optim",),
     ("rkd.engine",),
     ("rkd.teacher",),
     ("rkd.evaluation",),

@@ -14,7 +14,8 @@ import torch
 
 from rkd.config import ConfigError, RunConfig, TeacherConfig, TrainConfig
 from rkd.run.artifacts import read_json
-from rkd.teacher.cache import MANIFEST, CacheError, build_cache, cache_is_valid, load_cache
+from rkd.teacher.cache import MANIFEST, CacheError, cache_is_valid, load_cache
+from rkd.teacher.cache_build import build_cache
 from rkd.teacher.io import TEACHER_RECORD, load_trained_teacher, save_teacher
 from rkd.teacher.model import Teacher, build_teacher
 
@@ -155,14 +156,20 @@ def test_hub_vit_gets_new_head(vit_dir):
     assert teacher.identity["source"] == str(vit_dir)
 
 
-def test_missing_processor_falls_back_to_config(vit_dir, tmp_path):
+def test_a_pretrained_teacher_without_its_processor_is_refused(vit_dir, tmp_path):
+    """Before: a warning and ImageNet's mean/std for a ViT that expects 0.5/0.5 (silently lower accuracy)."""
     bare = tmp_path / "bare-vit"
     shutil.copytree(vit_dir, bare)
     (bare / "preprocessor_config.json").unlink()
-    with pytest.warns(UserWarning, match="no usable image processor"):
-        teacher = build_teacher(TeacherConfig(source=str(bare)), 3, list("xyz"), channels=3)
-    assert teacher.transform.size == 32  # the model config's image_size
-    assert teacher.transform.mean == pytest.approx((0.485, 0.456, 0.406))
+    with pytest.raises(ConfigError) as info:
+        build_teacher(TeacherConfig(source=str(bare)), 3, list("xyz"), channels=3)
+    message = str(info.value)
+    assert f"teacher.source = {str(bare)!r} has no usable image processor" in message
+    assert "save_pretrained" in message and "\n" not in message
+    from rkd.run.preflight import probe_teacher
+
+    with pytest.raises(ConfigError, match="no usable image processor"):  # the pre-flight check, before any stage
+        probe_teacher(TeacherConfig(source=str(bare)))
 
 
 def test_matching_labels_keep_head_in_task_order(vit_dir):
@@ -361,8 +368,37 @@ class _ThreadAccelerator:
         return model
 
 
+_THREAD = threading.local()  # the rank a thread plays
+
+
+def _thread_collectives(monkeypatch, world: int) -> None:
+    """rkd.run.collective's object gather and broadcast between threads (each sets ``_THREAD.rank``)."""
+    import rkd.run.collective as collective
+
+    slots: dict = {}
+    gate = threading.Barrier(world)
+
+    def gather_object(objects):
+        slots[_THREAD.rank] = list(objects)
+        gate.wait(timeout=60)
+        gathered = [x for rank in range(world) for x in slots[rank]]
+        gate.wait(timeout=60)
+        return gathered
+
+    def broadcast_object_list(objects, from_process=0):
+        if _THREAD.rank == from_process:
+            slots["sent"] = list(objects)
+        gate.wait(timeout=60)
+        objects[:] = slots["sent"]
+        gate.wait(timeout=60)
+        return objects
+
+    monkeypatch.setattr(collective, "gather_object", gather_object)
+    monkeypatch.setattr(collective, "broadcast_object_list", broadcast_object_list)
+
+
 def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, monkeypatch):
-    import rkd.teacher.cache as cache_module
+    import rkd.teacher.cache_build as cache_module
 
     teacher, reference_dir, reference = cached
     cache_dir = tmp_path / "multi"
@@ -376,6 +412,7 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
         return original_pass(model, images, batch_size, device, accelerator, flip_average)
 
     monkeypatch.setattr(cache_module, "_teacher_pass", recording_pass)
+    _thread_collectives(monkeypatch, 2)
     results: dict[int, dict] = {}
 
     # one teacher per "process", as real processes have: Teacher.forward captures features with a
@@ -383,6 +420,7 @@ def test_cache_shards_split_across_processes(cached, fashion_bundle, tmp_path, m
     replicas = [copy.deepcopy(teacher) for _ in range(2)]
 
     def run(rank: int) -> None:
+        _THREAD.rank = rank
         results[rank] = build_cache(
             replicas[rank], fashion_bundle, cache_dir, 50, SHARD, accelerator=accelerators[rank], progress=False
         )

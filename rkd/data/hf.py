@@ -60,8 +60,9 @@ def load_hf(cfg: DataConfig, spec: str, test_fraction: float) -> DataBundle:
         except Exception as exc:  # hub errors come in many types (offline, not found, gated)
             raise DataError(
                 f"data.name = 'hf:{spec}': could not load it with datasets.load_dataset ({type(exc).__name__}: {exc}). "
-                f"Check the hub id and your network (HF_HUB_OFFLINE must be unset), or point data.name at a "
-                f"local datasets.save_to_disk directory."
+                f"Check the hub id. On a node without network: download it once where there is network (it lands "
+                f"in HF_HOME, shared with the compute nodes) and run with HF_HUB_OFFLINE=1 and HF_DATASETS_OFFLINE=1 "
+                f"so datasets reads that cache, or point data.name at a local datasets.save_to_disk directory."
             ) from exc
         origin = f"hf:{spec}" + (" (local dir)" if path.is_dir() else " (hub)")
     return bundle_from_hf(cfg, loaded, origin, test_fraction)

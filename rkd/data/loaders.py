@@ -1,4 +1,9 @@
-"""DataLoaders over in-memory splits whose items carry their row index (the teacher cache key)."""
+"""DataLoaders over in-memory splits whose items carry their row index (the teacher cache key).
+
+Batches are indexed whole from the in-memory tensors (``IndexedImages.__getitems__``), and pinned when a
+GPU is present so that Accelerate's copy to it is asynchronous. No worker processes: indexing a tensor in
+memory is faster than shipping the batch from a worker; augmentation runs on the device, in the objective.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,17 @@ class IndexedImages(Dataset):
             "index": torch.tensor(i, dtype=torch.int64),
         }
 
+    def __getitems__(self, indices: list) -> dict:
+        """A whole batch with one indexing operation (the DataLoader's fetcher calls this, not ``batch_size``
+        ``__getitem__`` calls and a collate in Python)."""
+        rows = torch.as_tensor(indices, dtype=torch.int64)
+        return {"pixels": self.split.images[rows], "label": self.split.labels[rows], "index": rows}
+
+
+def whole_batch(batch: dict) -> dict:
+    """The collate function for ``__getitems__`` batches: the batch is already whole."""
+    return batch
+
 
 def make_loader(split: Split, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False) -> DataLoader:
     """A single-process DataLoader whose shuffling is fixed by ``seed`` (data is already in memory)."""
@@ -35,6 +51,8 @@ def make_loader(split: Split, batch_size: int, shuffle: bool, seed: int, drop_la
         drop_last=drop_last,
         generator=generator,
         num_workers=0,
+        collate_fn=whole_batch,
+        pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -58,4 +76,6 @@ def subset_loader(
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(int(seed)),
         num_workers=0,
+        collate_fn=whole_batch,
+        pin_memory=torch.cuda.is_available(),
     )

@@ -52,18 +52,26 @@ def _channel_name(channel) -> str:
 
 @torch.no_grad()
 def rkd_predictions(system, tokens: torch.Tensor, snr: float, k: int, batch_size: int, seed: int) -> torch.Tensor:
-    """RKD-SC's predicted classes for every test image at one SNR and k (CPU, seeded noise)."""
+    """RKD-SC's predicted classes for every test image at one SNR and k, on the system's device (seeded noise
+    from a CPU generator, so the draws do not depend on the device); returned on the CPU."""
     generator = cell_generator(seed)
     index = _channel_index(system)
+    device = next(system.parameters()).device
     preds = []
     for start in range(0, tokens.shape[0], batch_size):
-        t = tokens[start : start + batch_size]
+        t = tokens[start : start + batch_size].to(device)
         n = t.shape[0]
-        snr_b = torch.full((n,), float(snr))
+        snr_b = torch.full((n,), float(snr), device=device)
         z = system.transmit(t, snr_b)
-        out = system.receive(z, snr_b, torch.full((n,), int(k)), torch.full((n,), index), generator=generator)
-        preds.append(out["logits"].argmax(-1))
+        k_b, ids = torch.full((n,), int(k), device=device), torch.full((n,), index, device=device)
+        out = system.receive(z, snr_b, k_b, ids, generator=generator)
+        preds.append(out["logits"].argmax(-1).cpu())
     return torch.cat(preds)
+
+
+def shared_predictions(system, tokens: torch.Tensor, snrs: list, k: int, batch_size: int, seed: int, share) -> dict:
+    """``{snr: predictions}`` for the SNRs ``share(snrs)`` deals to this process (each rank sweeps its own)."""
+    return {float(snr): rkd_predictions(system, tokens, snr, k, batch_size, seed) for snr in share(snrs)}
 
 
 def per_class_accuracy(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list:
@@ -91,13 +99,19 @@ def classwise_summary(
     rates: list,
     batch_size: int,
     seed: int,
+    rkd_preds: dict | None = None,
 ) -> dict:
-    """Per-class accuracy (student clean; RKD-SC at a few SNRs) and the two confusion matrices."""
+    """Per-class accuracy (student clean; RKD-SC at a few SNRs) and the two confusion matrices.
+
+    ``rkd_preds``: RKD-SC's predictions per SNR of ``chosen_snrs(grid)`` (``shared_predictions`` of every
+    rank, merged); computed here when not given."""
     n = len(class_names)
     snrs, low = chosen_snrs(grid)
     k = max(rates)
     system = system.eval()
     channel = system.channels[_channel_index(system)]
+    if rkd_preds is None:
+        rkd_preds = shared_predictions(system, tokens, snrs, k, batch_size, seed, share=lambda s: s)
 
     def entry(method: str, snr: float | None, preds: torch.Tensor) -> dict:
         label = "student (clean)" if snr is None else f"RKD-SC {snr:g} dB"
@@ -111,7 +125,7 @@ def classwise_summary(
         }
 
     entries = [entry("student", None, student_preds)]
-    entries += [entry("rkd-sc", float(snr), rkd_predictions(system, tokens, snr, k, batch_size, seed)) for snr in snrs]
+    entries += [entry("rkd-sc", float(snr), rkd_preds[float(snr)]) for snr in snrs]
     for e in entries:  # matrices for the clean student and the low SNR only
         if e["snr_db"] not in (None, float(low)):
             del e["matrix"]

@@ -40,7 +40,8 @@ def effective_dimensions(
     ``transmit(inputs, snr)`` returns complex symbols ``[B, L]``; each sample is power-normalised
     over its first ``k`` symbols, as the channel does, before the reals are counted.
     """
-    z = batched(lambda t: transmit(t, torch.full((t.shape[0],), float(snr_db))), inputs, batch_size)
+    z = batched(lambda t: transmit(t, torch.full((t.shape[0],), float(snr_db), device=t.device)), inputs, batch_size)
+    z = z.cpu()
     out = {}
     for k in rates:
         mask = symbol_mask(torch.full((z.shape[0],), int(k)), z.shape[1])

@@ -36,6 +36,10 @@ class DistilledStudent(nn.Module):
             "projected": self.projector(out["features"]),
         }
 
+    def output_heads(self) -> dict:
+        """The modules that serve one output only: frozen by ``rkd.engine.fit`` when no loss term reads it."""
+        return {"logits": self.student.classifier, "projected": self.projector}
+
 
 class RKDSystem(nn.Module):
     """Student -> CAT encoder -> channel -> CAT decoder -> head, one sample independent of the rest."""

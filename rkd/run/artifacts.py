@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rkd.run.diskspace import as_disk_full
+
 PathLike = str | Path
 
 
@@ -22,7 +24,9 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
 
 
 def atomic_write(path: PathLike, writer: Callable[[Path], object]) -> Path:
-    """Call ``writer(tmp_path)`` then rename onto ``path`` (same directory, so the rename is atomic)."""
+    """Call ``writer(tmp_path)`` then rename onto ``path`` (same directory, so the rename is atomic).
+
+    A full disk raises ``rkd.run.diskspace.DiskFullError`` naming ``path``; the old ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -31,6 +35,12 @@ def atomic_write(path: PathLike, writer: Callable[[Path], object]) -> Path:
     try:
         writer(tmp_path)
         os.replace(tmp_path, path)
+    except Exception as exc:  # a full disk becomes one line naming the file (rkd.run.diskspace)
+        error = as_disk_full(exc, path, f"the previous {path.name} (if any) is kept")
+        if error is exc:
+            raise
+        tmp_path.unlink(missing_ok=True)
+        raise error from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -23,6 +23,8 @@ from rkd.run.artifacts import (
     read_record,
     verify_checksums,
 )
+from rkd.run.collective import agree_on_error, on_main
+from rkd.run.diskspace import DiskFullError, as_disk_full
 
 
 class Checkpointer:
@@ -76,9 +78,8 @@ class Checkpointer:
             return None
         return record
 
-    def save(self, progress: dict) -> None:
-        name = f"step-{progress['global_step']:08d}"
-        target = self.root / name
+    def _write(self, target: Path) -> None:
+        """This rank's files of a checkpoint in the new directory ``target``."""
         self.accelerator.save_state(str(target))
         if isinstance(self.generator, torch.Generator):
             state = {"state": self.generator.get_state()}
@@ -87,15 +88,41 @@ class Checkpointer:
             for index, obj in enumerate(self.objects):
                 object_state = obj.state_dict()
                 atomic_write(self._object_file(target, index), lambda p: torch.save(object_state, p))  # noqa: B023 - called at once, inside the loop
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            # every rank's files, hashed once they all exist; the pointer (written last) carries them
-            files = file_checksums(target)
-            atomic_write_json(self.root / "latest.json", {"dir": name, **progress, "files": files})
-            old = sorted(p for p in self.root.glob("step-*") if p.is_dir() and p.name != name)
-            for stale in old[: max(0, len(old) - (self.keep - 1))]:
-                shutil.rmtree(stale, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
+
+    def _point_to(self, name: str, progress: dict) -> None:
+        """Main process: hash every rank's files, write the pointer (last), drop older checkpoints."""
+        target = self.root / name
+        files = file_checksums(target)
+        atomic_write_json(self.root / "latest.json", {"dir": name, **progress, "files": files})
+        old = sorted(p for p in self.root.glob("step-*") if p.is_dir() and p.name != name)
+        for stale in old[: max(0, len(old) - (self.keep - 1))]:
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def save(self, progress: dict) -> None:
+        """A new checkpoint directory, then the pointer to it. Collective: a failure on any rank (a full disk)
+        raises on every rank, the partial directory is removed, and the previous checkpoint stays current."""
+        name = f"step-{progress['global_step']:08d}"
+        target = self.root / name
+        kept = f"the previous checkpoint in {self.root} is kept"
+        error = None
+        try:
+            self._write(target)
+        except Exception as exc:  # every rank must learn of it (below), or the others wait forever
+            error = as_disk_full(exc, target, kept)
+        try:
+            agree_on_error(self.accelerator, error, DiskFullError)
+            on_main(self.accelerator, lambda: self._point_to(name, progress), DiskFullError)
+        except Exception:
+            if self.accelerator.is_main_process and self.latest_dir() != name:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+
+    def latest_dir(self) -> str | None:
+        pointer = self.root / "latest.json"
+        try:
+            return read_record(pointer, self._fix()).get("dir") if pointer.exists() else None
+        except IntegrityError:
+            return None
 
     def load(self, record: dict) -> None:
         """Verify every file of the checkpoint against ``latest.json`` before anything is deserialised."""

@@ -22,6 +22,8 @@ from accelerate.utils import set_seed
 
 from rkd.config import RunConfig, save_config
 from rkd.run.artifacts import IntegrityError, atomic_write_json, file_checksums, read_record, verify_checksums
+from rkd.run.collective import on_main
+from rkd.run.diskspace import DiskFullError
 from rkd.run.hashing import STAGES, git_commit, stage_hashes, teacher_seed
 from rkd.run.preflight import check_inputs
 from rkd.run.rundir import ResumableDir
@@ -173,8 +175,7 @@ class Pipeline:
         summary["distributed_type"] = str(self.accelerator.distributed_type.value)
         summary["mixed_precision"] = str(self.accelerator.mixed_precision)
         self.accelerator.wait_for_everyone()
-        self.run_dir.finish(stage, summary)
-        self.accelerator.wait_for_everyone()
+        on_main(self.accelerator, lambda: self.run_dir.finish(stage, summary), DiskFullError)
         return summary
 
     def sweep(self, index: int | None = None) -> dict | None:
@@ -200,7 +201,8 @@ class Pipeline:
         stages = STAGES[: STAGES.index(until) + 1]
         if not self._checked:  # seconds of checks before minutes of training (rkd.run.preflight)
             record = self.run_dir.record("teacher") or {}
-            check_inputs(self.cfg, stages, teacher_done=record.get("hash") == self.run_dir.hashes["teacher"])
+            with self.accelerator.local_main_process_first():  # a hub teacher's config: one download per node
+                check_inputs(self.cfg, stages, teacher_done=record.get("hash") == self.run_dir.hashes["teacher"])
             self._checked = True
         for stage in stages:
             self.summaries[stage] = self._run_stage(stage)

@@ -1,16 +1,14 @@
-"""Stopping a training run cleanly when the scheduler asks: SIGTERM/SIGUSR1 become a flag every process agrees on.
+"""Stopping a training run cleanly when the scheduler asks: SIGTERM/SIGUSR1 become a flag the ranks vote on.
 
-SLURM sends one of these signals before a time limit or a preemption; ``rkd.engine.fit`` checks the
-flag between steps, writes a checkpoint and raises ``StopRequested``, so the requeued job resumes.
+SLURM sends one of these signals before a time limit or a preemption, to the processes one by one;
+``rkd.engine.train_step`` puts the flag into each step's vote (``rkd.run.collective.vote``), so every rank
+writes the checkpoint at the same step and raises ``StopRequested``, and the requeued job resumes.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-
-import torch
-from accelerate import Accelerator
 
 
 class StopRequested(SystemExit):
@@ -38,15 +36,3 @@ class SignalFlag:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-    def agreed(self, accelerator: Accelerator) -> bool:
-        """True on every process as soon as any process got a signal, so all checkpoint at the same step.
-
-        SLURM signals the processes of a job one by one: checked locally, one rank could enter the
-        checkpoint's collectives while another runs the next step's all-reduce, and both would hang.
-        """
-        local = self.received is not None
-        if accelerator.num_processes == 1:
-            return local
-        votes = torch.tensor([1.0 if local else 0.0], device=accelerator.device)
-        return bool(accelerator.reduce(votes, reduction="sum").item() > 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rkd.config import RunConfig
 from rkd.stages.inputs import RunInputs
-from rkd.teacher.cache import build_cache
+from rkd.teacher.cache_build import build_cache
 
 
 def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:

@@ -9,6 +9,7 @@ and diagnostics, and writes the outputs (``rkd.evaluation.report``).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from accelerate.utils import gather_object
 from rkd.config import RunConfig
 from rkd.data import student_transform
 from rkd.draws import symbol_mask
-from rkd.evaluation.classwise import classwise_summary, dataset_description
+from rkd.evaluation.classwise import chosen_snrs, classwise_summary, dataset_description, shared_predictions
 from rkd.evaluation.diagnostics import effective_dimensions, rate_gains, summarise_rate_gains
 from rkd.evaluation.rate_policy import write_rate_policy
 from rkd.evaluation.records import clean_record
@@ -27,6 +28,8 @@ from rkd.measure import count_flops, count_params
 from rkd.models.factory import load_stage1, load_stage2
 from rkd.models.frozen_tokens import batched
 from rkd.run.artifacts import read_json
+from rkd.run.collective import on_main
+from rkd.run.diskspace import DiskFullError
 from rkd.stages.inputs import RunInputs
 
 CODE_DIAGNOSTIC_SNR = 10.0  # nominal SNR (dB) the transmitter is told while its code's dimension is measured
@@ -35,61 +38,69 @@ CODE_DIAGNOSTIC_SNR = 10.0  # nominal SNR (dB) the transmitter is told while its
 def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
     """Writes results.json, results.csv, plots and report.md into ``out_dir``.
 
-    Collective: every process sweeps its round-robin share of the SNR grid on its device; the main
-    process gathers the records, adds clean accuracies, sizes and FLOPs, and writes the outputs.
+    Collective: every process sweeps its round-robin share of the SNR grid, and of the per-class SNRs,
+    on its device; the main process gathers them, adds clean accuracies, sizes and FLOPs (on its
+    device), and writes the outputs, while the others wait for seconds, not for a CPU pass over the
+    test set. A failure there (a full disk) raises on every process.
     """
     out_dir = Path(out_dir)
     bundle, cache = inputs.bundle, inputs.cache
     test = bundle.splits["test"]
-    teacher_dim = cache.features["test"].shape[1]
     x = student_transform(cfg.data, bundle)(test.images)
-    system = load_stage2(cfg, bundle, teacher_dim, inputs.path("stage1"), inputs.path("stage2"))
+    system = load_stage2(cfg, bundle, cache.features["test"].shape[1], inputs.path("stage1"), inputs.path("stage2"))
     system = system.eval().to(accelerator.device)
     tokens = batched(lambda t: system.student(t)["tokens"], x, cfg.eval.batch_size, accelerator.device)
     rates = cfg.eval.rates or cfg.codec.rates
     grid = snr_grid(cfg.eval)
+
+    def share(points: list) -> list:
+        return my_share(points, accelerator.process_index, accelerator.num_processes)
+
     swept = channel_sweep(
         system,
         tokens,
         test.labels,
         cfg.eval.channels,
-        my_share(grid, accelerator.process_index, accelerator.num_processes),
+        share(grid),
         rates,
         cfg.eval.batch_size,
         cfg.eval.seed,
         progress=accelerator.is_local_main_process,
     )
+    snrs, _ = chosen_snrs(grid)
+    per_class = shared_predictions(system, tokens, snrs, max(rates), cfg.eval.batch_size, cfg.eval.seed, share)
     if accelerator.num_processes > 1:
-        swept = gather_object(swept)
-    summary: dict = {}
-    if accelerator.is_main_process:
-        position = {float(snr): i for i, snr in enumerate(grid)}
-        swept = sorted(swept, key=lambda r: position[r["snr_db"]])  # stable: channel x k order within an SNR stays
-        summary = summarise(cfg, inputs, system.cpu(), x, tokens, swept, out_dir)
-    accelerator.wait_for_everyone()
-    if summary:  # the stage record keeps the headline numbers; matrices stay in results.json
+        swept, per_class = gather_object(swept), {k: v for part in gather_object([per_class]) for k, v in part.items()}
+    position = {float(snr): i for i, snr in enumerate(grid)}
+    swept = sorted(swept, key=lambda r: position[r["snr_db"]])  # stable: channel x k order within an SNR stays
+    shared = {"tokens": tokens, "swept": swept, "per_class": per_class, "ranks": accelerator.num_processes}
+    summary = on_main(accelerator, lambda: summarise(cfg, inputs, system, x, shared, out_dir), DiskFullError)
+    if summary is not None:  # the stage record keeps the headline numbers; matrices stay in results.json
         return {k: v for k, v in summary.items() if k not in ("csi_assumption", "classwise")}
     return read_json(out_dir / "results.json")["summary"]
 
 
-def summarise(
-    cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, tokens: torch.Tensor, swept: list, out_dir: Path
-) -> dict:
-    """Main process: clean accuracies, sizes, FLOPs and diagnostics beside the swept records; write everything."""
+def summarise(cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, shared: dict, out_dir: Path) -> dict:
+    """Main process: clean accuracies, sizes, FLOPs and diagnostics beside the swept records; write everything.
+
+    ``shared``: what every rank computed (the test tokens, the swept records, the per-class predictions)."""
     bundle, cache = inputs.bundle, inputs.cache
     labels = bundle.splits["test"].labels
     rates = cfg.eval.rates or cfg.codec.rates
+    tokens = shared["tokens"]
+    device = next(system.parameters()).device
     teacher_acc = float((cache.logits["test"].float().argmax(-1) == labels).float().mean())
-    stage1 = load_stage1(cfg, bundle, cache.features["test"].shape[1], inputs.path("stage1")).eval()
-    student_logits = batched(lambda t: stage1(t)["logits"], x, cfg.eval.batch_size)
+    stage1 = load_stage1(cfg, bundle, cache.features["test"].shape[1], inputs.path("stage1")).eval().to(device)
+    student_logits = batched(lambda t: stage1(t)["logits"], x, cfg.eval.batch_size, device)
     student_acc = float((student_logits.argmax(-1) == labels).float().mean())
     records = [
         clean_record("teacher", teacher_acc, int(labels.numel())),
         clean_record("student", student_acc, int(labels.numel())),
     ]
-    records += swept
+    records += shared["swept"]
+    cpu = copy.deepcopy(system).cpu()  # sizes and FLOPs per image: counted on one image, on the CPU
     summary = {
-        **model_costs(cfg, inputs.teacher().eval(), system, bundle.splits["test"].images[:1], x[:1], tokens[:1]),
+        **model_costs(cfg, inputs.teacher().eval(), cpu, bundle.splits["test"].images[:1], x[:1], tokens[:1]),
         "teacher_accuracy": teacher_acc,
         "student_accuracy": student_acc,
         "n_test": int(labels.numel()),
@@ -102,7 +113,8 @@ def summarise(
         "csi_assumption": {spec_label["channel_label"]: spec_label["csi"] for spec_label in records[2:]},
         "config_hash": inputs.hashes["eval"],
         "student_genotype": inputs.genotype_origin(),
-        "code_diagnostics": code_diagnostics(system, tokens.cpu(), records, rates),
+        "code_diagnostics": code_diagnostics(system, tokens.to(device), records, rates),
+        "evaluated_on": {"device": str(device), "processes": shared["ranks"]},
     }
     summary["compression_ratio"] = summary["teacher_params"] / max(1, summary["student_params"])
     summary["dataset"] = dataset_description(bundle, cfg.data.image_size)
@@ -116,6 +128,7 @@ def summarise(
         rates,
         cfg.eval.batch_size,
         cfg.eval.seed,
+        rkd_preds=shared["per_class"],
     )
     write_outputs(out_dir, records, summary)
     write_rate_policy(out_dir / "rate_policy.json", records, cfg.eval.rate_margin, method=METHOD)

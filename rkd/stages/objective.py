@@ -58,6 +58,18 @@ class DistillObjective:
     def set_step(self, step: int) -> None:
         self.step = step
 
+    def cache_on(self, device: torch.device):
+        """The teacher cache on ``device``, moved there once: each batch's rows are then gathered on the device,
+        not on the CPU with a copy per step."""
+        if getattr(self, "_cache_device", None) != device:
+            self._device_cache = self.cache.to(device) if hasattr(self.cache, "to") else self.cache
+            self._cache_device = device
+        return self._device_cache
+
+    def output_keys(self) -> set | None:
+        """The model outputs the loss reads (``rkd.losses.CompositeLoss.output_keys``)."""
+        return self.loss.output_keys()
+
     def channel_draw(self, batch_size: int, train: bool, first_index: int) -> tuple:
         """SNR, k and channel id per sample; evaluation draws are a fixed function of the batch."""
         if train:
@@ -76,7 +88,7 @@ class DistillObjective:
         split = "train" if train else self.eval_split
         tokens = batch.get("tokens")  # stage 2 over a frozen student: its tokens, computed once
         x = self.transform(batch["pixels"]) if tokens is None else None
-        targets = self.cache.targets(split, batch["index"])
+        targets = self.cache_on(batch["index"].device).targets(split, batch["index"])
         if self.channel_cfg is None:
             outputs = model(x)
         else:

@@ -24,13 +24,14 @@ import torch
 
 from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform, subset_indices, subset_loader
-from rkd.engine import fit, schedule_steps
+from rkd.engine import fit
 from rkd.losses import loss_weights
 from rkd.nas.architect import Architect, cycle_batches
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
 from rkd.nas.derive import SKIP, count_ops
 from rkd.nas.genotype import Genotype, genotype_to_dict, save_genotype
 from rkd.nas.plot import plot_genotype
+from rkd.optim import schedule_steps
 from rkd.stages.inputs import RunInputs
 from rkd.stages.search_objective import (
     SearchNetwork,

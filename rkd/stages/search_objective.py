@@ -13,13 +13,14 @@ from torch import nn
 
 from rkd.config import SearchConfig
 from rkd.data import DataBundle
-from rkd.engine import Step, build_scheduler
+from rkd.engine import Step
 from rkd.losses import ComplexityPenalty, CompositeLoss, build_kd_loss
 from rkd.nas.architect import Architect
 from rkd.nas.complexity import ExpectedCost
 from rkd.nas.genotype import Genotype, genotype_to_dict
 from rkd.nas.heads import FeatureProjector
 from rkd.nas.supernet import SuperNet
+from rkd.optim import build_scheduler
 
 
 class SearchNetwork(nn.Module):

@@ -16,7 +16,7 @@ from rkd.engine import fit
 from rkd.losses import build_kd_loss
 from rkd.measure import count_params
 from rkd.models.factory import create_stage2_model, load_stage1, save_model
-from rkd.models.frozen_tokens import freeze, student_tokens, token_loader
+from rkd.models.frozen_tokens import freeze, shared_tokens, token_loader
 from rkd.stages.inputs import RunInputs
 from rkd.stages.objective import DistillObjective, write_snr_bucket_log
 
@@ -34,11 +34,11 @@ def train_codec(cfg: RunConfig, accelerator, bundle: DataBundle, cache, stage1_d
         freeze(part)
     transform = student_transform(cfg.data, bundle)
     tokens = {
-        split: student_tokens(system.student, transform, bundle.splits[split].images, cfg.eval.batch_size)
+        split: shared_tokens(accelerator, system.student, transform, bundle.splits[split].images, cfg.eval.batch_size)
         for split in ("train", "val")
     }
     if cfg.codec.principal_init:
-        system.encoder.init_principal(tokens["train"].mean(dim=1))
+        system.encoder.init_principal(tokens["train"].float().mean(dim=1).cpu())
     objective = DistillObjective(
         None,
         cache,

@@ -174,14 +174,14 @@ class ClassifierKind:
             _reorder_head(model, linear, order, class_names, cfg.source)
         elif linear is not None:  # same-sized but unrelated heads are kept by from_pretrained: start afresh
             reset_linear(linear, float(getattr(model.config, "initializer_range", 0.02) or 0.02))
-        return TeacherParts(model, None, load_processor(checkpoint.ref, cfg.trust_remote_code))
+        return TeacherParts(model, None, load_processor(checkpoint.ref, cfg.trust_remote_code, required=True))
 
     def from_config(self, cfg: Any, checkpoint: Checkpoint | None, num_classes: int) -> TeacherParts:
         from transformers import AutoModelForImageClassification
 
         assert checkpoint is not None
         model = AutoModelForImageClassification.from_config(checkpoint.config, trust_remote_code=cfg.trust_remote_code)
-        return TeacherParts(model, None, load_processor(checkpoint.ref, cfg.trust_remote_code))
+        return TeacherParts(model, None, load_processor(checkpoint.ref, cfg.trust_remote_code, required=True))
 
     def sizes(self, model: PreTrainedModel, head: nn.Linear | None) -> tuple[int, int | None]:
         """``(classes, feature size)``; the feature size is None when only a forward pass can tell."""

@@ -69,7 +69,7 @@ class ClipTowerKind:
         model = CLIPVisionModelWithProjection.from_pretrained(checkpoint.ref, config=vision)
         head = nn.Linear(int(vision.projection_dim), num_classes)
         reset_linear(head, 0.02)
-        return TeacherParts(model, head, load_processor(checkpoint.ref, cfg.trust_remote_code))
+        return TeacherParts(model, head, load_processor(checkpoint.ref, cfg.trust_remote_code, required=True))
 
     def from_config(self, cfg: Any, checkpoint: Checkpoint | None, num_classes: int) -> TeacherParts:
         from transformers import CLIPVisionModelWithProjection
@@ -78,7 +78,7 @@ class ClipTowerKind:
         vision = vision_config(checkpoint.config, cfg.source)
         model = CLIPVisionModelWithProjection(vision)
         head = nn.Linear(int(vision.projection_dim), num_classes)
-        return TeacherParts(model, head, load_processor(checkpoint.ref, cfg.trust_remote_code))
+        return TeacherParts(model, head, load_processor(checkpoint.ref, cfg.trust_remote_code, required=True))
 
     def sizes(self, model: PreTrainedModel, head: nn.Linear | None) -> tuple[int, int | None]:
         if head is None:

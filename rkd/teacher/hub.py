@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from rkd.config import ConfigError
 from rkd.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -36,15 +37,27 @@ def _size_of(value: Any) -> int | None:
     return None
 
 
-def load_processor(source: str, trust_remote_code: bool = False) -> Any:
-    """``AutoImageProcessor.from_pretrained`` or None (with a warning): the model config then supplies defaults."""
+def load_processor(source: str, trust_remote_code: bool = False, required: bool = False) -> Any:
+    """``AutoImageProcessor.from_pretrained``; without a usable one: a ``ConfigError`` when ``required``, else
+    None with a warning (the model config then supplies the size and ImageNet statistics).
+
+    A pretrained teacher requires its processor: its normalisation is part of what it learnt (ViTs expect
+    mean and std 0.5, not ImageNet's), and a guessed one silently costs accuracy.
+    """
     from transformers import AutoImageProcessor
 
     try:
         return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as exc:  # missing preprocessor_config.json, or a processor class we cannot build
+        found = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+        if required:
+            raise ConfigError(
+                f"teacher.source = {source!r} has no usable image processor ({found}); its input size and "
+                f"normalisation cannot be guessed safely: save the checkpoint's processor beside it, e.g. "
+                f"AutoImageProcessor.from_pretrained(<hub id>).save_pretrained({source!r})"
+            ) from None
         warnings.warn(
-            f"no usable image processor for teacher {source!r} ({type(exc).__name__}: {exc}); "
+            f"no usable image processor for teacher {source!r} ({found}); "
             f"using the model config's image_size and standard mean/std",
             stacklevel=2,
         )

@@ -111,7 +111,9 @@ def train_teacher(
     """
     out_dir = Path(out_dir)
     tcfg = cfg.teacher
-    teacher = build_teacher(tcfg, bundle.num_classes, bundle.class_names, bundle.channels)
+    # one download per node: the node's first process fills the hub cache, the others then read it
+    with accelerator.local_main_process_first():
+        teacher = build_teacher(tcfg, bundle.num_classes, bundle.class_names, bundle.channels)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         # DeepSpeed broadcasts each parameter as raw bytes, which needs a contiguous layout: no channels-last weights
         teacher = teacher.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stubs omit it

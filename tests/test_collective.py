@@ -1,0 +1,164 @@
+"""Ranks stop together: a non-finite loss or a stop signal on one rank stops every rank at the same step (one
+all-reduce per step), main-only work that fails raises everywhere, and the LR schedule ends with max_steps under
+N processes. Each test runs 2 gloo processes (accelerate's debug_launcher) and asserts world size 2 and distinct
+ranks; each worker writes what it saw to a file the test reads.
+
+The workers are forked (debug_launcher), so they train tiny models only: a forked child deadlocks in
+OpenMP once pytest's process has used its thread pool. Stage-level checks launch real processes
+(tests/test_standins.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from rkd.config import TrainConfig
+from rkd.engine import Step
+
+TIMEOUT = timedelta(seconds=60)  # a rank left waiting fails the test in a minute instead of gloo's 30
+
+
+def two_ranks():
+    """An Accelerator over 2 synchronised gloo ranks with a short collective timeout."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import InitProcessGroupKwargs
+
+    AcceleratorState._reset_state(True)  # forked from pytest: forget a state an earlier test built in the parent
+    accelerator = Accelerator(cpu=True, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo", timeout=TIMEOUT)])
+    assert accelerator.num_processes == 2
+    ranks = accelerator.gather(torch.tensor([accelerator.process_index]))
+    assert sorted(ranks.tolist()) == [0, 1]
+    return accelerator
+
+
+def report(out: str, accelerator, record: dict) -> None:
+    Path(out, f"rank{accelerator.process_index}.json").write_text(json.dumps(record))
+
+
+def reports(out: Path) -> list:
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def toy_loaders(n: int = 64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    rows = [{"x": x[i], "label": (x[i, 0] > 0).long()} for i in range(n)]
+    return DataLoader(rows, batch_size=4, shuffle=True), DataLoader(rows, batch_size=16)
+
+
+class FaultOn:
+    """Cross-entropy; on rank ``rank`` at step ``step``: a NaN loss, or a SIGUSR1 to itself."""
+
+    def __init__(self, rank: int, fault_rank: int | None, fault_step: int, fault: str) -> None:
+        self.rank, self.fault_rank, self.fault_step, self.fault, self.step = rank, fault_rank, fault_step, fault, 0
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+
+    def __call__(self, model, batch, train):
+        logits = model(batch["x"])
+        loss = torch.nn.functional.cross_entropy(logits, batch["label"])
+        if train and self.rank == self.fault_rank and self.step == self.fault_step:
+            if self.fault == "nan":
+                loss = loss * float("nan")
+            else:
+                signal.raise_signal(signal.SIGUSR1)
+        return Step(loss=loss, logits=logits.detach(), labels=batch["label"], terms={"ce": loss.detach()})
+
+
+def _fault_worker(out: str, fault: str) -> None:
+    from rkd.engine import NonFiniteLossError, StopRequested, fit
+
+    accelerator = two_ranks()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    train, val = toy_loaders()
+    cfg = TrainConfig(epochs=3, lr=0.01, checkpoint_every=100, log_every=1)
+    record = {"rank": accelerator.process_index, "world": accelerator.num_processes}
+    try:
+        fit(accelerator, model, FaultOn(accelerator.process_index, 1, 2, fault), train, val, cfg, Path(out) / "run")
+        record["outcome"] = "finished"
+    except NonFiniteLossError as exc:
+        record.update(outcome="non-finite", message=str(exc))
+    except StopRequested:
+        record["outcome"] = "stopped"
+    latest = Path(out) / "run" / "checkpoints" / "latest.json"
+    record["checkpoint_step"] = json.loads(latest.read_text())["global_step"] if latest.exists() else None
+    report(out, accelerator, record)
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_that_step(tmp_path):
+    """Before the vote, rank 0 went on into DDP's gradient all-reduce and waited for rank 1, which had raised."""
+    from accelerate import debug_launcher
+
+    debug_launcher(_fault_worker, args=(str(tmp_path), "nan"), num_processes=2)
+    ranks = reports(tmp_path)
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
+    assert [r["outcome"] for r in ranks] == ["non-finite", "non-finite"], ranks
+    for r in ranks:
+        assert "rank(s) [1] of 2 at step 2" in r["message"] and "grad_clip" in r["message"], r["message"]
+
+
+def test_a_signal_on_one_rank_checkpoints_every_rank_at_the_same_step(tmp_path):
+    from accelerate import debug_launcher
+
+    debug_launcher(_fault_worker, args=(str(tmp_path), "signal"), num_processes=2)
+    ranks = reports(tmp_path)
+    assert [r["outcome"] for r in ranks] == ["stopped", "stopped"], ranks
+    assert [r["checkpoint_step"] for r in ranks] == [3, 3]  # the signal arrived during step 2 (0-based): 3 done
+
+
+def _schedule_worker(out: str) -> None:
+    from rkd.engine import fit
+
+    accelerator = two_ranks()
+    torch.manual_seed(0)
+    train, val = toy_loaders(256)  # 64 batches: 32 per rank per epoch, far more than max_steps
+    cfg = TrainConfig(epochs=5, lr=1.0, max_steps=8, scheduler="cosine", warmup_steps=0, log_every=1)
+    summary = fit(accelerator, torch.nn.Linear(4, 2), FaultOn(0, None, -1, "none"), train, val, cfg, Path(out) / "run")
+    report(out, accelerator, {"rank": accelerator.process_index, "steps": summary["steps"]})
+
+
+def test_max_steps_ends_the_schedule_under_two_processes(tmp_path):
+    """Accelerate steps the schedule once per process per update: the LR must reach 0 at max_steps, not at
+    max_steps / 2 (the schedule's length was max_steps scheduler steps before)."""
+    from accelerate import debug_launcher
+
+    debug_launcher(_schedule_worker, args=(str(tmp_path),), num_processes=2)
+    assert [r["steps"] for r in reports(tmp_path)] == [8, 8]
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "lr" in r]
+    expected = [0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(1, 9)]  # 1 process, 8 steps: the same curve
+    assert lrs == pytest.approx(expected, abs=1e-9), lrs
+
+
+def _on_main_worker(out: str) -> None:
+    from rkd.run.collective import on_main
+
+    accelerator = two_ranks()
+
+    def write():
+        raise OSError(28, "No space left on device", "results.json")
+
+    try:
+        on_main(accelerator, write)
+        outcome = "returned"
+    except Exception as exc:
+        outcome = f"{type(exc).__name__}: {exc}"
+    report(out, accelerator, {"outcome": outcome})
+
+
+def test_a_failure_in_main_only_work_raises_on_every_rank(tmp_path):
+    from accelerate import debug_launcher
+
+    debug_launcher(_on_main_worker, args=(str(tmp_path),), num_processes=2)
+    main, other = (r["outcome"] for r in reports(tmp_path))
+    assert main.startswith("OSError") and "No space left" in main
+    assert other.startswith("RuntimeError: the main process failed: OSError: ") and "No space left" in other
