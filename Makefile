@@ -73,7 +73,7 @@ DOCS_STAMP := $(VENV)/.rkd-docs
 docs-deps: $(DOCS_STAMP)
 
 $(DOCS_STAMP): $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,docs]"
+	$(PY) -m pip install -q -c $(PINS) -e ".[dev,docs]"
 	@touch $@
 
 docs: docs-deps  # NO_MKDOCS_2_WARNING: the material theme's end-of-life banner
@@ -86,7 +86,7 @@ LINT_STAMP := $(VENV)/.rkd-lint
 lint-deps: $(LINT_STAMP)
 
 $(LINT_STAMP): $(STAMP)
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,lint]"
+	$(PY) -m pip install -q -c $(PINS) -e ".[dev,lint]"
 	@touch $@
 
 lint: lint-deps

@@ -56,7 +56,7 @@ def make_teacher(root: Path, vit: dict, classes: int = 100) -> Path:
     """A randomly initialised ViT image classifier from its config, saved with its processor (mean/std 0.5)."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    from rkd.teacher.processor import square_processor
+    from rkd.teacher.hub import square_processor
 
     if (root / "config.json").exists():
         return root

@@ -26,33 +26,44 @@ def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
     """The warm-up's length in steps: ``warmup_fraction`` of this run's steps (rounded), else ``warmup_steps``."""
-    return math.floor(cfg.warmup_fraction * total_steps + 0.5) if cfg.warmup_fraction else cfg.warmup_steps
+    return _warmup(cfg.warmup_fraction, cfg.warmup_steps, total_steps)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    """Linear warm-up, then cosine (or constant) over ``total_steps`` scheduler steps.
+def _warmup(fraction: float | None, steps: int, total_steps: int) -> int:
+    return math.floor(fraction * total_steps + 0.5) if fraction else steps
 
-    The length can be changed later (``set_schedule_length``): ``fit`` sets it once Accelerate has
-    sharded the loader. A plain function, not a callable object, so checkpoints keep no copy of it.
+
+class Schedule:
+    """The learning-rate factor at a scheduler step: linear warm-up, then cosine (or constant) to ``total_steps``.
+
+    ``total_steps`` may change after the scheduler is built (``set_schedule_length``). Only numbers and a
+    word are kept, so a checkpoint of the scheduler (which saves this object's fields) loads safely.
     """
 
-    def factor(step: int) -> float:
-        total = factor.total_steps
-        warmup = warmup_steps(cfg, total)
+    def __init__(self, cfg: TrainConfig, total_steps: int) -> None:
+        self.fraction, self.steps, self.kind = cfg.warmup_fraction, cfg.warmup_steps, str(cfg.scheduler)
+        self.total_steps = int(total_steps)
+
+    def __call__(self, step: int) -> float:
+        total = self.total_steps
+        warmup = _warmup(self.fraction, self.steps, total)
         if warmup and step < warmup:
             return (step + 1) / warmup
-        if cfg.scheduler == "constant" or total <= warmup:
+        if self.kind == "constant" or total <= warmup:
             return 1.0
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
-    factor.total_steps = total_steps
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """Linear warm-up, then cosine (or constant) over ``total_steps`` scheduler steps (``Schedule``)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule(cfg, total_steps))
 
 
 def set_schedule_length(scheduler, total_steps: int) -> None:
-    """Change the length of a ``build_scheduler`` schedule (in scheduler steps)."""
-    scheduler.lr_lambdas[0].total_steps = total_steps
+    """Change the length of a ``build_scheduler`` schedule (in scheduler steps): ``fit`` sets it once Accelerate
+    has sharded the loader."""
+    scheduler.lr_lambdas[0].total_steps = int(total_steps)
 
 
 def freeze_unread_heads(model: torch.nn.Module, objective, log: Callable[[str], None] = print) -> list:

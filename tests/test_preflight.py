@@ -16,7 +16,7 @@ from rkd.run.preflight import check_genotype, probe_teacher
 def _save(config, path):
     from transformers import AutoModelForImageClassification
 
-    from rkd.teacher.processor import square_processor
+    from rkd.teacher.hub import square_processor
 
     AutoModelForImageClassification.from_config(config).save_pretrained(str(path))
     square_processor(config.image_size, [0.5] * 3, [0.5] * 3).save_pretrained(str(path))  # a pretrained teacher has one

@@ -206,7 +206,7 @@ def remote_code_teacher(tmp_path, monkeypatch):
     path = tmp_path / "custom-teacher"
     config = ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
     ResNetForImageClassification(config).save_pretrained(str(path))
-    from rkd.teacher.processor import square_processor
+    from rkd.teacher.hub import square_processor
 
     square_processor(28, [0.5], [0.5]).save_pretrained(str(path))  # a pretrained teacher comes with its processor
     (path / "configuration_custom.py").write_text(CUSTOM_CONFIG)

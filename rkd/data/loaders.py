@@ -7,6 +7,8 @@ memory is faster than shipping the batch from a worker; augmentation runs on the
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -36,7 +38,7 @@ class IndexedImages(Dataset):
         return {"pixels": self.split.images[rows], "label": self.split.labels[rows], "index": rows}
 
 
-def whole_batch(batch: dict) -> dict:
+def whole_batch(batch: Any) -> Any:
     """The collate function for ``__getitems__`` batches: the batch is already whole."""
     return batch
 

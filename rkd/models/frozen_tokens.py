@@ -11,6 +11,8 @@ in bf16 per process, and no host memory. ``token_loader`` then indexes whole bat
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -43,7 +45,7 @@ class IndexedTokens(Dataset):
         return {"tokens": self.tokens[rows], "label": self.labels[rows], "index": rows}
 
 
-def whole_batch(batch: dict) -> dict:
+def whole_batch(batch: Any) -> Any:
     """The DataLoader's collate function for ``IndexedTokens``: the batch is already whole."""
     return batch
 

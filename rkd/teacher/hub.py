@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rkd.config import ConfigError
 from rkd.errors import ConfigError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
