@@ -1,4 +1,4 @@
-"""`make install TORCH=...` (the README's GPU-cluster install): the later pip installs are pinned to the torch
+"""`make install TORCH=...` (the GPU-cluster install): the later pip installs are pinned to the torch
 that TORCH installed, not to constraints.txt's CPU pin, which would replace it."""
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ The codec learns over thousands of steps; with the student and its head frozen, 
 change, so a full student forward/backward per codec step would be wasted work. ``shared_tokens``
 computes them once, on the device and in the training precision, each process a contiguous block of
 the rows, and gathers the blocks so that every process holds all of them on its device (the shuffled
-batches of every epoch need any row): at paper shapes (45k x 64 x 384) that is 2.2 GB of GPU memory
-in bf16 per process, and no host memory. ``token_loader`` then indexes whole batches on the device
-(``__getitems__``), with the same ``index`` key that the teacher cache is read by.
+batches of every epoch need any row), with no copy in host memory. ``token_loader`` then indexes whole
+batches on the device (``__getitems__``), with the same ``index`` key that the teacher cache is read by.
 """
 
 from __future__ import annotations
