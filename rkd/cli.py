@@ -21,7 +21,10 @@ from rkd.config import ConfigError, RunConfig, load_config
 # command -> (what it does, what it writes in the run directory); `rkd <command> --help` says both
 _UPSTREAM = "config.yaml, teacher/ (model/: save_pretrained model, processor, rkd_teacher.json), cache/ (fp16 logits and features, manifest.json)"
 _STAGE = "model.safetensors, log.jsonl, checkpoints/"
-STAGE_RECORDS = "; every stage directory also holds stage.json and started.json (what ran, with its config hash)"
+STAGE_RECORDS = (
+    "; every stage directory also holds stage.json and started.json (what ran, with its config hash); "
+    ".rkd-lock/ names the job that holds the run directory while one runs"
+)
 COMMANDS = {
     "run": (
         "the whole pipeline: data, teacher, cache, search (search.enabled), stage 1, stage 2, evaluation",

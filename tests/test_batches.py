@@ -72,6 +72,7 @@ def test_shared_tokens_are_the_students_tokens_in_the_training_precision(fashion
 
 def test_the_objective_reads_the_cache_on_the_batch_device(tiny_teacher_cache):
     """The cache is moved once per objective, not gathered on the CPU and copied at every step."""
+    from rkd.config import LossConfig
     from rkd.losses import build_kd_loss
     from rkd.stages.objective import DistillObjective
 
@@ -85,7 +86,7 @@ def test_the_objective_reads_the_cache_on_the_batch_device(tiny_teacher_cache):
             moves.append(str(device))
             return self.cache.to(device)
 
-    objective = DistillObjective(None, Recording(tiny_teacher_cache), build_kd_loss())
+    objective = DistillObjective(None, Recording(tiny_teacher_cache), build_kd_loss(LossConfig()))
     index = torch.arange(4)
     for _ in range(3):
         targets = objective.cache_on(index.device).targets("train", index)
