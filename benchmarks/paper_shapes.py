@@ -125,8 +125,8 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here too")
     parser.add_argument("--memory-bound", type=float, default=MEMORY_BOUND_GIB, help="GiB per stage (peak RSS)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n-train", type=int, default=100)
-    parser.add_argument("--n-test", type=int, default=20)
+    parser.add_argument("--n-train", type=int, default=64)
+    parser.add_argument("--n-test", type=int, default=16)
     args = parser.parse_args(argv)
     import torch
 
@@ -138,7 +138,7 @@ def main(argv: list | None = None) -> int:
     data = make_data(args.work / "cifar100-shaped", args.n_train, args.n_test)
     teacher = make_teacher(args.work / "vit-b16-random", VIT_B16)
     extra = [f"runs_dir={args.work / 'runs'}", "name=paper-shapes"]
-    cfg = load_config(["paper-cifar100-vit"], [*overrides(data, teacher), *extra])
+    cfg = load_config(["paper-cifar100-vit"], [*overrides(data, teacher, steps=2, batch=4), *extra])
     accelerator = make_accelerator(cfg.mixed_precision, cpu=True, seed=cfg.seed)
     started = time.perf_counter()
     stages = run_stages(cfg, accelerator)
