@@ -231,11 +231,14 @@ def test_two_process_distill_and_evaluate(fake_fashion_dir, tmp_path):
     run_launch(["rkd/evaluate.py", *args], tmp_path / "evaluate2.log", nproc=2)
     assert _stage_summary(run, "eval")["world_size"] == 2
     two = _records(run / "eval" / "results.json")
+    classwise_two = json.loads((run / "eval" / "results.json").read_text())["summary"]["classwise"]
     (run / "eval").rename(run / "eval.two-process")
     run_launch(["rkd/evaluate.py", *args], tmp_path / "evaluate1.log", nproc=1)
     assert _stage_summary(run, "eval")["world_size"] == 1
     one = _records(run / "eval" / "results.json")
     assert two == one
+    # the per-class sweeps are dealt over the ranks too (not left to rank 0 while the others wait): same numbers
+    assert json.loads((run / "eval" / "results.json").read_text())["summary"]["classwise"] == classwise_two
     swept = [r for r in one if r["method"] == "rkd-sc"]
     assert len(swept) == 4 * 4 * 2 and len({r["accuracy"] for r in swept}) > 1
 
