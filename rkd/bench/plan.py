@@ -87,13 +87,12 @@ def comparison_cells(names: list, seeds: list, grid: tuple, chosen: dict) -> lis
 
 
 def describe(names: list, seeds: list, grid: tuple, dropped: dict) -> list:
-    """The plan's lines: per method, its question, its cells and whether it is tuned."""
-    lines = [f"seeds {seeds} (the first tunes); learning-rate grid x{', x'.join(f'{g:g}' for g in grid)}"]
+    """The plan's lines: per method, its cells (the grid on the first seed, then one per seed) and its question."""
+    lines = [f"seeds {seeds}; learning-rate grid x{', x'.join(f'{g:g}' for g in grid)} on seed {seeds[0]}"]
     for name in [RKD] + [n for n in names if n != RKD]:
-        m = method(name)
-        tuning = f"grid of {len(grid)} on seed {seeds[0]}, " if len(grid_for(name, grid)) > 1 else ""
-        count = len(grid_for(name, grid)) + len(seeds) - 1
-        lines.append(f"  {name:28s} {count:2d} cells ({tuning}then each seed): {m.question}")
+        points = len(grid_for(name, grid))
+        cells = f"{points} on seed {seeds[0]}, then 1 per other seed" if points > 1 else "1 per seed"
+        lines.append(f"  {name:28s} {points + len(seeds) - 1:2d} cells ({cells}): {method(name).question}")
     for name, why in dropped.items():
         lines.append(f"  {name:28s} dropped: {why}")
     return lines
