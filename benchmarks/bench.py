@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -100,13 +101,16 @@ def print_plan(bench, dropped: dict, costs_path: str, parallel: int) -> dict | N
     costs = json.loads(Path(costs_path).read_text())
     bundle = load_data(bench.base.data)
     sizes = {s: int(bundle.splits[s].labels.numel()) for s in ("train", "val", "test")}
-    est = estimate(bench.base, bench.names, bench.seeds, bench.grid, sizes, costs["units"], parallel)
+    records, _, _ = bench.state()
+    est = estimate(bench.base, bench.names, bench.seeds, bench.grid, sizes, costs["units"], parallel, set(records))
     for name, entry in est["per_method"].items():
         say(f"[bench]   {name:28s} {entry['cells']:2d} cells {entry['seconds'] / 3600:6.2f} CPU-h")
-    machine = costs.get("machine", {})
+    machine, load = costs.get("machine", {}), costs.get("load_average_5min_median")
     say(
-        f"[bench] estimate: {est['cells']} cells, {est['cpu_seconds'] / 3600:.2f} CPU-hours, "
-        f"{est['wall_seconds'] / 3600:.2f} h wall on {parallel} workers (calibrated on {machine.get('model')}, "
+        f"[bench] estimate: {est['cells']} cells ({len(records)} done), {est['cpu_seconds'] / 3600:.2f} CPU-hours left, "
+        f"{est['wall_seconds'] / 3600:.2f} h wall on {parallel} workers (calibrated on {machine.get('model')}"
+        + (f" under a load of {load:.1f} on {machine.get('cpus_available')} CPUs" if load else "")
+        + ", "
         f"{machine.get('torch_threads')} thread per cell)"
         + (f"; not calibrated: {', '.join(est['uncalibrated'])}" if est["uncalibrated"] else "")
     )
@@ -201,8 +205,10 @@ def calibrate(args, overrides: list) -> dict:
     result = run_all(args, overrides, report=False)
     bench, _ = make_bench(args, overrides)
     records, _, _ = bench.state()
+    loads = [r["machine"]["load_average"][1] for r in records.values() if r.get("machine", {}).get("load_average")]
     costs = {
         "machine": machine_record(args.threads),
+        "load_average_5min_median": statistics.median(loads) if loads else None,
         "parallel": args.parallel,
         "profile": CALIBRATE,
         "units": unit_costs([r for r in records.values()]),

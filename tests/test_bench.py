@@ -160,7 +160,8 @@ def test_cost_model_counts_each_methods_budget_rule():
             },
         ]
     )
-    assert units["per_unit"][RKD] == {"stage2": 0.5, "sweep": 1.0} and units["overhead"] == 3.0
+    assert units["per_unit"][RKD] == {"sweep": 1.0} and units["overhead"] == 3.0
+    assert units["per_unit"]["pipeline"] == {"stage2": 0.5}  # the stages' costs are pooled over methods
     est = estimate(cfg, ["ablation:robust-kd"], [0, 1], (1.0,), sizes, units, workers=2)
     assert est["uncalibrated"] == [RKD, TEACHER]  # no teacher or search costs in this calibration
     assert est["per_method"]["ablation:robust-kd"]["seconds"] == pytest.approx(2 * (3 + 0.5 * 1680 + 10000))

@@ -24,6 +24,9 @@ from rkd.bench.tuning import grid_for
 from rkd.config import RunConfig
 
 PER_IMAGE = {"cache": "all", "eval": "test", "sweep": "test"}  # parts whose cost follows a split's size
+# the pipeline's stages (the same models whichever method runs them): their seconds per step are pooled
+POOLED = ("teacher", "cache", "search", "candidates", "stage1", "stage2", "eval", "conference-student:stage1")
+POOLED_KEY = "pipeline"
 WHOLE_BUDGET = ("deep-jscc-budget", "deep-jscc-kd")
 SEED_BUDGET = ("deep-jscc", "adjscc", "vfe")
 
@@ -103,22 +106,36 @@ def method_steps(cfg: RunConfig, name: str, sizes: dict) -> dict:
     return dict(sweep)  # the digital schemes train nothing
 
 
+def _count(part: str, cost: dict, sizes: dict) -> int:
+    """What a part's seconds are per: its steps, or the images of the split it passes (``PER_IMAGE``)."""
+    unit = PER_IMAGE.get(part)
+    if unit is None:
+        return cost["steps"]
+    return sum(sizes.values()) if unit == "all" else sizes.get(unit, 0)
+
+
 def unit_costs(records: list) -> dict:
-    """Seconds per step (per image for ``PER_IMAGE`` parts) of each (method, part), and the median overhead,
-    from calibration cell records (each with ``parts`` and ``sizes``)."""
+    """Seconds per step (per image for ``PER_IMAGE`` parts) from calibration cell records (each with ``parts``
+    and ``sizes``), and the median per-cell overhead. The pipeline's stages train the same models in every
+    method that runs them, so theirs are pooled over every record (seconds over steps: the long runs, least
+    diluted by a stage's fixed costs, weigh most); a method's own fit and sweep are its own."""
     units: dict = {}
+    pooled: dict = {}
     overheads = []
     for record in records:
         sizes = record.get("sizes", {})
-        spent = 0.0
         for part, cost in record.get("parts", {}).items():
-            spent += cost["seconds"]
-            base = part.split(":")[-1] if part.startswith("conference-student") else part
-            unit = PER_IMAGE.get(base)
-            count = (sum(sizes.values()) if unit == "all" else sizes.get(unit)) if unit else cost["steps"]
-            if count:
+            count = _count(part, cost, sizes)
+            if not count:
+                continue
+            if part in POOLED:
+                total = pooled.setdefault(part, [0.0, 0])
+                total[0], total[1] = total[0] + cost["seconds"], total[1] + count
+            else:
                 units.setdefault(record["method"], {})[part] = cost["seconds"] / count
+        spent = sum(cost["seconds"] for cost in record.get("parts", {}).values())
         overheads.append(max(0.0, record["seconds"] - spent))
+    units[POOLED_KEY] = {part: seconds / count for part, (seconds, count) in pooled.items()}
     return {"per_unit": units, "overhead": statistics.median(overheads) if overheads else 0.0}
 
 
@@ -127,7 +144,8 @@ def cell_seconds(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float 
     per_method = units["per_unit"]
     total = units["overhead"]
     for part, count in method_steps(cfg, cell.method, sizes).items():
-        cost = per_method.get(cell.method, {}).get(part, per_method.get(RKD, {}).get(part))
+        own, pooled, rkd = (per_method.get(name, {}) for name in (cell.method, POOLED_KEY, RKD))
+        cost = own.get(part, pooled.get(part, rkd.get(part)))  # ablations and controls sweep as RKD-SC does
         if cost is None:
             return None
         total += cost * count
@@ -171,14 +189,24 @@ def full_graph(names: list, seeds: list, grid: tuple) -> tuple:
     return order, deps
 
 
-def estimate(cfg: RunConfig, names: list, seeds: list, grid: tuple, sizes: dict, units: dict, workers: int) -> dict:
-    """The plan's cost: cells, CPU seconds (one thread each) and wall seconds on ``workers``, per method."""
+def estimate(
+    cfg: RunConfig,
+    names: list,
+    seeds: list,
+    grid: tuple,
+    sizes: dict,
+    units: dict,
+    workers: int,
+    done: set = frozenset(),
+) -> dict:
+    """The plan's cost: cells, CPU seconds (one thread each) and wall seconds on ``workers``, per method;
+    cells whose keys are in ``done`` cost nothing (what is left of a benchmark stopped part-way)."""
     order, deps = full_graph(names, seeds, grid)
     seconds: dict = {}
     per_method: dict = {}
     unknown: set = set()
     for cell in order:
-        cost = cell_seconds(cfg, cell, sizes, units)
+        cost = 0.0 if cell.key in done else cell_seconds(cfg, cell, sizes, units)
         if cost is None:
             unknown.add(cell.method)
             cost = 0.0

@@ -35,6 +35,8 @@ def machine_record(threads: int | None = None) -> dict:
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads() if threads is None else threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        # runnable processes over the last 1, 5 and 15 minutes: above the CPU count, every time here is inflated
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     if torch.cuda.is_available():
         record["gpu"] = torch.cuda.get_device_name(0)
