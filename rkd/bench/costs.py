@@ -197,7 +197,7 @@ def estimate(
     sizes: dict,
     units: dict,
     workers: int,
-    done: set = frozenset(),
+    done: frozenset | set = frozenset(),
 ) -> dict:
     """The plan's cost: cells, CPU seconds (one thread each) and wall seconds on ``workers``, per method;
     cells whose keys are in ``done`` cost nothing (what is left of a benchmark stopped part-way)."""
