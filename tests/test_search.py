@@ -607,6 +607,7 @@ def spy(self, model, batch, step):  # record this rank's own architecture loss a
 SearchObjective.before_update = spy
 run_search(cfg, accelerator, bundle, cache, out / "search")
 (out / f"rank{rank}.json").write_text(json.dumps({"world": world, "val_losses": losses, "latest": latest}))
+accelerator.end_training()  # as rkd.cli does: a gloo group left to the exit handlers can abort a rank
 """
 
 

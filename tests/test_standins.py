@@ -147,6 +147,7 @@ try:
 except NonFiniteLossError as exc:
     record["nan"] = str(exc)
 Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+accelerator.end_training()  # as rkd.cli does: a gloo group left to the exit handlers can abort a rank
 """
 
 
