@@ -7,7 +7,7 @@
 #   sbatch -N 2 --gres=gpu:8 -c 32 --export=ALL,GPUS_PER_NODE=8,RKD_NAME=exp1 slurm/distill.sh
 #   sbatch -N 2 --gres=gpu:8 --export=ALL,GPUS_PER_NODE=8,RKD_LAUNCH_CONFIG=launch_configs/deepspeed_zero2.yaml slurm/distill.sh
 # With N processes each one draws its training SNRs from its own bucket of the SNR range at every
-# step (rkd.channels.SNRSampler); stage2/snr_buckets.json records the buckets each rank used.
+# step (rkd.draws.SNRSampler); stage2/snr_buckets.json records the buckets each rank used.
 # Resources: the #SBATCH lines below are defaults; sbatch options on the command line override
 # them (-N, -c, --gres, --time, -p partition, -A account). Run settings are environment variables
 # documented in slurm/common.sh. Preemption: SIGUSR1 arrives 5 min before the time limit (raise
