@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 from rkd.baselines.runner import run_baselines
 from rkd.config import ConfigError, RunConfig
@@ -73,26 +74,38 @@ def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
         print(f"rkd: error: {exc}", file=sys.stderr)
         return 2
     start_tracking(accelerator, cfg)  # a tracker run named after the rkd run, with its config
+    distributed = accelerator.num_processes > 1
     try:
         with held(accelerator, run_lock(args, cfg, accelerator)):
             code = run_command(args, cfg, accelerator)
     except USER_FACING_ERRORS as exc:
         print(f"rkd: error: {exc}", file=sys.stderr)
-        return 2
-    # Leave together and tear the process group down before the interpreter exits: a gloo group
-    # left to the exit handlers can abort one rank ("terminate called without an active exception")
-    # after all its work is done, which a launcher then reports as a failed job.
+        return leave(2, distributed)
+    except Exception:
+        if not distributed:
+            raise
+        traceback.print_exc()
+        return leave(1, distributed)
+    # Leave together and tear the process group down before the interpreter exits.
     accelerator.wait_for_everyone()
-    distributed = accelerator.num_processes > 1
     accelerator.end_training()
-    if distributed:
-        # Even after the teardown, the interpreter's own shutdown still aborted a rank now and then
-        # (seen in CI, 1 of 6 two-process runs under load); every output is written and the trackers
-        # are closed by now, so a distributed process leaves without running the exit handlers.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return leave(code, distributed)
+
+
+def leave(code: int, distributed: bool) -> int:
+    """The exit status; a distributed process exits here, without the interpreter's shutdown.
+
+    A gloo worker thread can still hold the last reference to a tensor whose Python object the
+    shutdown has freed; it then cannot take the GIL and aborts the rank ("terminate called without an
+    active exception", SIGABRT), and the launcher reports a failed job whatever the status was. What
+    the command writes is written by now (and closed, after a success), so the exit handlers have
+    nothing left to do.
+    """
+    if not distributed:
+        return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_lock(args: argparse.Namespace, cfg: RunConfig, accelerator) -> RunLock:

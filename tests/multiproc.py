@@ -117,3 +117,32 @@ def logged_steps(log: Path) -> list:
         if "loss" in record:
             steps.append(record["step"])
     return steps
+
+
+def spawn_ranks(function, args: tuple = (), num_processes: int = 2) -> None:
+    """accelerate's ``debug_launcher``, but the ranks are spawned, not forked.
+
+    A child forked from pytest inherits GNU OpenMP's thread pool from whatever the parent ran before, and
+    its first parallel region can wait forever on threads that do not exist in it (it did, in a
+    cross-entropy, depending on which tests ran first). A spawned rank starts a fresh interpreter; the
+    function must be importable (a module-level function of a test module).
+    """
+    import tempfile
+
+    from accelerate.utils import PrepareForLaunch, patch_environment
+    from torch.multiprocessing import start_processes
+
+    with (
+        tempfile.TemporaryDirectory() as rendezvous,
+        patch_environment(
+            world_size=num_processes,
+            master_addr="127.0.0.1",
+            master_port=str(free_port()),
+            accelerate_mixed_precision="no",
+            accelerate_debug_rdv_file=os.path.join(rendezvous, "store"),  # the ranks remove it when done
+            accelerate_use_cpu="yes",
+            gloo_socket_ifname="lo",
+            omp_num_threads="1",
+        ),
+    ):
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=num_processes, start_method="spawn")

@@ -1,10 +1,7 @@
 """Ranks stop together: a non-finite loss or a stop signal on one rank stops every rank at the same step (one
 all-reduce per step), main-only work that fails raises everywhere, and the LR schedule ends with max_steps under
-N processes. Each test runs 2 gloo processes (accelerate's debug_launcher) and asserts world size 2 and distinct
-ranks; each worker writes what it saw to a file the test reads.
-
-The workers are forked (debug_launcher), so they train tiny models only: a forked child deadlocks in
-OpenMP once pytest's process has used its thread pool. Stage-level checks launch real processes
+N processes. Each test spawns 2 gloo processes (multiproc.spawn_ranks) and asserts world size 2 and distinct
+ranks; each worker writes what it saw to a file the test reads. Stage-level checks launch real processes
 (tests/test_standins.py)."""
 
 from __future__ import annotations
@@ -17,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from multiproc import spawn_ranks
 from torch.utils.data import DataLoader
 
+from rkd.commands import leave
 from rkd.config import TrainConfig
 from rkd.engine import Step
 
@@ -28,10 +27,8 @@ TIMEOUT = timedelta(seconds=60)  # a rank left waiting fails the test in a minut
 def two_ranks():
     """An Accelerator over 2 synchronised gloo ranks with a short collective timeout."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
     from accelerate.utils import InitProcessGroupKwargs
 
-    AcceleratorState._reset_state(True)  # forked from pytest: forget a state an earlier test built in the parent
     accelerator = Accelerator(cpu=True, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo", timeout=TIMEOUT)])
     assert accelerator.num_processes == 2
     ranks = accelerator.gather(torch.tensor([accelerator.process_index]))
@@ -41,7 +38,8 @@ def two_ranks():
 
 def report(out: str, accelerator, record: dict) -> None:
     Path(out, f"rank{accelerator.process_index}.json").write_text(json.dumps(record))
-    accelerator.end_training()  # the worker's last act: a gloo group left to the exit handlers can abort a rank
+    accelerator.end_training()  # the worker's last act; then leave as rkd.cli does (rkd.commands.leave)
+    leave(0, distributed=True)
 
 
 def reports(out: Path) -> list:
@@ -98,9 +96,7 @@ def _fault_worker(out: str, fault: str) -> None:
 
 def test_a_nan_on_one_rank_stops_every_rank_at_that_step(tmp_path):
     """Before the vote, rank 0 went on into DDP's gradient all-reduce and waited for rank 1, which had raised."""
-    from accelerate import debug_launcher
-
-    debug_launcher(_fault_worker, args=(str(tmp_path), "nan"), num_processes=2)
+    spawn_ranks(_fault_worker, args=(str(tmp_path), "nan"), num_processes=2)
     ranks = reports(tmp_path)
     assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
     assert [r["outcome"] for r in ranks] == ["non-finite", "non-finite"], ranks
@@ -109,9 +105,7 @@ def test_a_nan_on_one_rank_stops_every_rank_at_that_step(tmp_path):
 
 
 def test_a_signal_on_one_rank_checkpoints_every_rank_at_the_same_step(tmp_path):
-    from accelerate import debug_launcher
-
-    debug_launcher(_fault_worker, args=(str(tmp_path), "signal"), num_processes=2)
+    spawn_ranks(_fault_worker, args=(str(tmp_path), "signal"), num_processes=2)
     ranks = reports(tmp_path)
     assert [r["outcome"] for r in ranks] == ["stopped", "stopped"], ranks
     assert [r["checkpoint_step"] for r in ranks] == [3, 3]  # the signal arrived during step 2 (0-based): 3 done
@@ -131,9 +125,7 @@ def _schedule_worker(out: str) -> None:
 def test_max_steps_ends_the_schedule_under_two_processes(tmp_path):
     """Accelerate steps the schedule once per process per update: the LR must reach 0 at max_steps, not at
     max_steps / 2 (the schedule's length was max_steps scheduler steps before)."""
-    from accelerate import debug_launcher
-
-    debug_launcher(_schedule_worker, args=(str(tmp_path),), num_processes=2)
+    spawn_ranks(_schedule_worker, args=(str(tmp_path),), num_processes=2)
     assert [r["steps"] for r in reports(tmp_path)] == [8, 8]
     lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "lr" in r]
     expected = [0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(1, 9)]  # 1 process, 8 steps: the same curve
@@ -157,9 +149,7 @@ def _on_main_worker(out: str) -> None:
 
 
 def test_a_failure_in_main_only_work_raises_on_every_rank(tmp_path):
-    from accelerate import debug_launcher
-
-    debug_launcher(_on_main_worker, args=(str(tmp_path),), num_processes=2)
+    spawn_ranks(_on_main_worker, args=(str(tmp_path),), num_processes=2)
     main, other = (r["outcome"] for r in reports(tmp_path))
     assert main.startswith("OSError") and "No space left" in main
     assert other.startswith("RuntimeError: the main process failed: OSError: ") and "No space left" in other

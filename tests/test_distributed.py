@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from multiproc import REPO, launch_cmd, launch_env, logged_steps, run_launch, tail
+from multiproc import REPO, launch_cmd, launch_env, logged_steps, run_launch, spawn_ranks, tail
 from test_pipeline import TINY
 
 # ----------------------------------------------------------------------------- helpers
@@ -161,6 +161,7 @@ def test_split_sweep_equals_one_process_sweep(fashion_bundle, fake_fashion_dir, 
 def _agreement_worker(signalled_rank):
     from accelerate import Accelerator
 
+    from rkd.commands import leave
     from rkd.run.collective import vote
     from rkd.run.preemption import SignalFlag
 
@@ -172,15 +173,14 @@ def _agreement_worker(signalled_rank):
     outcome = vote(accelerator, torch.tensor(1.0), flag.received is not None)
     assert outcome.stop == (signalled_rank is not None), (accelerator.process_index, outcome.stop)
     assert outcome.non_finite_ranks == [] and outcome.world_size == 2
-    accelerator.end_training()  # a gloo group left to the exit handlers can abort a rank
+    accelerator.end_training()  # then leave as rkd.cli does (rkd.commands.leave)
+    leave(0, distributed=True)
 
 
 @pytest.mark.parametrize("signalled_rank", [1, None])
 def test_ranks_agree_on_a_stop_signal(signalled_rank):
     """SLURM signals processes one by one: a signal seen by rank 1 only must stop rank 0 at the same step."""
-    from accelerate import debug_launcher
-
-    debug_launcher(_agreement_worker, args=(signalled_rank,), num_processes=2)
+    spawn_ranks(_agreement_worker, args=(signalled_rank,), num_processes=2)
 
 
 # ----------------------------------------------------------------------------- slow, real launches
@@ -250,6 +250,7 @@ from pathlib import Path
 import torch
 from rkd.config import DataConfig
 from rkd.data import load_data
+from rkd.commands import leave
 from rkd.engine import make_accelerator
 from rkd.teacher.cache_build import build_cache
 from rkd.teacher.io import load_trained_teacher
@@ -266,7 +267,8 @@ manifest = build_cache(load_trained_teacher(teacher_dir), bundle, Path(out), bat
                        accelerator=accelerator, progress=False)
 Path(out, f"rank{rank}.json").write_text(json.dumps({"rank": rank, "world": world, "sum": total,
                                                     "splits": manifest["splits"]}))
-accelerator.end_training()  # as rkd.cli does: a gloo group left to the exit handlers can abort a rank
+accelerator.end_training()  # and leave as rkd.cli does: the interpreter's shutdown can abort a rank
+leave(0, distributed=True)
 """
 
 

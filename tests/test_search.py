@@ -577,6 +577,7 @@ SEARCH_JOB = """
 import json, sys
 from pathlib import Path
 import torch
+from rkd.commands import leave
 from rkd.config import load_config
 from rkd.data import load_data
 from rkd.engine import make_accelerator
@@ -607,7 +608,8 @@ def spy(self, model, batch, step):  # record this rank's own architecture loss a
 SearchObjective.before_update = spy
 run_search(cfg, accelerator, bundle, cache, out / "search")
 (out / f"rank{rank}.json").write_text(json.dumps({"world": world, "val_losses": losses, "latest": latest}))
-accelerator.end_training()  # as rkd.cli does: a gloo group left to the exit handlers can abort a rank
+accelerator.end_training()  # and leave as rkd.cli does: the interpreter's shutdown can abort a rank
+leave(0, distributed=True)
 """
 
 

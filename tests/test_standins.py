@@ -91,6 +91,7 @@ import torch
 from accelerate.utils import gather_object
 from rkd.config import DataConfig, load_config
 from rkd.data import load_data, student_transform
+from rkd.commands import leave
 from rkd.engine import NonFiniteLossError, Step, fit, make_accelerator
 from rkd.models.factory import create_stage1_model
 from rkd.models.frozen_tokens import shared_tokens, student_tokens
@@ -147,7 +148,8 @@ try:
 except NonFiniteLossError as exc:
     record["nan"] = str(exc)
 Path(out, f"rank{rank}.json").write_text(json.dumps(record))
-accelerator.end_training()  # as rkd.cli does: a gloo group left to the exit handlers can abort a rank
+accelerator.end_training()  # and leave as rkd.cli does: the interpreter's shutdown can abort a rank
+leave(0, distributed=True)
 """
 
 
