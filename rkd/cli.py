@@ -1,4 +1,4 @@
-"""The ``rkd`` command: run | teacher | cache | search | distill | evaluate | report | baselines | export.
+"""The ``rkd`` command: run | teacher | cache | search | distill | evaluate | report | baselines | export | doctor.
 
 Each command runs the pipeline up to its stage, skipping stages already done for the same config,
 so ``rkd evaluate`` after ``rkd distill`` only evaluates.
@@ -9,6 +9,7 @@ so ``rkd evaluate`` after ``rkd distill`` only evaluates.
     rkd search                               # KDL-DARTS: search the student's cells (search.enabled=true)
     rkd run search.enabled=true              # the whole pipeline with the searched cells
     rkd search --sweep [--sweep-index i]     # Pareto sweep over search.sweep_weights (one point per SLURM task)
+    rkd doctor                               # this machine: precisions, threads, peaks, the run's time here
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ COMMANDS = {
         "what distill writes, then export/: transmitter.pt and receiver.pt (TorchScript), transmitter.onnx "
         "and receiver.onnx (ONNX, with the onnx extra installed), export.json",
     ),
+    "doctor": (
+        "what this machine can do and what rkd chooses on it: precisions, threads, peaks, the run's time here",
+        "nothing (the probe's measurement is cached in ~/.cache/rkd/probe/)",
+    ),
 }
+NO_STAGES = ("report", "doctor")  # commands that run no stage, so write no stage records
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (does, writes) in COMMANDS.items():
-        text = f"{does}. Writes, in runs/<name>/: {writes}" + ("" if name == "report" else STAGE_RECORDS)
+        text = f"{does}. Writes, in runs/<name>/: {writes}" + ("" if name in NO_STAGES else STAGE_RECORDS)
         p = sub.add_parser(name, help=does, description=text)
         p.add_argument(
             "--config",
@@ -91,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
             "command line can switch this on, and the run's record says it was",
         )
         p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
+        if name == "doctor":
+            p.add_argument(
+                "--no-estimate", action="store_true", help="skip timing the stages' models for the run estimate"
+            )
         if name == "search":
             p.add_argument(
                 "--sweep",

@@ -18,6 +18,9 @@ from rkd.engine import make_accelerator
 from rkd.evaluation.compare import ComparisonError, report_comparison
 from rkd.evaluation.report import report
 from rkd.export.torchscript import export_trained
+from rkd.hardware.doctor import report as doctor_report
+from rkd.hardware.precision import PrecisionError
+from rkd.hardware.threads import configure_threads
 from rkd.nas.genotype import GenotypeError
 from rkd.run.artifacts import IntegrityError
 from rkd.run.collective import on_main
@@ -47,12 +50,17 @@ USER_FACING_ERRORS = (
     LaunchError,
     RunLockError,
     DiskFullError,
+    PrecisionError,
 )
 SWEEP_POINT = "search --sweep-index"  # the lock command of a sweep array task
 
 
 def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
     """Run the parsed command; returns the exit status."""
+    if args.command == "doctor":
+        configure_threads()
+        print(doctor_report(cfg, estimate=not args.no_estimate))
+        return 0
     if args.command == "report":
         print(f"report: {report(cfg.run_dir)}")
         try:
@@ -68,8 +76,12 @@ def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
     except ConfigError as exc:
         print(f"rkd: configuration error: {exc}", file=sys.stderr)
         return 2
+    configure_threads()
     try:
         accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed, **trackers)
+    except PrecisionError as exc:
+        print(f"rkd: configuration error: {exc}", file=sys.stderr)
+        return 2
     except LaunchError as exc:
         print(f"rkd: error: {exc}", file=sys.stderr)
         return 2

@@ -24,10 +24,13 @@ from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProce
 from safetensors.torch import load_file, save_file
 
 from rkd.config import TrainConfig
+from rkd.hardware.decide import student_precision
+from rkd.hardware.efficiency import Throughput, batch_images
 from rkd.optim import build_optimizer, build_scheduler, freeze_unread_heads, schedule_steps, set_schedule_length
 from rkd.run.artifacts import atomic_write
 from rkd.run.checkpoint import Checkpointer
 from rkd.run.collective import check_replicas, vote
+from rkd.run.estimate import advance
 from rkd.run.launch_check import applied_clipping, check_launch, use_stage_clipping
 from rkd.run.preemption import SignalFlag, StopRequested
 from rkd.run.progress import progress_bar
@@ -69,8 +72,10 @@ def make_accelerator(
 ) -> Accelerator:
     """An Accelerator with seedable samplers (so a resumed epoch replays the same order).
 
-    ``mixed_precision="auto"`` leaves the choice to the launcher (``accelerate launch`` exports the
-    launch config's value as ACCELERATE_MIXED_PRECISION); any other value overrides it.
+    ``mixed_precision`` (auto, no/fp32, bf16, fp16) is resolved by ``rkd.hardware.decide.student_precision``
+    (``PrecisionError`` before anything starts for one the device or a DeepSpeed JSON cannot run). Under
+    DeepSpeed, Accelerate's own mixed precision stays off: the JSON's ``torch_autocast`` computes in
+    bf16/fp16 on fp32 master weights (DeepSpeed's bf16/fp16 modes cast the weights rkd's fp32 inputs feed).
     gloo is chosen for CPU runs: DeepSpeed through Accelerate on CPU needs it, and it is the only
     backend that works there. Under a DeepSpeed launch ``cpu`` must stay False (Accelerate turns
     DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
@@ -82,10 +87,11 @@ def make_accelerator(
         cpu = not deepspeed and (not torch.cuda.is_available() or _env_flag("ACCELERATE_USE_CPU"))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     no_gpu = cpu or not torch.cuda.is_available()
+    precision = student_precision(mixed_precision, "cpu" if no_gpu else "cuda")
     kwargs = [InitProcessGroupKwargs(backend="gloo")] if no_gpu and distributed else []
     accelerator = Accelerator(
         cpu=cpu,
-        mixed_precision=None if mixed_precision == "auto" else mixed_precision,
+        mixed_precision="no" if deepspeed else precision.accelerate,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=torch.cuda.is_available()),
         kwargs_handlers=kwargs,
         log_with=log_with or None,
@@ -96,12 +102,6 @@ def make_accelerator(
             f"accelerate launch asked for DeepSpeed but the run became {accelerator.distributed_type.value}: "
             f"ACCELERATE_USE_CPU={os.environ.get('ACCELERATE_USE_CPU')!r} turns DeepSpeed off. For DeepSpeed on CPU, "
             f"launch without ACCELERATE_USE_CPU (rkd picks gloo itself)."
-        )
-    if deepspeed and accelerator.mixed_precision != "no":
-        raise RuntimeError(
-            f"mixed precision {accelerator.mixed_precision!r} under DeepSpeed converts the weights to that dtype, "
-            f"but rkd's objectives feed fp32 inputs. For bf16 use launch_configs/deepspeed_zero2_bf16.yaml "
-            f"(DeepSpeed torch_autocast, fp32 master weights) with rkd's mixed_precision=auto or no."
         )
     set_seed(seed)
     return accelerator
@@ -216,6 +216,7 @@ class _Run:
             accelerator.print(
                 f"[{desc}] resumed from {resumed['dir']} (step {self.progress['global_step']}/{self.total_steps})"
             )
+        self.throughput = Throughput()
         self.log_path = out_dir / "log.jsonl"
         self.bar = progress_bar(
             self.total_steps,
@@ -235,17 +236,22 @@ class _Run:
         """``train_step`` at the current global step; a non-finite loss is reported with where to resume from."""
         progress = self.progress
         try:
-            return train_step(
-                self.accelerator,
-                self.model,
-                self.objective,
-                batch,
-                self.optimizer,
-                self.scheduler,
-                progress["global_step"],
-                self.cfg.grad_clip,
-                signals,
+            step = self.throughput.step(
+                lambda: train_step(
+                    self.accelerator,
+                    self.model,
+                    self.objective,
+                    batch,
+                    self.optimizer,
+                    self.scheduler,
+                    progress["global_step"],
+                    self.cfg.grad_clip,
+                    signals,
+                ),
+                batch_images(batch),
             )
+            advance(f"{self.desc}:train")
+            return step
         except NonFiniteLossError as err:
             raise NonFiniteLossError(
                 f"[{self.desc}] {err} (epoch {epoch}). The last good checkpoint is kept in {self.checkpointer.root}; "
@@ -307,6 +313,7 @@ class _Run:
         progress, accelerator = self.progress, self.accelerator
         epoch = progress["epoch"]
         metrics = evaluate(accelerator, self.model, self.objective, self.val_loader)
+        advance(f"{self.desc}:val", metrics["n"] / accelerator.num_processes)
         record = {
             "stage": self.desc,
             "epoch": epoch,
@@ -388,4 +395,5 @@ def fit(
         "seconds": time.time() - run.started,
         "grad_clip": applied_clipping(accelerator, run.model, cfg.grad_clip),
         "replicas_identical": identical,
+        "throughput": run.throughput.summary(processes=accelerator.num_processes),
     }

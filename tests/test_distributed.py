@@ -58,16 +58,6 @@ def _stage2_system(cfg, bundle):
     return create_stage2_model(cfg, create_stage1_model(cfg, bundle, teacher_feature_dim=16))
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """Accelerate keeps one process-wide state; reset it around tests that build their own Accelerator."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
-
-
 # ----------------------------------------------------------------------------- fast, in-process
 
 
@@ -422,3 +412,37 @@ def test_two_nodes_rendezvous_through_node_launch(tmp_path):
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "nodes" / "probe").glob("distill-0-rank*.json"))]
     assert [(r["rank"], r["world_size"], r["reduce_sum"]) for r in records] == [(0, 2, 3.0), (1, 2, 3.0)]
     assert sorted(r["group_rank"] for r in records) == ["0", "1"]  # one process per "node"
+
+
+@pytest.mark.slow
+def test_deepspeed_bf16_json_pairs_with_mixed_precision_bf16_and_owns_the_teachers_precision(
+    fake_fashion_dir, tmp_path
+):
+    """The paper configs' ``mixed_precision: bf16`` under deepspeed_zero2_bf16.yaml runs (it was refused at start), the
+    teacher follows the JSON without an autocast of its own, and against the fp32 JSON bf16 is one line naming both."""
+    pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install -c constraints.txt deepspeed)")
+    common = [f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'datasets'}", *TINY]
+    args = ["rkd/distill.py", "--runs-dir", tmp_path / "runs", "--name", "ds", *common, "mixed_precision=bf16"]
+    text = run_launch(
+        args, tmp_path / "ds-bf16.log", nproc=2, config="launch_configs/deepspeed_zero2_bf16.yaml", cpu=False
+    )
+    assert "torch.autocast is already enabled outside DeepSpeed" not in text
+    assert "torch.autocast is enabled outside DeepSpeed" not in text
+    for stage in ("teacher", "stage1", "stage2"):
+        summary = _stage_summary(tmp_path / "runs" / "ds", stage)
+        assert summary["distributed_type"] == "DEEPSPEED" and summary["precision"] == "bf16", (stage, summary)
+        assert "deepspeed_zero2_bf16.json" in summary["precision_reason"]
+    refused = subprocess.run(
+        launch_cmd([*args[:4], "refused", *args[5:]], nproc=2, config="launch_configs/deepspeed_zero2.yaml"),
+        cwd=REPO,
+        env=launch_env(cpu=False),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode != 0
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("rkd: configuration error")]
+    assert lines and "'mixed_precision' = 'bf16'" in lines[0] and "deepspeed_zero2_bf16.yaml" in lines[0], (
+        refused.stderr[-3000:]
+    )
+    assert not (tmp_path / "runs" / "refused" / "teacher").exists()

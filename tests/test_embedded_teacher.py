@@ -104,8 +104,8 @@ def test_teacher_objective_bf16_autocast_and_random_erasing():
         float(TeacherObjective(True, seed=3, random_erasing=p)(teacher, batch, True).loss.detach()) for p in (0.0, 1.0)
     ]
     assert erased[0] != erased[1]
-    with pytest.raises(ValueError, match="precision = 'fp16'"):
-        TeacherObjective(False, precision="fp16")
+    with pytest.raises(ValueError, match="precision = 'fp8'"):
+        TeacherObjective(False, precision="fp8")
     with pytest.raises(ConfigError, match="teacher.train_precision"):
         load_config(["default"], ["teacher.train_precision=fp8"])
 

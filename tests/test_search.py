@@ -659,3 +659,20 @@ def test_shared_edges_counts_what_every_seed_chose():
     other = hand._replace(normal=normal)
     assert shared_edges([hand, other]) == 14 and shared_edges([hand, other], ignore_inputs=True) == 15
     assert shared_edges([hand, GENOTYPES["darts_v2"], other]) < 14
+
+
+@pytest.mark.parametrize("order, unrolled_lr", [("first", 0.0), ("second", 0.05)])
+def test_architecture_gradients_are_fp32_under_the_weights_mixed_precision(order, unrolled_lr, fresh_accelerate_state):
+    """Accelerate's bf16 wraps the network's forward; the architect's passes (second order: a finite difference of
+    two nearby losses, no loss scaling) must not inherit it."""
+    from accelerate import Accelerator
+
+    net = _tiny_net()
+    architect, batch = _architect(net, order, unrolled_lr=unrolled_lr)
+    val = {"x": batch["x"].flip(0), "y": batch["y"].flip(0)}
+    reference = architect.gradients(net, batch, val, 0)
+    Accelerator(cpu=True, mixed_precision="bf16").prepare_model(net)  # wraps net.forward in bf16 autocast
+    with torch.no_grad():  # the wrapper casts its outputs back to fp32, after computing in bf16
+        assert not torch.allclose(net(batch["x"])["logits"], net._original_forward(batch["x"])["logits"], atol=1e-4)
+    under_amp = architect.gradients(net, batch, val, 0)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(reference, under_amp))

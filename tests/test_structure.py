@@ -23,9 +23,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rkd"
 TEACHER_KINDS = ("kinds", "classifier", "clip", "embedded", "hub", "parts")
 FLOORS = (
     ("rkd", "rkd.errors", "rkd.measure", "rkd.run", "rkd.run.artifacts", "rkd.run.progress", "rkd.run.rundir")
-    + ("rkd.run.checkpoint", "rkd.run.preemption"),
+    + ("rkd.run.checkpoint", "rkd.run.preemption", "rkd.run.estimate", "rkd.hardware"),
     ("rkd.draws", "rkd.channels", "rkd.coding", "rkd.nas", "rkd.losses", "rkd.baselines.names")
-    + tuple(f"rkd.teacher.{m}" for m in TEACHER_KINDS),
+    + tuple(f"rkd.teacher.{m}" for m in TEACHER_KINDS)
+    + ("rkd.hardware.probe", "rkd.hardware.decide"),  # the probe times a small NAS student
     ("rkd.config", "rkd.run.tracking"),
     ("rkd.data", "rkd.run.fingerprint", "rkd.run.hashing"),
     ("rkd.models",),
@@ -36,7 +37,8 @@ FLOORS = (
     ("rkd.stages",),
     ("rkd.baselines",),
     ("rkd.export", "rkd.bench"),
-    ("rkd.run.pipeline", "rkd.run.preflight", "rkd.commands", "rkd.cli", "rkd.distill", "rkd.search", "rkd.evaluate"),
+    ("rkd.run.pipeline", "rkd.run.preflight", "rkd.commands", "rkd.cli", "rkd.distill", "rkd.search", "rkd.evaluate")
+    + ("rkd.run.calibrate", "rkd.run.plan", "rkd.hardware.doctor"),
 )
 MAX_UPWARD = 1
 # the one lazy import: the commands load torch, transformers and datasets, which `rkd --help` does not need

@@ -2,7 +2,15 @@
 (``validation``). Import from here: ``from rkd.config import RunConfig, load_config, ConfigError``."""
 
 from rkd.config.choices import TRACKERS
-from rkd.config.loading import config_hash, load_config, packaged_config_path, parse_override, save_config, to_dict
+from rkd.config.loading import (
+    config_hash,
+    layer,
+    load_config,
+    packaged_config_path,
+    parse_override,
+    save_config,
+    to_dict,
+)
 from rkd.config.schema import (
     BaselinesConfig,
     ChannelTrainConfig,
@@ -35,6 +43,7 @@ __all__ = [
     "TrackingConfig",
     "TrainConfig",
     "config_hash",
+    "layer",
     "load_config",
     "packaged_config_path",
     "parse_override",

@@ -154,6 +154,11 @@ def load_config(paths: str | Path | list | None = None, overrides: list[str] | N
     return validate(_build(values))
 
 
+def layer(cfg: RunConfig, path: str | Path) -> RunConfig:
+    """``cfg`` with a YAML file (or packaged name) layered on top, as ``--quick`` layers ``quick``."""
+    return validate(_build(_merge(to_dict(cfg), _read_yaml(path))))
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 

@@ -136,9 +136,9 @@ class TeacherConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=10, lr=2e-3))
     augment: Bool = True  # random crop + flip while fine-tuning (the cache is un-augmented)
     random_erasing: Probability = 0.0  # with augment: share of training images with one rectangle set to noise
-    # autocast dtype of the teacher's forward passes while it trains (not the cache pass): bf16 is
-    # faster on CPUs with native bf16 (AVX512-BF16/AMX) and on GPUs, slower where it is emulated; fp32 = no autocast
-    train_precision: Literal["fp32", "bf16"] = "fp32"
+    # the teacher's training passes (rkd.hardware.precision): auto = bf16 where the device computes it
+    # natively and is measured faster, else fp32; bf16 on a CPU without native bf16 runs emulated (warned)
+    train_precision: Literal["auto", "fp32", "bf16"] = "auto"
     cache_flip_average: Bool = False  # cache the mean of each image's and its mirror's outputs
     cache_shard_size: PosInt = 16384
     cache_batch_size: PosInt = 512
@@ -375,9 +375,10 @@ class RunConfig:
     ] = "default"
     runs_dir: Str = "runs"
     seed: Int = 0
-    # auto: whatever the launcher says (accelerate config file / --mixed_precision), else no;
-    # no | bf16 | fp16 override the launcher (fp16 needs CUDA: it is ignored on CPU)
-    mixed_precision: Annotated[Literal["auto", "no", "bf16", "fp16"], Word] = "auto"
+    # the student-side stages (rkd.hardware.precision): auto = the launcher's bf16/fp16 if it asks for
+    # one, else chosen from the hardware; no (= fp32) | bf16 | fp16 (CUDA only, with loss scaling)
+    # override it; under DeepSpeed the launcher's JSON decides and an explicit value must match it
+    mixed_precision: Annotated[Literal["auto", "no", "fp32", "bf16", "fp16"], Word] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)

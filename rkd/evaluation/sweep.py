@@ -13,6 +13,7 @@ import torch
 from rkd.channels import channel_from_spec
 from rkd.evaluation.records import cell_generator, channel_record
 from rkd.models.frozen_tokens import batched
+from rkd.run.estimate import advance
 from rkd.run.progress import progress_bar
 
 METHOD = "rkd-sc"
@@ -58,7 +59,7 @@ def channel_sweep(
     bar = progress_bar(len(snrs) * len(channels) * len(rates), "evaluate", enabled=progress, unit="cells")
     for snr in snrs:
         snr_all = torch.full((n,), float(snr), device=device)
-        z = batched(lambda t: system.transmit(t, snr_all[: t.shape[0]]), tokens, batch_size)  # noqa: B023 - called at once, inside the loop
+        z = batched(lambda t: system.transmit(t, snr_all[: t.shape[0]]), tokens, batch_size, work=None)  # noqa: B023 - called at once, inside the loop
         for spec, channel in zip(channel_specs, channels):
             for k in rates:
                 generator = cell_generator(seed)
@@ -77,5 +78,6 @@ def channel_sweep(
                     keep.append(torch.cat(hits))
                 records.append(channel_record(method, spec, snr, k, correct / n, n))
                 bar.update(1)
+                advance("sweep", n)
     bar.close()
     return records

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from rkd.run.estimate import advance
+
 TRAINING_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -50,11 +52,18 @@ def whole_batch(batch: Any) -> Any:
 
 
 @torch.no_grad()
-def batched(fn, inputs: torch.Tensor, batch_size: int, device=None) -> torch.Tensor:
-    """``fn`` over ``inputs`` in chunks (moved to ``device`` when given); the result comes back on the CPU."""
-    if device is None:
-        return torch.cat([fn(inputs[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)])
-    return torch.cat([fn(inputs[i : i + batch_size].to(device)).cpu() for i in range(0, inputs.shape[0], batch_size)])
+def batched(fn, inputs: torch.Tensor, batch_size: int, device=None, work: str | None = "tokens") -> torch.Tensor:
+    """``fn`` over ``inputs`` in chunks (moved to ``device`` when given); the result comes back on the CPU.
+
+    ``work``: the name the finished images are reported under to the stage's clock (``rkd.run.estimate``).
+    """
+    outputs = []
+    for start in range(0, inputs.shape[0], batch_size):
+        chunk = inputs[start : start + batch_size]
+        outputs.append(fn(chunk) if device is None else fn(chunk.to(device)).cpu())
+        if work is not None:
+            advance(work, chunk.shape[0])
+    return torch.cat(outputs)
 
 
 def block_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
@@ -74,10 +83,11 @@ def student_tokens(
     student.eval()
     device = device if device is not None else next(student.parameters()).device
     dtype = dtype or torch.float32
-    chunks = [
-        student(transform(images[i : i + batch_size].to(device, non_blocking=True)))["tokens"].to(dtype)
-        for i in range(0, images.shape[0], batch_size)
-    ]
+    chunks = []
+    for i in range(0, images.shape[0], batch_size):
+        chunk = images[i : i + batch_size]
+        chunks.append(student(transform(chunk.to(device, non_blocking=True)))["tokens"].to(dtype))
+        advance("tokens", chunk.shape[0])
     student.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, device=device, dtype=dtype)
 

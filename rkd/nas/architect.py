@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from rkd.hardware.precision import computing_in
 from rkd.nas.supernet import arch_gradients_enabled
 
 Forward = Callable[[torch.Tensor], dict]
@@ -92,9 +93,15 @@ class Architect:
                 p.copy_(value.to(p.device))
 
     def gradients(self, model: nn.Module, train_batch: dict, val_batch: dict, global_step: int) -> list[torch.Tensor]:
-        """The (local, not yet reduced) architecture gradient for one pair of batches."""
+        """The (local, not yet reduced) architecture gradient for one pair of batches, computed in fp32.
+
+        The weights may train under mixed precision, but the architecture's signal is small (second
+        order: a finite difference of two nearby losses) and gets no loss scaling here: in bf16/fp16 it
+        would be rounding noise, or underflow. So these passes run in fp32 whatever autocast surrounds them.
+        """
+        device_type = self.arch_params[0].device.type
         grads: Sequence[torch.Tensor | None]
-        with arch_gradients_enabled(self.arch_params):
+        with arch_gradients_enabled(self.arch_params), computing_in(model, "fp32", device_type):
             if self.order == "first":
                 loss = self.loss_fn(model, val_batch, "val")
                 grads = torch.autograd.grad(loss, self.arch_params, allow_unused=True)

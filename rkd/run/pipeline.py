@@ -21,10 +21,18 @@ from pathlib import Path
 from accelerate.utils import set_seed
 
 from rkd.config import RunConfig, save_config
+from rkd.hardware.decide import accelerator_precision, device_type_of, teacher_precision
+from rkd.hardware.efficiency import against_peak
+from rkd.hardware.precision import Precision, warn_once
+from rkd.hardware.probe import cached as cached_probe
+from rkd.hardware.probe import peak_gflops, probe
+from rkd.hardware.threads import threads_line
 from rkd.run.artifacts import IntegrityError, atomic_write_json, file_checksums, read_record, verify_checksums
 from rkd.run.collective import on_main
 from rkd.run.diskspace import DiskFullError
+from rkd.run.estimate import stage_clock, timing_record
 from rkd.run.hashing import STAGES, git_commit, stage_hashes, teacher_seed
+from rkd.run.plan import Planner
 from rkd.run.preflight import check_inputs
 from rkd.run.rundir import ResumableDir
 from rkd.stages import cache, evaluate, search, stage1, stage2, sweep, teacher
@@ -144,6 +152,10 @@ class Pipeline:
         )
         self._checked = False
         self.summaries: dict = {}
+        self.planner = Planner(cfg, accelerator, lambda: self.inputs.bundle, self._precisions)
+
+    def _precisions(self) -> dict:
+        return {"teacher": self.precision("teacher").name, "student": self.precision("stage1").name}
 
     def _rebuild_cache(self, error: Exception) -> None:
         self.accelerator.print(f"[rkd] teacher cache is not usable ({error}); rebuilding it")
@@ -160,23 +172,51 @@ class Pipeline:
         if self.run_dir.is_done(stage):
             self.accelerator.print(f"[rkd] {stage}: done for this config, skipping ({self.run_dir.path(stage)})")
             return (self.run_dir.record(stage) or {})["summary"]
-        self.accelerator.print(f"[rkd] {stage}: running into {self.run_dir.path(stage)}")
+        precision = self.precision(stage)
+        warn_once(precision, self.accelerator.print)
+        self.accelerator.print(f"[rkd] {stage}: running into {self.run_dir.path(stage)}; {precision}; {threads_line()}")
         out = self.run_dir.begin(stage)
         self.accelerator.wait_for_everyone()
+        if self.planner.enabled or self.accelerator.num_processes > 1:
+            self.inputs.bundle  # noqa: B018 - loaded by every process together, before the main one plans alone
+        plan = self.planner.stage(stage)
         # Seed per stage: a stage's initial weights and draws must not depend on which stages ran
         # before it in this process (a resumed pipeline skips them), or a rerun would diverge.
         seed = teacher_seed(self.cfg) if stage in ("teacher", "cache") else self.cfg.seed  # a shared teacher: its own
         set_seed(seed + zlib.crc32(stage.encode()) % 10_000)
         started = time.time()
-        summary = STAGE_FUNCTIONS[stage](self.cfg, self.accelerator, self.inputs, out)
+        with stage_clock(plan, self.accelerator.print) as clock:
+            summary = STAGE_FUNCTIONS[stage](self.cfg, self.accelerator, self.inputs, out)
         summary["seconds"] = time.time() - started
+        summary.update(timing_record(plan, clock))
+        if summary.get("throughput"):
+            summary["throughput"] = against_peak(summary["throughput"], self._peak(precision.name))
         # provenance: how the stage was launched (processes, DDP/DeepSpeed, precision)
         summary["world_size"] = self.accelerator.num_processes
         summary["distributed_type"] = str(self.accelerator.distributed_type.value)
         summary["mixed_precision"] = str(self.accelerator.mixed_precision)
+        summary.update(precision.record())
         self.accelerator.wait_for_everyone()
         on_main(self.accelerator, lambda: self.run_dir.finish(stage, summary), DiskFullError)
         return summary
+
+    def _peak(self, precision: str) -> float | None:
+        """The probe's peak GFLOP/s in ``precision`` on this machine (the main process measures it once)."""
+        device = device_type_of(self.accelerator)
+        measured = probe(device) if self.accelerator.is_main_process else cached_probe(device)
+        return peak_gflops(measured, precision) if measured else None
+
+    def precision(self, stage: str) -> Precision:
+        """The format ``stage`` computes in and why: the teacher's own, else the Accelerator's (student side)."""
+        if stage == "teacher":
+            return teacher_precision(self.cfg.teacher.train_precision, device_type_of(self.accelerator))
+        return accelerator_precision(self.accelerator, self.cfg.mixed_precision)
+
+    def _will_run(self, stage: str) -> bool:
+        if stage == "search" and not self.cfg.search.enabled:
+            return False
+        record = self.run_dir.record(stage)
+        return not (record and record.get("hash") == self.run_dir.hashes[stage])
 
     def sweep(self, index: int | None = None) -> dict | None:
         """The Pareto sweep (all points, or point ``index``) into ``search/sweep``; None until every point is done.
@@ -200,10 +240,16 @@ class Pipeline:
             raise ValueError(f"unknown stage {until!r}; stages are {STAGES}")
         stages = STAGES[: STAGES.index(until) + 1]
         if not self._checked:  # seconds of checks before minutes of training (rkd.run.preflight)
+            for stage in stages:  # a precision the device or the launcher cannot run stops here, not mid-run
+                self.precision(stage)
             record = self.run_dir.record("teacher") or {}
             with self.accelerator.local_main_process_first():  # a hub teacher's config: one download per node
                 check_inputs(self.cfg, stages, teacher_done=record.get("hash") == self.run_dir.hashes["teacher"])
             self._checked = True
+            remaining = [s for s in stages if self._will_run(s)]
+            if len(remaining) > 1:
+                self.inputs.bundle  # noqa: B018 - every process loads it together before the main one plans alone
+                self.planner.announce(remaining)
         for stage in stages:
             self.summaries[stage] = self._run_stage(stage)
         return self.summaries

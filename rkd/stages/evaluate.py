@@ -24,6 +24,7 @@ from rkd.evaluation.rate_policy import write_rate_policy
 from rkd.evaluation.records import clean_record
 from rkd.evaluation.report import write_outputs
 from rkd.evaluation.sweep import METHOD, channel_sweep, my_share, snr_grid
+from rkd.hardware.decide import accelerator_precision
 from rkd.measure import count_flops, count_params
 from rkd.models.factory import load_stage1, load_stage2
 from rkd.models.frozen_tokens import batched
@@ -74,6 +75,7 @@ def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
     position = {float(snr): i for i, snr in enumerate(grid)}
     swept = sorted(swept, key=lambda r: position[r["snr_db"]])  # stable: channel x k order within an SNR stays
     shared = {"tokens": tokens, "swept": swept, "per_class": per_class, "ranks": accelerator.num_processes}
+    shared["precision"] = str(accelerator_precision(accelerator, cfg.mixed_precision))
     summary = on_main(accelerator, lambda: summarise(cfg, inputs, system, x, shared, out_dir), DiskFullError)
     if summary is not None:  # the stage record keeps the headline numbers; matrices stay in results.json
         return {k: v for k, v in summary.items() if k not in ("csi_assumption", "classwise")}
@@ -115,6 +117,7 @@ def summarise(cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, shared
         "student_genotype": inputs.genotype_origin(),
         "code_diagnostics": code_diagnostics(system, tokens.to(device), records, rates),
         "evaluated_on": {"device": str(device), "processes": shared["ranks"]},
+        "precision": {**run_precisions(inputs), "eval": shared["precision"]},
     }
     summary["compression_ratio"] = summary["teacher_params"] / max(1, summary["student_params"])
     summary["dataset"] = dataset_description(bundle, cfg.data.image_size)
@@ -133,6 +136,17 @@ def summarise(cfg: RunConfig, inputs: RunInputs, system, x: torch.Tensor, shared
     write_outputs(out_dir, records, summary)
     write_rate_policy(out_dir / "rate_policy.json", records, cfg.eval.rate_margin, method=METHOD)
     return summary
+
+
+def run_precisions(inputs: RunInputs) -> dict:
+    """Each stage's number format and why, from the stage records (this stage's is written after it)."""
+    found = {}
+    for stage in ("teacher", "cache", "search", "stage1", "stage2"):
+        path = inputs.path(stage) / "stage.json"
+        summary = read_json(path).get("summary", {}) if path.exists() else {}
+        if "precision" in summary:
+            found[stage] = f"{summary['precision']}: {summary.get('precision_reason', '')}"
+    return found
 
 
 def model_costs(

@@ -270,4 +270,5 @@ def record(
         f"[search] searched cells: {measured.params:,} params, {measured.flops:,} FLOPs/image; "
         f"{out_dir / 'genotype.json'}"
     )
-    return {**meta, "genotype": genotype_to_dict(genotype), "history": summary["history"]}
+    kept = {"history": summary["history"], "throughput": summary.get("throughput", {})}
+    return {**meta, "genotype": genotype_to_dict(genotype), **kept}

@@ -22,6 +22,7 @@ from rkd.data import SPLITS, DataBundle
 from rkd.run.artifacts import PathLike, atomic_write, atomic_write_json, read_json, sha256_file
 from rkd.run.collective import agree_on_error, on_main
 from rkd.run.diskspace import DiskFullError, as_disk_full
+from rkd.run.estimate import advance
 from rkd.run.progress import progress_bar
 from rkd.teacher.cache import (
     AUGMENTATION_FLIP,
@@ -97,6 +98,7 @@ def _teacher_pass(
                 out = {key: (out[key].float() + mirrored[key].float()) / 2 for key in ("logits", "features")}
             logits.append(out["logits"].float().cpu())
             features.append(out["features"].float().cpu())
+            advance("cache", batch.shape[0])
     logits_t, features_t = torch.cat(logits), torch.cat(features)
     if not (torch.isfinite(logits_t).all() and torch.isfinite(features_t).all()):
         raise RuntimeError("the teacher produced non-finite logits or features; check its weights and input transform")
@@ -210,6 +212,8 @@ def _write_shards(
             except Exception as exc:  # stop here; every rank hears of it, instead of waiting at the next barrier
                 error = as_disk_full(exc, cache_dir / shard.file, f"the {cache_dir} shards written so far are kept")
                 break
+        else:
+            advance("cache", shard.stop - shard.start, counted=False)
         bar.update(shard.stop - shard.start)
     bar.close()
     return error

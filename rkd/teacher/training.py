@@ -18,6 +18,8 @@ from accelerate.utils import DistributedType
 from rkd.config import RunConfig
 from rkd.data import DataBundle, augment, make_loader, random_erase
 from rkd.engine import Step, evaluate, fit
+from rkd.hardware.decide import device_type_of, teacher_precision
+from rkd.hardware.precision import DTYPES, computing_in
 from rkd.run.artifacts import PathLike
 from rkd.run.hashing import teacher_seed
 from rkd.teacher.io import save_teacher
@@ -27,8 +29,10 @@ from rkd.teacher.model import Teacher, build_teacher
 class TeacherObjective:
     """Cross-entropy on (optionally augmented) uint8 batches; augmentation only while training.
 
-    ``precision="bf16"`` runs the forward pass under bf16 autocast (the loss stays fp32): faster where
-    the hardware computes bf16 natively, so more epochs fit the same budget there.
+    ``precision`` (fp32 or bf16, as ``rkd.hardware.decide.teacher_precision`` chose it) is the format of
+    the teacher's forward passes, whatever the Accelerator's own mixed precision for the student
+    stages (the loss stays fp32). ``deepspeed=True``: DeepSpeed's engine owns the autocast (its JSON),
+    so the objective adds none, which DeepSpeed would replace or switch off anyway.
     """
 
     def __init__(
@@ -38,9 +42,11 @@ class TeacherObjective:
         seed: int = 0,
         precision: str = "fp32",
         random_erasing: float = 0.0,
+        deepspeed: bool = False,
     ) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision = {precision!r} is invalid: expected 'fp32' or 'bf16'")
+        if precision not in DTYPES:
+            raise ValueError(f"precision = {precision!r} is invalid: expected one of {tuple(DTYPES)}")
+        self.deepspeed = deepspeed
         self.use_augmentation = use_augmentation
         self.label_smoothing = label_smoothing
         self.precision = precision
@@ -51,8 +57,11 @@ class TeacherObjective:
         pixels = batch["pixels"]
         if train and self.use_augmentation:
             pixels = random_erase(augment(pixels, self.generator), self.generator, self.random_erasing)
-        with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        if self.deepspeed:
             logits = model(pixels)["logits"]
+        else:
+            with computing_in(model, self.precision, pixels.device.type):
+                logits = model(pixels)["logits"]
         labels = batch["label"]
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing if train else 0.0)
         return Step(loss=loss, logits=logits.detach(), labels=labels, terms={"ce": loss.detach()})
@@ -81,8 +90,9 @@ def _fine_tune(
     val_loader: Any,
     out_dir: Path,
     backbone_lr_scale: float,
-) -> tuple[float, float, int]:
-    """``rkd.engine.fit`` over the train split, head and backbone at their own rates: (best val accuracy, seconds, steps)."""
+) -> tuple[float, float, int, dict]:
+    """``rkd.engine.fit`` over the train split, head and backbone at their own rates: (best val accuracy, seconds,
+    steps, throughput)."""
     tcfg = cfg.teacher
     train_loader = make_loader(bundle.splits["train"], tcfg.train.batch_size, shuffle=True, seed=teacher_seed(cfg))
     groups = parameter_groups(teacher, tcfg.train.lr, backbone_lr_scale)
@@ -97,7 +107,7 @@ def _fine_tune(
         desc="teacher",
         parameters=groups,
     )
-    return summary["best_val_accuracy"], summary["seconds"], summary["steps"]
+    return summary["best_val_accuracy"], summary["seconds"], summary["steps"], summary["throughput"]
 
 
 def train_teacher(
@@ -121,21 +131,22 @@ def train_teacher(
         tcfg.augment,
         tcfg.train.label_smoothing,
         seed=teacher_seed(cfg) + 17 * accelerator.process_index,
-        precision=tcfg.train_precision,
+        precision=teacher_precision(tcfg.train_precision, device_type_of(accelerator)).name,
         random_erasing=tcfg.random_erasing,
+        deepspeed=accelerator.distributed_type == DistributedType.DEEPSPEED,
     )
     val_loader = make_loader(bundle.splits["val"], tcfg.train.batch_size, shuffle=False, seed=teacher_seed(cfg))
     if tcfg.finetune:
         if backbone_lr_scale is None:
             backbone_lr_scale = teacher.adapter.backbone_lr_scale
-        val_accuracy, seconds, steps = _fine_tune(
+        val_accuracy, seconds, steps, throughput = _fine_tune(
             cfg, bundle, accelerator, teacher, objective, val_loader, out_dir, backbone_lr_scale
         )
     else:
         started = time.time()
         model = accelerator.prepare_model(teacher, evaluation_mode=True)
         metrics = evaluate(accelerator, model, objective, accelerator.prepare_data_loader(val_loader))
-        val_accuracy, seconds, steps = metrics["accuracy"], time.time() - started, 0
+        val_accuracy, seconds, steps, throughput = metrics["accuracy"], time.time() - started, 0, {}
     teacher = accelerator.unwrap_model(teacher) if hasattr(accelerator, "unwrap_model") else teacher
     model_dir = out_dir / "model"
     if accelerator.is_main_process:
@@ -151,4 +162,5 @@ def train_teacher(
         "source": teacher.source,
         "trust_remote_code": bool(teacher.trust_remote_code),
         "model_dir": str(model_dir),
+        "throughput": throughput,
     }

@@ -1,0 +1,3 @@
+"""What the machine can do and what rkd chooses on it: native number formats (``capability``), the precision
+of each part of a run and why (``precision``, ``decide``), a few seconds' throughput probe (``probe``) and
+intra-op threads per process (``threads``)."""

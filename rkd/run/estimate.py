@@ -1,0 +1,184 @@
+"""Time said up front: the whole run's plan before it starts, and each stage's projected time after its first ~30 s.
+
+A stage's work is a plan of phases (``Phase``: a count of steps or images, and the seconds one of them
+cost when ``rkd.run.calibrate`` timed this stage's models here). The plan alone is the up-front
+estimate. While the stage runs, the training loop reports each finished unit of work
+(``advance(phase)``); ``StageClock`` compares the seconds spent with the plan's seconds for the work
+done so far and, once the stage has run ``PROJECT_AFTER`` seconds, says the remaining plan scaled by
+that ratio: the plan knows the stage's shape (weight-only steps, then architecture steps, then
+candidates), the ratio knows how fast this machine is going right now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+PROJECT_AFTER = 30.0  # seconds of a stage before its projected time is said
+LONG_RUN = 2 * 3600.0  # past this, the plan says what a quicker run would cost
+
+
+@dataclass
+class Phase:
+    """``units`` of one kind of work, ``seconds`` each (as calibrated; None: learned from the stage itself)."""
+
+    name: str
+    units: float
+    seconds: float | None = None
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    phases: list[Phase] = field(default_factory=list)
+
+    def add(self, name: str, units: float, seconds: float | None) -> None:
+        if units > 0:
+            self.phases.append(Phase(name, float(units), seconds))
+
+    @property
+    def seconds(self) -> float | None:
+        """The plan's total, or None while a phase's cost is unknown."""
+        costs = [p.seconds for p in self.phases]
+        if any(c is None for c in costs):
+            return None
+        return sum(p.units * c for p, c in zip(self.phases, costs) if c is not None)
+
+
+def clock_text(seconds: float) -> str:
+    return str(timedelta(seconds=int(round(seconds))))
+
+
+class StageClock:
+    """Tracks one stage's work against its plan and says the projected total once, after ``after`` seconds.
+
+    Reports fill the plan's phases of their name in order (the search's weight-only steps, then its
+    steps with an architecture update: one name, two costs); a name is matched exactly, else by its
+    first word before the colon ("candidate 3/16 (1 of 3 epochs):train" -> "candidate:train").
+    """
+
+    def __init__(
+        self,
+        plan: StagePlan,
+        say: Callable[[str], None],
+        after: float = PROJECT_AFTER,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.plan, self.say, self.after, self.now = plan, say, after, now
+        self.started = now()
+        self.done = [0.0] * len(plan.phases)  # counted here
+        self.skipped = [0.0] * len(plan.phases)  # done before a resume
+        self.first: tuple[float, float] | None = None  # (time, planned seconds done) at the first report
+        self.projected: float | None = None
+
+    def _matching(self, name: str) -> list[int]:
+        exact = [i for i, p in enumerate(self.plan.phases) if p.name == name]
+        if exact:
+            return exact
+        head, _, kind = name.partition(":")
+        short = f"{head.split()[0]}:{kind}" if head.split() else name
+        return [i for i, p in enumerate(self.plan.phases) if p.name == short]
+
+    def advance(self, name: str, units: float = 1.0, counted: bool = True) -> None:
+        """``units`` of work ``name`` are finished; ``counted=False``: done before (a resume), not timed here."""
+        matching = self._matching(name)
+        for n, i in enumerate(matching):
+            room = self.plan.phases[i].units - self.done[i] - self.skipped[i]
+            take = units if n == len(matching) - 1 else min(units, max(0.0, room))
+            (self.done if counted else self.skipped)[i] += take
+            units -= take
+            if units <= 0:
+                break
+        if matching and counted and self.first is None:
+            self.first = (self.now(), self._planned_done())
+        if matching and self.projected is None and self.now() - self.started >= self.after:
+            self.projected = self.projection()
+            if self.projected is not None:
+                self._say_projection()
+
+    def _say_projection(self) -> None:
+        if self.projected is None:
+            return
+        elapsed = self.now() - self.started
+        planned = self.plan.seconds
+        versus = f"; the plan said {clock_text(planned)}" if planned else ""
+        self.say(
+            f"[rkd] {self.plan.stage}: projected {clock_text(self.projected)} in all "
+            f"({clock_text(max(0.0, self.projected - elapsed))} to go), from its first {elapsed:.0f} s{versus}"
+        )
+
+    def _planned_done(self) -> float:
+        return sum(d * p.seconds for d, p in zip(self.done, self.plan.phases) if p.seconds is not None)
+
+    def projection(self) -> float | None:
+        """Elapsed + the rest of the plan, scaled by how the work done so far compared with its planned cost.
+
+        The pace is taken from the first report on: the stage's set-up before it (loading the teacher, the
+        data, the first step's allocations) is paid once, and would inflate the rest if spread over it.
+        """
+        now = self.now()
+        elapsed = now - self.started
+        planned_done = self._planned_done()
+        remaining = sum(
+            max(0.0, p.units - d - s) * p.seconds
+            for p, d, s in zip(self.plan.phases, self.done, self.skipped)
+            if p.seconds is not None
+        )
+        if planned_done <= 0:
+            return None
+        pace = elapsed / planned_done
+        if self.first is not None and planned_done > self.first[1] and now > self.first[0]:
+            pace = (now - self.first[0]) / (planned_done - self.first[1])
+        return elapsed + remaining * pace
+
+
+_ACTIVE: list = []
+
+
+@contextlib.contextmanager
+def stage_clock(plan: StagePlan | None, say: Callable[[str], None]) -> Iterator[StageClock | None]:
+    """Make a clock for ``plan`` the one ``advance`` reports to, for the duration of a stage."""
+    clock = StageClock(plan, say) if plan is not None else None
+    _ACTIVE.append(clock)
+    try:
+        yield clock
+    finally:
+        _ACTIVE.pop()
+
+
+def advance(name: str, units: float = 1.0, counted: bool = True) -> None:
+    """Report finished work to the running stage's clock (nothing happens outside a stage)."""
+    if _ACTIVE and _ACTIVE[-1] is not None:
+        _ACTIVE[-1].advance(name, units, counted)
+
+
+def timing_record(plan: StagePlan | None, clock: StageClock | None) -> dict:
+    """What a stage record keeps of its estimates: the plan's seconds and the projection said after 30 s."""
+    out: dict = {}
+    if plan is not None and plan.seconds is not None:
+        out["planned_seconds"] = round(plan.seconds, 1)
+    if clock is not None and clock.projected is not None:
+        out["projected_seconds"] = round(clock.projected, 1)
+    return out
+
+
+def plan_lines(plans: list[StagePlan], quick_seconds: float | None = None) -> list[str]:
+    """The run's plan as log lines: one per stage, the total, and past two hours what would be quicker."""
+    lines, total = [], 0.0
+    for plan in plans:
+        seconds = plan.seconds or 0.0
+        total += seconds
+        lines.append(f"[rkd] plan: {plan.stage:<8} ~{clock_text(seconds)}")
+    finish = time.strftime("%H:%M", time.localtime(time.time() + total))
+    lines.append(f"[rkd] plan: the whole run ~{clock_text(total)} on this machine (done around {finish})")
+    if total > LONG_RUN:
+        heavy = max(plans, key=lambda p: p.seconds or 0.0)
+        advice = f"`rkd run --quick` (a smoke run) ~{clock_text(quick_seconds)}; " if quick_seconds else ""
+        lines.append(
+            f"[rkd] plan: that is over {clock_text(LONG_RUN)}: {advice}the longest stage is {heavy.stage} "
+            f"(~{clock_text(heavy.seconds or 0.0)}); halving its epochs halves its time (and costs accuracy)"
+        )
+    return lines
