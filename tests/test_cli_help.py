@@ -18,6 +18,7 @@ WRITES = {  # a few outputs each command's help must name
     "report": ["report.md", "comparison.md"],
     "baselines": ["baselines/", "ablations/", "compare/", "comparison.md", "comparison.png"],
     "export": ["export/", "transmitter.pt", "receiver.pt", "transmitter.onnx", "receiver.onnx", "export.json"],
+    "doctor": [],  # writes no run directory; its help says where the probe's cache lives
 }
 
 
