@@ -33,7 +33,7 @@ def test_projection_scales_the_rest_of_the_plan_by_how_the_work_so_far_went():
     clock = StageClock(two_phase_plan(), said.append, after=30.0, now=time)
     assert clock.plan.seconds == 10 + 20 + 20 + 1
     time.t = 5.0  # set-up before the first step (loading, allocation): paid once, not a pace
-    for _ in range(10):  # the machine runs 1.5x slower than calibrated
+    for _ in range(10):  # each step takes one and a half times the calibrated second
         time.t += 1.5
         clock.advance("search:train")
     assert not said  # 20 s: not yet

@@ -152,6 +152,7 @@ class LocalSteps:
     """
 
     sync_gradients = True
+    num_processes = 1  # the step's vote then checks this process's loss only
 
     @staticmethod
     def backward(loss: torch.Tensor) -> None:
