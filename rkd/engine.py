@@ -249,6 +249,7 @@ class _Run:
                     signals,
                 ),
                 batch_images(batch),
+                progress["global_step"],
             )
             advance(f"{self.desc}:train")
             return step

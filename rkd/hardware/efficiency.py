@@ -1,8 +1,11 @@
 """How fast a stage really ran against what the machine can do: images/s, achieved GFLOP/s, efficiency.
 
-A training loop times its steps; once (its second step: the first pays for allocation and warm-up)
-one step runs under ``torch.utils.flop_counter`` to count the FLOPs it does, forward, backward and
-whatever else the objective computes (the architecture step of the search included). Achieved GFLOP/s
+A training loop times its steps; once (the stage's second step: the first pays for allocation and
+warm-up) one step runs under ``torch.utils.flop_counter`` to count the FLOPs it does, forward, backward
+and whatever else the objective computes (the architecture step of the search included). A step run
+under the counter need not round exactly as one run without it (stage 2's codec weights did not), so
+the counted step is a step of the stage's schedule, not of the process: a run resumed past it counts
+none and stays bit-identical to an uninterrupted one. Achieved GFLOP/s
 = FLOPs per image x images per second; efficiency = that over the probe's peak for the stage's
 precision (``rkd.hardware.probe``), so a small-layer student that keeps a few percent of the machine
 busy shows it beside a teacher that keeps half of it.
@@ -16,7 +19,7 @@ from typing import Any
 
 from torch.utils.flop_counter import FlopCounterMode
 
-COUNTED_STEP = 1  # zero-based: the second step of a loop is counted, not timed
+COUNTED_STEP = 1  # zero-based global step: the stage's second step is counted, not timed
 
 
 class _GlobalOnly:
@@ -59,8 +62,9 @@ class Throughput:
         self.seconds = 0.0
         self.flops_per_image: float | None = None
 
-    def step(self, fn: Callable[[], Any], images: int) -> Any:
-        if self.steps == COUNTED_STEP and images:
+    def step(self, fn: Callable[[], Any], images: int, global_step: int) -> Any:
+        """``fn()``, timed; at global step ``COUNTED_STEP`` counted instead."""
+        if global_step == COUNTED_STEP and images:
             try:
                 with StepFlops() as counter:
                     result = fn()
