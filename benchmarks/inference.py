@@ -26,8 +26,8 @@ def size(module: torch.nn.Module) -> dict:
 
 def main() -> dict:
     from rkd.baselines.deep_jscc import DeepJSCCClassifier
+    from rkd.baselines.link import image_link
     from rkd.data import load_data, student_transform
-    from rkd.draws import training_channel_specs
     from rkd.export.torchscript import Transmitter
     from rkd.models.factory import create_stage1_model, create_stage2_model, load_stage2
     from rkd.teacher.io import load_trained_teacher
@@ -51,10 +51,7 @@ def main() -> dict:
     b = cfg.baselines
     jscc = {
         name: DeepJSCCClassifier(
-            bundle.channels,
-            bundle.num_classes,
-            training_channel_specs(cfg.channel),
-            cfg.codec.max_symbols,
+            image_link(cfg, bundle),
             b.jscc_channels,
             b.jscc_decoder_channels,
             b.jscc_hidden,

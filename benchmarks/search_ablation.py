@@ -224,10 +224,10 @@ def train_students(args, cfg, accelerator, bundle, cache, seed: int) -> dict:
     """Stage 1 of every student of one seed: the searches' cells, the hand cells, a random draw of the searched size."""
     from accelerate.utils import set_seed
 
+    from rkd.models.factory import student_shape
     from rkd.nas.complexity import measure_network
     from rkd.nas.genotype import GENOTYPES, genotype_from_dict, genotype_to_dict, load_genotype
     from rkd.nas.random_cells import random_genotype
-    from rkd.stages.search import student_shape
     from rkd.stages.stage1 import train_student
 
     cfg = dataclasses.replace(cfg, seed=seed)

@@ -16,6 +16,7 @@ from rkd.baselines.digital import (
     fallback_predictions,
     min_snr_for_bits,
 )
+from rkd.baselines.link import ImageLink
 from rkd.config import ConfigError, load_config
 
 SPECS = [
@@ -38,7 +39,7 @@ def draws(n, seed=0):
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_deep_jscc_over_every_channel(adaptive):
     torch.manual_seed(0)
-    model = DeepJSCCClassifier(1, 10, SPECS, max_symbols=16, width=8, decoder_width=8, hidden=16, adaptive=adaptive)
+    model = DeepJSCCClassifier(ImageLink(1, 10, SPECS, 16), width=8, decoder_width=8, hidden=16, adaptive=adaptive)
     x = torch.randn(8, 1, 28, 28)
     snr, k, ids = draws(8)
     out = model(x, snr, k, ids, generator=torch.Generator().manual_seed(1))
@@ -64,7 +65,7 @@ def test_deep_jscc_over_every_channel(adaptive):
 
 def test_deep_jscc_needs_a_multiple_of_8_symbols():
     with pytest.raises(ValueError, match="max_symbols"):
-        DeepJSCCClassifier(1, 10, SPECS, max_symbols=12)
+        DeepJSCCClassifier(ImageLink(1, 10, SPECS, 12))
 
 
 def test_conference_autoencoder_sends_every_feature_value():

@@ -11,6 +11,7 @@ from test_baselines import SPECS, draws
 from rkd.baselines import budget
 from rkd.baselines.controls import control_config
 from rkd.baselines.deep_jscc import DeepJSCCClassifier
+from rkd.baselines.link import ImageLink
 from rkd.baselines.variants import ablation_overrides, conference_stage1
 from rkd.baselines.vfe import ACTIVE_LOG_ALPHA, BottleneckKL, VFEClassifier, active_dims, sparsity_kl
 from rkd.config import load_config
@@ -27,7 +28,7 @@ def test_sparsity_kl_is_the_log_uniform_bound():
 
 def test_vfe_sends_bounded_symbols_and_pays_for_the_information_it_sends():
     torch.manual_seed(0)
-    model = VFEClassifier(1, 10, SPECS, max_symbols=8, width=8, hidden=16)
+    model = VFEClassifier(ImageLink(1, 10, SPECS, 8), width=8, hidden=16)
     x = torch.randn(6, 1, 28, 28)
     snr, k, ids = draws(6)
     out = model(x, snr, k, ids, generator=torch.Generator().manual_seed(1))
@@ -53,12 +54,12 @@ def test_vfe_sends_bounded_symbols_and_pays_for_the_information_it_sends():
 
 
 def test_deep_jscc_with_kd_projects_its_feature_for_training_only():
-    model = DeepJSCCClassifier(1, 10, SPECS, max_symbols=16, width=8, decoder_width=8, hidden=16, teacher_dim=24)
+    model = DeepJSCCClassifier(ImageLink(1, 10, SPECS, 16), width=8, decoder_width=8, hidden=16, teacher_dim=24)
     snr, k, ids = draws(4)
     out = model(torch.randn(4, 1, 28, 28), snr, k, ids)
     assert out["projected"].shape == (4, 24)
     receiver = sum(p.numel() for m in model.receiver_modules() for p in m.parameters())
-    plain = DeepJSCCClassifier(1, 10, SPECS, max_symbols=16, width=8, decoder_width=8, hidden=16)
+    plain = DeepJSCCClassifier(ImageLink(1, 10, SPECS, 16), width=8, decoder_width=8, hidden=16)
     assert "projected" not in plain(torch.randn(4, 1, 28, 28), snr, k, ids)
     assert receiver == sum(p.numel() for m in plain.receiver_modules() for p in m.parameters())
 

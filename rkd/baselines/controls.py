@@ -27,7 +27,8 @@ from rkd.baselines.context import Context
 from rkd.baselines.rkd_sc import rkd_system_results
 from rkd.baselines.variants import derive_config, no_teacher, run_variant, searched_cells
 from rkd.config import RunConfig
-from rkd.nas.complexity import NetworkShape, network_params
+from rkd.models.factory import student_shape
+from rkd.nas.complexity import network_params
 from rkd.nas.genotype import load_genotype, save_genotype
 from rkd.nas.random_cells import random_genotype
 from rkd.run.artifacts import read_json
@@ -62,24 +63,13 @@ def convergence_overrides(cfg: RunConfig) -> list:
     ]
 
 
-def student_shape(cfg: RunConfig, ctx: Context) -> NetworkShape:
-    return NetworkShape(
-        in_channels=ctx.bundle.channels,
-        num_classes=ctx.bundle.num_classes,
-        image_size=cfg.data.image_size,
-        init_channels=cfg.student.init_channels,
-        layers=cfg.student.layers,
-        stem_stride=cfg.student.stem_stride,
-    )
-
-
 def random_cells_file(ctx: Context) -> Path:
     """Random cells of the main run's student's size (seeded by the run's seed), written once beside the controls."""
     cfg = ctx.cfg
     path = cfg.run_dir / "controls" / "random-cells.genotype.json"
     searched = cfg.run_dir / "search" / "genotype.json" if cfg.search.enabled else None
     target = load_genotype(searched if searched is not None else cfg.student.genotype)
-    shape = student_shape(cfg, ctx)
+    shape = student_shape(cfg, ctx.bundle)
     size = network_params(target, shape)
     if not path.exists() or read_json(path).get("meta", {}).get("target_params") != size:
         genotype = random_genotype(cfg.search.primitives, cfg.search.nodes, size, shape, seed=cfg.seed)

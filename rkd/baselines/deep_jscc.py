@@ -17,12 +17,10 @@ receiver's is (nominal SNR, effective SNR), the same inputs RKD-SC's CAT gets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from rkd.baselines.link import LinkModel, pad_symbols
+from rkd.baselines.link import ImageLink, LinkModel, pad_symbols
 from rkd.models.cat import STATE_SCALE_DB
 
 GRID = 4  # the encoder's output map is GRID x GRID
@@ -68,17 +66,15 @@ class DeepJSCCClassifier(LinkModel):
 
     def __init__(
         self,
-        in_channels: int,
-        num_classes: int,
-        channel_specs: Sequence[dict],
-        max_symbols: int,
+        link: ImageLink,
         width: int = 40,
         decoder_width: int = 32,
         hidden: int = 64,
         adaptive: bool = False,
         teacher_dim: int | None = None,
     ) -> None:
-        super().__init__(channel_specs, max_symbols)
+        super().__init__(link.channel_specs, link.max_symbols)
+        in_channels, num_classes, max_symbols = link.in_channels, link.num_classes, link.max_symbols
         if max_symbols % 8 != 0:
             raise ValueError(
                 f"argument 'max_symbols' = {max_symbols} is invalid for Deep JSCC: expected a multiple "

@@ -12,19 +12,16 @@ from pathlib import Path
 
 from rkd.baselines.context import Context
 from rkd.baselines.deep_jscc import DeepJSCCClassifier
+from rkd.baselines.link import image_link
 from rkd.baselines.trained_link import budget_rule, link_results, scheduled, train_link
 from rkd.config import LossConfig
-from rkd.draws import training_channel_specs
 from rkd.losses import build_kd_loss
 
 
 def deep_jscc_model(ctx: Context, adaptive: bool, kd: bool) -> DeepJSCCClassifier:
-    cfg, b = ctx.cfg, ctx.cfg.baselines
+    b = ctx.cfg.baselines
     return DeepJSCCClassifier(
-        ctx.bundle.channels,
-        ctx.bundle.num_classes,
-        training_channel_specs(cfg.channel),
-        cfg.codec.max_symbols,
+        image_link(ctx.cfg, ctx.bundle),
         width=b.jscc_channels,
         decoder_width=b.jscc_decoder_channels,
         hidden=b.jscc_hidden,

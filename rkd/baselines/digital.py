@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 
 from rkd.channels import channel_from_spec
-from rkd.evaluation.records import cell_generator, channel_record
+from rkd.evaluation.records import cell_generator, grid_records
 
 
 def capacity_bits(snr_db: torch.Tensor, gain2: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -108,32 +108,19 @@ def digital_sweep(
         return quantized_correct[bits]
 
     fallback_correct = fallback.cpu() == labels
-    records = []
-    for snr in snrs:
-        for spec in channel_specs:
-            channel = channel_from_spec(spec)
-            for k in rates:
-                bits = choose_bits(snr, k, dim, candidates)
-                generator = cell_generator(seed)
-                gain2 = channel.sample_fading(n, generator, torch.device("cpu"), torch.float64).abs().square()
-                if bits == 0:
-                    delivered = torch.zeros(n, dtype=torch.bool)
-                else:
-                    delivered = k * capacity_bits(torch.tensor(float(snr)), gain2) >= bits * dim - 1e-9
-                hit = torch.where(delivered, correct_at(bits) if bits else fallback_correct, fallback_correct)
-                records.append(
-                    channel_record(
-                        method,
-                        spec,
-                        snr,
-                        k,
-                        float(hit.float().mean()),
-                        n,
-                        bits=bits,
-                        outage=float(1.0 - delivered.float().mean()),
-                    )
-                )
-    return records
+
+    def cell(spec: dict, snr: float, k: int) -> tuple[float, dict]:
+        bits = choose_bits(snr, k, dim, candidates)
+        gain2 = channel_from_spec(spec).sample_fading(n, cell_generator(seed), torch.device("cpu"), torch.float64)
+        gain2 = gain2.abs().square()
+        if bits == 0:
+            delivered = torch.zeros(n, dtype=torch.bool)
+        else:
+            delivered = k * capacity_bits(torch.tensor(float(snr)), gain2) >= bits * dim - 1e-9
+        hit = torch.where(delivered, correct_at(bits) if bits else fallback_correct, fallback_correct)
+        return float(hit.float().mean()), {"bits": bits, "outage": float(1.0 - delivered.float().mean())}
+
+    return grid_records(method, channel_specs, snrs, rates, n, cell)
 
 
 def min_snr_for_bits(bits: int, dim: int, channel_uses: int) -> float:

@@ -24,7 +24,7 @@ from rkd.coding.bounds import decision_accuracy
 from rkd.coding.codebooks import decision_code
 from rkd.coding.decision import decision_reference
 from rkd.coding.link import data_uses, send_messages
-from rkd.evaluation.records import cell_generator, channel_record
+from rkd.evaluation.records import cell_generator, grid_records
 
 
 def _accuracy_or_none(student_accuracy: float, p, m: int):
@@ -47,36 +47,30 @@ def label_code_sweep(
     """Records of label-digital for every SNR x channel x k; ``keep`` receives each record's per-image correctness."""
     decisions, labels = decisions.cpu().long(), labels.cpu()
     student_accuracy = float((decisions == labels).double().mean())
-    n, records = decisions.shape[0], []
-    for snr in snrs:
-        for spec in channel_specs:
-            channel_from_spec(spec)  # a bad spec fails here, before any draw
-            for k in rates:
-                uses = data_uses(spec, int(k))
-                name, code = decision_code(num_classes, uses)
-                decoded = send_messages(decisions, code, spec, float(snr), int(k), cell_generator(seed))
-                hit = decoded == labels
-                if keep is not None:
-                    keep.append(hit.clone())
-                ref = decision_reference(num_classes, int(k), spec, float(snr), trials, seed)
-                records.append(
-                    channel_record(
-                        method,
-                        spec,
-                        snr,
-                        k,
-                        float(hit.double().mean()),
-                        n,
-                        code=name,
-                        code_uses=uses,
-                        delivered=float((decoded == decisions).double().mean()),
-                        p_correct=ref["p_correct"],
-                        p_correct_from=ref["p_correct_from"],
-                        expected_accuracy=_accuracy_or_none(student_accuracy, ref["p_correct"], num_classes),
-                        converse_accuracy=_accuracy_or_none(student_accuracy, ref["converse"], num_classes),
-                        normal_approximation_accuracy=_accuracy_or_none(
-                            student_accuracy, ref["normal_approximation"], num_classes
-                        ),
-                    )
-                )
-    return records
+    for spec in channel_specs:
+        channel_from_spec(spec)  # a bad spec fails here, before any draw
+
+    def cell(spec: dict, snr: float, k: int) -> tuple[float, dict]:
+        uses = data_uses(spec, int(k))
+        name, code = decision_code(num_classes, uses)
+        decoded = send_messages(decisions, code, spec, float(snr), int(k), cell_generator(seed))
+        hit = decoded == labels
+        if keep is not None:
+            keep.append(hit.clone())
+        ref = decision_reference(num_classes, int(k), spec, float(snr), trials, seed)
+
+        def end_to_end(p_correct: float | None) -> float | None:
+            return _accuracy_or_none(student_accuracy, p_correct, num_classes)
+
+        return float(hit.double().mean()), {
+            "code": name,
+            "code_uses": uses,
+            "delivered": float((decoded == decisions).double().mean()),
+            "p_correct": ref["p_correct"],
+            "p_correct_from": ref["p_correct_from"],
+            "expected_accuracy": end_to_end(ref["p_correct"]),
+            "converse_accuracy": end_to_end(ref["converse"]),
+            "normal_approximation_accuracy": end_to_end(ref["normal_approximation"]),
+        }
+
+    return grid_records(method, channel_specs, snrs, rates, decisions.shape[0], cell)

@@ -10,12 +10,31 @@ on the same grid, with the same seeded noise as RKD-SC. ``forward`` sends each s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from rkd.channels import channel_from_spec, send_per_sample
-from rkd.draws import symbol_mask
+from rkd.config import RunConfig
+from rkd.data import DataBundle
+from rkd.draws import symbol_mask, training_channel_specs
+
+
+@dataclass(frozen=True)
+class ImageLink:
+    """What an end-to-end image link is built for: the images' channels, the classes, the channels it is
+    trained on (specs) and the most complex symbols it sends (L)."""
+
+    in_channels: int
+    num_classes: int
+    channel_specs: Sequence[dict]
+    max_symbols: int
+
+
+def image_link(cfg: RunConfig, bundle: DataBundle) -> ImageLink:
+    """The link a run's config and data ask for: RKD-SC's training channels and ``codec.max_symbols``."""
+    return ImageLink(bundle.channels, bundle.num_classes, training_channel_specs(cfg.channel), cfg.codec.max_symbols)
 
 
 class LinkModel(nn.Module):

@@ -19,12 +19,10 @@ The receiver is an MLP over the received reals and the sent-mask, as the paper's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from rkd.baselines.link import LinkModel, pad_symbols
+from rkd.baselines.link import ImageLink, LinkModel, pad_symbols
 from rkd.channels import normalize_power
 from rkd.draws import symbol_mask
 from rkd.losses import LossTerm
@@ -49,17 +47,9 @@ def noise_log_alpha(reals: torch.Tensor, snr_db: torch.Tensor, eps: float = 1e-8
 class VFEClassifier(LinkModel):
     """Image -> conv encoder -> ``max_symbols`` complex symbols in [-1, 1]^2 -> channel -> MLP receiver -> logits."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        channel_specs: Sequence[dict],
-        max_symbols: int,
-        width: int = 40,
-        hidden: int = 64,
-    ) -> None:
-        super().__init__(channel_specs, max_symbols)
-        reals = 2 * max_symbols
+    def __init__(self, link: ImageLink, width: int = 40, hidden: int = 64) -> None:
+        super().__init__(link.channel_specs, link.max_symbols)
+        in_channels, num_classes, reals = link.in_channels, link.num_classes, 2 * link.max_symbols
         self.encoder = nn.Sequential(
             nn.Conv2d(in_channels, width, 5, stride=2, padding=2),
             nn.PReLU(width),

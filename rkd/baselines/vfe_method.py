@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rkd.baselines.context import Context
+from rkd.baselines.link import image_link
 from rkd.baselines.trained_link import budget_rule, link_results, scheduled, train_link
 from rkd.baselines.vfe import BottleneckKL, VFEClassifier, active_dims
 from rkd.config import LossConfig
-from rkd.draws import training_channel_specs
 from rkd.losses import build_kd_loss
 
 
@@ -16,14 +16,7 @@ def vfe_results(ctx: Context, out_dir: Path, method: str) -> dict:
     cfg, b = ctx.cfg, ctx.cfg.baselines
     rule = budget_rule(ctx, None)
     tcfg = scheduled(ctx, b.vfe_train, rule)
-    model = VFEClassifier(
-        ctx.bundle.channels,
-        ctx.bundle.num_classes,
-        training_channel_specs(cfg.channel),
-        cfg.codec.max_symbols,
-        width=b.jscc_channels,
-        hidden=b.jscc_hidden,
-    )
+    model = VFEClassifier(image_link(cfg, ctx.bundle), width=b.jscc_channels, hidden=b.jscc_hidden)
     loss = build_kd_loss(
         LossConfig(task=1.0, logit_kd=0.0, feature_kd=0.0),
         tcfg.label_smoothing,

@@ -39,23 +39,31 @@ class IndexedImages(Dataset):
 
 
 def whole_batch(batch: Any) -> Any:
-    """The collate function for ``__getitems__`` batches: the batch is already whole."""
+    """The collate function for datasets that index whole batches (``__getitems__``): the batch is already whole."""
     return batch
 
 
-def make_loader(split: Split, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False) -> DataLoader:
-    """A single-process DataLoader whose shuffling is fixed by ``seed`` (data is already in memory)."""
+def seeded_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False, pin_memory: bool = False
+) -> DataLoader:
+    """A single-process DataLoader over in-memory data, its shuffling fixed by ``seed``; ``dataset`` hands out
+    whole batches through ``__getitems__``."""
     generator = torch.Generator().manual_seed(int(seed))
     return DataLoader(
-        IndexedImages(split),
+        dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=drop_last,
         generator=generator,
         num_workers=0,
         collate_fn=whole_batch,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin_memory,
     )
+
+
+def make_loader(split: Split, batch_size: int, shuffle: bool, seed: int, drop_last: bool = False) -> DataLoader:
+    """The seeded loader over a split's images (pinned for a GPU's copies)."""
+    return seeded_loader(IndexedImages(split), batch_size, shuffle, seed, drop_last, torch.cuda.is_available())
 
 
 def subset_indices(n: int, limit: int | None, seed: int) -> torch.Tensor:
@@ -71,13 +79,4 @@ def subset_loader(
     """Like ``rkd.data.make_loader`` on some rows; a batch's ``index`` stays the row in the full split
     (the teacher cache's key)."""
     dataset = Subset(IndexedImages(split), indices.tolist())
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        generator=torch.Generator().manual_seed(int(seed)),
-        num_workers=0,
-        collate_fn=whole_batch,
-        pin_memory=torch.cuda.is_available(),
-    )
+    return seeded_loader(dataset, batch_size, shuffle, seed, drop_last, torch.cuda.is_available())

@@ -7,6 +7,8 @@ student rows use the same layout with no channel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from rkd.channels import channel_label
@@ -57,6 +59,24 @@ def channel_record(
         n_test=n_test,
         **extra,
     )
+
+
+def grid_records(
+    method: str,
+    channel_specs: list,
+    snrs: list,
+    rates: list,
+    n_test: int,
+    cell: Callable[[dict, float, int], tuple[float, dict]],
+) -> list:
+    """One record per SNR x channel x k, in that order; ``cell(spec, snr, k)`` gives its accuracy and extra fields."""
+    records = []
+    for snr in snrs:
+        for spec in channel_specs:
+            for k in rates:
+                accuracy, extra = cell(spec, snr, k)
+                records.append(channel_record(method, spec, snr, k, accuracy, n_test, **extra))
+    return records
 
 
 def clean_record(method: str, accuracy: float, n_test: int) -> dict:

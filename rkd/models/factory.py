@@ -16,9 +16,10 @@ from rkd.config import RunConfig
 from rkd.data import DataBundle
 from rkd.draws import training_channel_specs
 from rkd.models.system import DistilledStudent, RKDSystem
+from rkd.nas.complexity import NetworkShape
 from rkd.nas.genotype import genotype_from_dict, load_genotype
-from rkd.nas.network import Student
 from rkd.run.artifacts import atomic_write, read_json
+from rkd.run.hashing import STUDENT_SIZE_FIELDS
 
 
 def create_stage1_model(
@@ -26,16 +27,14 @@ def create_stage1_model(
 ) -> DistilledStudent:
     """The student (``genotype``, or ``student.genotype``) with a projector into the teacher's feature space."""
     genotype = genotype if genotype is not None else load_genotype(cfg.student.genotype)
-    student = Student(
-        genotype,
-        in_channels=bundle.channels,
-        num_classes=bundle.num_classes,
-        init_channels=cfg.student.init_channels,
-        layers=cfg.student.layers,
-        stem_stride=cfg.student.stem_stride,
-        drop_path=cfg.student.drop_path,
-    )
+    student = student_shape(cfg, bundle).build(genotype, drop_path=cfg.student.drop_path)
     return DistilledStudent(student, teacher_feature_dim)
+
+
+def student_shape(cfg: RunConfig, bundle: DataBundle) -> NetworkShape:
+    """The shape ``student`` gives the derived cells: what the search's complexity penalty prices."""
+    sizes = {name: getattr(cfg.student, name) for name in STUDENT_SIZE_FIELDS}
+    return NetworkShape(bundle.channels, bundle.num_classes, cfg.data.image_size, **sizes)
 
 
 def create_stage2_model(cfg: RunConfig, stage1: DistilledStudent) -> RKDSystem:

@@ -10,11 +10,10 @@ batches on the device (``__getitems__``), with the same ``index`` key that the t
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from rkd.data.loaders import seeded_loader
 from rkd.run.estimate import advance
 
 TRAINING_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,11 +43,6 @@ class IndexedTokens(Dataset):
     def __getitems__(self, indices: list) -> dict:
         rows = torch.as_tensor(indices, dtype=torch.int64).to(self.tokens.device, non_blocking=True)
         return {"tokens": self.tokens[rows], "label": self.labels[rows], "index": rows}
-
-
-def whole_batch(batch: Any) -> Any:
-    """The DataLoader's collate function for ``IndexedTokens``: the batch is already whole."""
-    return batch
 
 
 @torch.no_grad()
@@ -120,16 +114,7 @@ def token_loader(
 ) -> DataLoader:
     """A seeded single-process loader over precomputed tokens (shuffle order fixed by ``seed``, as for images);
     batches are indexed whole on the tokens' device."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return DataLoader(
-        IndexedTokens(tokens, labels),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        generator=generator,
-        num_workers=0,
-        collate_fn=whole_batch,
-    )
+    return seeded_loader(IndexedTokens(tokens, labels), batch_size, shuffle, seed, drop_last)
 
 
 def freeze(module: torch.nn.Module) -> None:

@@ -23,7 +23,7 @@ cost is exactly the measured cost of the derived ``Student``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from typing import cast
 
@@ -59,15 +59,10 @@ class NetworkShape:
     layers: int = 5
     stem_stride: int = 2
 
-    def build(self, genotype: Genotype) -> Student:
-        return Student(
-            genotype,
-            in_channels=self.in_channels,
-            num_classes=self.num_classes,
-            init_channels=self.init_channels,
-            layers=self.layers,
-            stem_stride=self.stem_stride,
-        )
+    def build(self, genotype: Genotype, drop_path: float = 0.0) -> Student:
+        """The student of this shape; ``drop_path`` regularises training and leaves the cost unchanged."""
+        sizes = {name: value for name, value in asdict(self).items() if name != "image_size"}  # cells take any size
+        return Student(genotype, **sizes, drop_path=drop_path)
 
     def dummy_input(self) -> torch.Tensor:
         return torch.zeros(1, self.in_channels, self.image_size, self.image_size)

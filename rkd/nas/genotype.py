@@ -8,14 +8,13 @@ DARTS format means published cells can be typed in and searched cells can be com
 
 from __future__ import annotations
 
-import json
 from collections import Counter, namedtuple
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rkd.nas.ops import OPS
-from rkd.run.artifacts import atomic_write_json
+from rkd.run.artifacts import atomic_write_json, read_json_checked
 
 Genotype = namedtuple("Genotype", "normal normal_concat reduce reduce_concat")
 
@@ -140,15 +139,12 @@ def load_genotype(name_or_path: str | Path) -> Genotype:
     if isinstance(name_or_path, str) and name_or_path in GENOTYPES:
         return GENOTYPES[name_or_path]
     path = Path(name_or_path).expanduser()
-    if not path.is_file():
-        raise GenotypeError(
-            f"genotype {str(name_or_path)!r} is neither a registered name {sorted(GENOTYPES)}"
-            f" nor an existing .json file"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise GenotypeError(f"genotype file {str(path)!r} is not valid JSON: {err}") from None
+    missing = GenotypeError(
+        f"genotype {str(name_or_path)!r} is neither a registered name {sorted(GENOTYPES)} nor an existing .json file"
+    )
+    data = read_json_checked(
+        path, missing, lambda err: GenotypeError(f"genotype file {str(path)!r} is not valid JSON: {err}")
+    )
     try:
         return genotype_from_dict(data)
     except GenotypeError as err:

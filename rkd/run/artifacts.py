@@ -59,6 +59,17 @@ def read_json(path: PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_json_checked(path: Path, missing: Exception, invalid: Callable[[Exception], Exception]) -> Any:
+    """The JSON in ``path`` for a caller that words its own errors: ``missing`` is raised when there is no
+    such file, ``invalid(reason)`` when the file cannot be read or parsed."""
+    if not path.is_file():
+        raise missing
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise invalid(exc) from None
+
+
 class IntegrityError(RuntimeError):
     """A file rkd wrote earlier no longer matches the checksum recorded when it was written."""
 

@@ -22,12 +22,11 @@ from rkd.data import DataBundle, student_transform
 from rkd.engine import build_optimizer, train_step
 from rkd.hardware.precision import computing_in
 from rkd.losses import build_kd_loss
-from rkd.models.factory import create_stage1_model, create_stage2_model
+from rkd.models.factory import create_stage1_model, create_stage2_model, student_shape
 from rkd.nas.architect import Architect
 from rkd.nas.complexity import ExpectedCost
 from rkd.nas.genotype import load_genotype
 from rkd.stages.objective import DistillObjective
-from rkd.stages.search import student_shape
 from rkd.stages.search_objective import SearchObjective, build_search_loss, build_search_network
 from rkd.teacher.model import build_teacher
 from rkd.teacher.training import TeacherObjective

@@ -13,6 +13,9 @@ from pathlib import Path
 from rkd.config import RunConfig, config_hash, to_dict
 from rkd.run.fingerprint import input_fingerprints
 
+# The student's settings that fix its size: what the search's complexity penalty prices, so the search's hash.
+STUDENT_SIZE_FIELDS = ("init_channels", "layers", "stem_stride")
+
 STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")  # in run order; each has a hash
 
 # settings of the sweep (``rkd search --sweep``) and the on/off switch do not change what one search finds
@@ -34,7 +37,7 @@ def stage_hashes(cfg: RunConfig) -> dict:
     # what the student's stages build on: the cache, and the run's seed when the teacher has its own
     student_base = h["cache"] if cfg.teacher.seed is None else config_hash(h["cache"], cfg.seed)
     search = {k: v for k, v in to_dict(cfg.search).items() if k not in SEARCH_FIELDS_NOT_HASHED}
-    student_shape = {k: getattr(cfg.student, k) for k in ("init_channels", "layers", "stem_stride")}  # what is priced
+    student_shape = {k: getattr(cfg.student, k) for k in STUDENT_SIZE_FIELDS}  # what is priced
     h["search"] = config_hash(student_base, search, student_shape)
     if cfg.search.candidates > 1:  # the candidates train with stage 1's loss and optimiser
         h["search"] = config_hash(h["search"], cfg.loss, cfg.stage1)

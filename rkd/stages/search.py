@@ -26,6 +26,7 @@ from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform, subset_indices, subset_loader
 from rkd.engine import fit
 from rkd.losses import loss_weights
+from rkd.models.factory import student_shape
 from rkd.nas.architect import Architect, cycle_batches
 from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
 from rkd.nas.derive import SKIP, count_ops
@@ -49,18 +50,6 @@ def run(cfg: RunConfig, accelerator, inputs: RunInputs, out_dir: Path) -> dict:
     summary = run_search(cfg, accelerator, inputs.bundle, inputs.cache, out_dir)
     summary.pop("history", None)
     return summary
-
-
-def student_shape(cfg: RunConfig, bundle: DataBundle) -> NetworkShape:
-    """The student the derived cells will be trained in: what the complexity penalty prices."""
-    return NetworkShape(
-        in_channels=bundle.channels,
-        num_classes=bundle.num_classes,
-        image_size=cfg.data.image_size,
-        init_channels=cfg.student.init_channels,
-        layers=cfg.student.layers,
-        stem_stride=cfg.student.stem_stride,
-    )
 
 
 # ----------------------------------------------------------------------------- one search

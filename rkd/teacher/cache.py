@@ -11,7 +11,6 @@ fingerprint; ``load_cache`` refuses anything that does not match, naming the fil
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from rkd.data import SPLITS
-from rkd.run.artifacts import PathLike, sha256_file
+from rkd.run.artifacts import PathLike, read_json_checked, sha256_file
 
 CACHE_FORMAT = "rkd-teacher-cache"
 CACHE_VERSION = 1
@@ -97,15 +96,15 @@ def verify_cache(
     """Check manifest, coverage, shard checksums and (if given) teacher identity and data fingerprint."""
     cache_dir = Path(cache_dir)
     path = cache_dir / MANIFEST
-    if not path.is_file():
-        raise CacheError(
-            f"{path} is missing: the teacher cache in {cache_dir} was never completed "
-            f"(the manifest is written last); {_REBUILD}"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise CacheError(f"{path} is not valid JSON ({exc}); it is truncated or corrupt; {_REBUILD}") from None
+    missing = CacheError(
+        f"{path} is missing: the teacher cache in {cache_dir} was never completed "
+        f"(the manifest is written last); {_REBUILD}"
+    )
+    manifest = read_json_checked(
+        path,
+        missing,
+        lambda exc: CacheError(f"{path} is not valid JSON ({exc}); it is truncated or corrupt; {_REBUILD}"),
+    )
     if (
         not isinstance(manifest, dict)
         or manifest.get("format") != CACHE_FORMAT

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rkd.config import ConfigError
 from rkd.data import ImageTransform
-from rkd.run.artifacts import PathLike, atomic_write_json, read_json
+from rkd.run.artifacts import PathLike, atomic_write_json, read_json_checked
 from rkd.run.rundir import atomic_directory
 from rkd.teacher.hub import load_processor, square_processor
 from rkd.teacher.kinds import TEACHER_KINDS
@@ -64,12 +64,11 @@ def load_trained_teacher(model_dir: PathLike, trust_remote_code: bool = False) -
     """
     model_dir = Path(model_dir)
     record_path = model_dir / TEACHER_RECORD
-    if not record_path.is_file():
-        raise FileNotFoundError(
-            f"{record_path} not found: {model_dir} is not a teacher saved by rkd "
-            f"(use build_teacher for a plain hub or save_pretrained checkpoint)"
-        )
-    record = read_json(record_path)
+    missing = FileNotFoundError(
+        f"{record_path} not found: {model_dir} is not a teacher saved by rkd "
+        f"(use build_teacher for a plain hub or save_pretrained checkpoint)"
+    )
+    record = read_json_checked(record_path, missing, lambda exc: ValueError(f"{record_path} is not valid JSON ({exc})"))
     if record.get("version") != TEACHER_RECORD_VERSION:
         raise ValueError(
             f"{record_path}: version {record.get('version')!r} is not supported (expected {TEACHER_RECORD_VERSION})"

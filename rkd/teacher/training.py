@@ -7,6 +7,7 @@ optimiser sees two parameter groups; the trained teacher is saved with ``save_te
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +27,29 @@ from rkd.teacher.io import save_teacher
 from rkd.teacher.model import Teacher, build_teacher
 
 
+@dataclass(eq=False)
 class TeacherObjective:
     """Cross-entropy on (optionally augmented) uint8 batches; augmentation only while training.
 
     ``precision`` (fp32 or bf16, as ``rkd.hardware.decide.teacher_precision`` chose it) is the format of
     the teacher's forward passes, whatever the Accelerator's own mixed precision for the student
     stages (the loss stays fp32). ``deepspeed=True``: DeepSpeed's engine owns the autocast (its JSON),
-    so the objective adds none, which DeepSpeed would replace or switch off anyway.
+    so the objective adds none, which DeepSpeed would replace or switch off anyway. ``seed`` seeds the
+    augmentation's own generator.
     """
 
-    def __init__(
-        self,
-        use_augmentation: bool,
-        label_smoothing: float = 0.0,
-        seed: int = 0,
-        precision: str = "fp32",
-        random_erasing: float = 0.0,
-        deepspeed: bool = False,
-    ) -> None:
-        if precision not in DTYPES:
-            raise ValueError(f"precision = {precision!r} is invalid: expected one of {tuple(DTYPES)}")
-        self.deepspeed = deepspeed
-        self.use_augmentation = use_augmentation
-        self.label_smoothing = label_smoothing
-        self.precision = precision
-        self.random_erasing = random_erasing
-        self.generator = torch.Generator().manual_seed(int(seed))
+    use_augmentation: bool
+    label_smoothing: float = 0.0
+    seed: int = 0
+    precision: str = "fp32"
+    random_erasing: float = 0.0
+    deepspeed: bool = False
+    generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.precision not in DTYPES:
+            raise ValueError(f"precision = {self.precision!r} is invalid: expected one of {tuple(DTYPES)}")
+        self.generator = torch.Generator().manual_seed(int(self.seed))
 
     def __call__(self, model: nn.Module, batch: dict, train: bool):
         pixels = batch["pixels"]
