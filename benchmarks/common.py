@@ -1,8 +1,9 @@
-"""Shared helpers of the benchmark scripts: config from argv, timing, and the run's models if trained."""
+"""Shared helpers of the benchmark scripts: config from argv, timing, the run's models if trained, the JSON out."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -39,3 +40,24 @@ def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
 
 def trained(path: Path) -> bool:
     return (Path(path) / "stage.json").exists()
+
+
+def run_teacher(cfg, bundle):
+    """The run's trained teacher if ``rkd run`` made one, else the config's teacher as built; eval mode."""
+    from rkd.teacher.io import load_trained_teacher
+    from rkd.teacher.model import build_teacher
+
+    path = cfg.run_dir / "teacher"
+    if trained(path):
+        return load_trained_teacher(path / "model").eval()
+    return build_teacher(cfg.teacher, bundle.num_classes, bundle.class_names, bundle.channels).eval()
+
+
+def write_json(record: dict, out: Path | None, indent: int = 2) -> None:
+    """Print the benchmark's record as JSON and, with ``--out``, write it there too."""
+    text = json.dumps(record, indent=indent)
+    print(text)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from common import write_json
 from paper_shapes import STAGES, VIT_B16, VIT_TINY, make_data, make_teacher, overrides, peak_rss_gib, reset_peak_rss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,15 +203,27 @@ def launch(args: argparse.Namespace) -> dict:
         str(out_dir / "plan.json"),
     ]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, timeout=args.time_limit)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    try:
+        code = proc.wait(timeout=args.time_limit)
+    except subprocess.TimeoutExpired:
+        # SIGTERM: the launcher passes it on to its ranks (each in a session of its own, out of reach of a
+        # kill of the launcher alone) and waits for them; the ranks that finished still report below
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        code = None
     ranks = [json.loads(p.read_text()) for p in sorted(out_dir.glob("rank*.json"))]
     return {
         "what": "device check: " + ("tiny shapes, 2 CPU processes" if args.tiny else "paper shapes"),
-        "launch": {"config": config, "processes": nproc, "exit_code": proc.returncode},
+        "launch": {"config": config, "processes": nproc, "exit_code": code, "timed_out": code is None},
         "seconds": round(time.perf_counter() - started, 1),
         "summary": summarise(ranks),
         "ranks": ranks,
-        "passed": proc.returncode == 0 and len(ranks) == nproc and not any(r["violations"] for r in ranks),
+        "passed": code == 0 and len(ranks) == nproc and not any(r["violations"] for r in ranks),
         "stages_expected": list(STAGES),
     }
 
@@ -250,11 +263,7 @@ def main(argv: list | None = None) -> int:
     if args.worker is not None:
         return worker(args.worker)
     result = launch(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_json(result, args.out)
     return 0 if result["passed"] else 1
 
 

@@ -13,7 +13,7 @@ import statistics
 import time
 
 import torch
-from common import parse_config, trained
+from common import parse_config, run_teacher, trained
 
 
 class OnlineTeacherObjective:
@@ -48,18 +48,12 @@ def main() -> dict:
     from rkd.optim import build_optimizer, build_scheduler
     from rkd.stages.objective import DistillObjective
     from rkd.teacher.cache import load_cache
-    from rkd.teacher.io import load_trained_teacher
-    from rkd.teacher.model import build_teacher
 
     cfg, args = parse_config(__doc__, lambda p: p.add_argument("--rounds", type=int, default=15))
     rounds = args.rounds
     bundle = load_data(cfg.data)
     run = cfg.run_dir
-    teacher = (
-        load_trained_teacher(run / "teacher" / "model")
-        if trained(run / "teacher")
-        else build_teacher(cfg.teacher, bundle.num_classes, bundle.class_names, bundle.channels)
-    ).eval()
+    teacher = run_teacher(cfg, bundle)
     for p in teacher.parameters():
         p.requires_grad_(False)
     if trained(run / "cache"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 import torch
-from common import median_seconds, parse_config, trained
+from common import median_seconds, parse_config, run_teacher, trained
 
 from rkd.measure import count_params
 
@@ -30,18 +30,12 @@ def main() -> dict:
     from rkd.data import load_data, student_transform
     from rkd.export.torchscript import Transmitter
     from rkd.models.factory import create_stage1_model, create_stage2_model, load_stage2
-    from rkd.teacher.io import load_trained_teacher
-    from rkd.teacher.model import build_teacher
 
     cfg, args = parse_config(__doc__, lambda p: p.add_argument("--repeats", type=int, default=20))
     torch.manual_seed(0)
     bundle = load_data(cfg.data)
     run = cfg.run_dir
-    teacher = (
-        load_trained_teacher(run / "teacher" / "model")
-        if trained(run / "teacher")
-        else build_teacher(cfg.teacher, bundle.num_classes, bundle.class_names, bundle.channels)
-    ).eval()
+    teacher = run_teacher(cfg, bundle)
     if trained(run / "stage2"):
         system = load_stage2(cfg, bundle, teacher.feature_dim, run / "stage1", run / "stage2")
     else:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_json
 
 MEMORY_BOUND_GIB = 6.0  # a stage above this on the CPU run fails (ViT-B/16 with AdamW states: ~1.4 GiB of weights)
 STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")
@@ -157,11 +158,7 @@ def main(argv: list | None = None) -> int:
         "total_seconds": round(time.perf_counter() - started, 1),
         "memory_bound_gib": args.memory_bound,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_json(result, args.out)
     over = {s: v["peak_rss_gib"] for s, v in stages.items() if v["peak_rss_gib"] > args.memory_bound}
     if over:
         print(f"paper-shapes: peak memory above {args.memory_bound} GiB in {over}", file=sys.stderr)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import write_json
 
 from rkd.config import load_config
 from rkd.data import load_data
@@ -137,10 +138,7 @@ def main() -> None:
         record["results"][name] = measure(name, args.variants, cfg, bundle, args.steps, args.rounds)
         print(json.dumps({"model": name, **record["results"][name]}), flush=True)
     record["load_average_end"] = os.getloadavg()[0]
-    text = json.dumps(record, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_json(record, args.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import torch
-from common import parse_config
+from common import parse_config, write_json
 
 from rkd.data import load_data, make_loader  # noqa: E402
 from rkd.engine import make_accelerator, train_step  # noqa: E402
@@ -113,10 +112,7 @@ def main() -> None:
     record["final_test"] = record["epochs"][-1]["test"]
     record["final_test_flip_average"] = accuracy(teacher, bundle.splits["test"], flip_average=True)
     record["final_test_flip_shift_average"] = accuracy(teacher, bundle.splits["test"], flip_average=True, shifts=True)
-    text = json.dumps(record, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_json(record, args.out, indent=1)
 
 
 if __name__ == "__main__":

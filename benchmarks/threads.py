@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import write_json
+
 POLICIES = {"default (spin, then sleep)": None, "PASSIVE": "PASSIVE"}
 
 
@@ -102,10 +104,7 @@ def main() -> None:
             }
             record["runs"].append(row)
             print(json.dumps(row), flush=True)
-    text = json.dumps(record, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_json(record, args.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -310,11 +312,7 @@ def main(argv=None) -> int:
     base = report["results"][0]["images_per_s"]
     for record in report["results"]:
         record["speedup_vs_first"] = record["images_per_s"] / base
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    write_json(report, args.out)
     return 0
 
 

@@ -47,3 +47,15 @@ def test_the_probe_names_a_tensor_off_the_device():
     probe.timed("train", torch.nn.Linear(3, 2), 4, torch.zeros(4, 3))
     assert probe.violations and probe.violations[0].startswith("stage1: Linear input has a (4, 3) tensor on cpu")
     assert probe.stats["stage1"]["images"] == 4
+
+
+def test_past_its_time_limit_the_check_reports_instead_of_a_traceback(tmp_path):
+    """--time-limit stops the launcher and its ranks together; the JSON still comes, says so, and fails."""
+    out = tmp_path / "device_check.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--tiny", "--work", str(tmp_path)]
+    cmd += ["--out", str(out), "--port", str(free_port()), "--time-limit", "2"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, (proc.stdout + proc.stderr)[-4000:]
+    result = json.loads(out.read_text())
+    assert result["launch"]["timed_out"] and result["launch"]["exit_code"] is None and not result["passed"]
