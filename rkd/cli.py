@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--no-estimate", action="store_true", help="skip timing the stages' models for the run estimate"
             )
+            p.add_argument(
+                "--reprobe",
+                action="store_true",
+                help="measure the probe again (a few seconds) and replace its cache, which auto precision "
+                "reads: after a probe taken on a loaded machine, or a change of hardware",
+            )
         if name == "search":
             p.add_argument(
                 "--sweep",

@@ -59,7 +59,7 @@ def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
     """Run the parsed command; returns the exit status."""
     if args.command == "doctor":
         configure_threads()
-        print(doctor_report(cfg, estimate=not args.no_estimate))
+        print(doctor_report(cfg, estimate=not args.no_estimate, reprobe=args.reprobe))
         return 0
     if args.command == "report":
         print(f"report: {report(cfg.run_dir)}")

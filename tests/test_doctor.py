@@ -72,3 +72,23 @@ def test_doctor_under_avx2_kernels_chooses_no_bf16(tmp_path):
     out = _doctor({"RKD_CACHE_DIR": str(tmp_path), "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
     assert "native bf16: no" in out, out
     assert "teacher.train_precision = auto -> fp32: auto:" in out and "mixed_precision = auto -> fp32: auto:" in out
+
+
+def test_reprobe_replaces_a_stale_probe(tmp_path, monkeypatch):
+    """A probe taken on a loaded machine stays until measured again: --reprobe measures and replaces it."""
+    import json
+
+    from rkd.config import load_config
+    from rkd.hardware import doctor, probe
+
+    monkeypatch.setenv("RKD_CACHE_DIR", str(tmp_path))
+    stale = probe.measure("cpu")
+    stale["measured"] = "stale"
+    path = probe._path(probe.machine_key("cpu"))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(stale))
+    assert probe.cached("cpu")["measured"] == "stale"
+    doctor.report(load_config(["default"], []), estimate=False)
+    assert probe.cached("cpu")["measured"] == "stale"  # without the flag the cache is read, not measured
+    doctor.report(load_config(["default"], []), estimate=False, reprobe=True)
+    assert probe.cached("cpu")["measured"] != "stale"

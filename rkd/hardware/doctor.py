@@ -120,9 +120,11 @@ def run_estimate(cfg: RunConfig, chosen: dict) -> list[str]:
     return [line.replace("[rkd] plan:", "estimate  ") for line in plan_lines(plans)]
 
 
-def report(cfg: RunConfig, estimate: bool = True) -> str:
-    """The doctor's whole report as text."""
+def report(cfg: RunConfig, estimate: bool = True, reprobe: bool = False) -> str:
+    """The doctor's whole report as text; ``reprobe`` measures the probe again and replaces its cache first."""
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if reprobe:
+        probe(device_type, refresh=True)
     lines = ["rkd doctor: what this machine can do, and what rkd chooses on it", f"software   {software()}"]
     lines += devices()
     chosen_lines, chosen = precisions(cfg, device_type)
