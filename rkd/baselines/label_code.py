@@ -50,6 +50,9 @@ def label_code_sweep(
     for spec in channel_specs:
         channel_from_spec(spec)  # a bad spec fails here, before any draw
 
+    def end_to_end(p_correct: float | None) -> float | None:
+        return _accuracy_or_none(student_accuracy, p_correct, num_classes)
+
     def cell(spec: dict, snr: float, k: int) -> tuple[float, dict]:
         uses = data_uses(spec, int(k))
         name, code = decision_code(num_classes, uses)
@@ -58,10 +61,6 @@ def label_code_sweep(
         if keep is not None:
             keep.append(hit.clone())
         ref = decision_reference(num_classes, int(k), spec, float(snr), trials, seed)
-
-        def end_to_end(p_correct: float | None) -> float | None:
-            return _accuracy_or_none(student_accuracy, p_correct, num_classes)
-
         return float(hit.double().mean()), {
             "code": name,
             "code_uses": uses,

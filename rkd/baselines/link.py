@@ -24,7 +24,7 @@ from rkd.draws import symbol_mask, training_channel_specs
 @dataclass(frozen=True)
 class ImageLink:
     """What an end-to-end image link is built for: the images' channels, the classes, the channels it is
-    trained on (specs) and the most complex symbols it sends (L)."""
+    trained on (specs) and the largest number of complex symbols it sends (L)."""
 
     in_channels: int
     num_classes: int
