@@ -48,6 +48,27 @@ def test_projection_scales_the_rest_of_the_plan_by_how_the_work_so_far_went():
     assert len(said) == 1  # said once
 
 
+def test_each_kind_of_work_is_priced_by_its_own_pace_once_it_has_one():
+    """Stage 2 begins with the student's tokens (forward passes, here 4x faster than planned), then trains (1.5x
+    slower than planned): the training left is priced by the training's pace, not by a mix of the two."""
+    time, said = FakeTime(), []
+    plan = StagePlan("stage2")
+    plan.add("tokens", 100, 0.1)
+    plan.add("stage2:train", 100, 1.0)
+    plan.add("stage2:val", 10, 0.1)
+    clock = StageClock(plan, said.append, after=30.0, now=time)
+    time.t = 1.0
+    for _ in range(10):
+        time.t += 0.25
+        clock.advance("tokens", 10)
+    for _ in range(18):
+        time.t += 1.5
+        clock.advance("stage2:train")
+    truth = 30.5 + 82 * 1.5 + 1 * (30.5 - 1.25) / (28 - 1)  # the val, not yet seen, at the pace of all work so far
+    assert clock.projected == pytest.approx(truth)
+    assert len(said) == 1
+
+
 def test_reports_fill_phases_in_order_and_candidates_match_by_their_first_word():
     time = FakeTime()
     clock = StageClock(two_phase_plan(), lambda line: None, after=1e9, now=time)
@@ -154,8 +175,10 @@ def test_costs_are_measured_without_touching_the_run_random_state(fashion_bundle
     before = torch.random.get_rng_state()
     costs = measure_costs(cfg, fashion_bundle, needed_costs(stages), {"teacher": "fp32", "student": "fp32"})
     assert torch.equal(torch.random.get_rng_state(), before)
-    assert set(costs) == {"teacher", "supernet", "supernet_arch", "candidate", "stage1", "stage2"}
+    assert set(costs) == {"teacher", "supernet", "supernet_arch", "candidate", "stage1", "stage2", "sweep"}
     assert all(seconds > 0 and batch >= 1 for seconds, batch in costs.values())
+    # the evaluation's sweep reuses a transmission across channels and k, without gradients
+    assert costs["sweep"][0] < costs["stage2"][0] / costs["stage2"][1]
     assert costs["supernet_arch"][0] > costs["supernet"][0]  # the architecture step costs a second pass
 
 

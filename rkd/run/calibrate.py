@@ -20,6 +20,7 @@ import torch
 from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform
 from rkd.engine import build_optimizer, train_step
+from rkd.evaluation.sweep import channel_sweep
 from rkd.hardware.precision import computing_in
 from rkd.losses import build_kd_loss
 from rkd.models.factory import create_stage1_model, create_stage2_model, student_shape
@@ -160,6 +161,25 @@ class LocalSteps:
     @staticmethod
     def clip_grad_norm_(parameters, max_norm: float):
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
+def seconds_per_sweep_cell_image(cfg: RunConfig, codec: Workload) -> float:
+    """Seconds the evaluation's channel sweep spends per image per (SNR, channel, k) cell, on ``codec_workload``'s model.
+
+    The sweep transmits once per SNR and then runs only the channel and the receiver on k symbols, at
+    the evaluation's batch size without gradients: far cheaper than a share of a training step.
+    """
+    rates = cfg.eval.rates or cfg.codec.rates
+    tokens, labels = codec.batch["tokens"], codec.batch["label"]
+
+    def sweep() -> None:
+        channel_sweep(codec.model, tokens, labels, cfg.eval.channels, [0.0], rates, cfg.eval.batch_size, 0, False)
+
+    sweep()  # warm-up
+    started = time.perf_counter()
+    sweep()
+    cells = len(cfg.eval.channels) * len(rates)
+    return (time.perf_counter() - started) / (cells * len(labels))
 
 
 def seconds_per_step(workload: Workload, steps: int = 2) -> float:

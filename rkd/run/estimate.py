@@ -6,7 +6,9 @@ estimate. While the stage runs, the training loop reports each finished unit of 
 (``advance(phase)``); ``StageClock`` compares the seconds spent with the plan's seconds for the work
 done so far and, once the stage has run ``PROJECT_AFTER`` seconds, says the remaining plan scaled by
 that ratio: the plan knows the stage's shape (weight-only steps, then architecture steps, then
-candidates), the ratio knows how fast this machine is going right now.
+candidates), the ratio knows how fast this machine is going right now. The ratio is kept per kind of
+work (a phase name): a forward pass over images and a training step can both be off the plan, each by
+its own factor, and a stage that begins with the one (stage 2's tokens) must not price the other by it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 PROJECT_AFTER = 30.0  # seconds of a stage before its projected time is said
+OWN_PACE_AFTER = 2.0  # planned seconds of a kind of work done before its own pace prices the rest of it
 LONG_RUN = 2 * 3600.0  # past this, the plan says what a quicker run would cost
 
 
@@ -72,6 +75,9 @@ class StageClock:
         self.done = [0.0] * len(plan.phases)  # counted here
         self.skipped = [0.0] * len(plan.phases)  # done before a resume
         self.first: tuple[float, float] | None = None  # (time, planned seconds done) at the first report
+        self.last_report: float | None = None
+        self.spent: dict = {}  # seconds between reports, by the phase name of the report that closed them
+        self.planned: dict = {}  # planned seconds of the work those reports finished, by phase name
         self.projected: float | None = None
 
     def _matching(self, name: str) -> list[int]:
@@ -85,6 +91,7 @@ class StageClock:
     def advance(self, name: str, units: float = 1.0, counted: bool = True) -> None:
         """``units`` of work ``name`` are finished; ``counted=False``: done before (a resume), not timed here."""
         matching = self._matching(name)
+        before = self._planned_done()
         for n, i in enumerate(matching):
             room = self.plan.phases[i].units - self.done[i] - self.skipped[i]
             take = units if n == len(matching) - 1 else min(units, max(0.0, room))
@@ -92,8 +99,14 @@ class StageClock:
             units -= take
             if units <= 0:
                 break
-        if matching and counted and self.first is None:
-            self.first = (self.now(), self._planned_done())
+        if matching and counted:
+            now, kind = self.now(), self.plan.phases[matching[0]].name
+            if self.last_report is not None:  # the first report's interval is set-up, paid once
+                self.spent[kind] = self.spent.get(kind, 0.0) + now - self.last_report
+                self.planned[kind] = self.planned.get(kind, 0.0) + self._planned_done() - before
+            self.last_report = now
+            if self.first is None:
+                self.first = (now, self._planned_done())
         if matching and self.projected is None and self.now() - self.started >= self.after:
             self.projected = self.projection()
             if self.projected is not None:
@@ -114,25 +127,29 @@ class StageClock:
         return sum(d * p.seconds for d, p in zip(self.done, self.plan.phases) if p.seconds is not None)
 
     def projection(self) -> float | None:
-        """Elapsed + the rest of the plan, scaled by how the work done so far compared with its planned cost.
+        """Elapsed + the rest of the plan, each kind of work scaled by how its part so far compared with the plan.
 
-        The pace is taken from the first report on: the stage's set-up before it (loading the teacher, the
-        data, the first step's allocations) is paid once, and would inflate the rest if spread over it.
+        A kind of work with at least ``OWN_PACE_AFTER`` planned seconds done is priced by its own pace; the
+        rest by the pace of all the work so far. Paces are taken from the first report on: the stage's
+        set-up before it (loading the teacher, the data, the first step's allocations) is paid once, and
+        would inflate the rest if spread over it.
         """
         now = self.now()
         elapsed = now - self.started
         planned_done = self._planned_done()
-        remaining = sum(
-            max(0.0, p.units - d - s) * p.seconds
-            for p, d, s in zip(self.plan.phases, self.done, self.skipped)
-            if p.seconds is not None
-        )
         if planned_done <= 0:
             return None
         pace = elapsed / planned_done
         if self.first is not None and planned_done > self.first[1] and now > self.first[0]:
             pace = (now - self.first[0]) / (planned_done - self.first[1])
-        return elapsed + remaining * pace
+        remaining = 0.0
+        for p, d, s in zip(self.plan.phases, self.done, self.skipped):
+            if p.seconds is None:
+                continue
+            own = self.planned.get(p.name, 0.0)
+            kind_pace = self.spent[p.name] / own if own >= OWN_PACE_AFTER else pace
+            remaining += max(0.0, p.units - d - s) * p.seconds * kind_pace
+        return elapsed + remaining
 
 
 _ACTIVE: list = []

@@ -4,7 +4,8 @@ the data, priced by the step costs ``rkd.run.calibrate`` measured here.
 A forward pass over one image is priced at a third of a training step's per-image cost (the backward
 pass costs about twice the forward). Counts are per process (the loaders shard across processes).
 Phase names are what the loops report: ``<loop>:train`` per optimiser step, ``<loop>:val`` per
-validation image, ``cache``, ``tokens`` and ``sweep`` per image.
+validation image, ``cache``, ``tokens`` and ``sweep`` per image. The evaluation's sweep is timed on its
+own (``seconds_per_sweep_cell_image``): it reuses each SNR's transmission across channels and k.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rkd.data import DataBundle
 from rkd.run.calibrate import (
     codec_workload,
     seconds_per_step,
+    seconds_per_sweep_cell_image,
     student_workload,
     supernet_workload,
     teacher_workload,
@@ -40,6 +42,8 @@ def needed_costs(stages: list) -> set:
         need.add("stage1")
     if {"stage2", "eval"} & set(stages):
         need.add("stage2")
+    if "eval" in stages:
+        need.add("sweep")
     return need
 
 
@@ -65,6 +69,8 @@ def measure_costs(cfg: RunConfig, bundle: DataBundle, need: set, precisions: dic
             if name in need:
                 workload = build()
                 costs[name] = (seconds_per_step(workload), workload.images)
+                if name == "stage2" and "sweep" in need:
+                    costs["sweep"] = (seconds_per_sweep_cell_image(cfg, workload), 1)
     return costs
 
 
@@ -135,7 +141,8 @@ def stage_plan(stage: str, cfg: RunConfig, bundle: DataBundle, costs: dict, worl
         snrs = math.floor((e.snr_max - e.snr_min) / e.snr_step + 1e-9) + 1
         cells = len(e.channels) * math.ceil(snrs / world) * len(e.rates or cfg.codec.rates)
         plan.add("tokens", n["test"], _forward(costs, "stage1"))
-        plan.add("sweep", cells * n["test"], _forward(costs, "stage2"))
+        per_cell_image = costs["sweep"][0] if "sweep" in costs else _forward(costs, "stage2")
+        plan.add("sweep", cells * n["test"], per_cell_image)
     return plan
 
 
