@@ -87,7 +87,7 @@ def make_bench(args, overrides: list):
 
 def print_plan(bench, dropped: dict, costs_path: str, parallel: int) -> dict | None:
     """The cells and, with a calibration, the estimated CPU and wall time; returns the estimate."""
-    from rkd.bench.costs import estimate
+    from rkd.bench.costs import estimate, with_measured
     from rkd.bench.plan import describe
     from rkd.data import load_data
 
@@ -102,7 +102,8 @@ def print_plan(bench, dropped: dict, costs_path: str, parallel: int) -> dict | N
     bundle = load_data(bench.base.data)
     sizes = {s: int(bundle.splits[s].labels.numel()) for s in ("train", "val", "test")}
     records, _, _ = bench.state()
-    est = estimate(bench.base, bench.names, bench.seeds, bench.grid, sizes, costs["units"], parallel, set(records))
+    units, measured = with_measured(costs["units"], list(records.values()))
+    est = estimate(bench.base, bench.names, bench.seeds, bench.grid, sizes, units, parallel, set(records))
     for name, entry in est["per_method"].items():
         say(f"[bench]   {name:28s} {entry['cells']:2d} cells {entry['seconds'] / 3600:6.2f} CPU-h")
     machine, load = costs.get("machine", {}), costs.get("load_average_5min_median")
@@ -112,6 +113,7 @@ def print_plan(bench, dropped: dict, costs_path: str, parallel: int) -> dict | N
         + (f" under a load of {load:.1f} on {machine.get('cpus_available')} CPUs" if load else "")
         + ", "
         f"{machine.get('torch_threads')} thread per cell)"
+        + (f"; {measured} costs from this benchmark's own finished cells" if measured else "")
         + (f"; not calibrated: {', '.join(est['uncalibrated'])}" if est["uncalibrated"] else "")
     )
     return est

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rkd.bench.catalogue import RKD, method, parse_methods
-from rkd.bench.costs import estimate, method_steps, seed_images, simulate, unit_costs
+from rkd.bench.costs import estimate, method_steps, seed_images, simulate, unit_costs, with_measured
 from rkd.bench.layout import TEACHER, Cell, base_config, cell_config, cell_dir, parse_cell, rkd_config
 from rkd.bench.plan import comparison_cells, dropped_ablations, parse_seeds
 from rkd.bench.records import BenchError, check_complete, check_one_teacher, read_record, write_record
@@ -165,6 +165,19 @@ def test_cost_model_counts_each_methods_budget_rule():
     est = estimate(cfg, ["ablation:robust-kd"], [0, 1], (1.0,), sizes, units, workers=2)
     assert est["uncalibrated"] == [RKD, TEACHER]  # no teacher or search costs in this calibration
     assert est["per_method"]["ablation:robust-kd"]["seconds"] == pytest.approx(2 * (3 + 0.5 * 1680 + 10000))
+    # a finished full-size cell's costs replace the calibration's for the parts it measured, and its overhead
+    full = {
+        "method": RKD,
+        "seconds": 20200.0,
+        "sizes": sizes,
+        "parts": {"stage2": {"steps": 1680, "seconds": 84.0}, "sweep": {"steps": 9, "seconds": 20000.0}},
+    }
+    merged, replaced = with_measured(units, [full])
+    assert replaced == 2 and merged["overhead"] == pytest.approx(20200.0 - 84.0 - 20000.0)
+    assert merged["per_unit"]["pipeline"]["stage2"] == pytest.approx(84.0 / 1680)
+    assert merged["per_unit"][RKD]["sweep"] == pytest.approx(2.0)
+    assert units["per_unit"]["pipeline"] == {"stage2": 0.5}  # the calibration itself is left as it was
+    assert with_measured(units, []) == (units, 0)
     a, b, c = "a", "b", "c"
     assert simulate([a, b, c], {a: (), b: (a,), c: ()}, {a: 2.0, b: 1.0, c: 2.5}, workers=2) == 3.0
 

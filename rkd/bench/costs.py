@@ -139,6 +139,21 @@ def unit_costs(records: list) -> dict:
     return {"per_unit": units, "overhead": statistics.median(overheads) if overheads else 0.0}
 
 
+def with_measured(calibrated: dict, records: list) -> tuple[dict, int]:
+    """``calibrated`` (``unit_costs``' output) with every part that this benchmark's own finished cells
+    measured at full size replaced by their cost, and their median overhead; also the count of parts
+    replaced. A calibration is short and small; a finished cell is the cost itself."""
+    if not records:
+        return calibrated, 0
+    measured = unit_costs(records)
+    per_unit = {method: dict(parts) for method, parts in calibrated["per_unit"].items()}
+    replaced = 0
+    for method, parts in measured["per_unit"].items():
+        per_unit.setdefault(method, {}).update(parts)
+        replaced += len(parts)
+    return {"per_unit": per_unit, "overhead": measured["overhead"]}, replaced
+
+
 def cell_seconds(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float | None:
     """A cell's estimated seconds at full size; None when the calibration lacks one of its parts."""
     per_method = units["per_unit"]
