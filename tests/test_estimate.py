@@ -49,7 +49,7 @@ def test_projection_scales_the_rest_of_the_plan_by_how_the_work_so_far_went():
 
 
 def test_each_kind_of_work_is_priced_by_its_own_pace_once_it_has_one():
-    """Stage 2 begins with the student's tokens (forward passes, here 4x faster than planned), then trains (1.5x
+    """Stage 2 begins with the student's tokens (forward passes, here faster than planned), then trains (here
     slower than planned): the training left is priced by the training's pace, not by a mix of the two."""
     time, said = FakeTime(), []
     plan = StagePlan("stage2")
