@@ -74,7 +74,6 @@ class StageClock:
         self.started = now()
         self.done = [0.0] * len(plan.phases)  # counted here
         self.skipped = [0.0] * len(plan.phases)  # done before a resume
-        self.first: tuple[float, float] | None = None  # (time, planned seconds done) at the first report
         self.last_report: float | None = None
         self.spent: dict = {}  # seconds between reports, by the phase name of the report that closed them
         self.planned: dict = {}  # planned seconds of the work those reports finished, by phase name
@@ -105,8 +104,6 @@ class StageClock:
                 self.spent[kind] = self.spent.get(kind, 0.0) + now - self.last_report
                 self.planned[kind] = self.planned.get(kind, 0.0) + self._planned_done() - before
             self.last_report = now
-            if self.first is None:
-                self.first = (now, self._planned_done())
         if matching and self.projected is None and self.now() - self.started >= self.after:
             self.projected = self.projection()
             if self.projected is not None:
@@ -134,14 +131,12 @@ class StageClock:
         set-up before it (loading the teacher, the data, the first step's allocations) is paid once, and
         would inflate the rest if spread over it.
         """
-        now = self.now()
-        elapsed = now - self.started
+        elapsed = self.now() - self.started
         planned_done = self._planned_done()
         if planned_done <= 0:
             return None
-        pace = elapsed / planned_done
-        if self.first is not None and planned_done > self.first[1] and now > self.first[0]:
-            pace = (now - self.first[0]) / (planned_done - self.first[1])
+        spent, planned = sum(self.spent.values()), sum(self.planned.values())  # from the first report on
+        pace = spent / planned if spent > 0 and planned > 0 else elapsed / planned_done
         remaining = 0.0
         for p, d, s in zip(self.plan.phases, self.done, self.skipped):
             if p.seconds is None:
