@@ -190,8 +190,9 @@ def make_report(args, overrides: list) -> dict:
         results = Path(args.results)
         results.mkdir(parents=True, exist_ok=True)
         compare = Path(summary["view"]) / "compare"
-        for item in ("comparison.png", "comparison.md", "rate_policy.json", "results.json"):
-            shutil.copyfile(compare / item, results / item)
+        for item in ("comparison.png", "comparison.md", "rate_policy.json", "results.json", "lead.png"):
+            if (compare / item).exists():  # lead.png: only where its panels were swept
+                shutil.copyfile(compare / item, results / item)
         shutil.copyfile(bench.base.run_dir / "tuning.json", results / "tuning.json")
         (results / "cells.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

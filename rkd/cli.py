@@ -58,7 +58,7 @@ COMMANDS = {
     "baselines": (
         "RKD-SC's baselines and ablations (rkd.baselines), then the comparison report",
         "what evaluate writes, baselines/<method>/ (results.json), ablations/<variant>/, seeds/seed-<s>/ "
-        "(baselines.seeds), compare/ (results.json, comparison.md, comparison.png, rate_policy.json)",
+        "(baselines.seeds), compare/ (results.json, comparison.md, comparison.png, lead.png, rate_policy.json)",
     ),
     "export": (
         "export the trained transmitter and receiver as standalone files",

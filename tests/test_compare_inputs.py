@@ -8,6 +8,7 @@ import yaml
 
 from rkd.coding.bounds import decision_accuracy, simplex_success
 from rkd.evaluation.compare import ComparisonError, write_comparison
+from rkd.evaluation.compare_plot import lead_panels
 from rkd.evaluation.records import channel_record
 
 SPECS = [{"name": "awgn"}, {"name": "rayleigh", "csi": "perfect"}]
@@ -104,3 +105,18 @@ def test_verdicts_and_yardstick_in_the_comparison(tmp_path):
     text = path.read_text()
     assert "## Verdicts over seeds" in text and "superior" in text and "## The yardstick" in text
     assert (run / "compare" / "comparison.png").stat().st_size > 0
+
+
+def test_the_lead_figure_shows_its_methods_on_the_panels_that_ran(tmp_path):
+    methods = ("rkd-sc", "deep-jscc", "ablation:no-kd", "label-digital", "deep-jscc-kd")
+    run = make_run(tmp_path, seeds=(0, 1), methods=methods)
+    path = write_comparison(run, 8, 0.01)
+    records = json.loads((run / "compare" / "results.json").read_text())["records"]
+    panels, shown = lead_panels(records)
+    assert panels == [("awgn", 8), ("rayleigh-csi", 8)]  # k = 32 was not swept
+    assert shown == ["rkd-sc", "ablation:no-kd", "deep-jscc-kd", "label-digital"]  # plain Deep JSCC is not a lead curve
+    assert (run / "compare" / "lead.png").stat().st_size > 0 and "`lead.png`" in path.read_text()
+    for record in records:  # RKD-SC swept at another k only: no panel, so no lead figure
+        if record["method"] == "rkd-sc" and record["channel_uses"] == 8:
+            record["channel_uses"] = 4
+    assert lead_panels(records)[0] == []

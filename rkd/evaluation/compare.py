@@ -6,7 +6,8 @@ with ``baselines.per_image``, ``correct.npz``) and the main evaluation (for the 
 and size), and writes ``runs/<name>/compare/``: ``results.json`` (seed-averaged records with 95%
 intervals, the verdicts over seeds, the yardstick, the per-cell paired tests, budgets),
 ``comparison.png`` (accuracy vs SNR with interval bands and reference curves, a panel per channel),
-``comparison.md`` and ``rate_policy.json``. Every cell asked for (method x seed x channel) must exist,
+``lead.png`` (the few curves a reader sees first, where their panels were swept), ``comparison.md`` and
+``rate_policy.json``. Every cell asked for (method x seed x channel) must exist,
 else one ``ComparisonError`` names the missing ones and the command that makes them, and nothing is
 written; everything is computed before the first file is (each written atomically).
 Statistics: ``rkd.evaluation.stats``, ``rkd.evaluation.verdicts``, ``rkd.evaluation.paired``.
@@ -20,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from rkd.channels import channel_label
-from rkd.evaluation.compare_plot import comparison_png
+from rkd.evaluation.compare_plot import comparison_png, lead_png
 from rkd.evaluation.compare_render import (
     KEPT_SNR,
     RKD,
@@ -204,6 +205,7 @@ def write_comparison(
     run_dir = Path(run_dir)
     c = build_comparison(run_dir, k, seeds, methods, channels, noninferiority_margin)
     records, summaries, targets = c["records"], c["methods"], c["targets"]
+    lead = lead_png(records, c["summary"], summaries)
     policies = {m: rate_policy([r for r in records if r["method"] == m], margin, m) for m in c["multi_rate"]}
     text = (
         render_tables(records, summaries, c["summary"], k, _input_size(run_dir, summaries))
@@ -216,12 +218,25 @@ def write_comparison(
             "reference curves). Statistics: `rkd/evaluation/stats.py`, `rkd/evaluation/verdicts.py`.",
             "",
         ]
+        + (
+            [
+                "Lead figure: `lead.png` (AWGN and Rayleigh with CSI at k = 8 and 32; of RKD-SC, no-KD at matched "
+                "budget, Deep JSCC with the whole budget, Deep JSCC + KD and label-digital, those that ran).",
+                "",
+            ]
+            if lead is not None
+            else []
+        )
     )
     png = comparison_png(records, c["yardstick"], c["order"], k, c["summary"], summaries)
     out = run_dir / "compare"
     atomic_write_json(out / "rate_policy.json", {"margin": margin, "policy": policies})
     atomic_write_json(out / "results.json", {key: v for key, v in c.items() if key not in ("order", "multi_rate")})
     atomic_write(out / "comparison.png", lambda target: target.write_bytes(png))
+    if lead is not None:
+        atomic_write(out / "lead.png", lambda target: target.write_bytes(lead))
+    elif (out / "lead.png").exists():
+        (out / "lead.png").unlink()  # a previous comparison's lead figure would not match this one
     return atomic_write_text(out / "comparison.md", "\n".join(text))
 
 

@@ -3,6 +3,9 @@
 Reference curves beside the methods: the yardstick (``rkd.evaluation.yardstick``: the student's decision
 sent with the best known code) and, where label-digital ran, the accuracy its code would have under
 Shannon's sphere-packing converse and under the normal approximation (``rkd.baselines.label_code``).
+
+The lead figure (``lead_png``) is the one a reader sees first: fewer curves, each with its band, on the
+two channels and two code lengths where the methods differ most.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from rkd.evaluation.compare_render import RKD, band, curve, is_bound, method_k
 from rkd.evaluation.yardstick import METHOD as YARDSTICK
 
 LABEL_DIGITAL = "label-digital"
+# The lead figure: RKD-SC, what it is without its teacher at the same budget, the classic learned design
+# given the teacher's compute too, that design with the same KD, and the explicit digital code.
+LEAD_METHODS = (RKD, "ablation:no-kd", "deep-jscc-budget", "deep-jscc-kd", LABEL_DIGITAL)
+LEAD_PANELS = (("awgn", 8), ("awgn", 32), ("rayleigh-csi", 8), ("rayleigh-csi", 32))
 REFERENCES = (
     ("converse_accuracy", "converse (sphere packing)", "-."),
     ("normal_approximation_accuracy", "normal approx.", ":"),
@@ -27,7 +34,7 @@ def _style(method: str, bound: bool) -> dict:
     return {"ls": ":", "lw": 1.2} if bound else {"lw": 1.3}
 
 
-def _methods(ax, records: list, methods: list, label: str, k: int, summaries: dict) -> None:
+def _methods(ax, records: list, methods: list, label: str, k: int, summaries: dict, every_band: bool = False) -> None:
     for method in methods:
         mk = method_k(records, method, k)
         pts = sorted(curve(records, method, label, mk).items()) if mk is not None else []
@@ -44,7 +51,7 @@ def _methods(ax, records: list, methods: list, label: str, k: int, summaries: di
             **_style(method, bound),
         )
         ci = sorted(band(records, method, label, mk).items())
-        if ci and not method.startswith("ablation:"):
+        if ci and (every_band or not method.startswith("ablation:")):
             ax.fill_between(
                 [c[0] for c in ci],
                 [100 * c[1][0] for c in ci],
@@ -108,6 +115,47 @@ def comparison_png(records: list, yardstick: list, methods: list, k: int, summar
         "bands: 95% CI over seeds",
         fontsize=10,
     )
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def lead_panels(records: list) -> tuple:
+    """``(panels, methods)`` of the lead figure: the (channel, k) panels RKD-SC was swept on, the methods present."""
+    panels = [(label, k) for label, k in LEAD_PANELS if curve(records, RKD, label, k)]
+    methods = [m for m in LEAD_METHODS if any(r["method"] == m and r["snr_db"] is not None for r in records)]
+    return panels, methods
+
+
+def lead_png(records: list, summary: dict, summaries: dict) -> bytes | None:
+    """The lead figure as PNG bytes (2x2: AWGN and Rayleigh with CSI at k = 8 and 32), None without its panels."""
+    panels, methods = lead_panels(records)
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 2 if len(panels) > 1 else 1
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), sharey=True, squeeze=False)
+    for ax, (label, k) in zip(axes.flat, panels):
+        _methods(ax, records, methods, label, k, summaries, every_band=True)
+        ax.axhline(100 * summary["teacher_accuracy"], color="gray", ls=":", lw=1, label="teacher (clean)")
+        ax.axhline(100 * summary["student_accuracy"], color="gray", ls="--", lw=1, label="student (clean)")
+        ax.set_title(f"{label}, k = {k} channel uses", fontsize=10)
+        ax.set_xlabel("SNR (dB)")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    seeds = max((r.get("seeds", 1) for r in records if r["snr_db"] is not None), default=1)
+    fig.suptitle(f"accuracy vs SNR, mean over {seeds} training seeds; bands: 95% CI over seeds", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
