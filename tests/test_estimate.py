@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from rkd.run.estimate import LONG_RUN, StageClock, StagePlan, advance, plan_lines, stage_clock
+from rkd.run.estimate import LONG_RUN, StageClock, StagePlan, advance, plan_lines, stage_clock, timing_record
 
 
 class FakeTime:
@@ -67,6 +67,54 @@ def test_each_kind_of_work_is_priced_by_its_own_pace_once_it_has_one():
     truth = 30.5 + 82 * 1.5 + 1 * (30.5 - 1.25) / (28 - 1)  # the val, not yet seen, at the pace of all work so far
     assert clock.projected == pytest.approx(truth)
     assert len(said) == 1
+
+
+def search_then_candidates() -> StagePlan:
+    plan = StagePlan("search")
+    plan.add("search:train", 40, 1.0)
+    plan.add("candidate:train", 100, 1.0)
+    return plan
+
+
+def test_the_projection_is_revised_once_unseen_work_is_timed():
+    """The search's candidates start after its first 30 s; here each costs twice its planned second."""
+    time, said = FakeTime(), []
+    plan = search_then_candidates()
+    clock = StageClock(plan, said.append, after=30.0, now=time)
+    for _ in range(40):
+        time.t += 1.0
+        clock.advance("search:train")
+    assert clock.projected == pytest.approx(140.0) and len(said) == 1  # the plan's pace: 140 s
+    time.t += 2.0
+    clock.advance("candidate 1/16:train")  # 1 planned second of candidates: not yet a pace of its own
+    assert len(said) == 1
+    time.t += 2.0
+    clock.advance("candidate 1/16:train")
+    assert clock.revised == pytest.approx(44.0 + 98 * 2.0)
+    assert said[1] == (
+        "[rkd] search: revised projection 0:04:00 in all (0:03:16 to go), now that candidate:train is timed; "
+        "said before: 0:02:20"
+    )
+    for _ in range(10):
+        time.t += 2.0
+        clock.advance("candidate 1/16:train")
+    assert len(said) == 2  # the pace stayed: nothing new to say
+
+
+def test_a_rescaled_plan_revises_a_projection_that_moved_and_leaves_the_callers_plan_alone():
+    time, said = FakeTime(), []
+    plan = search_then_candidates()
+    clock = StageClock(plan, said.append, after=30.0, now=time)
+    for _ in range(40):
+        time.t += 1.0
+        clock.advance("search:train")
+    clock.rescale("candidate", 0.9, "14 candidates drawn")
+    assert len(said) == 1  # 130 s for 140 s: within REVISE_BY, not said again
+    clock.rescale("candidate", 0.5, "7 candidates drawn")
+    assert clock.revised == pytest.approx(40.0 + 45.0)
+    assert said[1].endswith("7 candidates drawn; said before: 0:02:20")
+    assert plan.seconds == 140.0 and clock.plan.seconds == 85.0
+    assert timing_record(plan, clock) == {"planned_seconds": 140.0, "projected_seconds": 140.0, "revised_seconds": 85.0}
 
 
 def test_reports_fill_phases_in_order_and_candidates_match_by_their_first_word():

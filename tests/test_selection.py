@@ -185,3 +185,32 @@ def test_candidates_hash_stage_one_settings_and_are_validated():
         load_config(None, ["search.candidates=-1"])
     with pytest.raises(ConfigError, match="search.candidate_epochs"):
         load_config(None, ["search.candidate_epochs=0"])
+
+
+def test_fewer_candidates_than_planned_rescale_the_running_stage_clock(
+    fake_fashion_dir, fashion_bundle, tmp_path, monkeypatch
+):
+    """The plan priced ``search.candidates``; when fewer fit under the searched cells' size, the clock learns it."""
+    from rkd.engine import make_accelerator
+    from rkd.run.estimate import StagePlan, stage_clock
+
+    cfg = tiny_cfg(
+        fake_fashion_dir,
+        tmp_path,
+        ["search.candidates=4", "search.candidate_epochs=2", "search.candidate_survivors=2"],
+    )
+    assert selection.candidate_epochs(cfg.search, 4) == 4 * 1 + 2 * 1  # screened: 4 first epochs, 2 survivors go on
+    assert selection.candidate_epochs(cfg.search, 2) == 2 * 2  # no more than the survivors: no screening
+    torch.manual_seed(0)
+    net = SuperNet(1, 10, PRIMITIVES, init_channels=4, layers=3, nodes=NODES)
+    derived = net.genotype(max_skips=2)
+    two = selection.propose(net, derived, SHAPE, 2, 10**9, 2, seed=0)
+    monkeypatch.setattr(selection, "propose", lambda *args, **kwargs: two)
+    monkeypatch.setattr(selection, "train_candidate", lambda *args, **kwargs: 0.5)
+    plan = StagePlan("search")
+    plan.add("search:train", 10, 1.0)
+    plan.add("candidate:train", 60, 1.0)
+    plan.add("candidate:val", 600, 0.01)
+    with stage_clock(plan, lambda line: None) as clock:
+        selection.select(cfg, make_accelerator(seed=0), fashion_bundle, None, net, derived, SHAPE, tmp_path / "c")
+    assert [p.units for p in clock.plan.phases] == [10, 40, 400]

@@ -9,6 +9,11 @@ that ratio: the plan knows the stage's shape (weight-only steps, then architectu
 candidates), the ratio knows how fast this machine is going right now. The ratio is kept per kind of
 work (a phase name): a forward pass over images and a training step can both be off the plan, each by
 its own factor, and a stage that begins with the one (stage 2's tokens) must not price the other by it.
+
+Some work is not known in the first 30 s: the search's candidates are drawn only after the supernet
+(how many fit under the searched cells' size, and what their cells cost, depends on what it found).
+So the projection is said again ("revised") when the plan learns its real size (``rescale``) or a
+kind of work gets its own pace, if that moves it by more than ``REVISE_BY``.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 PROJECT_AFTER = 30.0  # seconds of a stage before its projected time is said
 OWN_PACE_AFTER = 2.0  # planned seconds of a kind of work done before its own pace prices the rest of it
+REVISE_BY = 0.15  # a revised projection is said when it moves the last one said by more than this fraction
 LONG_RUN = 2 * 3600.0  # past this, the plan says what a quicker run would cost
 
 
@@ -70,14 +76,16 @@ class StageClock:
         after: float = PROJECT_AFTER,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.plan, self.say, self.after, self.now = plan, say, after, now
+        self.plan = StagePlan(plan.stage, [replace(p) for p in plan.phases])  # ``rescale`` leaves the caller's as said
+        self.say, self.after, self.now = say, after, now
         self.started = now()
         self.done = [0.0] * len(plan.phases)  # counted here
         self.skipped = [0.0] * len(plan.phases)  # done before a resume
         self.last_report: float | None = None
         self.spent: dict = {}  # seconds between reports, by the phase name of the report that closed them
         self.planned: dict = {}  # planned seconds of the work those reports finished, by phase name
-        self.projected: float | None = None
+        self.projected: float | None = None  # the projection said after ``after`` seconds
+        self.revised: float | None = None  # the last revision said since
 
     def _matching(self, name: str) -> list[int]:
         exact = [i for i, p in enumerate(self.plan.phases) if p.name == name]
@@ -101,13 +109,38 @@ class StageClock:
         if matching and counted:
             now, kind = self.now(), self.plan.phases[matching[0]].name
             if self.last_report is not None:  # the first report's interval is set-up, paid once
+                had_pace = self.planned.get(kind, 0.0) >= OWN_PACE_AFTER
                 self.spent[kind] = self.spent.get(kind, 0.0) + now - self.last_report
                 self.planned[kind] = self.planned.get(kind, 0.0) + self._planned_done() - before
+                if not had_pace and self.planned[kind] >= OWN_PACE_AFTER:
+                    self._revise(f"now that {kind} is timed")
             self.last_report = now
         if matching and self.projected is None and self.now() - self.started >= self.after:
             self.projected = self.projection()
             if self.projected is not None:
                 self._say_projection()
+
+    def rescale(self, head: str, factor: float, why: str) -> None:
+        """Scale the units of every phase named ``head:...`` (the plan learned the real amount of that work)."""
+        for p in self.plan.phases:
+            if p.name.partition(":")[0] == head:
+                p.units *= factor
+        self._revise(why)
+
+    def _revise(self, why: str) -> None:
+        """Say the projection again if it moved the last one said by more than ``REVISE_BY``."""
+        last = self.revised if self.revised is not None else self.projected
+        if last is None:
+            return  # nothing said yet: the first projection will use what is known by then
+        now = self.projection()
+        if now is None or abs(now - last) <= REVISE_BY * last:
+            return
+        self.revised = now
+        elapsed = self.now() - self.started
+        self.say(
+            f"[rkd] {self.plan.stage}: revised projection {clock_text(now)} in all "
+            f"({clock_text(max(0.0, now - elapsed))} to go), {why}; said before: {clock_text(last)}"
+        )
 
     def _say_projection(self) -> None:
         if self.projected is None:
@@ -167,13 +200,21 @@ def advance(name: str, units: float = 1.0, counted: bool = True) -> None:
         _ACTIVE[-1].advance(name, units, counted)
 
 
+def rescale(head: str, factor: float, why: str) -> None:
+    """Tell the running stage's clock that its ``head:...`` work is ``factor`` times what the plan assumed."""
+    if _ACTIVE and _ACTIVE[-1] is not None:
+        _ACTIVE[-1].rescale(head, factor, why)
+
+
 def timing_record(plan: StagePlan | None, clock: StageClock | None) -> dict:
-    """What a stage record keeps of its estimates: the plan's seconds and the projection said after 30 s."""
+    """What a stage record keeps of its estimates: the plan's seconds, the projection said after 30 s, its revision."""
     out: dict = {}
     if plan is not None and plan.seconds is not None:
         out["planned_seconds"] = round(plan.seconds, 1)
     if clock is not None and clock.projected is not None:
         out["projected_seconds"] = round(clock.projected, 1)
+    if clock is not None and clock.revised is not None:
+        out["revised_seconds"] = round(clock.revised, 1)
     return out
 
 

@@ -27,6 +27,7 @@ from rkd.run.calibrate import (
     teacher_workload,
 )
 from rkd.run.estimate import LONG_RUN, StagePlan, plan_lines
+from rkd.stages.selection import candidate_epochs
 
 FORWARD_SHARE = 1 / 3  # of a training step's per-image cost
 
@@ -98,12 +99,7 @@ def _search_phases(plan: StagePlan, cfg: RunConfig, n: dict, costs: dict, world:
         c_rows = min(n["train"], s.candidate_max_train or n["train"])
         c_batch = s.candidate_batch_size
         c_per_epoch = math.ceil((c_rows // c_batch if c_rows >= c_batch else 1) / world)
-        survivors = s.candidate_survivors
-        epochs = s.candidates * s.candidate_epochs
-        if survivors is not None and survivors < s.candidates:  # screened: all the first epochs, survivors the rest
-            epochs = s.candidates * s.candidate_screen_epochs + survivors * (
-                s.candidate_epochs - s.candidate_screen_epochs
-            )
+        epochs = candidate_epochs(s, s.candidates)
         plan.add("candidate:train", epochs * c_per_epoch, costs["candidate"][0])
         c_val = min(n["val"], s.candidate_max_val or n["val"])
         plan.add("candidate:val", epochs * math.ceil(c_val / world), _forward(costs, "candidate"))

@@ -31,9 +31,18 @@ from rkd.nas.derive import sample_genotype
 from rkd.nas.genotype import Genotype, genotype_from_dict, genotype_to_dict
 from rkd.nas.supernet import SuperNet
 from rkd.run.artifacts import atomic_write_json, read_json
+from rkd.run.estimate import rescale
 from rkd.stages.stage1 import train_student
 
 DRAWS_PER_CANDIDATE = 200  # rejection sampling under the size limit gives up after this many draws per slot
+
+
+def candidate_epochs(s: SearchConfig, count: int) -> int:
+    """Epochs of brief training ``count`` candidates take: screened, only the survivors go on."""
+    survivors = s.candidate_survivors
+    if survivors is not None and survivors < count:  # screened: all the first epochs, survivors the rest
+        return count * s.candidate_screen_epochs + survivors * (s.candidate_epochs - s.candidate_screen_epochs)
+    return count * s.candidate_epochs
 
 
 def propose(
@@ -177,6 +186,9 @@ def select(
     derived_params = network_params(derived, shape)
     max_params = int(s.param_budget) if s.param_budget is not None else derived_params
     proposals = propose(supernet, derived, shape, s.candidates, max_params, s.max_skips, cfg.seed)
+    if len(proposals) != s.candidates:  # fewer fit under the searched cells' size than the plan priced
+        why = f"{len(proposals)} candidates drawn where the plan priced {s.candidates}"
+        rescale("candidate", candidate_epochs(s, len(proposals)) / candidate_epochs(s, s.candidates), why)
     rows = {
         "train": subset_indices(len(bundle.splits["train"]), s.candidate_max_train, cfg.seed + 2),
         "val": subset_indices(len(bundle.splits["val"]), s.candidate_max_val, cfg.seed + 3),
