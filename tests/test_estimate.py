@@ -69,21 +69,22 @@ def test_each_kind_of_work_is_priced_by_its_own_pace_once_it_has_one():
     assert len(said) == 1
 
 
-def search_then_candidates() -> StagePlan:
+def after_the_supernet() -> tuple:
+    """A search clock past its 40 supernet steps at the plan's pace (140 s projected), before any candidate."""
+    time, said = FakeTime(), []
     plan = StagePlan("search")
     plan.add("search:train", 40, 1.0)
     plan.add("candidate:train", 100, 1.0)
-    return plan
-
-
-def test_the_projection_is_revised_once_unseen_work_is_timed():
-    """The search's candidates start after its first 30 s; here each costs twice its planned second."""
-    time, said = FakeTime(), []
-    plan = search_then_candidates()
     clock = StageClock(plan, said.append, after=30.0, now=time)
     for _ in range(40):
         time.t += 1.0
         clock.advance("search:train")
+    return plan, clock, time, said
+
+
+def test_the_projection_is_revised_once_unseen_work_is_timed():
+    """The search's candidates start after its first 30 s; here each costs twice its planned second."""
+    _, clock, time, said = after_the_supernet()
     assert clock.projected == pytest.approx(140.0) and len(said) == 1  # the plan's pace: 140 s
     time.t += 2.0
     clock.advance("candidate 1/16:train")  # 1 planned second of candidates: not yet a pace of its own
@@ -102,12 +103,7 @@ def test_the_projection_is_revised_once_unseen_work_is_timed():
 
 
 def test_a_rescaled_plan_revises_a_projection_that_moved_and_leaves_the_callers_plan_alone():
-    time, said = FakeTime(), []
-    plan = search_then_candidates()
-    clock = StageClock(plan, said.append, after=30.0, now=time)
-    for _ in range(40):
-        time.t += 1.0
-        clock.advance("search:train")
+    plan, clock, _, said = after_the_supernet()
     clock.rescale("candidate", 0.9, "14 candidates drawn")
     assert len(said) == 1  # 130 s for 140 s: within REVISE_BY, not said again
     clock.rescale("candidate", 0.5, "7 candidates drawn")
