@@ -28,6 +28,7 @@ from rkd.run.diskspace import DiskFullError
 from rkd.run.launch_check import LaunchError
 from rkd.run.lock import RunLock, RunLockError, held
 from rkd.run.pipeline import Pipeline, stage_runner
+from rkd.run.preemption import StopRequested
 from rkd.run.tracking import accelerator_kwargs, start_tracking
 from rkd.teacher.cache import CacheError
 
@@ -93,6 +94,10 @@ def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
     except USER_FACING_ERRORS as exc:
         print(f"rkd: error: {exc}", file=sys.stderr)
         return leave(2, distributed)
+    except StopRequested as stop:  # a scheduler's signal: checkpointed; every rank stops at the same step
+        if not distributed:
+            raise
+        return leave(int(stop.code or 0), distributed)
     except Exception:
         if not distributed:
             raise
