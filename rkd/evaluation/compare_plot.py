@@ -26,6 +26,24 @@ REFERENCES = (
 )
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(plt, fig) -> bytes:
+    """The laid-out figure as PNG bytes; the figure is closed."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def _style(method: str, bound: bool) -> dict:
     if method == RKD:
         return {"lw": 2.2, "color": "k"}
@@ -94,11 +112,7 @@ def _references(ax, records: list, yardstick: list, label: str, k: int) -> None:
 
 def comparison_png(records: list, yardstick: list, methods: list, k: int, summary: dict, summaries: dict) -> bytes:
     """The figure as PNG bytes (rendered before anything is written, so a failure leaves no half-written outputs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     labels = list(dict.fromkeys(r["channel_label"] for r in records if r["snr_db"] is not None))
     fig, axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 4.2), sharey=True, squeeze=False)
     for ax, label in zip(axes[0], labels):
@@ -115,11 +129,7 @@ def comparison_png(records: list, yardstick: list, methods: list, k: int, summar
         "bands: 95% CI over seeds",
         fontsize=10,
     )
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(plt, fig)
 
 
 def lead_panels(records: list) -> tuple:
@@ -134,11 +144,7 @@ def lead_png(records: list, summary: dict, summaries: dict) -> bytes | None:
     panels, methods = lead_panels(records)
     if not panels:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     cols = 2 if len(panels) > 1 else 1
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), sharey=True, squeeze=False)
@@ -156,8 +162,4 @@ def lead_png(records: list, summary: dict, summaries: dict) -> bytes | None:
     axes.flat[0].legend(fontsize=7, loc="lower right")
     seeds = max((r.get("seeds", 1) for r in records if r["snr_db"] is not None), default=1)
     fig.suptitle(f"accuracy vs SNR, mean over {seeds} training seeds; bands: 95% CI over seeds", fontsize=10)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(plt, fig)
