@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from rkd.config import TeacherConfig
 from rkd.data import ImageTransform
+from rkd.hardware.strided_pointwise import use_unit_stride_pointwise
 from rkd.measure import count_params
 from rkd.teacher.hub import input_settings
 from rkd.teacher.kinds import TEACHER_KINDS, TeacherKind, resolve_kind
@@ -46,6 +47,7 @@ class Teacher(nn.Module):
         super().__init__()
         if kind not in TEACHER_KINDS:
             raise ValueError(f"Teacher kind = {kind!r} is invalid: expected one of {', '.join(TEACHER_KINDS)}")
+        use_unit_stride_pointwise(model)  # a oneDNN kernel corrupts the heap on these (see that module)
         self.model = model
         self.head = head
         self.transform = transform
