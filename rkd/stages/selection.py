@@ -37,10 +37,16 @@ from rkd.stages.stage1 import train_student
 DRAWS_PER_CANDIDATE = 200  # rejection sampling under the size limit gives up after this many draws per slot
 
 
+def screening_survivors(s: SearchConfig, count: int) -> int | None:
+    """How many of ``count`` candidates go past the screening; None when there are too few to screen."""
+    survivors = s.candidate_survivors
+    return survivors if survivors is not None and survivors < count else None
+
+
 def candidate_epochs(s: SearchConfig, count: int) -> int:
     """Epochs of brief training ``count`` candidates take: screened, only the survivors go on."""
-    survivors = s.candidate_survivors
-    if survivors is not None and survivors < count:  # screened: all the first epochs, survivors the rest
+    survivors = screening_survivors(s, count)
+    if survivors is not None:  # all the first epochs, the survivors the rest
         return count * s.candidate_screen_epochs + survivors * (s.candidate_epochs - s.candidate_screen_epochs)
     return count * s.candidate_epochs
 
@@ -193,7 +199,7 @@ def select(
         "train": subset_indices(len(bundle.splits["train"]), s.candidate_max_train, cfg.seed + 2),
         "val": subset_indices(len(bundle.splits["val"]), s.candidate_max_val, cfg.seed + 3),
     }
-    screened = s.candidate_survivors is not None and s.candidate_survivors < len(proposals)
+    screened = screening_survivors(s, len(proposals)) is not None
     first_epochs = s.candidate_screen_epochs if screened else s.candidate_epochs
 
     def train(i: int, epochs: int) -> float:
