@@ -9,8 +9,17 @@ from rkd.cli import main
 from rkd.config import ConfigError, load_config
 from rkd.losses import ComplexityPenalty, MissingInputError
 from rkd.nas.architect import Architect
-from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network
-from rkd.nas.derive import SKIP, ArchWeights, count_ops, derive_genotype, edge_layout, node_slices, num_edges
+from rkd.nas.complexity import ExpectedCost, NetworkShape, measure_network, network_params
+from rkd.nas.derive import (
+    SKIP,
+    ArchWeights,
+    count_ops,
+    derive_genotype,
+    edge_layout,
+    node_slices,
+    num_edges,
+    sample_genotype,
+)
 from rkd.nas.genotype import Genotype, describe_cells, load_genotype, save_genotype
 from rkd.nas.network import Student
 from rkd.nas.ops import PRIMITIVES
@@ -240,6 +249,35 @@ def test_derived_genotype_round_trips_and_builds_a_student(tmp_path, cost):
     out = student(torch.randn(2, 1, 12, 12))
     assert out["logits"].shape == (2, 10) and out["features"].shape == (2, student.feature_dim)
     assert measure_network(genotype, SHAPE).params == sum(p.numel() for p in student.parameters())
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [NetworkShape(1, 10, 28, 10, 5, 2), NetworkShape(3, 7, 16, 4, 3, 1), NetworkShape(1, 10, 15, 6, 8, 2)],
+    ids=["default", "rgb-unit-stem", "odd-side-deep"],
+)
+def test_network_params_sums_measured_ops_to_the_built_students_count(shape):
+    """Drawn cells (skips and strided ops in reductions included) and a partial concat, built and summed."""
+    nodes, generator = 4, torch.Generator().manual_seed(0)
+    uniform = torch.ones(num_edges(nodes), len(PRIMITIVES))
+    weights = ArchWeights(normal=uniform, reduce=uniform)
+    drawn = [sample_genotype(weights, PRIMITIVES, nodes, None, generator) for _ in range(6)]
+    partial = Genotype(drawn[0].normal, [2, 3], drawn[0].reduce, [2, 4, 5])
+    for genotype in [*drawn, same_op_genotype("skip_connect", nodes), partial]:
+        built = sum(p.numel() for p in shape.build(genotype).parameters())
+        assert network_params(genotype, shape) == built, genotype
+
+
+def test_counting_drawn_genotypes_builds_no_student(monkeypatch):
+    """The search counts up to thousands of draws: after the shape's first count, none builds a Student."""
+    shape, generator = NetworkShape(1, 10, 28, 10, 5, 2), torch.Generator().manual_seed(1)
+    uniform = torch.ones(num_edges(4), len(PRIMITIVES))
+    network_params(sample_genotype(ArchWeights(uniform, uniform), PRIMITIVES, 4, None, generator), shape)
+    built, build = [], NetworkShape.build
+    monkeypatch.setattr(NetworkShape, "build", lambda self, *a, **k: built.append(self) or build(self, *a, **k))
+    for _ in range(20):
+        network_params(sample_genotype(ArchWeights(uniform, uniform), PRIMITIVES, 4, None, generator), shape)
+    assert not built
 
 
 # ----------------------------------------------------------------------------- supernet and architect

@@ -84,9 +84,38 @@ def measure_network(genotype: Genotype, shape: NetworkShape) -> Cost:
 
 
 def network_params(genotype: Genotype, shape: NetworkShape) -> int:
-    """Parameters only (no FLOP count: cheap enough to run on many drawn genotypes)."""
+    """Parameters of the Student built from ``genotype``, summed from measured op costs.
+
+    The search and the random-cells control count thousands of drawn genotypes; building each Student
+    (every op initialised) cost more than training a candidate when few draws fit under a size cap. The
+    sum is the same count: the parts no genotype touches, measured once per shape, plus each kept op as
+    ``measure_op`` measured it at its cell's channels, stride and resolution (``ExpectedCost``'s tables
+    hold the same numbers). A genotype that concatenates other nodes than all of them is built.
+    """
+    nodes = len(genotype.normal) // 2
+    every_node = list(range(2, 2 + nodes))
+    if list(genotype.normal_concat) != every_node or list(genotype.reduce_concat) != every_node:
+        with torch.random.fork_rng(devices=[]):
+            return count_params(shape.build(genotype))
+    total = _fixed_params(shape, nodes)
+    for reduction, channels, input_hw, node_hw in _cells(shape, nodes):
+        for op, source in genotype.reduce if reduction else genotype.normal:
+            reads_input = source < 2
+            height, width = input_hw if reads_input else node_hw
+            total += measure_op(op, channels, 2 if reduction and reads_input else 1, height, width).params
+    return total
+
+
+@cache
+def _fixed_params(shape: NetworkShape, nodes: int) -> int:
+    """Parameters of the stem, the cells' preprocessing and the classifier: a Student whose every op is none."""
     with torch.random.fork_rng(devices=[]):
-        return count_params(shape.build(genotype))
+        return count_params(shape.build(empty_genotype(nodes)))
+
+
+@cache
+def _cells(shape: NetworkShape, nodes: int) -> tuple:
+    return tuple(cell_resolutions(shape, nodes))
 
 
 def empty_genotype(nodes: int) -> Genotype:
