@@ -54,17 +54,17 @@ def test_each_kind_of_work_is_priced_by_its_own_pace_once_it_has_one():
     time, said = FakeTime(), []
     plan = StagePlan("stage2")
     plan.add("tokens", 100, 0.1)
-    plan.add("stage2:train", 100, 1.0)
+    plan.add("stage2:train", 40, 1.0)
     plan.add("stage2:val", 10, 0.1)
     clock = StageClock(plan, said.append, after=30.0, now=time)
     time.t = 1.0
     for _ in range(10):
         time.t += 0.25
         clock.advance("tokens", 10)
-    for _ in range(18):
+    for _ in range(18):  # past a quarter of the training's plan: its own pace
         time.t += 1.5
         clock.advance("stage2:train")
-    truth = 30.5 + 82 * 1.5 + 1 * (30.5 - 1.25) / (28 - 1)  # the val, not yet seen, at the pace of all work so far
+    truth = 30.5 + 22 * 1.5 + 1 * (30.5 - 1.25) / (28 - 1)  # the val, not yet seen, at the pace of all work so far
     assert clock.projected == pytest.approx(truth)
     assert len(said) == 1
 
@@ -83,22 +83,24 @@ def after_the_supernet() -> tuple:
 
 
 def test_the_projection_is_revised_once_unseen_work_is_timed():
-    """The search's candidates start after its first 30 s; here each costs twice its planned second."""
+    """The search's candidates start after its first 30 s; here each costs twice its planned second. Their
+    pace is trusted once a quarter of them ran (the first few candidates' cells need not price the rest)."""
     _, clock, time, said = after_the_supernet()
     assert clock.projected == pytest.approx(140.0) and len(said) == 1  # the plan's pace: 140 s
-    time.t += 2.0
-    clock.advance("candidate 1/16:train")  # 1 planned second of candidates: not yet a pace of its own
+    for _ in range(24):  # 24 planned seconds of 100: not yet a pace of its own
+        time.t += 2.0
+        clock.advance("candidate 1/16:train")
     assert len(said) == 1
     time.t += 2.0
-    clock.advance("candidate 1/16:train")
-    assert clock.revised == pytest.approx(44.0 + 98 * 2.0)
+    clock.advance("candidate 2/16:train")
+    assert clock.revised == pytest.approx(90.0 + 75 * 2.0)
     assert said[1] == (
-        "[rkd] search: revised projection 0:04:00 in all (0:03:16 to go), now that candidate:train is timed; "
+        "[rkd] search: revised projection 0:04:00 in all (0:02:30 to go), now that candidate:train is timed; "
         "said before: 0:02:20"
     )
     for _ in range(10):
         time.t += 2.0
-        clock.advance("candidate 1/16:train")
+        clock.advance("candidate 2/16:train")
     assert len(said) == 2  # the pace stayed: nothing new to say
 
 

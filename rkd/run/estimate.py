@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 PROJECT_AFTER = 30.0  # seconds of a stage before its projected time is said
-OWN_PACE_AFTER = 2.0  # planned seconds of a kind of work done before its own pace prices the rest of it
+OWN_PACE_AFTER = 2.0  # planned seconds of a kind of work done before its own pace prices the rest of it,
+OWN_PACE_SHARE = 0.25  # and this share of that kind's planned work (its first units, one candidate's cells, mislead)
 REVISE_BY = 0.15  # a revised projection is said when it moves the last one said by more than this fraction
 LONG_RUN = 2 * 3600.0  # past this, the plan says what a quicker run would cost
 
@@ -109,10 +110,10 @@ class StageClock:
         if matching and counted:
             now, kind = self.now(), self.plan.phases[matching[0]].name
             if self.last_report is not None:  # the first report's interval is set-up, paid once
-                had_pace = self.planned.get(kind, 0.0) >= OWN_PACE_AFTER
+                had_pace = self._has_own_pace(kind)
                 self.spent[kind] = self.spent.get(kind, 0.0) + now - self.last_report
                 self.planned[kind] = self.planned.get(kind, 0.0) + self._planned_done() - before
-                if not had_pace and self.planned[kind] >= OWN_PACE_AFTER:
+                if not had_pace and self._has_own_pace(kind):
                     self._revise(f"now that {kind} is timed")
             self.last_report = now
         if matching and self.projected is None and self.now() - self.started >= self.after:
@@ -153,13 +154,19 @@ class StageClock:
             f"({clock_text(max(0.0, self.projected - elapsed))} to go), from its first {elapsed:.0f} s{versus}"
         )
 
+    def _has_own_pace(self, kind: str) -> bool:
+        """Enough of ``kind`` is timed to price the rest of it: ``OWN_PACE_AFTER`` planned seconds and
+        ``OWN_PACE_SHARE`` of its plan (the search's candidates differ in cost: the first few do not price the rest)."""
+        planned_all = sum(p.units * p.seconds for p in self.plan.phases if p.name == kind and p.seconds is not None)
+        return self.planned.get(kind, 0.0) >= max(OWN_PACE_AFTER, OWN_PACE_SHARE * planned_all)
+
     def _planned_done(self) -> float:
         return sum(d * p.seconds for d, p in zip(self.done, self.plan.phases) if p.seconds is not None)
 
     def projection(self) -> float | None:
         """Elapsed + the rest of the plan, each kind of work scaled by how its part so far compared with the plan.
 
-        A kind of work with at least ``OWN_PACE_AFTER`` planned seconds done is priced by its own pace; the
+        A kind of work with enough of it done (``_has_own_pace``) is priced by its own pace; the
         rest by the pace of all the work so far. Paces are taken from the first report on: the stage's
         set-up before it (loading the teacher, the data, the first step's allocations) is paid once, and
         would inflate the rest if spread over it.
@@ -174,8 +181,7 @@ class StageClock:
         for p, d, s in zip(self.plan.phases, self.done, self.skipped):
             if p.seconds is None:
                 continue
-            own = self.planned.get(p.name, 0.0)
-            kind_pace = self.spent[p.name] / own if own >= OWN_PACE_AFTER else pace
+            kind_pace = self.spent[p.name] / self.planned[p.name] if self._has_own_pace(p.name) else pace
             remaining += max(0.0, p.units - d - s) * p.seconds * kind_pace
         return elapsed + remaining
 
