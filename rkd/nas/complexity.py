@@ -97,25 +97,34 @@ def network_params(genotype: Genotype, shape: NetworkShape) -> int:
     if list(genotype.normal_concat) != every_node or list(genotype.reduce_concat) != every_node:
         with torch.random.fork_rng(devices=[]):
             return count_params(shape.build(genotype))
-    total = _fixed_params(shape, nodes)
-    for reduction, channels, input_hw, node_hw in _cells(shape, nodes):
-        for op, source in genotype.reduce if reduction else genotype.normal:
-            reads_input = source < 2
-            height, width = input_hw if reads_input else node_hw
-            total += measure_op(op, channels, 2 if reduction and reads_input else 1, height, width).params
+    total = fixed_cost(shape, nodes).params
+    for cell in _cells(shape, nodes):
+        for op, source in genotype.reduce if cell[0] else genotype.normal:
+            total += edge_op_cost(op, cell, source).params
     return total
 
 
 @cache
-def _fixed_params(shape: NetworkShape, nodes: int) -> int:
-    """Parameters of the stem, the cells' preprocessing and the classifier: a Student whose every op is none."""
-    with torch.random.fork_rng(devices=[]):
-        return count_params(shape.build(empty_genotype(nodes)))
+def fixed_cost(shape: NetworkShape, nodes: int) -> Cost:
+    """The stem, the cells' preprocessing and the classifier: a Student whose every op is ``none``."""
+    return measure_network(empty_genotype(nodes), shape)
 
 
 @cache
 def _cells(shape: NetworkShape, nodes: int) -> tuple:
     return tuple(cell_resolutions(shape, nodes))
+
+
+def edge_op_cost(name: str, cell: tuple[bool, int, tuple[int, int], tuple[int, int]], source: int) -> Cost:
+    """Cost of op ``name`` on an edge from ``source`` in ``cell`` (a ``cell_resolutions`` entry).
+
+    An edge reading a cell input sees the input resolution and, in a reduction cell, is strided; an
+    edge reading an intermediate node sees the cell's output resolution.
+    """
+    reduction, channels, input_hw, node_hw = cell
+    reads_input = source < 2
+    height, width = input_hw if reads_input else node_hw
+    return measure_op(name, channels, 2 if reduction and reads_input else 1, height, width)
 
 
 def empty_genotype(nodes: int) -> Genotype:
@@ -175,18 +184,16 @@ class ExpectedCost(nn.Module):
             False: torch.zeros(len(METRICS), len(layout), len(self.primitives), dtype=torch.float64),
             True: torch.zeros(len(METRICS), len(layout), len(self.primitives), dtype=torch.float64),
         }
-        for reduction, channels, input_hw, node_hw in cell_resolutions(shape, nodes):
+        for cell in _cells(shape, nodes):
+            table = tables[cell[0]]
             for e, (_, source) in enumerate(layout):
-                reads_input = source < 2
-                stride = 2 if reduction and reads_input else 1
-                height, width = input_hw if reads_input else node_hw
                 for o, name in enumerate(self.primitives):
-                    cost = measure_op(name, channels, stride, height, width)
-                    tables[reduction][0, e, o] += cost.params
-                    tables[reduction][1, e, o] += cost.flops
+                    cost = edge_op_cost(name, cell, source)
+                    table[0, e, o] += cost.params
+                    table[1, e, o] += cost.flops
         self.register_buffer("costs_normal", tables[False].float(), persistent=False)
         self.register_buffer("costs_reduce", tables[True].float(), persistent=False)
-        self.fixed = measure_network(empty_genotype(nodes), shape)
+        self.fixed = fixed_cost(shape, nodes)
 
     def _edge_factors(self, betas: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         if betas is not None:
