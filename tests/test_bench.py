@@ -235,6 +235,24 @@ SMOKE = [
 ]
 
 
+def test_a_cell_records_the_commit_it_started_on(tmp_path, monkeypatch):
+    """A merge while a cell trains must not relabel the code it ran; the later commit is noted beside it."""
+    from types import SimpleNamespace
+
+    import rkd.bench.cell as cell_module
+
+    bench = make_bench(tmp_path, ["deep-jscc"])
+    commits = iter(["commit-at-start", "commit-after-a-merge"])
+    monkeypatch.setattr(cell_module, "git_commit", lambda: next(commits))
+    monkeypatch.setattr(cell_module, "run_teacher", lambda base, accelerator, run_stages: {"parts": {}})
+    teacher = Cell(TEACHER, 0)
+    accelerator = SimpleNamespace(is_main_process=True, mixed_precision="no")
+    record = cell_module.run_cell(bench.base, teacher, 1.0, accelerator, run_stages=None, threads=1)
+    assert record["git_commit"] == "commit-at-start"
+    assert record["git_commit_at_finish"] == "commit-after-a-merge"
+    assert read_record(cell_dir(bench.base, teacher))["git_commit"] == "commit-at-start"
+
+
 @pytest.mark.slow  # every method and ablation trained and swept on two seeds: a few minutes on a shared 2-core machine
 def test_bench_end_to_end_on_toy_settings(tmp_path, fake_fashion_dir):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"

@@ -136,14 +136,19 @@ def run_method(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_s
 
 
 def run_cell(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_stages, threads: int) -> dict:
-    """Run ``cell`` (skipping whatever is done) and write its ``cell.json``; returns the record."""
-    started = time.time()
+    """Run ``cell`` (skipping whatever is done) and write its ``cell.json``; returns the record.
+
+    The commit is read when the cell starts, since that is the code it runs; a checkout moved while it
+    ran is recorded as well.
+    """
+    started, commit = time.time(), git_commit()
     if cell.method == TEACHER:
         cfg, measured = base, run_teacher(base, accelerator, run_stages)
     else:
         cfg, measured = run_method(base, cell, rkd_scale, accelerator, run_stages)
     if not accelerator.is_main_process:
         return {}
+    moved = {"git_commit_at_finish": now} if (now := git_commit()) != commit else {}
     record = {
         "cell": cell.key,
         "method": cell.method,
@@ -157,7 +162,8 @@ def run_cell(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_sta
         "precision": precision_record(cfg, accelerator),
         "seconds": time.time() - started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        **moved,
         "done": True,
         **measured,
     }
