@@ -1,10 +1,16 @@
-"""Two benchmark runs' RKD-SC cells paired by seed (a recipe change against the default), as JSON.
+"""Two recipes' RKD-SC runs paired by seed (a recipe change against the default), as JSON.
 
-For each seed both runs finished: the clean student's test accuracy, each stage's seconds, and, per
-(channel, k), the accuracy averaged over every SNR in -10..20 dB; then the differences (B - A) per cell
-and their means. Pairing by seed holds the search fixed when the change leaves it alone.
+For each seed both runs finished: the clean student's test accuracy, each stage's seconds, per
+(channel, k) the accuracy averaged over every SNR in -10..20 dB, and RKD-SC's shortfall from the
+yardstick on AWGN at SNR <= 0 dB (``rkd.evaluation.yardstick``, with that seed's own student); then the
+differences (B - A) per cell with their mean and 95% t interval over seeds. Pairing by seed holds the
+search (and stage 1, when the change is downstream of it) fixed.
+
+A run is a benchmark directory (its seeds' runs are ``rkd/seed-<s>-x1``) or a template of one seed's
+run directory with ``{seed}`` in it:
 
     python benchmarks/paired_runs.py runs/bench runs/bench-fast --seeds 0,1 [--out results/x.json]
+    python benchmarks/paired_runs.py runs/bench 'runs/s2exp/e24-s{seed}' --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -17,59 +23,104 @@ from pathlib import Path
 from common import write_json
 
 SNR_RANGE = (-10.0, 20.0)
+YARDSTICK_TRIALS = 200_000
 
 
-def cell_means(results: dict) -> dict:
+def seed_dir(run: str, seed: int) -> Path:
+    return Path(run.format(seed=seed)) if "{seed}" in run else Path(run) / "rkd" / f"seed-{seed}-x1"
+
+
+def cell_means(records: list) -> dict:
     """``{(channel label, k): mean accuracy over the SNR range}`` of RKD-SC's records."""
     by_cell: dict = {}
-    for r in results["records"]:
-        if r["method"] == "rkd-sc" and r["snr_db"] is not None and SNR_RANGE[0] <= r["snr_db"] <= SNR_RANGE[1]:
+    for r in records:
+        if r["snr_db"] is not None and SNR_RANGE[0] <= r["snr_db"] <= SNR_RANGE[1]:
             by_cell.setdefault((r["channel_label"], r["channel_uses"]), []).append(r["accuracy"])
     return {key: statistics.mean(values) for key, values in by_cell.items()}
 
 
-def seed_record(run: Path, seed: int) -> dict:
-    seed_dir = run / "rkd" / f"seed-{seed}-x1"
-    results = json.loads((seed_dir / "eval" / "results.json").read_text())
+def yardstick_shortfall(run_dir: Path, records: list, summary: dict) -> dict:
+    """RKD-SC minus the yardstick on AWGN at SNR <= 0 dB (points): mean and worst over those cells."""
+    import yaml
+
+    from rkd.evaluation.records import channel_label
+    from rkd.evaluation.yardstick import TARGET_CHANNEL, TARGET_MAX_SNR, yardstick_gaps, yardstick_records
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    specs = {channel_label(spec): spec for spec in cfg["eval"]["channels"]}
+    wanted = sorted(
+        {
+            (r["channel_label"], r["channel_uses"], r["snr_db"])
+            for r in records
+            if r["channel_label"] == TARGET_CHANNEL and r["snr_db"] is not None and r["snr_db"] <= TARGET_MAX_SNR
+        },
+        key=str,
+    )
+    student, classes = summary["student_accuracy"], int(summary["num_classes"])
+    reference = yardstick_records(wanted, specs, student, classes, YARDSTICK_TRIALS, int(cfg["eval"]["seed"]))
+    gaps = [100 * g["gap"] for g in yardstick_gaps(records, reference)["cells"]]
+    return {"mean": round(statistics.mean(gaps), 3), "worst": round(min(gaps), 3), "cells": len(gaps)}
+
+
+def seed_record(run: str, seed: int) -> dict:
+    directory = seed_dir(run, seed)
+    results = json.loads((directory / "eval" / "results.json").read_text())
+    records = [r for r in results["records"] if r["method"] == "rkd-sc"]
     seconds = {
-        stage: json.loads((seed_dir / stage / "stage.json").read_text())["summary"].get("seconds")
+        stage: json.loads((directory / stage / "stage.json").read_text())["summary"].get("seconds")
         for stage in ("search", "stage1", "stage2", "eval")
     }
-    return {"student": results["summary"]["student_accuracy"], "seconds": seconds, "cells": cell_means(results)}
+    return {
+        "student": results["summary"]["student_accuracy"],
+        "seconds": seconds,
+        "cells": cell_means(records),
+        "yardstick_shortfall_points": yardstick_shortfall(directory, records, results["summary"]),
+    }
+
+
+def over_seeds(values: list) -> dict:
+    from rkd.evaluation.stats import mean_interval
+
+    mean, low, high = mean_interval(values)
+    rounded = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    return {"mean": rounded(mean), "ci95": [rounded(low), rounded(high)], "per_seed": [round(v, 3) for v in values]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", type=Path)
-    parser.add_argument("b", type=Path)
+    parser.add_argument("a", help="the reference: a benchmark directory or a seed-run template with {seed}")
+    parser.add_argument("b", help="the change, likewise")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    per_seed, differences = {}, {}
+    per_seed, differences, seed_means = {}, {}, []
     for seed in seeds:
         a, b = seed_record(args.a, seed), seed_record(args.b, seed)
         shared = sorted(set(a["cells"]) & set(b["cells"]), key=str)
         for key in shared:
             differences.setdefault(f"{key[0]} k={key[1]}", []).append(100 * (b["cells"][key] - a["cells"][key]))
+        seed_means.append(statistics.mean(100 * (b["cells"][k] - a["cells"][k]) for k in shared))
         per_seed[seed] = {
             "student_a": a["student"],
             "student_b": b["student"],
             "seconds_a": a["seconds"],
             "seconds_b": b["seconds"],
-            "cell_difference_mean_points": round(
-                statistics.mean(100 * (b["cells"][k] - a["cells"][k]) for k in shared), 3
-            ),
+            "yardstick_shortfall_a": a["yardstick_shortfall_points"],
+            "yardstick_shortfall_b": b["yardstick_shortfall_points"],
+            "cell_difference_mean_points": round(seed_means[-1], 3),
         }
-    means = {cell: round(statistics.mean(values), 3) for cell, values in differences.items()}
     record = {
-        "a": str(args.a),
-        "b": str(args.b),
+        "a": args.a,
+        "b": args.b,
         "seeds": seeds,
         "snr_range_db": list(SNR_RANGE),
         "per_seed": per_seed,
-        "cell_difference_points": means,
-        "cell_difference_mean_points": round(statistics.mean(means.values()), 3),
+        "cell_difference_points": {cell: over_seeds(values) for cell, values in differences.items()},
+        "cell_difference_mean_points": over_seeds(seed_means),
+        "yardstick_shortfall_mean_points": {
+            side: over_seeds([per_seed[s][f"yardstick_shortfall_{side}"]["mean"] for s in seeds]) for side in "ab"
+        },
     }
     write_json(record, args.out)
 
