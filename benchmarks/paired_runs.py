@@ -43,21 +43,11 @@ def yardstick_shortfall(run_dir: Path, records: list, summary: dict) -> dict:
     """RKD-SC minus the yardstick on AWGN at SNR <= 0 dB (points): mean and worst over those cells."""
     import yaml
 
-    from rkd.evaluation.records import channel_label
-    from rkd.evaluation.yardstick import TARGET_CHANNEL, TARGET_MAX_SNR, yardstick_gaps, yardstick_records
+    from rkd.evaluation.yardstick import in_target, yardstick_at, yardstick_gaps
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    specs = {channel_label(spec): spec for spec in cfg["eval"]["channels"]}
-    wanted = sorted(
-        {
-            (r["channel_label"], r["channel_uses"], r["snr_db"])
-            for r in records
-            if r["channel_label"] == TARGET_CHANNEL and r["snr_db"] is not None and r["snr_db"] <= TARGET_MAX_SNR
-        },
-        key=str,
-    )
     student, classes = summary["student_accuracy"], int(summary["num_classes"])
-    reference = yardstick_records(wanted, specs, student, classes, YARDSTICK_TRIALS, int(cfg["eval"]["seed"]))
+    reference = yardstick_at(cfg, records, in_target, student, classes, YARDSTICK_TRIALS)
     gaps = [100 * g["gap"] for g in yardstick_gaps(records, reference)["cells"]]
     return {"mean": round(statistics.mean(gaps), 3), "worst": round(min(gaps), 3), "cells": len(gaps)}
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import yaml
 
-from rkd.channels import channel_label
 from rkd.evaluation.compare_plot import comparison_png, lead_png
 from rkd.evaluation.compare_render import (
     KEPT_SNR,
@@ -36,12 +35,11 @@ from rkd.evaluation.compare_render import (
 from rkd.evaluation.paired import averaged_records, dominance, index_cells, load_seed
 from rkd.evaluation.rate_policy import rate_policy
 from rkd.evaluation.verdicts import seed_verdicts
-from rkd.evaluation.yardstick import yardstick_gaps, yardstick_records
+from rkd.evaluation.yardstick import yardstick_at, yardstick_gaps
 from rkd.run.artifacts import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 TARGET_CHANNELS = ("awgn", "rayleigh")
 NONINFERIORITY_MARGIN = 0.005  # half a point
-DEFAULT_TRIALS = 20_000
 
 
 class ComparisonError(ValueError):
@@ -143,17 +141,8 @@ def yardstick(run_dir: Path, records: list, k: int, summary: dict, summaries: di
     a = student_accuracy(seed_dirs(run_dir, (cfg.get("baselines") or {}).get("seeds") or []))
     if not classes or a is None:
         return []
-    specs = {channel_label(s): s for s in cfg["eval"]["channels"]}
-    wanted = {
-        (r["channel_label"], r["channel_uses"], r["snr_db"])
-        for r in records
-        if r["method"] == RKD
-        and r["snr_db"] is not None
-        and r["channel_label"] in specs
-        and (r["channel_uses"] == k or r["channel_label"] == "awgn")
-    }
-    trials = int((cfg.get("baselines") or {}).get("digital_code_trials") or DEFAULT_TRIALS)
-    return yardstick_records(sorted(wanted, key=str), specs, a, int(classes), trials, int(cfg["eval"]["seed"]))
+    mine = [r for r in records if r["method"] == RKD]
+    return yardstick_at(cfg, mine, lambda r: r["channel_uses"] == k or r["channel_label"] == "awgn", a, int(classes))
 
 
 def build_comparison(run_dir: Path, k: int, seeds, methods, channels, noninferiority_margin: float) -> dict:

@@ -9,6 +9,9 @@ was swept at, with ``a`` the stage-1 student's clean accuracy averaged over the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from rkd.channels import channel_label
 from rkd.coding.bounds import decision_accuracy
 from rkd.coding.decision import decision_success
 from rkd.evaluation.records import channel_record
@@ -16,6 +19,42 @@ from rkd.evaluation.records import channel_record
 METHOD = "yardstick"
 TARGET_GAP = 0.01  # RKD-SC within one point of the yardstick ...
 TARGET_CHANNEL, TARGET_MAX_SNR = "awgn", 0.0  # ... on AWGN at every SNR <= 0 dB
+DEFAULT_TRIALS = 20_000  # Monte Carlo trials per cell when the config's baselines.digital_code_trials is unset
+
+
+def in_target(record: dict) -> bool:
+    """Whether a record's cell is one the yardstick target judges (AWGN, SNR <= 0 dB)."""
+    return (
+        record["channel_label"] == TARGET_CHANNEL
+        and record["snr_db"] is not None
+        and record["snr_db"] <= TARGET_MAX_SNR
+    )
+
+
+def yardstick_at(
+    cfg: dict,
+    rkd_records: list,
+    keep: Callable[[dict], bool],
+    student_accuracy: float,
+    num_classes: int,
+    trials: int | None = None,
+) -> list:
+    """The yardstick at every swept cell of ``rkd_records`` that ``keep`` accepts, on the run config's channels.
+
+    ``cfg`` is a run's ``config.yaml`` as a dict: its evaluation channels give each label's spec, its
+    ``baselines.digital_code_trials`` the trials unless ``trials`` says otherwise, its ``eval.seed`` the draws.
+    """
+    specs = {channel_label(spec): spec for spec in cfg["eval"]["channels"]}
+    cells = {
+        (r["channel_label"], r["channel_uses"], r["snr_db"])
+        for r in rkd_records
+        if r["snr_db"] is not None and r["channel_label"] in specs and keep(r)
+    }
+    if trials is None:
+        trials = int((cfg.get("baselines") or {}).get("digital_code_trials") or DEFAULT_TRIALS)
+    return yardstick_records(
+        sorted(cells, key=str), specs, student_accuracy, num_classes, trials, int(cfg["eval"]["seed"])
+    )
 
 
 def yardstick_records(cells: list, specs: dict, student_accuracy: float, num_classes: int, trials: int, seed: int):
@@ -40,9 +79,7 @@ def yardstick_gaps(rkd_records: list, yardstick: list) -> dict:
             "gap": mine[key] - r["accuracy"],
         }
         for r in yardstick
-        if r["channel_label"] == TARGET_CHANNEL
-        and r["snr_db"] <= TARGET_MAX_SNR
-        and (key := (r["channel_label"], r["channel_uses"], r["snr_db"])) in mine
+        if in_target(r) and (key := (r["channel_label"], r["channel_uses"], r["snr_db"])) in mine
     ]
     return {
         "cells": gaps,
