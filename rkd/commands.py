@@ -79,7 +79,9 @@ def execute(args: argparse.Namespace, cfg: RunConfig) -> int:
         return 2
     configure_threads()
     try:
-        accelerator = make_accelerator(cfg.mixed_precision, seed=cfg.seed, **trackers)
+        accelerator = make_accelerator(
+            cfg.mixed_precision, seed=cfg.seed, collective_timeout_minutes=cfg.collective_timeout_minutes, **trackers
+        )
     except PrecisionError as exc:
         print(f"rkd: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ def make_accelerator(
     seed: int = 0,
     log_with: list | None = None,
     project_dir: str | None = None,
+    collective_timeout_minutes: float | None = None,
 ) -> Accelerator:
     """An Accelerator with seedable samplers (so a resumed epoch replays the same order).
 
@@ -80,6 +82,9 @@ def make_accelerator(
     backend that works there. Under a DeepSpeed launch ``cpu`` must stay False (Accelerate turns
     DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
     ``log_with`` / ``project_dir``: experiment trackers (``rkd.run.tracking.accelerator_kwargs``).
+    ``collective_timeout_minutes``: the process group's timeout, under DDP and DeepSpeed alike (Accelerate
+    hands it to ``deepspeed.init_distributed``, where it overrides ``DEEPSPEED_TIMEOUT``); None keeps each
+    backend's default.
     """
     check_launch()  # GPUs asked for but absent, ZeRO-3, a fixed DeepSpeed clipping: refused before any stage
     deepspeed = _env_flag("ACCELERATE_USE_DEEPSPEED")
@@ -88,7 +93,7 @@ def make_accelerator(
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     no_gpu = cpu or not torch.cuda.is_available()
     precision = student_precision(mixed_precision, "cpu" if no_gpu else "cuda")
-    kwargs = [InitProcessGroupKwargs(backend="gloo")] if no_gpu and distributed else []
+    kwargs = [process_group_kwargs(no_gpu, collective_timeout_minutes)] if distributed else []
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision="no" if deepspeed else precision.accelerate,
@@ -105,6 +110,12 @@ def make_accelerator(
         )
     set_seed(seed)
     return accelerator
+
+
+def process_group_kwargs(no_gpu: bool, timeout_minutes: float | None) -> InitProcessGroupKwargs:
+    """gloo without a GPU (NCCL with one), and the collective timeout when one is set."""
+    timeout = None if timeout_minutes is None else timedelta(minutes=timeout_minutes)
+    return InitProcessGroupKwargs(backend="gloo" if no_gpu else "nccl", timeout=timeout)
 
 
 @torch.no_grad()

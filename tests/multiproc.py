@@ -119,8 +119,34 @@ def logged_steps(log: Path) -> list:
     return steps
 
 
+COLLECTIVE_TIMEOUT_S = 120  # a rank left waiting in a spawned test fails it in minutes, not gloo's 30
+
+
+class SpawnedRank:
+    """What each spawned rank runs: a gloo group over a file store, with a short timeout, then the function.
+
+    accelerate's debug launcher makes the same group with the backend's default timeout, and an Accelerator
+    made afterwards cannot change it (its ``InitProcessGroupKwargs`` apply only to a group it creates).
+    """
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def __call__(self, index: int, *args) -> None:
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        world_size = int(os.environ["WORLD_SIZE"])
+        store = dist.FileStore(os.environ["ACCELERATE_DEBUG_RDV_FILE"], world_size)
+        timeout = timedelta(seconds=COLLECTIVE_TIMEOUT_S)
+        dist.init_process_group("gloo", rank=index, store=store, world_size=world_size, timeout=timeout)
+        os.environ["FORK_LAUNCHED"] = "1"
+        self.function(*args)
+
+
 def spawn_ranks(function, args: tuple = (), num_processes: int = 2) -> None:
-    """accelerate's ``debug_launcher``, but the ranks are spawned, not forked.
+    """accelerate's ``debug_launcher``, but the ranks are spawned, not forked, with a short collective timeout.
 
     A child forked from pytest inherits GNU OpenMP's thread pool from whatever the parent ran before, and
     its first parallel region can wait forever on threads that do not exist in it (it did, in a
@@ -129,7 +155,7 @@ def spawn_ranks(function, args: tuple = (), num_processes: int = 2) -> None:
     """
     import tempfile
 
-    from accelerate.utils import PrepareForLaunch, patch_environment
+    from accelerate.utils import patch_environment
     from torch.multiprocessing import start_processes
 
     with (
@@ -145,4 +171,4 @@ def spawn_ranks(function, args: tuple = (), num_processes: int = 2) -> None:
             omp_num_threads="1",
         ),
     ):
-        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=num_processes, start_method="spawn")
+        start_processes(SpawnedRank(function), args=args, nprocs=num_processes, start_method="spawn")

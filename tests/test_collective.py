@@ -9,27 +9,23 @@ from __future__ import annotations
 import json
 import math
 import signal
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-from multiproc import spawn_ranks
+from multiproc import run_launch, spawn_ranks
 from torch.utils.data import DataLoader
 
 from rkd.commands import leave
 from rkd.config import TrainConfig
 from rkd.engine import Step
 
-TIMEOUT = timedelta(seconds=60)  # a rank left waiting fails the test in a minute instead of gloo's 30
-
 
 def two_ranks():
-    """An Accelerator over 2 synchronised gloo ranks with a short collective timeout."""
+    """An Accelerator over the 2 synchronised gloo ranks (spawn_ranks gives their group a short timeout)."""
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
 
-    accelerator = Accelerator(cpu=True, kwargs_handlers=[InitProcessGroupKwargs(backend="gloo", timeout=TIMEOUT)])
+    accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     ranks = accelerator.gather(torch.tensor([accelerator.process_index]))
     assert sorted(ranks.tolist()) == [0, 1]
@@ -153,3 +149,47 @@ def test_a_failure_in_main_only_work_raises_on_every_rank(tmp_path):
     main, other = (r["outcome"] for r in reports(tmp_path))
     assert main.startswith("OSError") and "No space left" in main
     assert other.startswith("RuntimeError: the main process failed: OSError: ") and "No space left" in other
+
+
+TIMEOUT_PROBE = """
+import json, sys, time
+from pathlib import Path
+
+import torch
+
+from rkd.commands import leave
+from rkd.engine import make_accelerator
+
+out, minutes, main_delay = sys.argv[1], (None if sys.argv[2] == "none" else float(sys.argv[2])), float(sys.argv[3])
+accelerator = make_accelerator("no", collective_timeout_minutes=minutes)
+ranks = sorted(accelerator.gather(torch.tensor([accelerator.process_index])).tolist())
+if accelerator.is_main_process:
+    time.sleep(main_delay)
+start = time.monotonic()
+try:
+    accelerator.wait_for_everyone()
+    outcome = "passed"
+except Exception as exc:
+    outcome = f"{type(exc).__name__}: {exc}"
+record = {"ranks": ranks, "outcome": outcome, "waited": time.monotonic() - start}
+Path(out, f"rank{accelerator.process_index}.json").write_text(json.dumps(record))
+leave(0, distributed=True)  # after a timeout the group is broken: no end_training
+"""
+
+
+@pytest.mark.slow
+def test_the_configured_collective_timeout_bounds_a_wait(tmp_path):
+    """A real 2-process launch (spawn_ranks makes its own process group): with 3 s configured, the rank left
+    waiting at a barrier fails after about 3 s; with the backend's default it waits the main rank out."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(TIMEOUT_PROBE)
+    short, default = tmp_path / "short", tmp_path / "default"
+    short.mkdir(), default.mkdir()
+    run_launch([probe, short, 0.05, 12.0], tmp_path / "short.log", timeout=300)
+    main, waiting = reports(short)
+    assert main["ranks"] == waiting["ranks"] == [0, 1]
+    assert "timed out" in waiting["outcome"].lower() or "timeout" in waiting["outcome"].lower(), waiting
+    assert 2.0 < waiting["waited"] < 9.0, waiting
+    run_launch([probe, default, "none", 6.0], tmp_path / "default.log", timeout=300)
+    assert [r["outcome"] for r in reports(default)] == ["passed", "passed"]
+    assert reports(default)[1]["waited"] > 4.0

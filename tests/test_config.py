@@ -21,6 +21,8 @@ def test_overrides_are_typed():
     cfg = load_config(None, ["stage1.epochs=2", "codec.rates=[8,16]", "channel.csi=none", "data.max_train=null"])
     assert cfg.stage1.epochs == 2 and cfg.codec.rates == [8, 16] and cfg.channel.csi == "none"
     assert cfg.data.max_train is None
+    assert load_config(None, ["collective_timeout_minutes=null"]).collective_timeout_minutes is None
+    assert load_config(None, ["collective_timeout_minutes=90"]).collective_timeout_minutes == 90.0
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,7 @@ def test_overrides_are_typed():
         (["stage1.epochs=many"], "stage1.epochs", "an integer"),
         (["student.stem_stride=3"], "student.stem_stride", "1, 2 or 4"),
         (["eval.rates=[12]"], "eval.rates", "subset of codec.rates"),
+        (["collective_timeout_minutes=0"], "collective_timeout_minutes", "> 0, or null"),
     ],
 )
 def test_bad_values_name_field_and_accepted(override, field, accepted):

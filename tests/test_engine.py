@@ -191,3 +191,24 @@ def test_train_step_refuses_a_non_finite_loss_before_any_update():
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     step = train_step(accelerator, net, Objective(fault_at=3), batch, optimizer, global_step=4, grad_clip=0.1)
     assert torch.isfinite(step.loss) and not all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_the_cli_hands_the_collective_timeout_to_the_accelerator(monkeypatch, tmp_path, capsys):
+    """``collective_timeout_minutes`` from the config (default and override) reaches ``make_accelerator``."""
+    import rkd.commands
+    from rkd.cli import main
+    from rkd.run.launch_check import LaunchError
+
+    seen = []
+
+    def fake_accelerator(*args, **kwargs):
+        seen.append(kwargs.get("collective_timeout_minutes", "missing"))
+        raise LaunchError("stopped by the test")
+
+    monkeypatch.setattr(rkd.commands, "configure_threads", lambda: None)
+    monkeypatch.setattr(rkd.commands, "make_accelerator", fake_accelerator)
+    assert main(["teacher", f"runs_dir={tmp_path}"]) == 2
+    assert main(["teacher", f"runs_dir={tmp_path}", "collective_timeout_minutes=90"]) == 2
+    assert main(["teacher", f"runs_dir={tmp_path}", "collective_timeout_minutes=null"]) == 2
+    assert seen == [30.0, 90.0, None]
+    assert "stopped by the test" in capsys.readouterr().err

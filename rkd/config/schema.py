@@ -379,6 +379,14 @@ class RunConfig:
     # one, else chosen from the hardware; no (= fp32) | bf16 | fp16 (CUDA only, with loss scaling)
     # override it; under DeepSpeed the launcher's JSON decides and an explicit value must match it
     mixed_precision: Annotated[Literal["auto", "no", "fp32", "bf16", "fp16"], Word] = "auto"
+    # minutes a process waits in a collective (a barrier, an all-reduce) for the others before the run fails.
+    # It must exceed the longest work one process does while the others wait: the first data load, a hub
+    # download, the evaluation's summary. One value for every backend (NCCL's own default is 10 minutes);
+    # null leaves each backend its own default
+    collective_timeout_minutes: Annotated[
+        Annotated[Float, accepts("a number of minutes > 0, or null for the backend's default", lambda v: v > 0)] | None,
+        NullText,
+    ] = 30.0
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
