@@ -15,13 +15,12 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType, InitProcessGroupKwargs, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from safetensors.torch import load_file, save_file
 
 from rkd.config import TrainConfig
@@ -30,7 +29,7 @@ from rkd.hardware.efficiency import Throughput, batch_images
 from rkd.optim import build_optimizer, build_scheduler, freeze_unread_heads, schedule_steps, set_schedule_length
 from rkd.run.artifacts import atomic_write
 from rkd.run.checkpoint import Checkpointer
-from rkd.run.collective import check_replicas, vote
+from rkd.run.collective import check_replicas, process_group_kwargs, vote
 from rkd.run.estimate import advance
 from rkd.run.launch_check import applied_clipping, check_launch, use_stage_clipping
 from rkd.run.preemption import SignalFlag, StopRequested
@@ -78,13 +77,9 @@ def make_accelerator(
     (``PrecisionError`` before anything starts for one the device or a DeepSpeed JSON cannot run). Under
     DeepSpeed, Accelerate's own mixed precision stays off: the JSON's ``torch_autocast`` computes in
     bf16/fp16 on fp32 master weights (DeepSpeed's bf16/fp16 modes cast the weights rkd's fp32 inputs feed).
-    gloo is chosen for CPU runs: DeepSpeed through Accelerate on CPU needs it, and it is the only
-    backend that works there. Under a DeepSpeed launch ``cpu`` must stay False (Accelerate turns
-    DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
+    The process group: ``rkd.run.collective.process_group_kwargs``. Under a DeepSpeed launch ``cpu`` must stay
+    False (Accelerate turns DeepSpeed off for cpu=True), so a CPU DeepSpeed run gets gloo with cpu=False.
     ``log_with`` / ``project_dir``: experiment trackers (``rkd.run.tracking.accelerator_kwargs``).
-    ``collective_timeout_minutes``: the process group's timeout, under DDP and DeepSpeed alike (Accelerate
-    hands it to ``deepspeed.init_distributed``, where it overrides ``DEEPSPEED_TIMEOUT``); None keeps each
-    backend's default.
     """
     check_launch()  # GPUs asked for but absent, ZeRO-3, a fixed DeepSpeed clipping: refused before any stage
     deepspeed = _env_flag("ACCELERATE_USE_DEEPSPEED")
@@ -110,12 +105,6 @@ def make_accelerator(
         )
     set_seed(seed)
     return accelerator
-
-
-def process_group_kwargs(no_gpu: bool, timeout_minutes: float | None) -> InitProcessGroupKwargs:
-    """gloo without a GPU (NCCL with one), and the collective timeout when one is set."""
-    timeout = None if timeout_minutes is None else timedelta(minutes=timeout_minutes)
-    return InitProcessGroupKwargs(backend="gloo" if no_gpu else "nccl", timeout=timeout)
 
 
 @torch.no_grad()

@@ -375,18 +375,11 @@ class RunConfig:
     ] = "default"
     runs_dir: Str = "runs"
     seed: Int = 0
-    # the student-side stages (rkd.hardware.precision): auto = the launcher's bf16/fp16 if it asks for
-    # one, else chosen from the hardware; no (= fp32) | bf16 | fp16 (CUDA only, with loss scaling)
-    # override it; under DeepSpeed the launcher's JSON decides and an explicit value must match it
+    # the student-side stages (rkd.hardware.precision): auto = the launcher's bf16/fp16 if it asks for one, else from
+    # the hardware; no (= fp32) | bf16 | fp16 (CUDA only) override it; under DeepSpeed an explicit value must match
     mixed_precision: Annotated[Literal["auto", "no", "fp32", "bf16", "fp16"], Word] = "auto"
-    # minutes a process waits in a collective (a barrier, an all-reduce) for the others before the run fails.
-    # It must exceed the longest work one process does while the others wait: the first data load, a hub
-    # download, the evaluation's summary. One value for every backend (NCCL's own default is 10 minutes);
-    # null leaves each backend its own default
-    collective_timeout_minutes: Annotated[
-        Annotated[Float, accepts("a number of minutes > 0, or null for the backend's default", lambda v: v > 0)] | None,
-        NullText,
-    ] = 30.0
+    # minutes a process waits in a collective for the others, on every backend; more than any process works alone
+    collective_timeout_minutes: PositiveOrNull = 30.0  # (the first data load, a download); null: the backend's own
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -395,8 +388,7 @@ class RunConfig:
     channel: ChannelTrainConfig = field(default_factory=ChannelTrainConfig)
     stage1: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=3e-3))
     stage2: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, lr=1e-3))
-    # stage 2 loss weights (the same terms as stage 1, computed on the received features)
-    stage2_loss: LossConfig = field(default_factory=LossConfig)
+    stage2_loss: LossConfig = field(default_factory=LossConfig)  # stage 1's terms, on the received features
     eval: EvalConfig = field(default_factory=EvalConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)

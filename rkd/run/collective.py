@@ -10,16 +10,19 @@ kills the job, minutes later and with an unrelated message. So:
 * ``on_main``: work only the main process does (writing results) is followed by a broadcast of its
   outcome, so a failure there (a full disk) raises on every rank instead of hanging the others.
 * ``agree_on_error``: the same for work every rank does on its own files (checkpoint files, cache shards).
+* ``process_group_kwargs``: how long a rank waits in a collective before it gives up (the config's
+  ``collective_timeout_minutes``), so a rank that works alone must finish within it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import torch
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
 
 
 class StepVote:
@@ -119,3 +122,13 @@ def check_replicas(accelerator, model: torch.nn.Module, desc: str) -> bool:
             f"as one group (on CPU, launch with ACCELERATE_USE_CPU=1 and launch_configs/cpu_2proc.yaml)"
         )
     return True
+
+
+def process_group_kwargs(no_gpu: bool, timeout_minutes: float | None) -> InitProcessGroupKwargs:
+    """The process group: gloo without a GPU (DeepSpeed through Accelerate on CPU needs it, and it is the only
+    backend that works there), NCCL with one; the collective timeout when one is set, None keeping each
+    backend's default. Accelerate hands the timeout to ``deepspeed.init_distributed`` too, where it overrides
+    ``DEEPSPEED_TIMEOUT``; it passes on only values that differ from NCCL's default, so there a timeout of
+    exactly NCCL's default reads as unset."""
+    timeout = None if timeout_minutes is None else timedelta(minutes=timeout_minutes)
+    return InitProcessGroupKwargs(backend="gloo" if no_gpu else "nccl", timeout=timeout)
