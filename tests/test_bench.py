@@ -73,6 +73,36 @@ def test_cells_resume_where_they_stopped(tmp_path):
     assert sorted(launched) == ["deep-jscc@seed0@x1", "deep-jscc@seed1@x1"]  # only the cells whose config changed
 
 
+def test_a_cell_that_exits_0_without_its_fingerprint_fails_instead_of_starting_again(tmp_path):
+    """A worker that writes another fingerprint (its code or config changed under the scheduler) is not relaunched."""
+    bench = make_bench(tmp_path, ["label-digital"], seeds=(0,))
+    honest = fake_launcher(bench, [])
+    launched = []
+
+    def stale(cell, rkd_scale, threads):
+        launched.append(cell.key)
+        honest(cell, rkd_scale, threads)
+        if cell.method == "label-digital":
+            path = cell_dir(bench.base, cell) / "cell.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "fingerprint": "from-other-code"}))
+        return Finished(0)
+
+    messages = []
+    outcome = run_cells(bench, stale, parallel=2, threads=1, log=messages.append)
+    assert outcome["failed"] == ["label-digital@seed0@x1"] and launched.count("label-digital@seed0@x1") == 1
+    assert any("does not hold this plan's fingerprint" in m for m in messages)
+
+
+def test_how_long_processes_wait_for_each_other_leaves_the_cells_done(tmp_path):
+    bench = make_bench(tmp_path, ["label-digital"], seeds=(0,))
+    launched = []
+    run(bench, launched)
+    waits = make_bench(tmp_path, ["label-digital"], seeds=(0,), overrides=["collective_timeout_minutes=90"])
+    launched.clear()
+    run(waits, launched)
+    assert launched == []
+
+
 def test_tuning_grid_chooses_on_val_then_runs_every_seed_at_the_choice(tmp_path):
     bench = make_bench(tmp_path, ["deep-jscc", "ablation:no-kd", "label-digital"], seeds=(0, 1, 2), grid=(0.5, 1, 2))
     best = {RKD: 2.0, "deep-jscc": 0.5}

@@ -115,10 +115,13 @@ BASELINE_FIELDS = {
 SWEEP_FIELDS = ("extra_snrs", "per_image", "compare_k")  # every method's sweep
 
 
+NOT_IN_RESULTS = ("collective_timeout_minutes",)  # how long processes wait for each other, not what they compute
+
+
 def cell_fingerprint(cfg: RunConfig, name: str, rkd_scale: float) -> str:
     """What a finished cell was made from: unchanged = done. The teacher cell: the data, the teacher and its
     seed; any other: the config (of the ``baselines`` section, the fields its method reads) and RKD-SC's multiplier."""
-    values = to_dict(cfg)
+    values = {k: v for k, v in to_dict(cfg).items() if k not in NOT_IN_RESULTS}
     if name == TEACHER:
         return config_hash(teacher_seed(cfg), values["data"], values["teacher"])
     keep = SWEEP_FIELDS + BASELINE_FIELDS.get(name, ())

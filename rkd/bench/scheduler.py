@@ -122,6 +122,13 @@ def run_cells(
             if code != 0:
                 failed.add(cell.key)
                 log(f"[bench] FAILED {cell.key} (exit {code}, {minutes:.1f} min): see {log_path(bench, cell)}")
+            elif finished(bench.base, cell, bench.fingerprint(cell, bench.rkd_scale(chosen, cell))) is None:
+                failed.add(cell.key)  # started again, it would skip its finished work and end the same way
+                log(
+                    f"[bench] FAILED {cell.key} ({minutes:.1f} min): it exited 0 but its cell.json does not hold this "
+                    f"plan's fingerprint (did the code or the config change while the benchmark ran?); run the same "
+                    f"command again"
+                )
             else:
                 log(f"[bench] done {cell.key} in {minutes:.1f} min")
 
