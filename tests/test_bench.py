@@ -80,6 +80,7 @@ def test_a_cell_that_exits_0_without_its_fingerprint_fails_instead_of_starting_a
     launched = []
 
     def stale(cell, rkd_scale, threads):
+        assert cell.key not in launched, f"{cell.key} launched again"  # fail, rather than loop, if relaunched
         launched.append(cell.key)
         honest(cell, rkd_scale, threads)
         if cell.method == "label-digital":
