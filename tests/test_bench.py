@@ -284,6 +284,31 @@ def test_a_cell_records_the_commit_it_started_on(tmp_path, monkeypatch):
     assert read_record(cell_dir(bench.base, teacher))["git_commit"] == "commit-at-start"
 
 
+def test_a_recheck_that_trains_nothing_keeps_the_first_runs_cost(tmp_path, monkeypatch):
+    """A re-check skips every finished part; its few seconds must not replace what the cell cost."""
+    from types import SimpleNamespace
+
+    import rkd.bench.cell as cell_module
+
+    bench = make_bench(tmp_path, ["deep-jscc"])
+    teacher, accelerator = Cell(TEACHER, 0), SimpleNamespace(is_main_process=True, mixed_precision="no")
+    trained_part = {"teacher": {"steps": 10, "seconds": 600.0}}
+
+    def run(parts: dict, trained: bool, commit: str) -> dict:
+        monkeypatch.setattr(cell_module, "git_commit", lambda: commit)
+        monkeypatch.setattr(cell_module, "run_teacher", lambda *_: {"parts": parts, "trained": trained})
+        cell_module.run_cell(bench.base, teacher, 1.0, accelerator, run_stages=None, threads=1)
+        return read_record(cell_dir(bench.base, teacher))
+
+    first = run(trained_part, True, "first")
+    again = run({}, False, "recheck")
+    assert again["parts"] == trained_part and again["seconds"] == first["seconds"]
+    assert again["git_commit"] == "first" and again["finished"] == first["finished"]
+    assert again["rechecked"]["git_commit"] == "recheck" and "git_commit_at_finish" not in again
+    redone = run(trained_part, True, "redone")  # work done again is the cell's new cost
+    assert redone["git_commit"] == "redone" and "rechecked" not in redone and redone["parts"] == trained_part
+
+
 @pytest.mark.slow  # every method and ablation trained and swept on two seeds: a few minutes on a shared 2-core machine
 def test_bench_end_to_end_on_toy_settings(tmp_path, fake_fashion_dir):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"

@@ -21,12 +21,14 @@ from rkd.baselines.variants import run_variant, variant_dir
 from rkd.bench.catalogue import RKD, method
 from rkd.bench.layout import TEACHER, Cell, cell_config, cell_dir, cell_fingerprint, field_value, rkd_config
 from rkd.bench.machine import machine_record, precision_record
-from rkd.bench.records import teacher_hash, write_record
+from rkd.bench.records import read_record, teacher_hash, write_record
 from rkd.config import RunConfig
 from rkd.run.artifacts import read_json
 from rkd.run.hashing import git_commit
 
 TRAINED_STAGES = ("teacher", "cache", "search", "stage1", "stage2", "eval")
+# what a record says about the run that did the work: a re-check that trained nothing keeps them
+FIRST_RUN = ("seconds", "finished", "git_commit", "git_commit_at_finish", "machine", "precision", "parts")
 
 
 class TimedContext(Context):
@@ -108,11 +110,8 @@ def run_teacher(base: RunConfig, accelerator, run_stages) -> dict:
     """The shared teacher and its cache (the base run up to its cache)."""
     started = time.time()
     inputs = run_stages(base, "cache")
-    return {
-        "parts": stage_parts(base, base.run_dir, started),
-        "val_accuracy": None,
-        "sizes": split_sizes(inputs.bundle),
-    }
+    parts = stage_parts(base, base.run_dir, started)
+    return {"parts": parts, "val_accuracy": None, "sizes": split_sizes(inputs.bundle), "trained": bool(parts)}
 
 
 def run_method(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_stages) -> tuple:
@@ -128,18 +127,22 @@ def run_method(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_s
     jobs = {name: (runner, hashes) for name, runner, hashes in method_jobs(ctx)}
     runner, hashes = jobs[cell.method]
     directory = MethodDir(cell_dir(base, cell), method_hash(ctx, cell.method, hashes))
+    reused = directory.done() is not None
     results = run_job(ctx, directory, cell.method, runner)
     if not accelerator.is_main_process:
         return cfg, {}
     parts = trained_parts(ctx, cell, results, started)
-    return cfg, {"parts": parts, "val_accuracy": val_accuracy(cfg, cell, results), "sizes": split_sizes(ctx.bundle)}
+    stages = [name for name in parts if name != "sweep" and not name.startswith("fit:")]  # a fit: part is recorded
+    measured = {"parts": parts, "val_accuracy": val_accuracy(cfg, cell, results), "sizes": split_sizes(ctx.bundle)}
+    return cfg, {**measured, "trained": bool(stages) or not reused}
 
 
 def run_cell(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_stages, threads: int) -> dict:
     """Run ``cell`` (skipping whatever is done) and write its ``cell.json``; returns the record.
 
     The commit is read when the cell starts, since that is the code it runs; a checkout moved while it
-    ran is recorded as well.
+    ran is recorded as well. A re-check that trained nothing keeps the first run's cost, commit and
+    machine (``FIRST_RUN``) and notes itself under ``rechecked``.
     """
     started, commit = time.time(), git_commit()
     if cell.method == TEACHER:
@@ -149,6 +152,7 @@ def run_cell(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_sta
     if not accelerator.is_main_process:
         return {}
     moved = {"git_commit_at_finish": now} if (now := git_commit()) != commit else {}
+    trained, seconds = measured.pop("trained", True), time.time() - started
     record = {
         "cell": cell.key,
         "method": cell.method,
@@ -160,12 +164,17 @@ def run_cell(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_sta
         "teacher_hash": teacher_hash(cfg.run_dir),
         "machine": machine_record(threads),
         "precision": precision_record(cfg, accelerator),
-        "seconds": time.time() - started,
+        "seconds": seconds,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "git_commit": commit,
         **moved,
         "done": True,
         **measured,
     }
+    previous = read_record(cell_dir(base, cell))
+    if not trained and previous is not None and previous.get("done"):
+        recheck = {"finished": record["finished"], "git_commit": now, "seconds": seconds}
+        record = {k: v for k, v in record.items() if k not in FIRST_RUN}
+        record.update({k: previous[k] for k in FIRST_RUN if k in previous}, rechecked=recheck)
     write_record(cell_dir(base, cell), record)
     return record
