@@ -193,3 +193,17 @@ def test_the_configured_collective_timeout_bounds_a_wait(tmp_path):
     run_launch([probe, default, "none", 6.0], tmp_path / "default.log", timeout=300)
     assert [r["outcome"] for r in reports(default)] == ["passed", "passed"]
     assert reports(default)[1]["waited"] > 4.0
+
+
+@pytest.mark.parametrize("no_gpu", [True, False])
+@pytest.mark.parametrize("minutes", [10, 30, 0.05])
+def test_every_configured_timeout_reaches_the_backend(no_gpu, minutes):
+    """Accelerate hands on only the kwargs that differ from its defaults (a 10-minute timeout among them), and
+    DeepSpeed and gloo default to 30 minutes: a configured timeout must be among what it hands on."""
+    from datetime import timedelta
+
+    from rkd.run.collective import process_group_kwargs
+
+    handed_on = process_group_kwargs(no_gpu, minutes).to_kwargs()
+    assert abs(handed_on["timeout"] - timedelta(minutes=minutes)) < timedelta(milliseconds=1)
+    assert "timeout" not in process_group_kwargs(False, None).to_kwargs()  # NCCL's own default stays

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
 
+ACCELERATE_DEFAULT_TIMEOUT = InitProcessGroupKwargs().timeout  # what Accelerate leaves out of the kwargs it passes
+
 
 class StepVote:
     """The outcome of one step's vote: which ranks saw a non-finite loss, and whether any rank must stop."""
@@ -128,7 +130,10 @@ def process_group_kwargs(no_gpu: bool, timeout_minutes: float | None) -> InitPro
     """The process group: gloo without a GPU (DeepSpeed through Accelerate on CPU needs it, and it is the only
     backend that works there), NCCL with one; the collective timeout when one is set, None keeping each
     backend's default. Accelerate hands the timeout to ``deepspeed.init_distributed`` too, where it overrides
-    ``DEEPSPEED_TIMEOUT``; it passes on only values that differ from NCCL's default, so there a timeout of
-    exactly NCCL's default reads as unset."""
-    timeout = None if timeout_minutes is None else timedelta(minutes=timeout_minutes)
+    ``DEEPSPEED_TIMEOUT``."""
+    if timeout_minutes is None:
+        return InitProcessGroupKwargs(backend="gloo" if no_gpu else "nccl")
+    timeout = timedelta(minutes=timeout_minutes)
+    if timeout == ACCELERATE_DEFAULT_TIMEOUT:  # Accelerate passes on only values unlike its default; a
+        timeout += timedelta(microseconds=1)  # microsecond more is the same wait to the backends (milliseconds)
     return InitProcessGroupKwargs(backend="gloo" if no_gpu else "nccl", timeout=timeout)
