@@ -23,10 +23,10 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from safetensors.torch import load_file, save_file
 
+from rkd import optim
 from rkd.config import TrainConfig
 from rkd.hardware.decide import student_precision
 from rkd.hardware.efficiency import Throughput, batch_images
-from rkd.optim import build_optimizer, build_scheduler, freeze_unread_heads, schedule_steps, set_schedule_length
 from rkd.run.artifacts import atomic_write
 from rkd.run.checkpoint import Checkpointer
 from rkd.run.collective import check_replicas, process_group_kwargs, vote
@@ -191,25 +191,25 @@ class _Run:
         self.started = time.time()
         accelerator.free_memory()  # forget objects prepared by an earlier stage: a checkpoint holds this stage only
         if parameters is None:
-            freeze_unread_heads(model, objective, accelerator.print)
+            optim.freeze_unread_heads(model, objective, accelerator.print)
             parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = build_optimizer(parameters, cfg)
-        scheduler = build_scheduler(optimizer, cfg, schedule_steps(cfg, len(train_loader)))
+        optimizer = optim.build_optimizer(parameters, cfg)
+        scheduler = optim.build_scheduler(optimizer, cfg, optim.schedule_steps(cfg, len(train_loader)))
         use_stage_clipping(accelerator, cfg.grad_clip)
         self.model, self.optimizer, self.train_loader, self.val_loader, self.scheduler = accelerator.prepare(
             model, optimizer, train_loader, val_loader, scheduler
         )
-        self.total_steps = schedule_steps(cfg, len(self.train_loader))  # per process, after sharding
+        self.total_steps = optim.schedule_steps(cfg, len(self.train_loader))  # per process, after sharding
         # Accelerate advances the schedule once per process at every update (N processes take N batches
         # per update), so the schedule spans N x this process's updates and ends with the last one,
         # max_steps included.
-        set_schedule_length(scheduler, self.total_steps * accelerator.num_processes)
+        optim.set_schedule_length(scheduler, self.total_steps * accelerator.num_processes)
         self.checkpointer = Checkpointer(accelerator, out_dir, objective=objective, objects=checkpoint_objects)
         self.progress: dict[str, Any] = dict(
             global_step=0, epoch=0, step_in_epoch=0, best_val_accuracy=-1.0, history=[]
         )
         resumed = self.checkpointer.latest()
-        self.best_path = out_dir / "best.safetensors"
+        self.best_path, self.on_loss = out_dir / "best.safetensors", optim.selects_on_loss(objective)
         if resumed is not None:
             self.checkpointer.load(resumed)
             self.progress = {k: resumed[k] for k in self.progress}
@@ -301,13 +301,16 @@ class _Run:
             if progress["global_step"] % cfg.checkpoint_every == 0:
                 self.checkpointer.save(progress)
 
+    def best_epoch(self) -> int | None:
+        """The epoch whose weights are kept: the first with the best val accuracy, or with the lowest val loss
+        when no loss term reads the logits (``rkd.optim.selects_on_loss``)."""
+        history, (field, sign) = self.progress["history"], ("val_loss", -1) if self.on_loss else ("val_accuracy", 1)
+        return max(range(len(history)), key=lambda i: (sign * history[i][field], -i)) if history else None
+
     def patience_exhausted(self) -> bool:
-        """True when ``early_stop_patience`` epochs have passed since the best val accuracy (the first best)."""
-        patience, history = self.cfg.early_stop_patience, self.progress["history"]
-        if patience is None or not history:
-            return False
-        best = max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -i))
-        return len(history) - 1 - best >= patience
+        """True when ``early_stop_patience`` epochs have passed since the best epoch."""
+        patience, best = self.cfg.early_stop_patience, self.best_epoch()
+        return patience is not None and best is not None and len(self.progress["history"]) - 1 - best >= patience
 
     def end_epoch(self) -> None:
         """Validate, keep the best weights, move to the next epoch and checkpoint."""
@@ -327,8 +330,8 @@ class _Run:
         progress["history"].append(record)
         self.bar.mark()  # in a job log: one progress line per epoch at least
         accelerator.print(f"[{self.desc}] epoch {epoch}: val accuracy {metrics['accuracy']:.4f}")
-        if metrics["accuracy"] > progress["best_val_accuracy"]:
-            progress["best_val_accuracy"] = metrics["accuracy"]
+        if self.best_epoch() == len(progress["history"]) - 1:
+            progress["best_val_accuracy"] = metrics["accuracy"]  # the kept weights' accuracy
             state = accelerator.get_state_dict(self.model)  # gathered from every process (None off rank 0 under ZeRO-3)
             state = {k: v.detach().cpu().contiguous() for k, v in (state or {}).items()}
             if accelerator.is_main_process:
@@ -351,20 +354,15 @@ def fit(
     checkpoint_objects: Sequence = (),
     until_epoch: int | None = None,
 ) -> dict:
-    """Train ``model`` with ``objective``; on return ``model`` holds the best-validation weights.
+    """Train ``model`` with ``objective``; on return ``model`` holds the best epoch's weights (``_Run.best_epoch``).
 
-    ``parameters`` restricts what the optimiser updates (default: all of the model's).
-    An objective with a ``set_step(global_step)`` method is told the step before each update
-    (stage 2 uses it to rotate SNR buckets). An objective with a
-    ``before_update(model, batch, global_step)`` method gets each training batch before the
-    weight forward pass (the architecture search takes its architecture step there, with its own
-    optimiser and validation batches; it must leave the weights' gradients untouched).
-    ``checkpoint_objects``: more training state (objects with ``state_dict``/``load_state_dict``, such
-    as the search's ``Architect``) saved in this stage's checkpoints and restored on resume, for this
-    call only (a later stage's checkpoints do not expect them).
-    ``until_epoch``: stop after that many epochs of the ``cfg.epochs`` schedule (the learning rate
-    follows the whole schedule); a later call on ``out_dir`` resumes from that epoch's checkpoint, as
-    uninterrupted training would have gone on (the candidate selection's screening uses it).
+    ``parameters``: what the optimiser updates (default: all). An objective's ``set_step(global_step)`` is
+    told the step before each update (stage 2 rotates SNR buckets); its ``before_update(model, batch,
+    global_step)`` gets each batch first (the search's architecture step; it must leave the weights'
+    gradients untouched). ``checkpoint_objects``: more state (``state_dict``/``load_state_dict``, such as
+    the search's ``Architect``) in this call's checkpoints only. ``until_epoch``: stop after that many epochs
+    of the ``cfg.epochs`` schedule; a later call on ``out_dir`` resumes as uninterrupted training would
+    have gone on (the candidate selection's screening uses it).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -377,7 +375,8 @@ def fit(
     with SignalFlag() as flag:
         while progress["global_step"] < run.total_steps and progress["epoch"] < last_epoch:
             if run.patience_exhausted():  # also when resuming a run that stopped early
-                accelerator.print(f"[{desc}] early stop: no better val accuracy in {cfg.early_stop_patience} epochs")
+                better = "lower val loss" if run.on_loss else "better val accuracy"
+                accelerator.print(f"[{desc}] early stop: no {better} in {cfg.early_stop_patience} epochs")
                 break
             run.train_epoch(flag)
             # end of epoch (or of the step budget): validate, keep the best, checkpoint
@@ -389,6 +388,7 @@ def fit(
         unwrapped.load_state_dict(load_file(str(run.best_path)))
     return {
         "best_val_accuracy": progress["best_val_accuracy"],
+        "selected_on": "val loss" if run.on_loss else "val accuracy",
         "history": progress["history"],
         "steps": progress["global_step"],
         "epochs": progress["epoch"],

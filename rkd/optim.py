@@ -83,3 +83,11 @@ def freeze_unread_heads(model: torch.nn.Module, objective, log: Callable[[str], 
     if frozen:
         log(f"[rkd] no loss term reads {frozen}: their heads stay as they are (frozen)")
     return frozen
+
+
+def selects_on_loss(objective) -> bool:
+    """True when no loss term reads the logits (a feature-only student): the classifier head is then frozen
+    and untrained, its val accuracy says nothing, and the best epoch is the one with the lowest val loss."""
+    reads = getattr(objective, "output_keys", None)
+    keys = reads() if reads is not None else None
+    return keys is not None and "logits" not in keys

@@ -96,6 +96,45 @@ def test_until_epoch_stops_on_the_whole_schedule_and_a_later_call_finishes_it(tm
         assert torch.equal(a, b)
 
 
+class FeatureOnly:
+    """A loss that reads a feature, not the logits (the conference design's student). Its accuracy comes from
+    a head nothing trains: here right at the first evaluation only, as a frozen random head's can happen to be."""
+
+    def __init__(self, reads: set):
+        self.reads, self.evaluated = reads, 0
+
+    def output_keys(self):
+        return self.reads
+
+    def __call__(self, model, batch, train):
+        feature = model(batch["x"])
+        loss = ((feature - batch["x"][:, :2]) ** 2).mean()
+        first = not train and self.evaluated < 4  # the val loader's 4 batches of the first epoch
+        self.evaluated += 0 if train else 1
+        labels = batch["label"]
+        logits = torch.nn.functional.one_hot(labels if first else 1 - labels, 2).float()
+        return Step(loss=loss, logits=logits, labels=labels)
+
+
+@pytest.mark.parametrize("reads", [{"feature"}, {"feature", "logits"}])
+def test_a_loss_that_reads_no_logits_keeps_the_epoch_with_the_lowest_val_loss(tmp_path, reads):
+    """Selecting such a student on its head's accuracy kept its first epoch: a barely trained feature."""
+    from rkd.engine import evaluate
+
+    accelerator = make_accelerator(cpu=True)
+    train, val = toy_data()
+    student = model()
+    summary = fit(accelerator, student, FeatureOnly(reads), train, val, CFG, tmp_path / "run")
+    losses = [r["val_loss"] for r in summary["history"]]
+    kept = evaluate(accelerator, student, FeatureOnly(reads), val)["loss"]
+    if "logits" in reads:  # accuracy speaks for the model: the first epoch was the best
+        assert summary["selected_on"] == "val accuracy" and summary["best_val_accuracy"] == 1.0
+        assert kept == pytest.approx(losses[0])
+    else:
+        assert summary["selected_on"] == "val loss" and min(losses) < losses[0]
+        assert kept == pytest.approx(min(losses)) and summary["best_val_accuracy"] == 0.0
+
+
 def test_nan_loss_stops_with_diagnostic_and_keeps_checkpoint(tmp_path):
     accelerator = make_accelerator(cpu=True)
     train, val = toy_data()

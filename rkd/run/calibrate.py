@@ -19,7 +19,7 @@ import torch
 
 from rkd.config import RunConfig
 from rkd.data import DataBundle, student_transform
-from rkd.engine import build_optimizer, train_step
+from rkd.engine import train_step
 from rkd.evaluation.sweep import channel_sweep
 from rkd.hardware.precision import computing_in
 from rkd.losses import build_kd_loss
@@ -27,6 +27,7 @@ from rkd.models.factory import create_stage1_model, create_stage2_model, student
 from rkd.nas.architect import Architect
 from rkd.nas.complexity import ExpectedCost
 from rkd.nas.genotype import load_genotype
+from rkd.optim import build_optimizer
 from rkd.stages.objective import DistillObjective
 from rkd.stages.search_objective import SearchObjective, build_search_loss, build_search_network
 from rkd.teacher.model import build_teacher
