@@ -120,3 +120,13 @@ def test_the_lead_figure_shows_its_methods_on_the_panels_that_ran(tmp_path):
         if record["method"] == "rkd-sc" and record["channel_uses"] == 8:
             record["channel_uses"] = 4
     assert lead_panels(records)[0] == []
+
+
+def test_the_yardstick_cells_come_in_order_of_k_then_snr():
+    """Records arrive in whatever order the sweep wrote them; the table reads from low k and low SNR up."""
+    from rkd.evaluation.yardstick import yardstick_gaps
+
+    cells = [(32, -2.0), (4, -10.0), (32, -10.0), (4, 0.0), (16, -4.0)]
+    records = [{"channel_label": "awgn", "channel_uses": k, "snr_db": snr, "accuracy": 0.5} for k, snr in cells]
+    gaps = yardstick_gaps(records, list(reversed(records)))["cells"]
+    assert [(g["k"], g["snr_db"]) for g in gaps] == sorted(cells)

@@ -78,7 +78,7 @@ def yardstick_gaps(rkd_records: list, yardstick: list) -> dict:
             "yardstick": r["accuracy"],
             "gap": mine[key] - r["accuracy"],
         }
-        for r in yardstick
+        for r in sorted(yardstick, key=lambda r: (r["channel_uses"], r["snr_db"]))
         if in_target(r) and (key := (r["channel_label"], r["channel_uses"], r["snr_db"])) in mine
     ]
     return {
