@@ -72,9 +72,7 @@ def freeze_unread_heads(model: torch.nn.Module, objective, log: Callable[[str], 
     Such a head gets no gradient: one process merely skips it, but DDP's gradient all-reduce waits for
     it and fails at the next step ("Expected to have finished reduction"). Returns the frozen outputs.
     """
-    heads = getattr(model, "output_heads", None)
-    reads = getattr(objective, "output_keys", None)
-    keys = reads() if reads is not None else None
+    heads, keys = getattr(model, "output_heads", None), outputs_read(objective)
     if heads is None or keys is None:
         return []
     frozen = [name for name, head in heads().items() if name not in keys]
@@ -85,9 +83,14 @@ def freeze_unread_heads(model: torch.nn.Module, objective, log: Callable[[str], 
     return frozen
 
 
+def outputs_read(objective) -> set | None:
+    """The model outputs ``objective``'s loss reads (its ``output_keys()``), or None when it does not say."""
+    reads = getattr(objective, "output_keys", None)
+    return reads() if reads is not None else None
+
+
 def selects_on_loss(objective) -> bool:
     """True when no loss term reads the logits (a feature-only student): the classifier head is then frozen
     and untrained, its val accuracy says nothing, and the best epoch is the one with the lowest val loss."""
-    reads = getattr(objective, "output_keys", None)
-    keys = reads() if reads is not None else None
+    keys = outputs_read(objective)
     return keys is not None and "logits" not in keys

@@ -131,9 +131,10 @@ def process_group_kwargs(no_gpu: bool, timeout_minutes: float | None) -> InitPro
     backend that works there), NCCL with one; the collective timeout when one is set, None keeping each
     backend's default. Accelerate hands the timeout to ``deepspeed.init_distributed`` too, where it overrides
     ``DEEPSPEED_TIMEOUT``."""
+    backend = "gloo" if no_gpu else "nccl"
     if timeout_minutes is None:
-        return InitProcessGroupKwargs(backend="gloo" if no_gpu else "nccl")
+        return InitProcessGroupKwargs(backend=backend)
     timeout = timedelta(minutes=timeout_minutes)
     if timeout == ACCELERATE_DEFAULT_TIMEOUT:  # Accelerate passes on only values unlike its default; a
         timeout += timedelta(microseconds=1)  # microsecond more is the same wait to the backends (milliseconds)
-    return InitProcessGroupKwargs(backend="gloo" if no_gpu else "nccl", timeout=timeout)
+    return InitProcessGroupKwargs(backend=backend, timeout=timeout)
