@@ -21,7 +21,7 @@ from rkd.baselines.variants import run_variant, variant_dir
 from rkd.bench.catalogue import RKD, method
 from rkd.bench.layout import TEACHER, Cell, cell_config, cell_dir, cell_fingerprint, field_value, rkd_config
 from rkd.bench.machine import machine_record, precision_record
-from rkd.bench.records import read_record, teacher_hash, write_record
+from rkd.bench.records import finished, teacher_hash, write_record
 from rkd.config import RunConfig
 from rkd.run.artifacts import read_json
 from rkd.run.hashing import git_commit
@@ -171,8 +171,8 @@ def run_cell(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_sta
         "done": True,
         **measured,
     }
-    previous = read_record(cell_dir(base, cell))
-    if not trained and previous is not None and previous.get("done"):
+    previous = finished(base, cell, None)
+    if not trained and previous is not None:
         recheck = {"finished": record["finished"], "git_commit": now, "seconds": seconds}
         record = {k: v for k, v in record.items() if k not in FIRST_RUN}
         record.update({k: previous[k] for k in FIRST_RUN if k in previous}, rechecked=recheck)
