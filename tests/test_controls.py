@@ -114,8 +114,10 @@ def test_no_teacher_controls_train_the_searched_cells_without_kd(tmp_path):
     assert budgeted.stage1.lr == pytest.approx(0.5 * cfg.stage1.lr) and budgeted.stage2.epochs == cfg.stage2.epochs
     assert budgeted.run_dir == cfg.run_dir / "controls" / "no-teacher-lr0.5"  # one directory per grid point
     converged = control_config(ctx, "no-teacher-converged")
-    assert converged.stage1.epochs == 4 * cfg.stage1.epochs and converged.stage1.early_stop_patience == 3
-    assert converged.stage2.epochs == 4 * cfg.stage2.epochs and converged.stage1.max_steps is None
+    for stage in ("stage1", "stage2"):  # a stretched schedule, stopped by a whole default schedule without progress
+        default, stretched = getattr(cfg, stage), getattr(converged, stage)
+        assert stretched.epochs == 4 * default.epochs and stretched.early_stop_patience == default.epochs
+    assert converged.stage1.max_steps is None
     no_kd = ablation_overrides("no-kd", cfg)
     assert "search.enabled=false" in no_kd and any(o.startswith("student.genotype=") for o in no_kd)
 

@@ -8,9 +8,10 @@ and swept as RKD-SC is:
   in both stages, stage 1 lengthened so the student sees as many training images as RKD-SC's seed
   did in its search and stage 1 (stage 2 is the same length in both): the teacher's worth at
   RKD-SC's training budget;
-* ``no-teacher-converged``: the same without a budget: each stage runs up to
-  ``CONVERGENCE_FACTOR`` times its epochs and stops after ``CONVERGENCE_PATIENCE`` epochs without a
-  better val accuracy;
+* ``no-teacher-converged``: the same without a budget: each stage's cosine schedule is stretched to
+  ``CONVERGENCE_FACTOR`` times its epochs, and the stage stops once as many epochs as its default
+  schedule has pass without a better val accuracy (a patience of a few epochs would fire early in the
+  stretched schedule, where the rate is still high and the val accuracy noisy, long before convergence);
 * ``random-cells``: random cells (``rkd.nas.random_cells``) of the searched cells' size in RKD-SC's
   own recipe (KD on, same schedule): the search's gain at full training.
 
@@ -35,7 +36,7 @@ from rkd.run.artifacts import read_json
 from rkd.run.hashing import stage_hashes
 
 CONTROLS = ("no-teacher", "no-teacher-converged", "random-cells")
-CONVERGENCE_FACTOR, CONVERGENCE_PATIENCE = 4, 3  # a cap well past the schedule, and flat epochs before the stop
+CONVERGENCE_FACTOR = 4  # a cap well past the default schedule
 
 
 def _scaled_lrs(cfg: RunConfig) -> list:
@@ -54,13 +55,12 @@ def budget_overrides(ctx: Context) -> list:
 
 
 def convergence_overrides(cfg: RunConfig) -> list:
-    factor, patience = CONVERGENCE_FACTOR, CONVERGENCE_PATIENCE
-    return [
-        f"stage1.epochs={cfg.stage1.epochs * factor}",
-        f"stage1.early_stop_patience={patience}",
-        f"stage2.epochs={cfg.stage2.epochs * factor}",
-        f"stage2.early_stop_patience={patience}",
-    ]
+    """Each stage up to ``CONVERGENCE_FACTOR`` times its epochs, stopped by a whole default schedule without progress."""
+    overrides = []
+    for stage in ("stage1", "stage2"):
+        epochs = getattr(cfg, stage).epochs
+        overrides += [f"{stage}.epochs={epochs * CONVERGENCE_FACTOR}", f"{stage}.early_stop_patience={epochs}"]
+    return overrides
 
 
 def random_cells_file(ctx: Context) -> Path:
