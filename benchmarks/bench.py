@@ -48,7 +48,7 @@ def parse_args(argv: list):
     parser.add_argument("cell", nargs="?", help="cell key (command 'cell')")
     parser.add_argument("--config", action="append", default=None)
     parser.add_argument("--only", default=None, help="methods, comma-separated (RKD-SC always runs)")
-    parser.add_argument("--seeds", default=None, help="a count (5) or seeds (0,1,2); the first one tunes")
+    parser.add_argument("--seeds", default=None, help="a count (5) or seeds (0,1,2; seed 0: 0,); the first tunes")
     parser.add_argument("--grid", default=None, help="learning-rate multipliers, e.g. 0.5,1,2 (1 alone: no tuning)")
     parser.add_argument("--parallel", type=int, default=2, help="cells at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
@@ -228,11 +228,10 @@ def main(argv: list | None = None) -> int:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "cell":
         return run_one_cell(args, overrides)
-    if args.command == "plan":
-        bench, dropped = make_bench(args, overrides)
-        print_plan(bench, dropped, args.costs, args.parallel)
-        return 0
     try:
+        if args.command == "plan":
+            print_plan(*make_bench(args, overrides), args.costs, args.parallel)
+            return 0
         result = {"run": run_all, "report": make_report, "calibrate": calibrate}[args.command](args, overrides)
     except (RuntimeError, ValueError) as err:  # BenchError, ComparisonError: what is missing or mixed, and the fix
         print(f"[bench] {err}", file=sys.stderr)

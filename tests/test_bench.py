@@ -136,7 +136,9 @@ def test_choice_ties_and_grid_errors():
     for bad in ("0.5,2", "0,1", "a"):
         with pytest.raises(ValueError, match="--grid"):
             parse_grid(bad)
-    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,2") == [4, 2]
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("4,2") == [4, 2] and parse_seeds("0,") == [0]
+    with pytest.raises(ValueError, match="--seeds 0, "):  # the count of none says how to ask for seed 0
+        parse_seeds("0")
     with pytest.raises(ValueError, match="--seeds"):
         parse_seeds("1,1")
     with pytest.raises(ValueError, match="--only nope"):
@@ -307,6 +309,14 @@ def test_a_recheck_that_trains_nothing_keeps_the_first_runs_cost(tmp_path, monke
     assert again["rechecked"]["git_commit"] == "recheck" and "git_commit_at_finish" not in again
     redone = run(trained_part, True, "redone")  # work done again is the cell's new cost
     assert redone["git_commit"] == "redone" and "rechecked" not in redone and redone["parts"] == trained_part
+
+
+def test_a_plan_with_bad_seeds_says_so_in_one_line():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+    done = subprocess.run([sys.executable, str(script), "plan", "--seeds", "0"], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "[bench] --seeds 0 is a count of none: for seed 0 alone write --seeds 1 (a count) or --seeds 0, (a list)"
+    ]
 
 
 @pytest.mark.slow  # every method and ablation trained and swept on two seeds: a few minutes on a shared 2-core machine

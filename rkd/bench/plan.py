@@ -23,6 +23,10 @@ def parse_seeds(text: str | None, default: int = 5) -> list:
     """``--seeds 0,1,2`` or ``--seeds 5`` (the first five) -> distinct seeds >= 0, the first one tunes."""
     if not text:
         return list(range(default))
+    if text.strip() == "0":
+        raise ValueError(
+            "--seeds 0 is a count of none: for seed 0 alone write --seeds 1 (a count) or --seeds 0, (a list)"
+        )
     try:
         if "," not in text:
             count = int(text)
