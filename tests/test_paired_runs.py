@@ -54,3 +54,29 @@ def test_two_recipes_paired_by_seed(tmp_path):
     assert result["per_seed"]["1"]["yardstick_shortfall_b"]["mean"] == pytest.approx(
         shortfall_a["mean"] + 4.0, abs=1e-3
     )
+
+
+def write_control_cell(directory, accuracy):
+    """A control's benchmark cell: its records on one more SNR than the runs' grid, and its parts' seconds."""
+    directory.mkdir(parents=True)
+    (directory / "cell.json").write_text(json.dumps({"method": "no-teacher"}))
+    records = [channel_record("no-teacher", spec, snr, 8, accuracy, 1000) for snr in SNRS for spec in SPECS]
+    records += [channel_record("no-teacher", spec, 5.0, 8, 0.0, 1000) for spec in SPECS]  # not on the runs' grid
+    summary = {"method": "no-teacher", "budget": {"parts": {"stage1": {"seconds": 7.0}, "stage2": {"seconds": 3.0}}}}
+    (directory / "results.json").write_text(json.dumps({"summary": summary, "records": records}))
+
+
+def test_a_control_cell_pairs_on_the_snrs_both_were_evaluated_at(tmp_path):
+    for seed, gap in ((0, -0.01), (1, -0.03)):
+        write_seed_run(tmp_path / f"a-{seed}", 0.6)
+        write_control_cell(tmp_path / f"cell-{seed}", 0.6 + gap)
+    out = tmp_path / "paired.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "paired_runs.py"), str(tmp_path / "a-{seed}")]
+    cmd += [str(tmp_path / "cell-{seed}"), "--seeds", "0,1", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["cell_difference_mean_points"]["per_seed"] == pytest.approx([-1.0, -3.0])
+    assert result["per_seed"]["0"]["seconds_b"] == {"stage1": 7.0, "stage2": 3.0}
+    assert result["per_seed"]["0"]["yardstick_shortfall_b"] is None
+    assert set(result["yardstick_shortfall_mean_points"]) == {"a"}
