@@ -355,30 +355,9 @@ def check_comparison(run, methods):
     return text
 
 
-@pytest.mark.slow  # the whole pipeline plus baselines: minutes on a shared 2-core machine
-def test_rkd_baselines_digital_and_one_ablation(tmp_path, fake_fashion_dir, capsys):
-    run, args = run_baselines_cli(
-        tmp_path, fake_fashion_dir, ["baselines.methods=[digital]", "baselines.ablations=[no-state]"]
-    )
-    check_comparison(run, ["rkd-sc", "digital", "ablation:no-state"])
-    digital = json.loads((run / "baselines" / "digital" / "results.json").read_text())
-    assert all("bits" in r for r in digital["records"])
-    (run / "compare" / "comparison.md").unlink()
-    capsys.readouterr()
-    from rkd.cli import main
-
-    assert main(["report", *args]) == 0  # re-renders the comparison too
-    assert "comparison:" in capsys.readouterr().out and (run / "compare" / "comparison.md").exists()
-    assert main(["baselines", *args]) == 0  # everything is skipped the second time
-    assert capsys.readouterr().out.count("done for this config, skipping") >= 3 + 5
-    assert main(["export", *args]) == 0  # rkd export: the trained link as two TorchScript files
-    check = json.loads((run / "export" / "export.json").read_text())["check"]
-    assert check["transmitter_max_abs_diff"] < 1e-4 and check["receiver_max_abs_diff"] < 1e-3
-
-
-@pytest.mark.slow
-def test_rkd_baselines_every_method_and_ablation(tmp_path, fake_fashion_dir):
-    run, _ = run_baselines_cli(tmp_path, fake_fashion_dir, [])
+@pytest.mark.slow  # the whole pipeline plus every baseline: minutes on a shared 2-core machine
+def test_rkd_baselines_every_method_and_ablation(tmp_path, fake_fashion_dir, capsys):
+    run, args = run_baselines_cli(tmp_path, fake_fashion_dir, [])
     methods = ["rkd-sc", "deep-jscc", "adjscc", "conference-rkd", "label-digital", "feature-digital", "digital"] + [
         f"ablation:{a}" for a in ("no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length")
     ]
@@ -392,6 +371,20 @@ def test_rkd_baselines_every_method_and_ablation(tmp_path, fake_fashion_dir):
         r["channel_snr_db"] == pytest.approx(r["snr_db"] - 10 * math.log10(symbols / r["channel_uses"]))
         for r in matched
     )
+    digital = json.loads((run / "baselines" / "digital" / "results.json").read_text())
+    assert all("bits" in r for r in digital["records"])
+    (run / "compare" / "comparison.md").unlink()
+    capsys.readouterr()
+    from rkd.cli import main
+
+    assert main(["report", *args]) == 0  # re-renders the comparison too
+    assert "comparison:" in capsys.readouterr().out and (run / "compare" / "comparison.md").exists()
+    assert main(["baselines", *args]) == 0  # everything is skipped the second time
+    skipped = capsys.readouterr().out.count("done for this config, skipping")
+    assert skipped >= 3 + len(methods) - 1  # the pipeline's stages and every method but RKD-SC itself
+    assert main(["export", *args]) == 0  # rkd export: the trained link as two TorchScript files
+    check = json.loads((run / "export" / "export.json").read_text())["check"]
+    assert check["transmitter_max_abs_diff"] < 1e-4 and check["receiver_max_abs_diff"] < 1e-3
 
 
 @pytest.mark.slow  # the pipeline twice (two seeds) plus the digital schemes and the budget-matched Deep JSCC
