@@ -87,7 +87,6 @@ def cell_record(directory: Path) -> dict:
     method = results["summary"]["method"]
     parts = results["summary"].get("budget", {}).get("parts", {})
     return {
-        "method": method,
         "student": None,
         "seconds": {part: spent.get("seconds") for part, spent in parts.items()},
         "accuracies": accuracies([r for r in results["records"] if r["method"] == method]),
