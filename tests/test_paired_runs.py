@@ -33,16 +33,21 @@ def write_seed_run(directory, accuracy):
         (directory / stage / "stage.json").write_text(json.dumps({"summary": {"seconds": 10.0}}))
 
 
+def paired(tmp_path, a: str, b: str) -> dict:
+    """``paired_runs.py`` on the templates ``tmp_path / a`` and ``tmp_path / b`` over seeds 0 and 1: its JSON."""
+    out = tmp_path / "paired.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "paired_runs.py"), str(tmp_path / a), str(tmp_path / b)]
+    cmd += ["--seeds", "0,1", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
 def test_two_recipes_paired_by_seed(tmp_path):
     for seed, gain in ((0, 0.02), (1, 0.04)):
         write_seed_run(tmp_path / f"a-{seed}", 0.6)
         write_seed_run(tmp_path / f"b-{seed}", 0.6 + gain)
-    out = tmp_path / "paired.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "paired_runs.py"), str(tmp_path / "a-{seed}")]
-    cmd += [str(tmp_path / "b-{seed}"), "--seeds", "0,1", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = paired(tmp_path, "a-{seed}", "b-{seed}")
     assert set(result["cell_difference_points"]) == {"awgn k=8", "rayleigh-csi k=8"}
     assert result["cell_difference_mean_points"]["mean"] == pytest.approx(3.0)
     assert [result["per_seed"][s]["cell_difference_mean_points"] for s in ("0", "1")] == pytest.approx([2.0, 4.0])
@@ -70,12 +75,7 @@ def test_a_control_cell_pairs_on_the_snrs_both_were_evaluated_at(tmp_path):
     for seed, gap in ((0, -0.01), (1, -0.03)):
         write_seed_run(tmp_path / f"a-{seed}", 0.6)
         write_control_cell(tmp_path / f"cell-{seed}", 0.6 + gap)
-    out = tmp_path / "paired.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "paired_runs.py"), str(tmp_path / "a-{seed}")]
-    cmd += [str(tmp_path / "cell-{seed}"), "--seeds", "0,1", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result = paired(tmp_path, "a-{seed}", "cell-{seed}")
     assert result["cell_difference_mean_points"]["per_seed"] == pytest.approx([-1.0, -3.0])
     assert result["per_seed"]["0"]["seconds_b"] == {"stage1": 7.0, "stage2": 3.0}
     assert result["per_seed"]["0"]["yardstick_shortfall_b"] is None
