@@ -95,15 +95,17 @@ def print_plan(bench, dropped: dict, costs_path: str, parallel: int) -> dict | N
     say(f"[bench] plan for {bench.base.run_dir}:")
     for line in describe(bench.names, bench.seeds, bench.grid, dropped):
         say(f"[bench] {line}")
+    for key, why in bench.remade().items():
+        say(f"[bench]   made again: {key} ({why})")
     if not Path(costs_path).exists():
         say(f"[bench] no estimate: {costs_path} missing (run `python benchmarks/bench.py calibrate` first)")
         return None
     costs = json.loads(Path(costs_path).read_text())
     bundle = load_data(bench.base.data)
     sizes = {s: int(bundle.splits[s].labels.numel()) for s in ("train", "val", "test")}
-    records, _, _ = bench.state()
+    records, chosen, _ = bench.state()
     units, measured = with_measured(costs["units"], list(records.values()))
-    est = estimate(bench.base, bench.names, bench.seeds, bench.grid, sizes, units, parallel, set(records))
+    est = estimate(bench.base, bench.names, bench.seeds, bench.grid, sizes, units, parallel, set(records), chosen)
     for name, entry in est["per_method"].items():
         say(f"[bench]   {name:28s} {entry['cells']:2d} cells {entry['seconds'] / 3600:6.2f} CPU-h")
     machine, load = costs.get("machine", {}), costs.get("load_average_5min_median")

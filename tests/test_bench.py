@@ -94,6 +94,27 @@ def test_a_cell_that_exits_0_without_its_fingerprint_fails_instead_of_starting_a
     assert any("does not hold this plan's fingerprint" in m for m in messages)
 
 
+def test_a_cell_made_again_says_why_in_the_plan_and_when_it_starts(tmp_path):
+    launched, messages = [], []
+    run(make_bench(tmp_path, ["deep-jscc"], seeds=(0,)), launched)
+    tuned = make_bench(tmp_path, ["deep-jscc"], seeds=(0,), grid=(1, 2))
+    higher = fake_launcher(tuned, launched, val=lambda cell: cell.scale)  # x2 wins: the x1 cell builds on x2
+    run_cells(tuned, higher, parallel=1, threads=1, log=messages.append)
+    again = [m for m in messages if "made again" in m]
+    assert (
+        len(again) == 1
+        and "deep-jscc@seed0@x1" in again[0]
+        and "made on RKD-SC at x1, this plan builds on x2" in again[0]
+    )
+    assert tuned.remade() == {}
+    edited = make_bench(
+        tmp_path, ["deep-jscc"], seeds=(0,), grid=(1, 2), overrides=["baselines.jscc_train.batch_size=128"]
+    )
+    reasons = edited.remade()
+    assert sorted(reasons) == ["deep-jscc@seed0@x1", "deep-jscc@seed0@x2"]
+    assert all("a field it reads differs" in why for why in reasons.values())
+
+
 def test_how_long_processes_wait_for_each_other_leaves_the_cells_done(tmp_path):
     bench = make_bench(tmp_path, ["label-digital"], seeds=(0,))
     launched = []
@@ -122,6 +143,9 @@ def test_tuning_grid_chooses_on_val_then_runs_every_seed_at_the_choice(tmp_path)
     assert cfg.stage1.lr == pytest.approx(2 * bench.base.stage1.lr) and cfg.run_dir.name == "seed-1-x2"
     record = read_record(cell_dir(bench.base, Cell("deep-jscc", 2, 0.5)))
     assert record["rkd_scale"] == 2.0  # every cell of a seed builds on RKD-SC at its chosen rates
+    records, chosen, _ = bench.state()  # the estimate follows the choices made: nothing is left
+    left = estimate(bench.base, bench.names, bench.seeds, bench.grid, {}, {}, 2, set(records), chosen)
+    assert left["cells"] == len(records) and left["cpu_seconds"] == 0
     with pytest.raises(BenchError, match="no results"):  # the fake cells trained nothing
         write_report(bench, "bench")
     tuning = json.loads((bench.base.run_dir / "tuning.json").read_text())

@@ -187,10 +187,10 @@ def simulate(order: list, deps: dict, seconds: dict, workers: int) -> float:
     return max(finish.values(), default=0.0)
 
 
-def full_graph(names: list, seeds: list, grid: tuple) -> tuple:
-    """``(order, deps)`` of every cell the plan will run, as if each choice were known (``x1``), with the
-    tuning's waits (a tuned method's other seeds wait for its whole grid) made explicit."""
-    chosen = {name: 1.0 for name in [RKD, *names]}
+def full_graph(names: list, seeds: list, grid: tuple, known: dict | None = None) -> tuple:
+    """``(order, deps)`` of every cell the plan will run: the choices ``known`` so far, every other as if it
+    were ``x1``, with the tuning's waits (a tuned method's other seeds wait for its whole grid) made explicit."""
+    chosen = {name: 1.0 for name in [RKD, *names]} | (known or {})
     graph = cell_graph(names, seeds, grid, chosen)
     deps = {}
     for cell, waits in graph.items():
@@ -213,10 +213,12 @@ def estimate(
     units: dict,
     workers: int,
     done: frozenset | set = frozenset(),
+    chosen: dict | None = None,
 ) -> dict:
     """The plan's cost: cells, CPU seconds (one thread each) and wall seconds on ``workers``, per method;
-    cells whose keys are in ``done`` cost nothing (what is left of a benchmark stopped part-way)."""
-    order, deps = full_graph(names, seeds, grid)
+    cells whose keys are in ``done`` cost nothing (what is left of a benchmark stopped part-way), and the
+    grid's choices made so far (``chosen``) decide which multiplier the other seeds run at."""
+    order, deps = full_graph(names, seeds, grid, chosen)
     seconds: dict = {}
     per_method: dict = {}
     unknown: set = set()

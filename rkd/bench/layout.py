@@ -126,7 +126,7 @@ def cell_fingerprint(cfg: RunConfig, name: str, rkd_scale: float) -> str:
         return config_hash(teacher_seed(cfg), values["data"], values["teacher"])
     keep = SWEEP_FIELDS + BASELINE_FIELDS.get(name, ())
     values["baselines"] = {k: v for k, v in values["baselines"].items() if k.startswith(keep)}
-    return config_hash(values, rkd_scale)
+    return config_hash(values, float(rkd_scale))  # a grid of ints names the same cells as one of floats
 
 
 def cell_dir(base: RunConfig, cell: Cell) -> Path:

@@ -56,6 +56,23 @@ class Bench:
             return 1.0
         return cell.scale if cell.method == RKD else chosen.get(RKD, 1.0)
 
+    def made_again(self, cell: Cell, rkd_scale: float) -> str | None:
+        """Why a cell that finished once is not done under this plan (None: done, or never finished)."""
+        record = finished(self.base, cell, None)
+        if record is None or record.get("fingerprint") == self.fingerprint(cell, rkd_scale):
+            return None
+        was = record.get("rkd_scale")
+        if cell.method != TEACHER and was is not None and was != rkd_scale:
+            return f"it was made on RKD-SC at x{was:g}, this plan builds on x{rkd_scale:g}"
+        commit = str(record.get("git_commit") or "unknown")[:12]
+        return f"a field it reads differs from the config it was made from (at commit {commit})"
+
+    def remade(self) -> dict:
+        """``{cell key: why}`` for every cell of the plan that finished once and will be made again."""
+        records, chosen, graph = self.state()
+        reasons = {c.key: self.made_again(c, self.rkd_scale(chosen, c)) for c in graph if c.key not in records}
+        return {key: why for key, why in reasons.items() if why}
+
     def state(self, graph: dict | None = None) -> tuple:
         """``(records of the finished cells, choices made, the graph)``, read again from disk."""
         records: dict = {}
@@ -104,7 +121,11 @@ def run_cells(
         ]
         for cell in sorted(ready, key=lambda c: priority(c, order))[: max(0, parallel - len(running))]:
             cell_threads = threads * parallel if cell.method == TEACHER else threads
-            log(f"[bench] start {cell.key} ({len(running) + 1} running, {len(records)} done, {len(order)} known)")
+            why = bench.made_again(cell, bench.rkd_scale(chosen, cell))
+            again = f"; made again: {why}" if why else ""
+            log(
+                f"[bench] start {cell.key} ({len(running) + 1} running, {len(records)} done, {len(order)} known{again})"
+            )
             started = time.time()  # before the launch: an in-process launch returns when the cell has finished
             running[cell] = (launch(cell, bench.rkd_scale(chosen, cell), cell_threads), started)
         if not running:
