@@ -95,7 +95,8 @@ def print_plan(bench, dropped: dict, costs_path: str, parallel: int) -> dict | N
     say(f"[bench] plan for {bench.base.run_dir}:")
     for line in describe(bench.names, bench.seeds, bench.grid, dropped):
         say(f"[bench] {line}")
-    for key, why in bench.remade().items():
+    records, chosen, graph = bench.state()
+    for key, why in bench.remade(records, chosen, graph).items():
         say(f"[bench]   made again: {key} ({why})")
     if not Path(costs_path).exists():
         say(f"[bench] no estimate: {costs_path} missing (run `python benchmarks/bench.py calibrate` first)")
@@ -103,7 +104,6 @@ def print_plan(bench, dropped: dict, costs_path: str, parallel: int) -> dict | N
     costs = json.loads(Path(costs_path).read_text())
     bundle = load_data(bench.base.data)
     sizes = {s: int(bundle.splits[s].labels.numel()) for s in ("train", "val", "test")}
-    records, chosen, _ = bench.state()
     units, measured = with_measured(costs["units"], list(records.values()))
     est = estimate(bench.base, bench.names, bench.seeds, bench.grid, sizes, units, parallel, set(records), chosen)
     for name, entry in est["per_method"].items():

@@ -106,11 +106,11 @@ def test_a_cell_made_again_says_why_in_the_plan_and_when_it_starts(tmp_path):
         and "deep-jscc@seed0@x1" in again[0]
         and "made on RKD-SC at x1, this plan builds on x2" in again[0]
     )
-    assert tuned.remade() == {}
+    assert tuned.remade(*tuned.state()) == {}
     edited = make_bench(
         tmp_path, ["deep-jscc"], seeds=(0,), grid=(1, 2), overrides=["baselines.jscc_train.batch_size=128"]
     )
-    reasons = edited.remade()
+    reasons = edited.remade(*edited.state())
     assert sorted(reasons) == ["deep-jscc@seed0@x1", "deep-jscc@seed0@x2"]
     assert all("a field it reads differs" in why for why in reasons.values())
 

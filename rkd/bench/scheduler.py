@@ -67,9 +67,8 @@ class Bench:
         commit = str(record.get("git_commit") or "unknown")[:12]
         return f"a field it reads differs from the config it was made from (at commit {commit})"
 
-    def remade(self) -> dict:
-        """``{cell key: why}`` for every cell of the plan that finished once and will be made again."""
-        records, chosen, graph = self.state()
+    def remade(self, records: dict, chosen: dict, graph: dict) -> dict:
+        """``{cell key: why}`` for each cell of ``state()``'s graph that finished once and will be made again."""
         reasons = {c.key: self.made_again(c, self.rkd_scale(chosen, c)) for c in graph if c.key not in records}
         return {key: why for key, why in reasons.items() if why}
 
@@ -121,13 +120,14 @@ def run_cells(
         ]
         for cell in sorted(ready, key=lambda c: priority(c, order))[: max(0, parallel - len(running))]:
             cell_threads = threads * parallel if cell.method == TEACHER else threads
-            why = bench.made_again(cell, bench.rkd_scale(chosen, cell))
+            rkd_scale = bench.rkd_scale(chosen, cell)
+            why = bench.made_again(cell, rkd_scale)
             again = f"; made again: {why}" if why else ""
             log(
                 f"[bench] start {cell.key} ({len(running) + 1} running, {len(records)} done, {len(order)} known{again})"
             )
             started = time.time()  # before the launch: an in-process launch returns when the cell has finished
-            running[cell] = (launch(cell, bench.rkd_scale(chosen, cell), cell_threads), started)
+            running[cell] = (launch(cell, rkd_scale, cell_threads), started)
         if not running:
             waiting = [c.key for c in order if c.key not in records and c.key not in failed]
             return {"done": sorted(records), "failed": sorted(failed), "waiting": waiting, "chosen": chosen}
