@@ -106,10 +106,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", help="the reference: a benchmark directory or a seed-run template with {seed}")
     parser.add_argument("b", help="the change, likewise")
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="0", help="the seeds to pair, a list: 0,1,2 (seed 0 alone: 0 or 0,)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        parser.error(f"--seeds {args.seeds!r}: expected seeds >= 0 separated by commas, e.g. 0,1,2")
     per_seed, differences, seed_means = {}, {}, []
     for seed in seeds:
         a, b = seed_record(args.a, seed), seed_record(args.b, seed)

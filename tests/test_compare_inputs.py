@@ -116,6 +116,8 @@ def test_the_lead_figure_shows_its_methods_on_the_panels_that_ran(tmp_path):
     assert panels == [("awgn", 8), ("rayleigh-csi", 8)]  # k = 32 was not swept
     assert shown == ["rkd-sc", "ablation:no-kd", "deep-jscc-kd", "label-digital"]  # plain Deep JSCC is not a lead curve
     assert (run / "compare" / "lead.png").stat().st_size > 0 and "`lead.png`" in path.read_text()
+    tuned = [dict(r, method="no-teacher") for r in records if r["method"] == "ablation:no-kd"]
+    assert lead_panels(records + tuned)[1] == ["rkd-sc", "no-teacher", "deep-jscc-kd", "label-digital"]  # one curve
     for record in records:  # RKD-SC swept at another k only: no panel, so no lead figure
         if record["method"] == "rkd-sc" and record["channel_uses"] == 8:
             record["channel_uses"] = 4

@@ -33,14 +33,18 @@ def write_seed_run(directory, accuracy):
         (directory / stage / "stage.json").write_text(json.dumps({"summary": {"seconds": 10.0}}))
 
 
-def paired(tmp_path, a: str, b: str) -> dict:
-    """``paired_runs.py`` on the templates ``tmp_path / a`` and ``tmp_path / b`` over seeds 0 and 1: its JSON."""
-    out = tmp_path / "paired.json"
+def run_paired(tmp_path, a: str, b: str, seeds: str) -> subprocess.CompletedProcess:
+    """``paired_runs.py`` on the templates ``tmp_path / a`` and ``tmp_path / b``, writing ``paired.json``."""
     cmd = [sys.executable, str(REPO / "benchmarks" / "paired_runs.py"), str(tmp_path / a), str(tmp_path / b)]
-    cmd += ["--seeds", "0,1", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    cmd += ["--seeds", seeds, "--out", str(tmp_path / "paired.json")]
+    return subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+
+
+def paired(tmp_path, a: str, b: str, seeds: str = "0,1") -> dict:
+    """The JSON of ``run_paired`` (seeds 0 and 1 unless told), after checking that it succeeded."""
+    proc = run_paired(tmp_path, a, b, seeds)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    return json.loads((tmp_path / "paired.json").read_text())
 
 
 def test_two_recipes_paired_by_seed(tmp_path):
@@ -59,6 +63,14 @@ def test_two_recipes_paired_by_seed(tmp_path):
     assert result["per_seed"]["1"]["yardstick_shortfall_b"]["mean"] == pytest.approx(
         shortfall_a["mean"] + 4.0, abs=1e-3
     )
+
+
+def test_seed_zero_alone_may_be_written_as_bench_writes_it_and_bad_seeds_are_named(tmp_path):
+    write_seed_run(tmp_path / "a-0", 0.6)
+    write_seed_run(tmp_path / "b-0", 0.62)
+    assert paired(tmp_path, "a-{seed}", "b-{seed}", seeds="0,")["cell_difference_mean_points"]["per_seed"] == [2.0]
+    proc = run_paired(tmp_path, "a-{seed}", "b-{seed}", seeds="0,x")
+    assert proc.returncode != 0 and "--seeds '0,x'" in proc.stderr and "0,1,2" in proc.stderr
 
 
 def write_control_cell(directory, accuracy):

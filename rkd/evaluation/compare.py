@@ -209,8 +209,8 @@ def write_comparison(
         ]
         + (
             [
-                "Lead figure: `lead.png` (AWGN and Rayleigh with CSI at k = 8 and 32; of RKD-SC, no-KD at matched "
-                "budget, Deep JSCC with the whole budget, Deep JSCC + KD and label-digital, those that ran).",
+                "Lead figure: `lead.png` (AWGN and Rayleigh with CSI at k = 8 and 32; of RKD-SC, the no-teacher control "
+                "at matched budget (or the no-KD ablation), Deep JSCC with the whole budget, Deep JSCC + KD and label-digital, those that ran).",
                 "",
             ]
             if lead is not None
