@@ -125,6 +125,16 @@ def test_how_long_processes_wait_for_each_other_leaves_the_cells_done(tmp_path):
     assert launched == []
 
 
+def test_the_same_bench_reached_by_another_path_keeps_its_cells_done(tmp_path):
+    launched = []
+    run(make_bench(tmp_path, ["deep-jscc", "label-digital"], seeds=(0,)), launched)
+    link = tmp_path.with_name(tmp_path.name + "-link")
+    link.symlink_to(tmp_path)
+    launched.clear()
+    run(make_bench(link, ["deep-jscc", "label-digital"], seeds=(0,)), launched)
+    assert launched == []
+
+
 def test_tuning_grid_chooses_on_val_then_runs_every_seed_at_the_choice(tmp_path):
     bench = make_bench(tmp_path, ["deep-jscc", "ablation:no-kd", "label-digital"], seeds=(0, 1, 2), grid=(0.5, 1, 2))
     best = {RKD: 2.0, "deep-jscc": 0.5}

@@ -159,7 +159,7 @@ def run_cell(base: RunConfig, cell: Cell, rkd_scale: float, accelerator, run_sta
         "seed": cell.seed,
         "scale": cell.scale,
         "rkd_scale": rkd_scale,
-        "fingerprint": cell_fingerprint(cfg, cell.method, rkd_scale),
+        "fingerprint": cell_fingerprint(base, cfg, cell.method, rkd_scale),
         "lr": {f: field_value(cfg, f) for f in (method(cell.method).lr_fields if cell.method != TEACHER else ())},
         "teacher_hash": teacher_hash(cfg.run_dir),
         "machine": machine_record(threads),

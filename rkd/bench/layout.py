@@ -118,12 +118,24 @@ SWEEP_FIELDS = ("extra_snrs", "per_image", "compare_k")  # every method's sweep
 NOT_IN_RESULTS = ("collective_timeout_minutes",)  # how long processes wait for each other, not what they compute
 
 
-def cell_fingerprint(cfg: RunConfig, name: str, rkd_scale: float) -> str:
+def where_kept(cfg: RunConfig, base: RunConfig) -> str:
+    """``cfg.runs_dir`` as if the benchmark's runs lived in the default folder: where the runs are kept is not
+    what they compute, so the same benchmark reached another way (an absolute path, a link) keeps its cells."""
+    path, home = Path(cfg.runs_dir).expanduser(), Path(base.runs_dir).expanduser()
+    try:
+        return str(RunConfig.runs_dir / path.relative_to(home))
+    except ValueError:  # not under the benchmark's folder: hashed as given
+        return cfg.runs_dir
+
+
+def cell_fingerprint(base: RunConfig, cfg: RunConfig, name: str, rkd_scale: float) -> str:
     """What a finished cell was made from: unchanged = done. The teacher cell: the data, the teacher and its
-    seed; any other: the config (of the ``baselines`` section, the fields its method reads) and RKD-SC's multiplier."""
+    seed; any other: its config ``cfg`` (of the ``baselines`` section, the fields its method reads; its folder
+    relative to the benchmark's ``base``) and RKD-SC's multiplier."""
     values = {k: v for k, v in to_dict(cfg).items() if k not in NOT_IN_RESULTS}
     if name == TEACHER:
         return config_hash(teacher_seed(cfg), values["data"], values["teacher"])
+    values["runs_dir"] = where_kept(cfg, base)
     keep = SWEEP_FIELDS + BASELINE_FIELDS.get(name, ())
     values["baselines"] = {k: v for k, v in values["baselines"].items() if k.startswith(keep)}
     return config_hash(values, float(rkd_scale))  # a grid of ints names the same cells as one of floats

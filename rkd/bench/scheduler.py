@@ -47,7 +47,7 @@ class Bench:
             else:
                 rkd = rkd_config(self.base, cell.seed, cell.scale if cell.method == RKD else rkd_scale)
                 cfg = cell_config(rkd, cell)
-            self._fingerprints[key] = cell_fingerprint(cfg, cell.method, rkd_scale)
+            self._fingerprints[key] = cell_fingerprint(self.base, cfg, cell.method, rkd_scale)
         return self._fingerprints[key]
 
     def rkd_scale(self, chosen: dict, cell: Cell) -> float:
