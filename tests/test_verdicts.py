@@ -89,9 +89,26 @@ def test_verdicts_on_synthetic_results():
     assert 0.015 < rows["worse"]["low"] < rows["worse"]["mean_difference"] < rows["worse"]["high"] < 0.025
     assert not out["noninferior_everywhere"]
     assert {r["method"] for r in out["not_noninferior"]} == {"much-better", "noisy"}
-    # Holm: each raw p-value of a family of four is multiplied by at most 4, never made smaller
+    # one (channel, k) pair per comparator: each comparator's family holds one test, left as it is
     for r in out["families"]["target"]:
-        assert r["p_noninferior"] <= r["p_noninferior_holm"] <= min(1.0, 4 * r["p_noninferior"]) + 1e-12
+        assert r["p_noninferior_holm"] == r["p_noninferior"]
+
+
+def test_a_comparators_family_is_its_own_pairs_so_other_comparators_leave_its_verdicts_alone():
+    rkd = [0.8, 0.81, 0.79]
+    close = [0.797, 0.806, 0.788]  # differences +0.003, +0.004, +0.002: superior alone
+    wide = [0.7, 0.9, 0.8]
+    table = {**cell_table({"rkd-sc": rkd, "b": close}), **cell_table({"rkd-sc": rkd, "b": close}, k=32)}
+    trained = {m: ["awgn"] for m in ("rkd-sc", "b", "c")}
+    alone = seed_verdicts(table, trained, "rkd-sc", ["b"], 0.005)["families"]["target"]
+    # its two pairs share a family: Holm doubles the smaller p-value
+    assert sorted(r["k"] for r in alone) == [8, 32]
+    assert sorted(r["p_superior_holm"] for r in alone) == pytest.approx([2 * alone[0]["p_superior"]] * 2)
+    assert [r["verdict"] for r in alone] == ["superior", "superior"]
+    crowded = {**table, **cell_table({"c": wide}), **cell_table({"c": wide}, k=32)}
+    with_c = seed_verdicts(crowded, trained, "rkd-sc", ["b", "c"], 0.005)["families"]["target"]
+    assert [r for r in with_c if r["method"] == "b"] == alone
+    assert {r["verdict"] for r in with_c if r["method"] == "c"} == {"inconclusive"}
 
 
 def test_holm_can_change_a_verdict_and_channels_split_families():
