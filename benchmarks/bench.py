@@ -3,6 +3,7 @@
     python benchmarks/bench.py plan   [--only a,b] [--seeds 5|0,1,2] [--grid 0.5,1,2] [--parallel 2]
     python benchmarks/bench.py run    [same options] [--threads 1] [--recheck]    # plan, cells, then report
     python benchmarks/bench.py report [same options]                              # the comparison only
+    python benchmarks/bench.py grid   [same options]      # the first seed's grid cells as they stand, as JSON
     python benchmarks/bench.py calibrate [--parallel 2]      # every method briefly: seconds per step -> costs
     python benchmarks/bench.py cell <method@seed<s>@x<m>> --rkd-scale <m>         # one cell (the workers' command)
 
@@ -44,7 +45,7 @@ CALIBRATE = [
 
 def parse_args(argv: list):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("plan", "run", "report", "calibrate", "cell"))
+    parser.add_argument("command", choices=("plan", "run", "report", "grid", "calibrate", "cell"))
     parser.add_argument("cell", nargs="?", help="cell key (command 'cell')")
     parser.add_argument("--config", action="append", default=None)
     parser.add_argument("--only", default=None, help="methods, comma-separated (RKD-SC always runs)")
@@ -56,7 +57,7 @@ def parse_args(argv: list):
     parser.add_argument("--recheck", action="store_true", help="start every cell once (each skips what is done)")
     parser.add_argument("--in-process", action="store_true", help="one cell at a time in this process (no workers)")
     parser.add_argument("--costs", default=str(COSTS), help="calibration JSON for the estimate")
-    parser.add_argument("--results", default=None, help="copy the comparison, tuning and cell records here")
+    parser.add_argument("--results", default=None, help="copy the report's files here (grid: grid.json)")
     args, overrides = parser.parse_known_args(argv)
     unknown = [o for o in overrides if "=" not in o]
     if unknown:
@@ -200,6 +201,21 @@ def make_report(args, overrides: list) -> dict:
     return summary
 
 
+def grid_cells(args, overrides: list) -> dict:
+    """The first seed's grid as it stands (``rkd.bench.tuning.grid_as_it_stands``): a grid extended by a
+    multiplier shows its choices before every cell built on RKD-SC's choice is made again."""
+    from rkd.bench.tuning import grid_as_it_stands
+
+    bench, _ = make_bench(args, overrides)
+    result = grid_as_it_stands(bench.base, bench.names, bench.grid, bench.seeds[0])
+    options = [f"--grid {','.join(f'{x:g}' for x in bench.grid)}"] + ([f"--only {args.only}"] if args.only else [])
+    result["command"] = " ".join(["python benchmarks/bench.py grid", *options, *config_args(args, overrides)])
+    if args.results:
+        Path(args.results).mkdir(parents=True, exist_ok=True)
+        (Path(args.results) / "grid.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def calibrate(args, overrides: list) -> dict:
     """Every method once, briefly, on one seed without tuning; their records -> ``--costs``."""
     from rkd.bench.costs import unit_costs
@@ -234,7 +250,8 @@ def main(argv: list | None = None) -> int:
         if args.command == "plan":
             print_plan(*make_bench(args, overrides), args.costs, args.parallel)
             return 0
-        result = {"run": run_all, "report": make_report, "calibrate": calibrate}[args.command](args, overrides)
+        commands = {"run": run_all, "report": make_report, "grid": grid_cells, "calibrate": calibrate}
+        result = commands[args.command](args, overrides)
     except (RuntimeError, ValueError) as err:  # BenchError, ComparisonError: what is missing or mixed, and the fix
         print(f"[bench] {err}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from rkd.bench.plan import comparison_cells, dropped_ablations, parse_seeds
 from rkd.bench.records import BenchError, check_complete, check_one_teacher, read_record, write_record
 from rkd.bench.report import write_report
 from rkd.bench.scheduler import Bench, Finished, run_cells
-from rkd.bench.tuning import choose, parse_grid
+from rkd.bench.tuning import choose, grid_as_it_stands, parse_grid
 from rkd.config import load_config
 
 
@@ -161,6 +161,36 @@ def test_tuning_grid_chooses_on_val_then_runs_every_seed_at_the_choice(tmp_path)
     tuning = json.loads((bench.base.run_dir / "tuning.json").read_text())
     assert tuning["methods"]["deep-jscc"]["chosen"] == 0.5 and tuning["methods"][RKD]["chosen"] == 2.0
     assert tuning["methods"]["deep-jscc"]["val_accuracy"] == {"0.5": 0.9, "1": 0.4, "2": pytest.approx(-0.6)}
+
+
+def test_a_grid_extended_by_a_multiplier_shows_its_choices_before_its_dependents_are_made_again(tmp_path):
+    launched = []
+    run(make_bench(tmp_path, ["deep-jscc"], seeds=(0,), grid=(1, 2)), launched, val=lambda c: c.scale / 10)
+    for cell in (Cell(RKD, 0, 2.0), Cell("deep-jscc", 0, 1.0)):  # two of them were swept
+        records = [{"snr_db": s, "accuracy": a} for s, a in ((-10.0, 0.5), (20.0, 0.9), (25.0, 0.0))]
+        (cell_dir(make_bench(tmp_path, []).base, cell) / "results.json").write_text(json.dumps({"records": records}))
+    wider = make_bench(tmp_path, ["deep-jscc"], seeds=(0,), grid=(1, 2, 4))
+    # RKD-SC's x4 cell alone, as `bench.py cell rkd-sc@seed0@x4 --rkd-scale 4` makes it; it wins by a little
+    fake_launcher(wider, launched, val=lambda c: 0.201)(Cell(RKD, 0, 4.0), 4.0, 1)
+    grid = grid_as_it_stands(wider.base, wider.names, wider.grid, 0)
+    assert grid["chosen"] == {RKD: 4.0} and grid["missing"] == ["deep-jscc@seed0@x4"]
+    assert {k: v["built_on_rkd_sc"] for k, v in grid["cells"].items() if k.startswith("deep-jscc")} == {
+        "deep-jscc@seed0@x1": 2.0,
+        "deep-jscc@seed0@x2": 2.0,
+    }
+    assert grid["cells"][f"{RKD}@seed0@x2"]["test_mean"] == pytest.approx(0.7)  # -10..20 dB only
+    assert grid["cells"][f"{RKD}@seed0@x4"]["test_mean"] is None  # not swept
+    assert grid["cells"][f"{RKD}@seed0@x4"]["val_accuracy"] == 0.201
+    assert wider.remade(*wider.state()) == {
+        "deep-jscc@seed0@x1": "it was made on RKD-SC at x2, this plan builds on x4",
+        "deep-jscc@seed0@x2": "it was made on RKD-SC at x2, this plan builds on x4",
+    }
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+    args = ["grid", "--grid", "1,2,4", "--seeds", "0,", "--only", "deep-jscc", f"runs_dir={tmp_path}"]
+    done = subprocess.run([sys.executable, str(script), *args, "--results", str(tmp_path / "out")], capture_output=True)
+    written = json.loads((tmp_path / "out" / "grid.json").read_text())
+    assert done.returncode == 0 and {k: written[k] for k in grid} == grid
+    assert written["command"] == f"python benchmarks/bench.py grid --grid 1,2,4 --only deep-jscc runs_dir={tmp_path}"
 
 
 def test_choice_ties_and_grid_errors():

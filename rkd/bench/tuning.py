@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rkd.bench.catalogue import tuned
-from rkd.bench.layout import Cell
-from rkd.run.artifacts import atomic_write_json
+from rkd.bench.catalogue import RKD, tuned
+from rkd.bench.layout import Cell, cell_dir
+from rkd.bench.records import finished
+from rkd.run.artifacts import atomic_write_json, read_json
 
 GRID = (0.5, 1.0, 2.0)
 
@@ -76,3 +77,38 @@ def write_tuning(path, names: list, grid: tuple, seed: int, records: dict, chose
         }
     atomic_write_json(path, out)
     return out
+
+
+def swept_mean(records: list, snr_range: tuple = (-10.0, 20.0)) -> float | None:
+    """Mean accuracy over a cell's swept records in ``snr_range`` (every channel and k): descriptive only."""
+    swept = [
+        r["accuracy"] for r in records if r.get("snr_db") is not None and snr_range[0] <= r["snr_db"] <= snr_range[1]
+    ]
+    return sum(swept) / len(swept) if swept else None
+
+
+def grid_as_it_stands(base, names: list, grid: tuple, seed: int) -> dict:
+    """The first seed's grid cells that have finished, whichever RKD-SC multiplier they were built on, and
+    the choice each complete grid implies: what extending a grid shows before its dependents are made again.
+    Per cell: val accuracy (what the choice reads), test mean, RKD-SC's multiplier it was built on, minutes."""
+    records, cells = {}, {}
+    names = [n for n in dict.fromkeys([RKD, *names]) if tuned(n)]
+    for name in names:
+        for x in grid:
+            cell = Cell(name, seed, x)
+            record = finished(base, cell, None)
+            if record is None:
+                continue
+            records[cell.key] = record
+            path = cell_dir(base, cell) / "results.json"
+            results = read_json(path) if path.exists() else {}
+            cells[cell.key] = {
+                "val_accuracy": record.get("val_accuracy"),
+                "test_mean": swept_mean(results.get("records", [])),
+                "built_on_rkd_sc": record.get("rkd_scale"),
+                "minutes": round(record.get("seconds", 0.0) / 60, 1),
+                "git_commit": record.get("git_commit"),
+            }
+    chosen = choices(names, grid, seed, records)
+    missing = [Cell(n, seed, x).key for n in names for x in grid if Cell(n, seed, x).key not in cells]
+    return {"grid": list(grid), "seed": seed, "chosen": chosen, "missing": missing, "cells": cells}
