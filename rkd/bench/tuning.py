@@ -91,13 +91,14 @@ def grid_as_it_stands(base, names: list, grid: tuple, seed: int) -> dict:
     """The first seed's grid cells that have finished, whichever RKD-SC multiplier they were built on, and
     the choice each complete grid implies: what extending a grid shows before its dependents are made again.
     Per cell: val accuracy (what the choice reads), test mean, RKD-SC's multiplier it was built on, minutes."""
-    records, cells = {}, {}
+    records, cells, missing = {}, {}, []
     names = [n for n in dict.fromkeys([RKD, *names]) if tuned(n)]
     for name in names:
         for x in grid:
             cell = Cell(name, seed, x)
             record = finished(base, cell, None)
             if record is None:
+                missing.append(cell.key)
                 continue
             records[cell.key] = record
             path = cell_dir(base, cell) / "results.json"
@@ -110,5 +111,4 @@ def grid_as_it_stands(base, names: list, grid: tuple, seed: int) -> dict:
                 "git_commit": record.get("git_commit"),
             }
     chosen = choices(names, grid, seed, records)
-    missing = [Cell(n, seed, x).key for n in names for x in grid if Cell(n, seed, x).key not in cells]
     return {"grid": list(grid), "seed": seed, "chosen": chosen, "missing": missing, "cells": cells}
