@@ -175,6 +175,7 @@ class Pipeline:
         precision = self.precision(stage)
         warn_once(precision, self.accelerator.print)
         self.accelerator.print(f"[rkd] {stage}: running into {self.run_dir.path(stage)}; {precision}; {threads_line()}")
+        self.accelerator.wait_for_everyone()  # every process has read the stage's record before it is moved aside
         out = self.run_dir.begin(stage)
         self.accelerator.wait_for_everyone()
         if self.planner.enabled or self.accelerator.num_processes > 1:
