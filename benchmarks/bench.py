@@ -108,11 +108,14 @@ def print_plan(bench, dropped: dict, costs_path: str, parallel: int) -> dict | N
     units, measured = with_measured(costs["units"], list(records.values()))
     est = estimate(bench.base, bench.names, bench.seeds, bench.grid, sizes, units, parallel, set(records), chosen)
     for name, entry in est["per_method"].items():
-        say(f"[bench]   {name:28s} {entry['cells']:2d} cells {entry['seconds'] / 3600:6.2f} CPU-h")
+        flops = entry.get("flops_per_cell")
+        trained = "training FLOPs not counted" if flops is None else f"{flops / 1e12:9.2f} training TFLOPs a cell"
+        say(f"[bench]   {name:28s} {entry['cells']:2d} cells {entry['seconds'] / 3600:6.2f} CPU-h {trained}")
     machine, load = costs.get("machine", {}), costs.get("load_average_5min_median")
     say(
         f"[bench] estimate: {est['cells']} cells ({len(records)} done), {est['cpu_seconds'] / 3600:.2f} CPU-hours left, "
-        f"{est['wall_seconds'] / 3600:.2f} h wall on {parallel} workers (calibrated on {machine.get('model')}"
+        f"{est['wall_seconds'] / 3600:.2f} h wall on {parallel} workers (calibrated on {machine.get('model')} "
+        f"[{', '.join(machine.get('flags', []))}]"
         + (f" under a load of {load:.1f} on {machine.get('cpus_available')} CPUs" if load else "")
         + ", "
         f"{machine.get('torch_threads')} thread per cell)"

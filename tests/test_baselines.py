@@ -420,6 +420,9 @@ def test_rkd_baselines_two_seeds_paired(tmp_path, fake_fashion_dir):
     assert data["yardstick"] and targets["yardstick"]["cells"]
     rkd_budget = data["methods"]["rkd-sc"]["budget"]
     assert set(rkd_budget["parts"]) >= {"teacher", "stage1", "stage2"}
+    trained = [p["flops"] for p in rkd_budget["parts"].values() if p["images_seen"]]
+    assert all(f > 0 for f in trained) and rkd_budget["flops"] == sum(trained)  # each training step counted
+    assert data["methods"]["deep-jscc-budget"]["budget"]["flops"] > 0
     matched = data["methods"]["deep-jscc-budget"]["budget"]["images_seen"]
     assert rkd_budget["images_seen"] <= matched < rkd_budget["images_seen"] + 32  # one batch of slack
     for name in ("label-digital", "feature-digital", "digital"):  # they send the stage-1 student's output

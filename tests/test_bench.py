@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rkd.bench.catalogue import RKD, method, parse_methods
-from rkd.bench.costs import estimate, method_steps, seed_images, simulate, unit_costs, with_measured
+from rkd.bench.costs import PER_IMAGE, estimate, method_steps, seed_images, simulate, unit_costs, with_measured
 from rkd.bench.layout import TEACHER, Cell, base_config, cell_config, cell_dir, parse_cell, rkd_config
 from rkd.bench.plan import comparison_cells, dropped_ablations, parse_seeds
 from rkd.bench.records import BenchError, check_complete, check_one_teacher, read_record, write_record
@@ -253,15 +253,21 @@ def test_cost_model_counts_each_methods_budget_rule():
                 "method": RKD,
                 "seconds": 10.0,
                 "sizes": {"train": 4, "val": 1, "test": 5},
-                "parts": {"stage2": {"steps": 4, "seconds": 2.0}, "sweep": {"steps": 9, "seconds": 5.0}},
+                "parts": {
+                    "stage2": {"steps": 4, "seconds": 2.0, "flops": 4e6},
+                    "sweep": {"steps": 9, "seconds": 5.0, "flops": None},
+                },
             },
         ]
     )
     assert units["per_unit"][RKD] == {"sweep": 1.0} and units["overhead"] == 3.0
     assert units["per_unit"]["pipeline"] == {"stage2": 0.5}  # the stages' costs are pooled over methods
+    assert units["flops_per_step"] == {"pipeline": {"stage2": 1e6}}  # a sweep trains nothing
     est = estimate(cfg, ["ablation:robust-kd"], [0, 1], (1.0,), sizes, units, workers=2)
     assert est["uncalibrated"] == [RKD, TEACHER]  # no teacher or search costs in this calibration
     assert est["per_method"]["ablation:robust-kd"]["seconds"] == pytest.approx(2 * (3 + 0.5 * 1680 + 10000))
+    assert est["per_method"]["ablation:robust-kd"]["flops_per_cell"] == pytest.approx(1e6 * 1680)  # full-size steps
+    assert est["per_method"][RKD]["flops_per_cell"] is None  # its search's and stage 1's FLOPs were not counted
     # a finished full-size cell's costs replace the calibration's for the parts it measured, and its overhead
     full = {
         "method": RKD,
@@ -416,7 +422,14 @@ def test_bench_end_to_end_on_toy_settings(tmp_path, fake_fashion_dir):
     assert vfe["budget_rule"] == "per-seed" and set(vfe["active_dims"]["per_k"]) == {"2", "8"}
     units = unit_costs(list(records.values()))
     sizes = {"train": 240, "val": 60, "test": 100}
-    assert estimate(bench.base, names, [0, 1], (0.5, 1, 2), sizes, units, workers=2)["uncalibrated"] == []
+    est = estimate(bench.base, names, [0, 1], (0.5, 1, 2), sizes, units, workers=2)
+    assert est["uncalibrated"] == []
+    trains = [n for n in est["per_method"] if set(method_steps(bench.base, n, sizes)) - set(PER_IMAGE)]
+    assert "rkd-sc" in trains and "deep-jscc" in trains and "label-digital" not in trains  # the digital train nothing
+    uncounted = {
+        n: est["per_method"][n]["flops_per_cell"] for n in trains if not est["per_method"][n]["flops_per_cell"]
+    }
+    assert not uncounted  # every part that trains counted its FLOPs
     # a lost cell is made again by a worker process; the finished ones start nothing
     (cell_dir(bench.base, Cell("label-digital", 1)) / "cell.json").unlink()
     again = subprocess.run(

@@ -267,6 +267,7 @@ def test_step_flops_count_what_torch_counts_and_allow_autograd_grad():
         throughput.step(lambda: model(x).sum().backward(), 2, step)
     summary = throughput.summary(processes=2)
     assert summary["timed_steps"] == 3 and summary["gflop_per_image"] == round(reference.get_total_flops() / 2 / 1e9, 4)
+    assert summary["flops_per_image"] == reference.get_total_flops() / 2
     assert summary["images_per_s"] > 0 and "achieved_gflops" in summary
     resumed = Throughput()  # a process resumed at step 2 counts no step: the counted one ran before the stop
     for step in range(2, 5):

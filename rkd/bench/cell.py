@@ -4,7 +4,7 @@ The caller hands in ``run_stages`` (``rkd.run.pipeline.stage_runner``), as ``rkd
 does. The method runs through the same job as in ``rkd baselines`` (``rkd.baselines.runner``), into
 the cell's own directory; ``cell.json`` is written last, with the teacher's content hash, the
 machine, the precision, the learning rates, the validation accuracy the tuning grid reads, and the
-steps and seconds of every part the cell trained (what the cost model is calibrated from).
+steps, seconds and training FLOPs of every part the cell trained (what the cost model is calibrated from).
 """
 
 from __future__ import annotations
@@ -45,14 +45,19 @@ class TimedContext(Context):
 
 
 def stage_parts(cfg: RunConfig, run_dir: Path, since: float, prefix: str = "") -> dict:
-    """``{stage: {"steps", "seconds"}}`` of the stages trained into ``run_dir`` (not linked) since ``since``."""
+    """``{stage: {"steps", "seconds", "flops"}}`` of the stages trained into ``run_dir`` (not linked) since ``since``."""
     parts = {}
     for stage in TRAINED_STAGES:
         record = Path(run_dir) / stage / "stage.json"
         if (Path(run_dir) / stage).is_symlink() or not record.exists() or record.stat().st_mtime < since:
             continue
         summary = read_json(record).get("summary", {})
-        parts[prefix + stage] = {"steps": int(summary.get("steps", 0)), "seconds": float(summary.get("seconds", 0.0))}
+        flops = budget.stage_cost(cfg, stage, summary, 1)["flops"]
+        parts[prefix + stage] = {
+            "steps": int(summary.get("steps", 0)),
+            "seconds": float(summary.get("seconds", 0.0)),
+            "flops": flops,
+        }
         if stage == "search":  # the candidates' brief trainings apart from the supernet's steps
             candidates = candidate_part(cfg, Path(run_dir) / stage, summary.get("selection"))
             parts[prefix + "search"]["seconds"] -= candidates["seconds"]
@@ -61,10 +66,10 @@ def stage_parts(cfg: RunConfig, run_dir: Path, since: float, prefix: str = "") -
 
 
 def candidate_part(cfg: RunConfig, search_dir: Path, selection: dict | None) -> dict:
-    """The candidate selection's steps (its training images / its batch) and seconds (its candidates' records)."""
+    """The candidate selection's steps (its training images / its batch), seconds and FLOPs (its candidates' records)."""
     seconds = sum(read_json(p).get("seconds", 0.0) for p in search_dir.glob("candidates/candidate-*/candidate.json"))
     steps = budget.candidate_images(cfg, selection) // cfg.search.candidate_batch_size
-    return {"steps": steps, "seconds": float(seconds)}
+    return {"steps": steps, "seconds": float(seconds), "flops": budget.candidate_flops(cfg, search_dir, selection)}
 
 
 def variant_runs(cfg: RunConfig, cell: Cell) -> dict:
@@ -81,14 +86,14 @@ def variant_runs(cfg: RunConfig, cell: Cell) -> dict:
 
 
 def trained_parts(ctx: TimedContext, cell: Cell, results: dict, since: float) -> dict:
-    """Every part the cell trained (stages, a baseline's own fit) and its sweeps, with steps and seconds."""
+    """Every part the cell trained (stages, a baseline's own fit) and its sweeps, with steps, seconds and FLOPs."""
     parts = {}
     for prefix, run_dir in variant_runs(ctx.cfg, cell).items():
         parts.update(stage_parts(ctx.cfg, run_dir, since, prefix))
     summary = results.get("summary", {})
     own = summary.get("budget", {}).get("parts", {}).get(summary.get("method"))
     if own is not None and cell.method != RKD:
-        parts["fit:" + cell.method] = {"steps": own["steps"], "seconds": own["seconds"]}
+        parts["fit:" + cell.method] = {"steps": own["steps"], "seconds": own["seconds"], "flops": own.get("flops")}
     parts["sweep"] = {"steps": len(results.get("records", [])), "seconds": ctx.sweep_seconds}
     return parts
 

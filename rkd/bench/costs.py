@@ -118,9 +118,12 @@ def unit_costs(records: list) -> dict:
     """Seconds per step (per image for ``PER_IMAGE`` parts) from calibration cell records (each with ``parts``
     and ``sizes``), and the median per-cell overhead. The pipeline's stages train the same models in every
     method that runs them, so theirs are pooled over every record (seconds over steps: the long runs, least
-    diluted by a stage's fixed costs, weigh most); a method's own fit and sweep are its own."""
+    diluted by a stage's fixed costs, weigh most); a method's own fit and sweep are its own. ``flops_per_step``:
+    the training FLOPs of one step of each trained part that counted them, keyed the same way (they depend on
+    the models and batch sizes, not on the machine or the split sizes)."""
     units: dict = {}
     pooled: dict = {}
+    flops: dict = {}
     overheads = []
     for record in records:
         sizes = record.get("sizes", {})
@@ -128,15 +131,19 @@ def unit_costs(records: list) -> dict:
             count = _count(part, cost, sizes)
             if not count:
                 continue
+            owner = POOLED_KEY if part in POOLED else record["method"]
             if part in POOLED:
                 total = pooled.setdefault(part, [0.0, 0])
                 total[0], total[1] = total[0] + cost["seconds"], total[1] + count
             else:
-                units.setdefault(record["method"], {})[part] = cost["seconds"] / count
+                units.setdefault(owner, {})[part] = cost["seconds"] / count
+            if cost.get("flops") is not None and part not in PER_IMAGE:
+                flops.setdefault(owner, {})[part] = cost["flops"] / count
         spent = sum(cost["seconds"] for cost in record.get("parts", {}).values())
         overheads.append(max(0.0, record["seconds"] - spent))
     units[POOLED_KEY] = {part: seconds / count for part, (seconds, count) in pooled.items()}
-    return {"per_unit": units, "overhead": statistics.median(overheads) if overheads else 0.0}
+    overhead = statistics.median(overheads) if overheads else 0.0
+    return {"per_unit": units, "overhead": overhead, "flops_per_step": flops}
 
 
 def with_measured(calibrated: dict, records: list) -> tuple[dict, int]:
@@ -151,7 +158,10 @@ def with_measured(calibrated: dict, records: list) -> tuple[dict, int]:
     for method, parts in measured["per_unit"].items():
         per_unit.setdefault(method, {}).update(parts)
         replaced += len(parts)
-    return {"per_unit": per_unit, "overhead": measured["overhead"]}, replaced
+    flops = {owner: dict(parts) for owner, parts in calibrated.get("flops_per_step", {}).items()}
+    for owner, parts in measured["flops_per_step"].items():
+        flops.setdefault(owner, {}).update(parts)
+    return {"per_unit": per_unit, "overhead": measured["overhead"], "flops_per_step": flops}, replaced
 
 
 def cell_seconds(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float | None:
@@ -164,6 +174,22 @@ def cell_seconds(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float 
         if cost is None:
             return None
         total += cost * count
+    return total
+
+
+def cell_flops(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float | None:
+    """A cell's training FLOPs at full size (its trained parts' steps x FLOPs per step); None when a part's
+    FLOPs were not counted. Sweeps, the cache pass and the evaluation train nothing."""
+    per_step = units.get("flops_per_step", {})
+    total = 0.0
+    for part, steps in method_steps(cfg, cell.method, sizes).items():
+        if part in PER_IMAGE:
+            continue
+        own, pooled = per_step.get(cell.method, {}), per_step.get(POOLED_KEY, {})
+        flops = own.get(part, pooled.get(part))
+        if flops is None:
+            return None
+        total += flops * steps
     return total
 
 
@@ -215,7 +241,8 @@ def estimate(
     done: frozenset | set = frozenset(),
     chosen: dict | None = None,
 ) -> dict:
-    """The plan's cost: cells, CPU seconds (one thread each) and wall seconds on ``workers``, per method;
+    """The plan's cost: cells, CPU seconds (one thread each), wall seconds on ``workers`` and, per method, the
+    training FLOPs of one of its cells (the shared teacher's in the teacher cell's own);
     cells whose keys are in ``done`` cost nothing (what is left of a benchmark stopped part-way), and the
     grid's choices made so far (``chosen``) decide which multiplier the other seeds run at."""
     order, deps = full_graph(names, seeds, grid, chosen)
@@ -231,6 +258,7 @@ def estimate(
         entry = per_method.setdefault(cell.method, {"cells": 0, "seconds": 0.0})
         entry["cells"] += 1
         entry["seconds"] += cost
+        entry["flops_per_cell"] = cell_flops(cfg, cell, sizes, units)  # alike for every seed and multiplier
     return {
         "cells": len(order),
         "cpu_seconds": sum(seconds.values()),

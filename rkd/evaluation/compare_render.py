@@ -118,25 +118,36 @@ def render_tables(records: list, summaries: dict, summary: dict, k: int, image_s
     return lines
 
 
+def _tflops(flops: float | None) -> str:
+    return "n/a" if flops is None else f"{flops / 1e12:,.2f}"
+
+
 def render_budgets(summaries: dict) -> list:
     """Training cost per method: images seen, epoch equivalents, wall time, and what they include."""
     lines = [
         "## Training budgets",
         "",
         "Per method (its own seed run): training images seen (steps x batch x processes), their equivalent in "
-        "epochs of the train split, and wall time; the parts list every trained piece it depends on "
+        "epochs of the train split, wall time, and training FLOPs (images x the FLOPs per image counted on one "
+        "training step of each part: forward, backward and the rest of its objective; n/a where a part's step was "
+        "not counted, as in a stage resumed past it); the parts list every trained piece it depends on "
         "(teacher and stage 1 counted where used).",
         "",
-        "| method | images seen | epochs (equiv.) | wall time (s) | parts |",
-        "|---|---:|---:|---:|---|",
+        "| method | images seen | epochs (equiv.) | wall time (s) | training TFLOPs | parts |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for method, s in summaries.items():
         b = s.get("budget")
         if not b:
             continue
-        parts = ", ".join(f"{name} {p['images_seen']:,} img / {p['seconds']:.0f} s" for name, p in b["parts"].items())
+        parts = ", ".join(
+            f"{name} {p['images_seen']:,} img / {p['seconds']:.0f} s"
+            + (f" / {_tflops(p.get('flops'))} TFLOPs" if p["images_seen"] else "")  # the cache pass trains nothing
+            for name, p in b["parts"].items()
+        )
         lines.append(
-            f"| {_display(method, s)} | {b['images_seen']:,} | {b['epochs']:.2f} | {b['seconds']:.0f} | {parts} |"
+            f"| {_display(method, s)} | {b['images_seen']:,} | {b['epochs']:.2f} | {b['seconds']:.0f} | "
+            f"{_tflops(b.get('flops'))} | {parts} |"
         )
     return lines + [""]
 

@@ -92,12 +92,18 @@ class Throughput:
         }
         if self.flops_per_image:
             achieved = self.flops_per_image * per_process / 1e9
+            out["flops_per_image"] = round(self.flops_per_image)  # what a budget multiplies by its images
             out["gflop_per_image"] = round(self.flops_per_image / 1e9, 4)
             out["achieved_gflops"] = round(achieved, 2)
             if peak_gflops:
                 out["peak_gflops"] = round(peak_gflops, 2)
                 out["efficiency"] = round(achieved / peak_gflops, 3)
         return out
+
+
+def counted_flops(summary: dict) -> float | None:
+    """FLOPs per training image a run counted (a fit or stage summary's ``throughput``), or None."""
+    return (summary.get("throughput") or {}).get("flops_per_image")
 
 
 def against_peak(throughput: dict, peak_gflops: float | None) -> dict:

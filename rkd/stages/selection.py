@@ -26,6 +26,7 @@ from accelerate.utils import set_seed
 
 from rkd.config import RunConfig, SearchConfig
 from rkd.data import DataBundle, subset_indices
+from rkd.hardware.efficiency import counted_flops
 from rkd.nas.complexity import NetworkShape, measure_network, network_params
 from rkd.nas.derive import sample_genotype
 from rkd.nas.genotype import Genotype, genotype_from_dict, genotype_to_dict
@@ -114,6 +115,9 @@ def train_candidate(
     )
     record["val_accuracy"][str(epochs)] = summary["best_val_accuracy"]
     record["seconds"] += summary["seconds"]
+    counted = counted_flops(summary)  # the first call counts; one resumed past the counted step does not
+    if counted is not None:
+        record["flops_per_image"] = counted
     if accelerator.is_main_process:
         atomic_write_json(record_path, record)
     accelerator.wait_for_everyone()
