@@ -389,6 +389,32 @@ def test_a_plan_with_bad_seeds_says_so_in_one_line():
     ]
 
 
+def test_a_plan_prints_each_methods_training_flops_and_the_calibrations_machine(tmp_path, fake_fashion_dir):
+    pipeline = ("teacher", "search", "candidates", "stage1", "stage2")
+    costs = {
+        "machine": {"model": "Test CPU", "flags": ["avx2", "fma"], "cpus_available": 2, "torch_threads": 1},
+        "units": {
+            "per_unit": {
+                "pipeline": {**{part: 1.0 for part in pipeline}, "cache": 0.001, "eval": 0.01},
+                "deep-jscc": {"fit:deep-jscc": 1.0, "sweep": 0.01},
+                RKD: {"sweep": 0.01},
+            },
+            "overhead": 1.0,
+            "flops_per_step": {"pipeline": {part: 1e9 for part in pipeline}},  # none for Deep JSCC's fit
+        },
+    }
+    (tmp_path / "costs.json").write_text(json.dumps(costs))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+    options = ["--only", "deep-jscc", "--seeds", "1", "--grid", "1", "--costs", str(tmp_path / "costs.json")]
+    common = [f"runs_dir={tmp_path}", f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'd'}"]
+    done = subprocess.run([sys.executable, str(script), "plan", *options, *common], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = {line.split()[1]: line for line in done.stderr.splitlines() if "CPU-h" in line}
+    assert "training TFLOPs a cell" in lines[RKD] and "training TFLOPs a cell" in lines[TEACHER]
+    assert "training FLOPs not counted" in lines["deep-jscc"]
+    assert "calibrated on Test CPU [avx2, fma]" in done.stderr
+
+
 @pytest.mark.slow  # every method and ablation trained and swept on two seeds: a few minutes on a shared 2-core machine
 def test_bench_end_to_end_on_toy_settings(tmp_path, fake_fashion_dir):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
