@@ -262,7 +262,19 @@ def test_cost_model_counts_each_methods_budget_rule():
     )
     assert units["per_unit"][RKD] == {"sweep": 1.0} and units["overhead"] == 3.0
     assert units["per_unit"]["pipeline"] == {"stage2": 0.5}  # the stages' costs are pooled over methods
-    assert units["flops_per_step"] == {"pipeline": {"stage2": 1e6}}  # a sweep trains nothing
+    assert units["flops_per_step"] == {RKD: {"stage2": 1e6}, "pipeline": {"stage2": 1e6}}  # a sweep trains nothing
+    two = [
+        {
+            "method": method,
+            "seconds": 1.0,
+            "sizes": {},
+            "parts": {"stage1": {"steps": steps, "seconds": 1.0, "flops": f}},
+        }
+        for method, steps, f in ((RKD, 1, 1e6), ("random-cells", 3, 9e6))
+    ]
+    per_step = unit_costs(two)["flops_per_step"]
+    assert per_step[RKD] == {"stage1": 1e6} and per_step["random-cells"] == {"stage1": 3e6}  # each its own model
+    assert per_step["pipeline"] == {"stage1": 2.5e6}  # pooled for the rest: all FLOPs over all steps
     est = estimate(cfg, ["ablation:robust-kd"], [0, 1], (1.0,), sizes, units, workers=2)
     assert est["uncalibrated"] == [RKD, TEACHER]  # no teacher or search costs in this calibration
     assert est["per_method"]["ablation:robust-kd"]["seconds"] == pytest.approx(2 * (3 + 0.5 * 1680 + 10000))

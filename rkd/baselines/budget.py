@@ -123,7 +123,7 @@ def candidate_images(cfg, selection: dict | None) -> int:
 def total(parts: dict, n_train: int) -> dict:
     """A method's budget: its parts and their sums."""
     images = sum(p["images_seen"] for p in parts.values())
-    trained = [p.get("flops") for name, p in parts.items() if p["images_seen"]]  # the cache pass trains nothing
+    trained = [p.get("flops") for p in parts.values() if p["images_seen"]]  # the cache pass trains nothing
     return {
         "parts": parts,
         "images_seen": images,

@@ -119,8 +119,9 @@ def unit_costs(records: list) -> dict:
     and ``sizes``), and the median per-cell overhead. The pipeline's stages train the same models in every
     method that runs them, so theirs are pooled over every record (seconds over steps: the long runs, least
     diluted by a stage's fixed costs, weigh most); a method's own fit and sweep are its own. ``flops_per_step``:
-    the training FLOPs of one step of each trained part that counted them, keyed the same way (they depend on
-    the models and batch sizes, not on the machine or the split sizes)."""
+    the training FLOPs of one step of each trained part that counted them, per method and, for the pipeline's
+    stages, pooled too (for methods that reuse a stage they did not count: a count is exact for its own model,
+    and depends on the models and batch sizes, not on the machine or the split sizes)."""
     units: dict = {}
     pooled: dict = {}
     flops: dict = {}
@@ -131,19 +132,26 @@ def unit_costs(records: list) -> dict:
             count = _count(part, cost, sizes)
             if not count:
                 continue
-            owner = POOLED_KEY if part in POOLED else record["method"]
             if part in POOLED:
-                total = pooled.setdefault(part, [0.0, 0])
-                total[0], total[1] = total[0] + cost["seconds"], total[1] + count
+                _pool(pooled, ("seconds", part), cost["seconds"], count)
             else:
-                units.setdefault(owner, {})[part] = cost["seconds"] / count
+                units.setdefault(record["method"], {})[part] = cost["seconds"] / count
             if cost.get("flops") is not None and part not in PER_IMAGE:
-                flops.setdefault(owner, {})[part] = cost["flops"] / count
+                flops.setdefault(record["method"], {})[part] = cost["flops"] / count
+                if part in POOLED:
+                    _pool(pooled, ("flops", part), cost["flops"], count)
         spent = sum(cost["seconds"] for cost in record.get("parts", {}).values())
         overheads.append(max(0.0, record["seconds"] - spent))
-    units[POOLED_KEY] = {part: seconds / count for part, (seconds, count) in pooled.items()}
+    for (kind, part), (amount, count) in pooled.items():
+        (units if kind == "seconds" else flops).setdefault(POOLED_KEY, {})[part] = amount / count
+    units.setdefault(POOLED_KEY, {})
     overhead = statistics.median(overheads) if overheads else 0.0
     return {"per_unit": units, "overhead": overhead, "flops_per_step": flops}
+
+
+def _pool(pooled: dict, key: tuple, amount: float, count: int) -> None:
+    total = pooled.setdefault(key, [0.0, 0])
+    total[0], total[1] = total[0] + amount, total[1] + count
 
 
 def with_measured(calibrated: dict, records: list) -> tuple[dict, int]:
@@ -180,7 +188,9 @@ def cell_seconds(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float 
 def cell_flops(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float | None:
     """A cell's training FLOPs at full size (its trained parts' steps x FLOPs per step); None when a part's
     FLOPs were not counted. Sweeps, the cache pass and the evaluation train nothing."""
-    per_step = units.get("flops_per_step", {})
+    per_step = units.get("flops_per_step")
+    if not per_step:  # a calibration older than the count
+        return None
     total = 0.0
     for part, steps in method_steps(cfg, cell.method, sizes).items():
         if part in PER_IMAGE:
