@@ -74,6 +74,13 @@ def test_pipeline_every_baseline_and_ablation_and_export_on_two_ranks(tmp_path, 
     assert "no loss term reads ['projected']" in log and "no loss term reads ['logits']" in log
     methods = json.loads((run / "compare" / "results.json").read_text())["methods"]
     assert len(methods) == 1 + 8 + 6, sorted(methods)
+    rkd_parts = methods["rkd-sc"]["budget"]["parts"]  # training FLOPs under 2 ranks: both ranks' images x per image
+    assert all(rkd_parts[stage]["flops"] > 0 for stage in ("teacher", "stage1", "stage2")), rkd_parts
+    # this search screens candidates for one step each, before the step the engine counts: not counted, not guessed
+    assert rkd_parts["search"]["flops"] is None and methods["rkd-sc"]["budget"]["flops"] is None
+    per_image = stage_record(run, "stage1")["throughput"]["flops_per_image"]
+    assert rkd_parts["stage1"]["flops"] == round(rkd_parts["stage1"]["images_seen"] * per_image)
+    assert methods["deep-jscc"]["budget"]["flops"] > 0 and methods["conference-rkd"]["budget"]["flops"] > 0
     assert stage_record(run, "eval")["evaluated_on"]["processes"] == 2
 
     run_launch(["-m", "rkd.cli", "export", *args], tmp_path / "export2.log", nproc=2, timeout=600)

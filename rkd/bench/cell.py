@@ -52,12 +52,8 @@ def stage_parts(cfg: RunConfig, run_dir: Path, since: float, prefix: str = "") -
         if (Path(run_dir) / stage).is_symlink() or not record.exists() or record.stat().st_mtime < since:
             continue
         summary = read_json(record).get("summary", {})
-        flops = budget.stage_cost(cfg, stage, summary, 1)["flops"]
-        parts[prefix + stage] = {
-            "steps": int(summary.get("steps", 0)),
-            "seconds": float(summary.get("seconds", 0.0)),
-            "flops": flops,
-        }
+        cost = budget.stage_cost(cfg, stage, summary, n_train=1)
+        parts[prefix + stage] = {key: cost[key] for key in ("steps", "seconds", "flops")}
         if stage == "search":  # the candidates' brief trainings apart from the supernet's steps
             candidates = candidate_part(cfg, Path(run_dir) / stage, summary.get("selection"))
             parts[prefix + "search"]["seconds"] -= candidates["seconds"]
