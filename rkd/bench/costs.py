@@ -172,17 +172,26 @@ def with_measured(calibrated: dict, records: list) -> tuple[dict, int]:
     return {"per_unit": per_unit, "overhead": measured["overhead"], "flops_per_step": flops}, replaced
 
 
+def _priced(cfg: RunConfig, cell: Cell, sizes: dict, table: dict, skip: tuple = ()) -> float | None:
+    """Sum over a cell's full-size parts (``skip`` left out) of their count x their unit in ``table``: the
+    method's own, else the pooled pipeline's, else RKD-SC's (ablations and controls sweep as RKD-SC does);
+    None when ``table`` lacks one of them."""
+    own, pooled, rkd = (table.get(name, {}) for name in (cell.method, POOLED_KEY, RKD))
+    total = 0.0
+    for part, count in method_steps(cfg, cell.method, sizes).items():
+        if part in skip:
+            continue
+        unit = own.get(part, pooled.get(part, rkd.get(part)))
+        if unit is None:
+            return None
+        total += unit * count
+    return total
+
+
 def cell_seconds(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float | None:
     """A cell's estimated seconds at full size; None when the calibration lacks one of its parts."""
-    per_method = units["per_unit"]
-    total = units["overhead"]
-    for part, count in method_steps(cfg, cell.method, sizes).items():
-        own, pooled, rkd = (per_method.get(name, {}) for name in (cell.method, POOLED_KEY, RKD))
-        cost = own.get(part, pooled.get(part, rkd.get(part)))  # ablations and controls sweep as RKD-SC does
-        if cost is None:
-            return None
-        total += cost * count
-    return total
+    parts = _priced(cfg, cell, sizes, units["per_unit"])
+    return None if parts is None else units["overhead"] + parts
 
 
 def cell_flops(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float | None:
@@ -191,16 +200,7 @@ def cell_flops(cfg: RunConfig, cell: Cell, sizes: dict, units: dict) -> float | 
     per_step = units.get("flops_per_step")
     if not per_step:  # a calibration older than the count
         return None
-    total = 0.0
-    for part, steps in method_steps(cfg, cell.method, sizes).items():
-        if part in PER_IMAGE:
-            continue
-        own, pooled = per_step.get(cell.method, {}), per_step.get(POOLED_KEY, {})
-        flops = own.get(part, pooled.get(part))
-        if flops is None:
-            return None
-        total += flops * steps
-    return total
+    return _priced(cfg, cell, sizes, per_step, skip=tuple(PER_IMAGE))
 
 
 def simulate(order: list, deps: dict, seconds: dict, workers: int) -> float:
@@ -265,10 +265,15 @@ def estimate(
             unknown.add(cell.method)
             cost = 0.0
         seconds[cell] = cost
-        entry = per_method.setdefault(cell.method, {"cells": 0, "seconds": 0.0})
+        if cell.method not in per_method:  # a method's training FLOPs are alike for every seed and multiplier
+            per_method[cell.method] = {
+                "cells": 0,
+                "seconds": 0.0,
+                "flops_per_cell": cell_flops(cfg, cell, sizes, units),
+            }
+        entry = per_method[cell.method]
         entry["cells"] += 1
         entry["seconds"] += cost
-        entry["flops_per_cell"] = cell_flops(cfg, cell, sizes, units)  # alike for every seed and multiplier
     return {
         "cells": len(order),
         "cpu_seconds": sum(seconds.values()),
