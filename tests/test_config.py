@@ -1,5 +1,7 @@
 """Config loading, overrides, validation messages and stage hashing."""
 
+from pathlib import Path
+
 import pytest
 
 from rkd.config import ConfigError, load_config
@@ -83,3 +85,28 @@ def test_eval_pilots_leave_data_uses():
     with pytest.raises(ConfigError, match=r"eval.channels\[1\].pilots.*smallest evaluated k \(4\)"):
         load_config(None, ['eval.channels=[{"name": "awgn"}, {"name": "rayleigh", "csi": "pilot", "pilots": 4}]'])
     assert load_config(None, ['eval.channels=[{"name": "rayleigh", "csi": "pilot", "pilots": 3}]'])
+
+
+def test_yaml_through_libyaml_reads_and_writes_what_pyyamls_safe_functions_do(tmp_path):
+    """Configs are read and written through libyaml where PyYAML has it (the pure-Python parser and emitter
+    were most of a comparison's config time); every packaged config and a saved run config come out the same."""
+    import yaml
+
+    import rkd
+    from rkd.config.loading import save_config, to_dict
+    from rkd.config.yaml_io import dump_yaml, load_yaml
+
+    assert yaml.__with_libyaml__  # the wheel CI installs: otherwise this test reads the fallback twice
+    packaged = sorted((Path(rkd.__file__).parent / "configs").glob("*.yaml"))
+    assert packaged
+    for path in packaged:
+        assert load_yaml(path.read_text()) == yaml.safe_load(path.read_text()), path
+    cfg = load_config(None, ["codec.rates=[2, 8]", "name=caf\u00e9"])
+    saved = tmp_path / "config.yaml"
+    save_config(cfg, saved)
+    assert (
+        saved.read_text() == yaml.safe_dump(to_dict(cfg), sort_keys=False) == dump_yaml(to_dict(cfg), sort_keys=False)
+    )
+    assert load_config([str(saved)], []) == cfg
+    with pytest.raises(yaml.YAMLError):
+        load_yaml("a: [1, 2")

@@ -15,6 +15,7 @@ from pydantic import BeforeValidator
 from rkd.baselines.names import ABLATIONS, BASELINE_METHODS
 from rkd.channels import CHANNEL_NAMES, CSI_MODES
 from rkd.config.coerce import reject
+from rkd.config.yaml_io import load_yaml
 from rkd.teacher.embedded import EMBEDDED_FAMILIES
 from rkd.teacher.kinds import KIND_CHOICES
 
@@ -40,7 +41,7 @@ else:
 def _csi_setting(value: Any) -> str | list:
     if isinstance(value, str) and value.startswith("["):  # a list given as text on the command line
         try:
-            value = yaml.safe_load(value)
+            value = load_yaml(value)
         except yaml.YAMLError:
             pass
     modes = value if isinstance(value, list) else [value]

@@ -16,6 +16,8 @@ import yaml
 from pydantic import AfterValidator, BeforeValidator, PlainValidator
 from pydantic_core import PydanticCustomError
 
+from rkd.config.yaml_io import load_yaml
+
 
 def reject(accepted: str) -> NoReturn:
     """Fail validation of the current value; ``accepted`` says what would have been accepted."""
@@ -100,7 +102,7 @@ def _yaml_list(value: Any) -> list:
     """A list, also when a command line or YAML string spells it (``"[8, 16]"``)."""
     if isinstance(value, str):
         try:
-            value = yaml.safe_load(value)
+            value = load_yaml(value)
         except yaml.YAMLError:
             reject("a list, e.g. [8, 16, 32]")
     if not isinstance(value, list):

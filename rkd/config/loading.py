@@ -20,6 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from rkd.config.schema import LossConfig, RunConfig
 from rkd.config.validation import ConfigError, validate
+from rkd.config.yaml_io import dump_yaml, load_yaml
 from rkd.run.artifacts import atomic_write_text
 
 # the search's loss terms were SearchConfig fields until the search got its own `loss` section
@@ -40,7 +41,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r} must look like section.field=value, e.g. stage1.epochs=2")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -53,7 +54,7 @@ def _read_yaml(path: str | Path) -> dict:
     if not p.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = load_yaml(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
     if not isinstance(loaded, dict):
@@ -171,4 +172,4 @@ def config_hash(*parts: Any) -> str:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, dump_yaml(to_dict(cfg), sort_keys=False))

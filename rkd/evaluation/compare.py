@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from rkd.config.yaml_io import load_yaml
 from rkd.evaluation.compare_plot import comparison_png, lead_png
 from rkd.evaluation.compare_render import (
     KEPT_SNR,
@@ -52,7 +51,7 @@ def load_method_results(run_dir: Path) -> dict:
 
 
 def run_config(run_dir: Path) -> dict:
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    return load_yaml((Path(run_dir) / "config.yaml").read_text())
 
 
 def seed_dirs(run_dir: Path, seeds: list) -> dict:
