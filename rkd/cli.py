@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
                 help="measure the probe again (a few seconds) and replace its cache, which auto precision "
                 "reads: after a probe taken on a loaded machine, or a change of hardware",
             )
+        if name == "export":
+            p.add_argument(
+                "--no-onnx",
+                action="store_true",
+                help="TorchScript only: skip the ONNX pair even with the onnx extra installed (its exporter "
+                "traces each half through torch.export, the slow part of an export)",
+            )
         if name == "search":
             p.add_argument(
                 "--sweep",

@@ -142,7 +142,7 @@ def run_command(args: argparse.Namespace, cfg: RunConfig, accelerator) -> int:
             print(f"comparison: {cfg.run_dir / 'compare' / 'comparison.md'}")
         return 0
     if args.command == "export":
-        paths = export_run(cfg, accelerator)
+        paths = export_run(cfg, accelerator, onnx=not args.no_onnx)
         if accelerator.is_main_process:
             print(f"export: {paths['dir']}")
         return 0
@@ -202,12 +202,13 @@ def sweep_command(cfg: RunConfig, accelerator, pipeline: Pipeline, index) -> int
     return 0
 
 
-def export_run(cfg: RunConfig, accelerator) -> dict:
-    """``rkd export``: the run up to stage 2 first, then its link into ``runs/<name>/export/``."""
+def export_run(cfg: RunConfig, accelerator, onnx: bool = True) -> dict:
+    """``rkd export``: the run up to stage 2 first, then its link into ``runs/<name>/export/`` (``onnx``: the ONNX
+    pair too, where the onnx extra is installed)."""
     pipeline = Pipeline(cfg, accelerator)
     pipeline.run(until="stage2")
     out_dir = cfg.run_dir / "export"
     inputs = pipeline.inputs
     _ = inputs.bundle, inputs.cache  # collective loads (a barrier inside): every rank, before the main-only export
-    paths = on_main(accelerator, lambda: export_trained(cfg, inputs, out_dir))
+    paths = on_main(accelerator, lambda: export_trained(cfg, inputs, out_dir, onnx=onnx))
     return paths if paths is not None else {"dir": out_dir}

@@ -355,12 +355,13 @@ def check_comparison(run, methods):
     return text
 
 
-@pytest.mark.slow  # the whole pipeline plus every baseline: minutes on a shared 2-core machine
-def test_rkd_baselines_every_method_and_ablation(tmp_path, fake_fashion_dir, capsys):
-    run, args = run_baselines_cli(tmp_path, fake_fashion_dir, [])
-    methods = ["rkd-sc", "deep-jscc", "adjscc", "conference-rkd", "label-digital", "feature-digital", "digital"] + [
-        f"ablation:{a}" for a in ("no-kd", "robust-kd", "no-channel-training", "no-state", "fixed-length")
-    ]
+@pytest.mark.slow  # the whole pipeline plus two baselines and an ablation: a minute on a shared 2-core machine
+def test_rkd_baselines_in_one_process_then_report_rerun_and_export(tmp_path, fake_fashion_dir, capsys):
+    """`rkd baselines`, `report`, `baselines` again and `export` in one process; every method and ablation runs
+    under 2 ranks in tests/test_standins.py."""
+    extra = ["baselines.methods=[conference,digital]", "baselines.ablations=[no-kd]"]
+    run, args = run_baselines_cli(tmp_path, fake_fashion_dir, extra)
+    methods = ["rkd-sc", "conference-rkd", "digital", "ablation:no-kd"]
     check_comparison(run, methods)
     conference = json.loads((run / "baselines" / "conference" / "results.json").read_text())
     symbols = conference["summary"]["feature_dim"] // 2  # it sends its whole feature, always
@@ -382,9 +383,13 @@ def test_rkd_baselines_every_method_and_ablation(tmp_path, fake_fashion_dir, cap
     assert main(["baselines", *args]) == 0  # everything is skipped the second time
     skipped = capsys.readouterr().out.count("done for this config, skipping")
     assert skipped >= 3 + len(methods) - 1  # the pipeline's stages and every method but RKD-SC itself
-    assert main(["export", *args]) == 0  # rkd export: the trained link as two TorchScript files
+    (run / "export").mkdir()
+    (run / "export" / "receiver.onnx").write_text("an earlier export's")
+    # rkd export: the trained link as two TorchScript files (tests/test_export.py covers the ONNX pair)
+    assert main(["export", "--no-onnx", *args]) == 0
     check = json.loads((run / "export" / "export.json").read_text())["check"]
     assert check["transmitter_max_abs_diff"] < 1e-4 and check["receiver_max_abs_diff"] < 1e-3
+    assert not list((run / "export").glob("*.onnx"))
 
 
 @pytest.mark.slow  # the pipeline twice (two seeds) plus the digital schemes and the budget-matched Deep JSCC

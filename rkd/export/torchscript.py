@@ -128,18 +128,22 @@ def export_link(
     return result
 
 
-def export_trained(cfg, inputs, out_dir: Path) -> dict:
-    """The run's trained stage-2 link (``inputs``: its ``RunInputs``) into ``out_dir``, with ``export.json``."""
+def export_trained(cfg, inputs, out_dir: Path, onnx: bool = True) -> dict:
+    """The run's trained stage-2 link (``inputs``: its ``RunInputs``) into ``out_dir``, with ``export.json``;
+    ``onnx=False`` leaves out the ONNX pair."""
     bundle, cache = inputs.bundle, inputs.cache
     system = load_stage2(
         cfg, bundle, int(cache.features["test"].shape[1]), inputs.path("stage1"), inputs.path("stage2")
     )
     images = bundle.splits["test"].images[:16]
     result = export_link(
-        system, student_transform(cfg.data, bundle), images, out_dir, seed=cfg.eval.seed, onnx=onnx_available()
+        system, student_transform(cfg.data, bundle), images, out_dir, seed=cfg.eval.seed, onnx=onnx and onnx_available()
     )
-    if "onnx" not in result:
-        print("export: ONNX files skipped (pip install -e '.[onnx]' -c constraints.txt to get them)")
+    if "onnx" not in result:  # and none of an earlier export's ONNX files left beside this one's
+        for name in ("transmitter.onnx", "receiver.onnx"):
+            (out_dir / name).unlink(missing_ok=True)
+        why = "--no-onnx" if not onnx else "pip install -e '.[onnx]' -c constraints.txt to get them"
+        print(f"export: ONNX files skipped ({why})")
     h, w, c = bundle.image_shape
     atomic_write_json(
         out_dir / "export.json",
