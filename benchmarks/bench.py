@@ -24,6 +24,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import common  # noqa: F401  (this checkout's rkd first)
+
 HERE = Path(__file__).resolve().parent
 COSTS = HERE / "results" / "bench_costs.json"
 # the calibration profile: the default's models and batch sizes on a 4,096-image train split (each part's

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import torch
+# This checkout's rkd ahead of any installed one: a venv's editable install of another checkout would
+# otherwise be what a script run from here measures (its records would name that checkout's commit).
+CHECKOUT = Path(__file__).resolve().parents[1]
+if str(CHECKOUT) not in sys.path:
+    sys.path.insert(0, str(CHECKOUT))
+
+import torch  # noqa: E402
 
 
 def parse_config(description: str, add_arguments=None, default_configs=("default", "compare")):

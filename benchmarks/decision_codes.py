@@ -16,6 +16,7 @@ import json
 import platform
 import time
 
+import common  # noqa: F401  (this checkout's rkd first)
 import torch
 
 SNRS = (-10.0, -6.0, -2.0, 0.0, 4.0)

@@ -43,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (this checkout's rkd first)
+
 from rkd.config import LossConfig
 from rkd.losses import teacher_terms
 

@@ -401,7 +401,9 @@ def test_a_plan_with_bad_seeds_says_so_in_one_line():
     ]
 
 
-def test_a_plan_prints_each_methods_training_flops_and_the_calibrations_machine(tmp_path, fake_fashion_dir):
+def test_a_plan_prints_each_methods_training_flops_the_calibrations_machine_and_runs_its_own_checkout(
+    tmp_path, fake_fashion_dir
+):
     pipeline = ("teacher", "search", "candidates", "stage1", "stage2")
     costs = {
         "machine": {"model": "Test CPU", "flags": ["avx2", "fma"], "cpus_available": 2, "torch_threads": 1},
@@ -419,7 +421,13 @@ def test_a_plan_prints_each_methods_training_flops_and_the_calibrations_machine(
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
     options = ["--only", "deep-jscc", "--seeds", "1", "--grid", "1", "--costs", str(tmp_path / "costs.json")]
     common = [f"runs_dir={tmp_path}", f"data.fashion_mnist_dir={fake_fashion_dir}", f"data.cache_dir={tmp_path / 'd'}"]
-    done = subprocess.run([sys.executable, str(script), "plan", *options, *common], capture_output=True, text=True)
+    other = tmp_path / "other-checkout" / "rkd"  # what an editable install of another checkout puts first
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("raise ImportError('imported the other checkout')\n")
+    env = {**os.environ, "PYTHONPATH": str(other.parent)}
+    done = subprocess.run(
+        [sys.executable, str(script), "plan", *options, *common], capture_output=True, text=True, env=env
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = {line.split()[1]: line for line in done.stderr.splitlines() if "CPU-h" in line}
     assert "training TFLOPs a cell" in lines[RKD] and "training TFLOPs a cell" in lines[TEACHER]
