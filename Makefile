@@ -13,6 +13,12 @@ STAMP    := $(VENV)/.rkd-installed
 FMNIST   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# pytest-xdist workers (0: none, the tests run in this process). The suite sends whole files to a worker
+# (a file's module fixtures, trained toy runs, are built once); the slow tests go one by one, but those of
+# one xdist_group (the SLURM cluster's) to one worker
+TEST_WORKERS ?= 2
+XDIST    := -n $(TEST_WORKERS) --dist loadfile
+XDIST_SLOW := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps lint lint-deps clean-venv bench bench-costs
 
@@ -47,14 +53,14 @@ quick: install data
 	$(VENV)/bin/rkd run --quick
 
 test: install data
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS) tests
 
 # The slow tests: real multi-process launches (DDP over gloo, DeepSpeed ZeRO-2) and a real SLURM
 # cluster (tests/slurm_ci/setup_slurm.sh installs and starts it; root only). slow-deps adds what
 # they need beyond `make install`: DeepSpeed, and a C++ toolchain + Python headers for the CPU
 # communication op DeepSpeed compiles on first use (cached in ~/.cache/torch_extensions).
 test-slow: install data slow-deps
-	$(PY) -m pytest -q -m slow $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m slow $(XDIST_SLOW) $(PYTEST_ARGS) tests
 
 DS_STAMP := $(VENV)/.rkd-deepspeed
 
@@ -95,7 +101,7 @@ lint: lint-deps
 	$(VENV)/bin/mypy
 
 test-all: install data
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS) tests
 
 # RKD-SC vs its baselines, controls and ablations on the default, in resumable (method, seed) cells; runs in
 # parts, e.g. BENCH_ARGS="--only vfe,deep-jscc --seeds 0,1 --parallel 2" (python benchmarks/bench.py -h)

@@ -28,7 +28,8 @@ setup(
         "pillow>=10.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6.100", "tensorboard>=2.14", *ONNX],  # tensorboard: tests/test_tracking.py
+        # pytest-xdist: `make test` on several cores; tensorboard: tests/test_tracking.py
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "tensorboard>=2.14", *ONNX],
         "onnx": ONNX,
         # make lint and the pre-commit hooks (.pre-commit-config.yaml runs these from .venv)
         "lint": ["ruff>=0.15", "mypy>=1.18", "pre-commit>=4"],
