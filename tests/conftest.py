@@ -129,3 +129,9 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     yield
     AcceleratorState._reset_state(True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests of an xdist_group (the SLURM cluster's) first: most of their time is the cluster's start and
+    its queue, which then overlaps the other tests' work (pytest-xdist hands tests out in this order)."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
