@@ -20,7 +20,7 @@ TEST_WORKERS ?= 2
 XDIST    := -n $(TEST_WORKERS) --dist loadfile
 XDIST_SLOW := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps lint lint-deps clean-venv bench bench-costs
+.PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps lint lint-deps all-deps clean-venv bench bench-costs
 
 install: $(STAMP)
 
@@ -67,10 +67,14 @@ DS_STAMP := $(VENV)/.rkd-deepspeed
 slow-deps: $(DS_STAMP)
 
 $(DS_STAMP): $(STAMP)
-	@command -v g++ >/dev/null && $(PY) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
-	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ python3-dev; }
+	@$(MAKE) -s toolchain VENV=$(VENV) PY=$(PY)
 	$(PY) -m pip install -q -c $(PINS) -e ".[dev,deepspeed]"
 	@touch $@
+
+.PHONY: toolchain
+toolchain:
+	@command -v g++ >/dev/null && $(PY) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ python3-dev; }
 
 # The documentation site (mkdocs, the material theme, mkdocstrings: the `docs` extra). docs/hooks/
 # generates the configuration reference and the API pages from the code, so the build imports rkd.
@@ -94,6 +98,12 @@ lint-deps: $(LINT_STAMP)
 $(LINT_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c $(PINS) -e ".[dev,lint]"
 	@touch $@
+
+# What slow-deps, docs-deps and lint-deps add, in one pip run (CI: each run resolves and reinstalls rkd)
+all-deps: $(STAMP)
+	@$(MAKE) -s toolchain VENV=$(VENV) PY=$(PY)
+	$(PY) -m pip install -q -c $(PINS) -e ".[dev,deepspeed,docs,lint]"
+	@touch $(DS_STAMP) $(DOCS_STAMP) $(LINT_STAMP)
 
 lint: lint-deps
 	$(VENV)/bin/ruff check .
