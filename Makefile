@@ -13,12 +13,10 @@ STAMP    := $(VENV)/.rkd-installed
 FMNIST   := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
-# pytest-xdist workers (0: none, the tests run in this process). The suite sends whole files to a worker
-# (a file's module fixtures, trained toy runs, are built once); the slow tests go one by one, but those of
-# one xdist_group (the SLURM cluster's) to one worker
+# pytest-xdist workers (0: none, the tests run in this process), each given whole test files: a file's
+# module and session fixtures (trained toy runs, the SLURM cluster) are then built by one worker only
 TEST_WORKERS ?= 2
 XDIST    := -n $(TEST_WORKERS) --dist loadfile
-XDIST_SLOW := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: run quick test test-slow test-all install data slow-deps docs docs-deps lint lint-deps all-deps clean-venv bench bench-costs
 
@@ -60,7 +58,7 @@ test: install data
 # they need beyond `make install`: DeepSpeed, and a C++ toolchain + Python headers for the CPU
 # communication op DeepSpeed compiles on first use (cached in ~/.cache/torch_extensions).
 test-slow: install data slow-deps
-	$(PY) -m pytest -q -m slow $(XDIST_SLOW) $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m slow $(XDIST) $(PYTEST_ARGS) tests
 
 DS_STAMP := $(VENV)/.rkd-deepspeed
 

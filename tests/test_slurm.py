@@ -25,7 +25,7 @@ import pytest
 from multiproc import REPO, logged_steps, tail
 from test_pipeline import TINY
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # one cluster: these tests on one worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # collected first: see conftest.py
 
 SETUP = REPO / "tests" / "slurm_ci" / "setup_slurm.sh"
 TEARDOWN = REPO / "tests" / "slurm_ci" / "teardown_slurm.sh"
